@@ -1,0 +1,174 @@
+//! Request bodies. Only shapes live here; value checks (ranges, support) are done when the
+//! server turns them into engine requests, so that every message can name its field.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `POST /v1/chat/completions`. Sampling fields are read separately as [`SamplingRequest`]
+/// from the same body, so chat, completions and responses share one definition of them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// One chat message. `content` may be a string, null, or an array of content parts.
+/// Other keys (`name`, `tool_calls`, `tool_call_id`, ...) are kept and handed to the chat
+/// template untouched, since templates may use them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// An OpenAI content part. Only text parts can be served by a text model; the others are
+/// parsed so that the error can say which part type is not supported.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// `POST /v1/completions`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: Prompt,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub echo: bool,
+    pub suffix: Option<String>,
+}
+
+/// A completions prompt: a string, or a list of strings (one choice each in OpenAI; we
+/// accept a list of exactly one).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+}
+
+/// `POST /v1/responses`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ResponsesRequest {
+    pub model: String,
+    pub input: ResponsesInput,
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<i64>,
+    #[serde(default)]
+    pub stream: bool,
+    pub previous_response_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ResponsesInput {
+    Text(String),
+    Items(Vec<ResponsesInputItem>),
+}
+
+/// A Responses input item. Messages (`type` absent or `"message"`) are supported; their
+/// content is a string or a list of `input_text`/`output_text` parts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ResponsesInputItem {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub role: Option<String>,
+    pub content: Option<MessageContent>,
+}
+
+/// The sampling and length fields shared by chat, completions and responses. Parsed from
+/// the same body as the route's own struct. Fields we cannot honour are still parsed so
+/// that a request using them is refused with a 400 instead of silently ignored.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct SamplingRequest {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub min_p: Option<f64>,
+    pub typical_p: Option<f64>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub stop: Option<Stop>,
+    pub max_tokens: Option<i64>,
+    pub max_completion_tokens: Option<i64>,
+    pub n: Option<i64>,
+    pub response_format: Option<ResponseFormat>,
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    pub ignore_eos: Option<bool>,
+    // Parsed only to be refused when they would change the result.
+    pub logprobs: Option<Value>,
+    pub top_logprobs: Option<Value>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    pub functions: Option<Vec<Value>>,
+    pub best_of: Option<i64>,
+    pub mirostat_target: Option<f64>,
+    pub mirostat_lr: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Stop {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `POST /tokenize`: either `prompt` or `messages`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct TokenizeRequest {
+    pub model: String,
+    pub prompt: Option<Prompt>,
+    pub messages: Option<Vec<ChatMessage>>,
+    /// vLLM's flag: add the model's special tokens (BOS) to a raw prompt. Default true.
+    pub add_special_tokens: Option<bool>,
+    /// vLLM's flag: add the assistant turn opener after `messages`. Default true.
+    pub add_generation_prompt: Option<bool>,
+}
+
+/// `POST /detokenize`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct DetokenizeRequest {
+    pub model: String,
+    pub tokens: Vec<i64>,
+}

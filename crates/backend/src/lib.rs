@@ -1,0 +1,38 @@
+//! The engine seam. The HTTP layer speaks only to [`Backend`]; the embedded llama.cpp engine
+//! implements it today, an upstream proxy (vLLM / SGLang / llama-server) will tomorrow.
+//!
+//! - [`types`]: engine-neutral requests, events and model descriptions.
+//! - [`validate`]: wire sampling fields -> [`SamplingParams`], with errors naming the field.
+//! - [`error`]: [`BackendError`], mapped to HTTP in exactly one place by the server.
+
+pub mod error;
+pub mod types;
+pub mod validate;
+
+pub use error::BackendError;
+pub use types::*;
+
+use async_trait::async_trait;
+
+/// What an inference engine offers the gateway. Implementations own tokenization and
+/// prompt rendering because only they know their tokenizer and chat template.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The models this backend serves, in a stable order.
+    fn models(&self) -> Vec<ModelInfo>;
+
+    /// Starts a generation. Returns once the request is admitted (prompt rendered,
+    /// tokenized, checked against the context, a slot or queue place reserved); text then
+    /// arrives on [`Generation::events`]. Dropping the receiver cancels the generation.
+    async fn generate(&self, request: GenerateRequest) -> Result<Generation, BackendError>;
+
+    async fn tokenize(&self, request: TokenizeInput) -> Result<Tokenized, BackendError>;
+
+    async fn detokenize(&self, model: &str, tokens: &[i64]) -> Result<String, BackendError>;
+
+    /// True when every model can take work.
+    fn healthy(&self) -> bool;
+
+    /// Requests admitted and not yet finished, over all models.
+    fn in_flight(&self) -> usize;
+}

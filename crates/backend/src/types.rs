@@ -1,0 +1,134 @@
+//! Engine-neutral request and event types.
+
+use tokio::sync::mpsc;
+
+/// A text or chat prompt, not yet rendered or tokenized.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    /// Messages as JSON objects with `role` and string `content` (other keys kept for the
+    /// chat template), already checked by the gateway.
+    Chat(Vec<serde_json::Value>),
+    Text(String),
+}
+
+/// Sampling settings after validation. Defaults are llama.cpp's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables.
+    pub top_k: i32,
+    pub min_p: f32,
+    pub typical_p: f32,
+    pub seed: u32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// 1 disables.
+    pub repetition_penalty: f32,
+    /// Constrain output to a JSON value (`response_format: json_object`).
+    pub json: bool,
+    /// Token id -> additive bias.
+    pub logit_bias: Vec<(i32, f32)>,
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            typical_p: 1.0,
+            seed: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
+            json: false,
+            logit_bias: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+/// A validated generation request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    pub model: String,
+    pub prompt: PromptInput,
+    pub sampling: SamplingParams,
+    /// None: up to the end of the context.
+    pub max_tokens: Option<u32>,
+    /// Stop strings; generation ends before the first occurrence, which is not returned.
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of sequence token or a stop string.
+    Stop,
+    /// `max_tokens` or the end of the context.
+    Length,
+    /// The receiver went away.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Exact token counts of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    /// Prompt tokens whose KV entries were reused instead of recomputed.
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// New output text (never splits a UTF-8 character, never contains stop text).
+    Text(String),
+    /// The last event of a generation.
+    Finished { reason: FinishReason, usage: TokenUsage },
+    /// The engine failed mid-generation; no further event follows.
+    Failed(String),
+}
+
+/// An admitted generation.
+pub struct Generation {
+    pub prompt_tokens: u64,
+    pub events: mpsc::UnboundedReceiver<GenerationEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    /// Largest prompt + completion length of one request, in tokens.
+    pub max_context: u64,
+    pub owned_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizeInput {
+    pub model: String,
+    pub prompt: PromptInput,
+    pub add_special: bool,
+    pub add_generation_prompt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tokenized {
+    pub tokens: Vec<i64>,
+    /// Each token's text, special tokens included.
+    pub token_strs: Vec<String>,
+    pub max_context: u64,
+}

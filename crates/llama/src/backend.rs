@@ -1,0 +1,178 @@
+//! [`EmbeddedBackend`]: serves GGUF models in-process, one engine thread per model.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tm_backend::{
+    Backend, BackendError, GenerateRequest, Generation, ModelInfo, PromptInput, TokenizeInput, Tokenized,
+};
+use tm_scheduler::{EngineConfig, SchedulerHandle, SeqRequest, Token};
+use tracing::{info, warn};
+
+use crate::engine_model::LlamaEngineModel;
+use crate::load::load_model;
+use crate::template::{ChatTemplate, CHATML};
+
+/// How to serve one model.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    /// The public name clients put in `model`.
+    pub name: String,
+    pub path: PathBuf,
+    /// Sequences decoded together.
+    pub slots: usize,
+    /// Requests that may wait for a slot before new ones get 503.
+    pub queue: usize,
+    /// Context per request (prompt + completion); capped at the model's training context.
+    pub ctx_size: usize,
+    pub threads: i32,
+}
+
+struct Served {
+    name: String,
+    model: &'static LlamaModel,
+    template: ChatTemplate,
+    /// The BOS token's text, when the vocabulary adds one; templates often emit it.
+    bos_text: Option<String>,
+    max_context: usize,
+    engine: SchedulerHandle,
+}
+
+pub struct EmbeddedBackend {
+    models: Vec<Served>,
+}
+
+impl EmbeddedBackend {
+    /// Loads every model and starts its engine thread.
+    pub fn load(configs: &[ModelConfig], show_progress: bool) -> Result<Self, String> {
+        let mut models = Vec::new();
+        for c in configs {
+            let model = load_model(&c.path, show_progress)?;
+            let max_context = c.ctx_size.min(model.n_ctx_train() as usize).max(16);
+            let vocab = model.vocab();
+            let piece = |t: LlamaToken| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+            let source = match model.meta_val_str("tokenizer.chat_template") {
+                Ok(s) => s,
+                Err(_) => {
+                    warn!(model = %c.name, "the GGUF has no chat template; chat uses ChatML");
+                    CHATML.to_owned()
+                }
+            };
+            let template = ChatTemplate::new(&source, piece(vocab.bos()), piece(vocab.eos()))?;
+            let bos_text = vocab.should_add_bos().then(|| piece(vocab.bos()));
+            let (slots, threads) = (c.slots.max(1), c.threads.max(1));
+            let engine = SchedulerHandle::spawn(
+                &c.name,
+                EngineConfig { slots, queue: c.queue, ctx_per_slot: max_context },
+                move || LlamaEngineModel::new(model, slots, max_context, threads),
+            )
+            .map_err(|e| format!("{}: {e}", c.name))?;
+            info!(model = %c.name, path = %c.path.display(), slots, max_context, threads, "model ready");
+            models.push(Served { name: c.name.clone(), model, template, bos_text, max_context, engine });
+        }
+        Ok(EmbeddedBackend { models })
+    }
+
+    fn get(&self, name: &str) -> Result<&Served, BackendError> {
+        self.models.iter().find(|m| m.name == name).ok_or_else(|| BackendError::ModelNotFound(name.to_owned()))
+    }
+}
+
+impl Served {
+    fn tokenize(&self, prompt: &PromptInput, add_special: bool, add_generation_prompt: bool) -> Result<Vec<Token>, BackendError> {
+        let (text, add_special) = match prompt {
+            PromptInput::Text(t) => (t.clone(), add_special),
+            PromptInput::Chat(messages) => {
+                let text = self.template.render(messages, add_generation_prompt)?;
+                // Templates that write the BOS text themselves must not get a second one.
+                let has_bos = self.bos_text.as_ref().is_some_and(|b| !b.is_empty() && text.starts_with(b.as_str()));
+                (text, !has_bos)
+            }
+        };
+        Ok(self.model.vocab().tokenize(text.as_bytes(), add_special, true).into_iter().map(|t| t.0).collect())
+    }
+
+    fn check_token_ids<'a>(&self, ids: impl Iterator<Item = (usize, &'a i64)>, field: &str) -> Result<(), BackendError> {
+        let n_vocab = i64::from(self.model.n_vocab());
+        for (i, &id) in ids {
+            if !(0..n_vocab).contains(&id) {
+                return Err(BackendError::invalid(
+                    format!("{field}[{i}]"),
+                    format!("token id {id} is outside the vocabulary [0, {n_vocab})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for EmbeddedBackend {
+    fn models(&self) -> Vec<ModelInfo> {
+        self.models
+            .iter()
+            .map(|m| ModelInfo { id: m.name.clone(), max_context: m.max_context as u64, owned_by: "tensormesh".into() })
+            .collect()
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> Result<Generation, BackendError> {
+        let served = self.get(&req.model)?;
+        let prompt = served.tokenize(&req.prompt, true, true)?;
+        if prompt.is_empty() {
+            return Err(BackendError::invalid("prompt", "the prompt is empty"));
+        }
+        let biased: Vec<i64> = req.sampling.logit_bias.iter().map(|&(t, _)| i64::from(t)).collect();
+        served.check_token_ids(biased.iter().enumerate(), "logit_bias")?;
+        let ctx = served.max_context;
+        let wanted = req.max_tokens.map_or(1, |m| m as usize);
+        if prompt.len() + wanted > ctx {
+            return Err(BackendError::ContextLengthExceeded {
+                max_context: ctx as u64,
+                requested: (prompt.len() + wanted) as u64,
+                prompt: prompt.len() as u64,
+                completion: wanted as u64,
+            });
+        }
+        let max_tokens = req.max_tokens.unwrap_or((ctx - prompt.len()) as u32);
+        let prompt_tokens = prompt.len() as u64;
+        let events = served.engine.submit(SeqRequest { prompt, sampling: req.sampling, max_tokens, stop: req.stop })?;
+        Ok(Generation { prompt_tokens, events })
+    }
+
+    async fn tokenize(&self, req: TokenizeInput) -> Result<Tokenized, BackendError> {
+        let served = self.get(&req.model)?;
+        let tokens = served.tokenize(&req.prompt, req.add_special, req.add_generation_prompt)?;
+        let vocab = served.model.vocab();
+        let token_strs = tokens
+            .iter()
+            .map(|&t| String::from_utf8_lossy(&vocab.token_to_piece(LlamaToken(t), true, None)).into_owned())
+            .collect();
+        Ok(Tokenized {
+            tokens: tokens.into_iter().map(i64::from).collect(),
+            token_strs,
+            max_context: served.max_context as u64,
+        })
+    }
+
+    async fn detokenize(&self, model: &str, tokens: &[i64]) -> Result<String, BackendError> {
+        let served = self.get(model)?;
+        served.check_token_ids(tokens.iter().enumerate(), "tokens")?;
+        if tokens.is_empty() {
+            return Ok(String::new());
+        }
+        let ids: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t as i32)).collect();
+        // Leading BOS / trailing EOS are dropped so that tokenize -> detokenize round-trips.
+        let bytes = served.model.vocab().detokenize(&ids, true, true);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    fn in_flight(&self) -> usize {
+        self.models.iter().map(|m| m.engine.in_flight()).sum()
+    }
+}

@@ -1,0 +1,105 @@
+//! The thread-safe front of an engine: bounded admission and submission.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+
+use tm_backend::{BackendError, GenerationEvent, SamplingParams};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::engine::{self, EngineConfig};
+use crate::model::{Model, ModelError, Token};
+
+/// A tokenized request for the engine.
+#[derive(Debug, Clone)]
+pub struct SeqRequest {
+    pub prompt: Vec<Token>,
+    pub sampling: SamplingParams,
+    /// Already clamped to the context by the caller.
+    pub max_tokens: u32,
+    pub stop: Vec<String>,
+}
+
+/// A request on its way to the engine thread. The permit is its place in the bounded
+/// admission: it is released when the engine drops the job (finished or cancelled).
+pub(crate) struct Job {
+    pub request: SeqRequest,
+    pub events: mpsc::UnboundedSender<GenerationEvent>,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+/// Live counters, shared with the engine thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Sequences holding a slot.
+    pub running: AtomicUsize,
+    /// Requests admitted but waiting for a slot.
+    pub waiting: AtomicUsize,
+}
+
+/// Submits requests to one engine thread. Cheap to clone.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    jobs: std_mpsc::Sender<Job>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    stats: Arc<Stats>,
+}
+
+impl SchedulerHandle {
+    /// Starts the engine thread. `make_model` runs on that thread (a llama.cpp context
+    /// must be created and used on one thread); this returns once it has succeeded.
+    pub fn spawn<M, F>(name: &str, config: EngineConfig, make_model: F) -> Result<Self, ModelError>
+    where
+        M: Model,
+        F: FnOnce() -> Result<M, ModelError> + Send + 'static,
+    {
+        let (jobs, job_rx) = std_mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let capacity = config.slots + config.queue;
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || match make_model() {
+                Ok(model) => {
+                    let _ = ready_tx.send(Ok(()));
+                    engine::run(model, config, job_rx, &thread_stats);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| ModelError(format!("cannot start engine thread: {e}")))?;
+        ready_rx
+            .recv()
+            .map_err(|_| ModelError("engine thread exited during start".into()))??;
+        Ok(SchedulerHandle { jobs, permits: Arc::new(Semaphore::new(capacity)), capacity, stats })
+    }
+
+    /// Queues a request, or refuses it at once when slots and queue are full.
+    pub fn submit(
+        &self,
+        request: SeqRequest,
+    ) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, BackendError> {
+        let permit = self.permits.clone().try_acquire_owned().map_err(|_| BackendError::Overloaded {
+            capacity: self.capacity,
+            retry_after_secs: 1,
+        })?;
+        let (events, rx) = mpsc::unbounded_channel();
+        self.stats.waiting.fetch_add(1, Ordering::SeqCst);
+        self.jobs.send(Job { request, events, _permit: permit }).map_err(|_| {
+            self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
+            BackendError::Unavailable
+        })?;
+        Ok(rx)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Requests admitted and not yet finished (running + waiting).
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+}

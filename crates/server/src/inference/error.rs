@@ -1,0 +1,110 @@
+//! The single mapping from errors to HTTP on the inference surface (OpenAI error shape).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tm_api::{ErrorBody, ErrorDetail};
+use tm_backend::BackendError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Backend(BackendError),
+    /// The body is not valid JSON, or a field has the wrong type; `param` names it.
+    BadRequest { param: Option<String>, message: String },
+    Unauthorized,
+    NotFound(String),
+    MethodNotAllowed,
+    PayloadTooLarge { limit: usize },
+    Internal(String),
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        ApiError::Backend(e)
+    }
+}
+
+impl ApiError {
+    pub fn bad_request(param: Option<String>, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { param, message: message.into() }
+    }
+
+    /// Status, OpenAI `type`, `param`, `code`, message and `Retry-After` seconds.
+    fn parts(&self) -> (StatusCode, &'static str, Option<String>, Option<&'static str>, String, Option<u64>) {
+        use BackendError as B;
+        let msg = self.message();
+        match self {
+            ApiError::Backend(B::ModelNotFound(_)) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", Some("model".into()), Some("model_not_found"), msg, None)
+            }
+            ApiError::Backend(B::InvalidInput { param, .. }) => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", Some(param.clone()), None, msg, None)
+            }
+            ApiError::Backend(B::ContextLengthExceeded { .. }) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("messages".into()),
+                Some("context_length_exceeded"),
+                msg,
+                None,
+            ),
+            ApiError::Backend(B::Overloaded { retry_after_secs, .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_overloaded", None, Some("overloaded"), msg, Some(*retry_after_secs))
+            }
+            ApiError::Backend(B::Unavailable) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", None, Some("unavailable"), msg, Some(5))
+            }
+            ApiError::BadRequest { param, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_request_error", param.clone(), None, msg, None)
+            }
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "invalid_request_error", None, Some("invalid_api_key"), msg, None)
+            }
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", None, Some("not_found"), msg, None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, Some("method_not_allowed"), msg, None)
+            }
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("payload_too_large"), msg, None)
+            }
+            ApiError::Backend(B::Internal(_)) | ApiError::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None, "internal server error".into(), None)
+            }
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Backend(e) => e.to_string(),
+            ApiError::BadRequest { message, .. } => message.clone(),
+            ApiError::Unauthorized => {
+                "Incorrect or missing API key. Send `Authorization: Bearer <API key>`.".into()
+            }
+            ApiError::NotFound(path) => format!("no route for {path}"),
+            ApiError::MethodNotAllowed => "method not allowed for this route".into(),
+            ApiError::PayloadTooLarge { limit } => format!("request body is larger than the limit of {limit} bytes"),
+            ApiError::Internal(m) => m.clone(),
+        }
+    }
+
+    /// The body of an `{"error": ...}` event ending a stream that failed after it started.
+    pub fn stream_event(message: &str) -> serde_json::Value {
+        serde_json::json!({"error": {"message": message, "type": "server_error", "param": null, "code": null}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, param, code, message, retry_after) = self.parts();
+        if status.is_server_error() {
+            // The detail goes to the log, never to the client.
+            tracing::error!(error = ?self, "request failed");
+        }
+        let body = ErrorBody { error: ErrorDetail { message, kind: kind.into(), param, code: code.map(Into::into) } };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

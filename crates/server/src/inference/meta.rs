@@ -1,0 +1,38 @@
+//! The public GETs: `/v1/models`, `/health`, `/version`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use tm_api::{ModelCard, ModelList, Version};
+
+use super::AppState;
+
+pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
+    let data = state
+        .backend
+        .models()
+        .into_iter()
+        .map(|m| ModelCard {
+            id: m.id,
+            object: "model",
+            created: state.started,
+            owned_by: m.owned_by,
+            max_model_len: m.max_context,
+        })
+        .collect();
+    Json(ModelList { object: "list", data })
+}
+
+/// `status` is what clients read; `in_flight` (requests admitted and not finished) helps
+/// operators and tests see load without a metrics scrape.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let healthy = state.backend.healthy();
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if healthy { "ok" } else { "unavailable" }, "in_flight": state.backend.in_flight()});
+    (status, Json(body))
+}
+
+pub async fn version() -> Json<Version> {
+    Json(Version { version: env!("CARGO_PKG_VERSION") })
+}

@@ -1,0 +1,79 @@
+//! The OpenAI-compatible inference listener. One module per route group; handlers get a
+//! [`JsonBody`] and return [`ApiError`], whose `IntoResponse` is the only status mapping.
+
+pub mod auth;
+mod chat;
+mod completions;
+pub mod error;
+mod generation;
+pub mod json;
+mod meta;
+mod responses;
+mod tokenize;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::{middleware, Extension, Router};
+use tm_backend::Backend;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+pub use auth::ApiKeys;
+use error::ApiError;
+use json::BodyLimit;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub backend: Arc<dyn Backend>,
+    /// Unix time the server started; reported as the models' `created`.
+    pub started: u64,
+}
+
+pub struct RouterConfig {
+    pub keys: ApiKeys,
+    pub body_limit: usize,
+}
+
+pub fn router(state: AppState, config: RouterConfig) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::create))
+        .route("/v1/completions", post(completions::create))
+        .route("/v1/responses", post(responses::create))
+        .route("/tokenize", post(tokenize::tokenize))
+        .route("/detokenize", post(tokenize::detokenize))
+        .route("/v1/models", get(meta::models))
+        .route("/health", get(meta::health))
+        .route("/version", get(meta::version))
+        .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        // Layers run bottom-up: the request id is set first so every response (errors,
+        // 401s, panics) carries it.
+        .layer(middleware::from_fn_with_state(config.keys, auth::require_key))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .layer(Extension(BodyLimit(config.body_limit)))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A fresh id with an OpenAI-style prefix.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A seed for requests that do not set one.
+fn random_seed() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}

@@ -1,0 +1,13 @@
+//! The `tensormesh` server.
+//!
+//! Layout:
+//! - [`config`]: the `serve` flags (each with a `TENSORMESH_*` env var).
+//! - [`models`]: the known default models, `model pull` (from PyPI packages) and `model list`.
+//! - [`inference`]: the OpenAI-compatible router: auth, errors (the one OpenAI-shape
+//!   mapping), the JSON extractor, one module per route group.
+//! - [`serve`]: binding, the startup banner, graceful shutdown with a deadline.
+
+pub mod config;
+pub mod inference;
+pub mod models;
+pub mod serve;
