@@ -8,7 +8,7 @@ pub enum BackendError {
     ModelNotFound(String),
 
     /// The request is well-formed JSON but a value is unusable; `param` names the field.
-    #[error("{message}")]
+    #[error("`{param}`: {message}")]
     InvalidInput { param: String, message: String },
 
     #[error(

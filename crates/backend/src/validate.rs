@@ -60,7 +60,7 @@ pub fn sampling(req: SamplingRequest, default_seed: u32) -> Result<ValidSampling
         return Err(invalid("stop", format!("at most {MAX_STOP_STRINGS} stop sequences, got {}", stop.len())));
     }
     if stop.iter().any(String::is_empty) {
-        return Err(invalid("stop", "stop sequences must not be empty"));
+        return Err(invalid("stop", "stop sequences must not be empty strings"));
     }
     Ok(ValidSampling { sampling, max_tokens, stop })
 }
@@ -70,7 +70,7 @@ pub fn max_tokens(value: Option<i64>, field: &str) -> Result<Option<u32>, Backen
     match value {
         None => Ok(None),
         Some(n) if (1..=u32::MAX as i64).contains(&n) => Ok(Some(n as u32)),
-        Some(n) => Err(invalid(field, format!("`{field}` must be >= 1, got {n}"))),
+        Some(n) => Err(invalid(field, format!("must be >= 1, got {n}"))),
     }
 }
 
@@ -120,14 +120,14 @@ fn range(field: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, B
     match v {
         None => Ok(None),
         Some(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(Some(x as f32)),
-        Some(x) => Err(invalid(field, format!("`{field}` must be in [{lo}, {hi}], got {x}"))),
+        Some(x) => Err(invalid(field, format!("must be in [{lo}, {hi}], got {x}"))),
     }
 }
 
 /// Like [`range`] but excluding the lower bound.
 fn open_range(field: &str, v: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32>, BackendError> {
     match v {
-        Some(x) if x <= lo => Err(invalid(field, format!("`{field}` must be in ({lo}, {hi}], got {x}"))),
+        Some(x) if x <= lo => Err(invalid(field, format!("must be in ({lo}, {hi}], got {x}"))),
         v => range(field, v, lo, hi),
     }
 }
@@ -140,7 +140,7 @@ fn invalid(param: &str, message: impl Into<String>) -> BackendError {
 /// chat template.
 pub fn chat_messages(messages: Vec<ChatMessage>) -> Result<Vec<serde_json::Value>, BackendError> {
     if messages.is_empty() {
-        return Err(invalid("messages", "`messages` must contain at least one message"));
+        return Err(invalid("messages", "must contain at least one message"));
     }
     messages
         .into_iter()

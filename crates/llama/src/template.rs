@@ -44,7 +44,7 @@ impl ChatTemplate {
                     ErrorKind::InvalidOperation => e.detail().unwrap_or("invalid").to_owned(),
                     _ => e.to_string(),
                 };
-                BackendError::invalid("messages", format!("the model's chat template rejected the messages: {detail}"))
+                BackendError::invalid("messages", format!("the model's chat template rejected them: {detail}"))
             })
     }
 }

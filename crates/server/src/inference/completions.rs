@@ -18,7 +18,7 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
     let req: CompletionRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request(Some("suffix".into()), "`suffix` (fill-in-the-middle) is not supported"));
+        return Err(ApiError::bad_request(Some("suffix".into()), "fill-in-the-middle is not supported"));
     }
     let prompt = single_prompt(req.prompt, "prompt")?;
     let echo = req.echo.then(|| prompt.clone());
@@ -69,7 +69,7 @@ pub fn single_prompt(prompt: Prompt, field: &str) -> Result<String, ApiError> {
         Prompt::Texts(mut v) if v.len() == 1 => Ok(v.remove(0)),
         Prompt::Texts(v) => Err(ApiError::bad_request(
             Some(field.into()),
-            format!("`{field}` must be a string or a list of one string, got a list of {}", v.len()),
+            format!("must be a string or a list of one string, got a list of {}", v.len()),
         )),
     }
 }

@@ -25,8 +25,13 @@ impl From<BackendError> for ApiError {
 }
 
 impl ApiError {
+    /// A 400; with a `param`, the message starts with it, as validation errors do.
     pub fn bad_request(param: Option<String>, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { param, message: message.into() }
+        let message = match &param {
+            Some(p) => format!("`{p}`: {}", message.into()),
+            None => message.into(),
+        };
+        ApiError::BadRequest { param, message }
     }
 
     /// Status, OpenAI `type`, `param`, `code`, message and `Retry-After` seconds.

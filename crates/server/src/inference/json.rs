@@ -55,7 +55,7 @@ impl JsonBody {
             if param.is_empty() {
                 ApiError::bad_request(None, format!("invalid request body: {inner}"))
             } else {
-                ApiError::bad_request(Some(param.clone()), format!("`{param}`: {inner}"))
+                ApiError::bad_request(Some(param), inner)
             }
         })
     }

@@ -35,7 +35,7 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
     if req.previous_response_id.is_some() {
         return Err(ApiError::bad_request(
             Some("previous_response_id".into()),
-            "`previous_response_id` is not supported: responses are not stored; send the full input",
+            "not supported: responses are not stored; send the full input",
         ));
     }
     let max_output = validate::max_tokens(req.max_output_tokens, "max_output_tokens")?;
@@ -192,7 +192,7 @@ fn input_messages(instructions: Option<String>, input: ResponsesInput) -> Result
         }
     }
     if messages.is_empty() {
-        return Err(ApiError::bad_request(Some("input".into()), "`input` must not be empty"));
+        return Err(ApiError::bad_request(Some("input".into()), "must not be empty"));
     }
     Ok(messages)
 }

@@ -1,0 +1,10 @@
+//! Inference API over real HTTP against the real engine and model.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod concurrency;
+mod errors;
+mod generation;
+mod shutdown;
+mod tokens;
