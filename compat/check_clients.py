@@ -1,5 +1,5 @@
-"""Drives a real `tensormesh serve` with the OpenAI Python SDK and the official
-`tensormesh==0.2.1` SDK, unchanged, over every inference route.
+"""Drives a real `tensormesh serve` with the OpenAI Python SDK, the official
+`tensormesh==0.2.1` SDK and its `tm infer` CLI, unchanged, over every inference route.
 
 Usage: python check_clients.py PATH/TO/tensormesh [MODEL] [--models-dir DIR]
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 
 import openai
@@ -162,6 +163,31 @@ def run_checks(base, model):
         except tensormesh.BadRequestError as e:
             assert e.status_code == 400 and e.request_id, e
             assert "temperature" in json.dumps(e.body)
+
+
+    tm_bin = os.path.join(os.path.dirname(sys.executable), "tm")
+    # An empty state dir, so no personal config.toml or auth.json is read.
+    cli_env = dict(os.environ, TM_CONFIG_HOME=tempfile.mkdtemp(prefix="tm-compat-"))
+
+    def tm_cli(*args, stdin=None):
+        out = subprocess.run([tm_bin, "infer", *args, "--base-url", base, "--api-key", KEY],
+                             input=stdin, capture_output=True, text=True, env=cli_env, timeout=120)
+        assert out.returncode == 0, (args, out.returncode, out.stdout, out.stderr)
+        return out.stdout
+
+    @check("tm infer chat (+ --stream)")
+    def _():
+        body = json.dumps({"messages": messages, "max_tokens": 8})
+        assert tm_cli("chat", "--model", model, "--json", body).strip()
+        assert tm_cli("chat", "--model", model, "--stream", stdin=body).strip()
+
+    @check("tm infer completions / tokenize / health / version / models")
+    def _():
+        body = json.dumps({"prompt": "Once upon a time", "max_tokens": 8})
+        assert tm_cli("completions", "--model", model, "--json", body).strip()
+        assert tm_cli("health").strip() == "ok"
+        assert tm_cli("version").strip()
+        assert model in tm_cli("models")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ pub struct LlamaEngineModel {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
     batch: LlamaBatch<'static>,
+    /// The vocabulary's end-of-generation tokens, for `ignore_eos`.
+    end_of_generation: Vec<Token>,
 }
 
 impl LlamaEngineModel {
@@ -44,7 +46,9 @@ impl LlamaEngineModel {
         let ctx = model
             .new_context(backend, params)
             .map_err(|e| ModelError(format!("cannot create llama.cpp context: {e}")))?;
-        Ok(LlamaEngineModel { model, ctx, batch: LlamaBatch::new(BATCH_TOKENS, 1) })
+        let vocab = model.vocab();
+        let end_of_generation = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
+        Ok(LlamaEngineModel { model, ctx, batch: LlamaBatch::new(BATCH_TOKENS, 1), end_of_generation })
     }
 }
 
@@ -56,7 +60,7 @@ impl Model for LlamaEngineModel {
     }
 
     fn new_sampler(&self, params: &SamplingParams) -> Result<LlamaSampler, ModelError> {
-        crate::sampler::build(self.model, params).map_err(ModelError)
+        crate::sampler::build(self.model, params, &self.end_of_generation).map_err(ModelError)
     }
 
     fn decode(&mut self, entries: &[BatchEntry]) -> Result<(), ModelError> {

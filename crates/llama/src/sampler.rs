@@ -13,10 +13,15 @@ const PENALTY_LAST_N: i32 = 64;
 
 /// The chain follows llama.cpp's order: biases and grammar first so that truncation never
 /// keeps a forbidden token, then penalties, truncation, temperature and the draw.
-pub fn build(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSampler, String> {
+/// `end_of_generation` lists the model's EOG tokens, masked out under `ignore_eos` (as
+/// llama-server does) so that generation never continues past an end-of-turn token.
+pub fn build(model: &LlamaModel, p: &SamplingParams, end_of_generation: &[i32]) -> Result<LlamaSampler, String> {
     let mut chain = Vec::new();
-    if !p.logit_bias.is_empty() {
-        let biases: Vec<_> = p.logit_bias.iter().map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t), b)).collect();
+    let mut biases: Vec<_> = p.logit_bias.iter().map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t), b)).collect();
+    if p.ignore_eos {
+        biases.extend(end_of_generation.iter().map(|&t| LlamaLogitBias::new(LlamaToken(t), f32::NEG_INFINITY)));
+    }
+    if !biases.is_empty() {
         chain.push(LlamaSampler::logit_bias(model.n_vocab(), &biases));
     }
     if p.json {

@@ -3,13 +3,12 @@
 //! and new requests join between steps.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 
 use tm_backend::{FinishReason, GenerationEvent, TokenUsage};
 use tracing::{debug, warn};
 
-use crate::handle::{Job, Stats};
+use crate::handle::Job;
 use crate::model::{BatchEntry, Model, SeqId, Token};
 use crate::text::{StopMatcher, Utf8Decoder};
 
@@ -52,7 +51,6 @@ pub(crate) fn run<M: Model>(
     mut model: M,
     config: EngineConfig,
     jobs: std_mpsc::Receiver<Job>,
-    stats: &Stats,
 ) {
     let mut slots: Vec<Slot<M::Sampler>> = (0..config.slots)
         .map(|i| Slot { seq: i as SeqId, cached: Vec::new(), active: None })
@@ -78,8 +76,6 @@ pub(crate) fn run<M: Model>(
             }
         }
         admit(&mut slots, &mut waiting, &mut model);
-        stats.waiting.store(waiting.len(), Ordering::SeqCst);
-        stats.running.store(slots.iter().filter(|s| s.active.is_some()).count(), Ordering::SeqCst);
 
         build_batch(&mut slots, &mut batch, model.batch_capacity());
         if batch.is_empty() {

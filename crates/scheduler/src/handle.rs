@@ -1,6 +1,5 @@
 //! The thread-safe front of an engine: bounded admission and submission.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 
 use tm_backend::{BackendError, GenerationEvent, SamplingParams};
@@ -27,22 +26,12 @@ pub(crate) struct Job {
     pub _permit: OwnedSemaphorePermit,
 }
 
-/// Live counters, shared with the engine thread.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Sequences holding a slot.
-    pub running: AtomicUsize,
-    /// Requests admitted but waiting for a slot.
-    pub waiting: AtomicUsize,
-}
-
 /// Submits requests to one engine thread. Cheap to clone.
 #[derive(Clone)]
 pub struct SchedulerHandle {
     jobs: std_mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     capacity: usize,
-    stats: Arc<Stats>,
 }
 
 impl SchedulerHandle {
@@ -55,15 +44,13 @@ impl SchedulerHandle {
     {
         let (jobs, job_rx) = std_mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
-        let stats = Arc::new(Stats::default());
         let capacity = config.slots + config.queue;
-        let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
             .spawn(move || match make_model() {
                 Ok(model) => {
                     let _ = ready_tx.send(Ok(()));
-                    engine::run(model, config, job_rx, &thread_stats);
+                    engine::run(model, config, job_rx);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -73,7 +60,7 @@ impl SchedulerHandle {
         ready_rx
             .recv()
             .map_err(|_| ModelError("engine thread exited during start".into()))??;
-        Ok(SchedulerHandle { jobs, permits: Arc::new(Semaphore::new(capacity)), capacity, stats })
+        Ok(SchedulerHandle { jobs, permits: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
     /// Queues a request, or refuses it at once when slots and queue are full.
@@ -86,16 +73,8 @@ impl SchedulerHandle {
             retry_after_secs: 1,
         })?;
         let (events, rx) = mpsc::unbounded_channel();
-        self.stats.waiting.fetch_add(1, Ordering::SeqCst);
-        self.jobs.send(Job { request, events, _permit: permit }).map_err(|_| {
-            self.stats.waiting.fetch_sub(1, Ordering::SeqCst);
-            BackendError::Unavailable
-        })?;
+        self.jobs.send(Job { request, events, _permit: permit }).map_err(|_| BackendError::Unavailable)?;
         Ok(rx)
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.stats
     }
 
     /// Requests admitted and not yet finished (running + waiting).

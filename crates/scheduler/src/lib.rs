@@ -15,7 +15,7 @@ pub mod model;
 pub mod text;
 
 pub use engine::EngineConfig;
-pub use handle::{SchedulerHandle, SeqRequest, Stats};
+pub use handle::{SchedulerHandle, SeqRequest};
 pub use model::{BatchEntry, Model, ModelError, SeqId, Token};
 
 #[cfg(test)]

@@ -1,18 +1,16 @@
 //! `POST /v1/chat/completions`.
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use tm_api::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatDelta,
     SamplingRequest,
 };
-use tm_backend::{validate, GenerationEvent, PromptInput};
+use tm_backend::{validate, PromptInput};
 
 use super::error::ApiError;
-use super::generation::{self, collect, usage};
+use super::generation::{self, collect, json_event, openai_sse, usage, Piece};
 use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 
@@ -48,30 +46,10 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
         choices: vec![ChatChunkChoice { index: 0, delta, finish_reason: finish, logprobs: None }],
         usage: None,
     };
-    let first = chunk(ChatDelta { role: Some("assistant"), content: Some(String::new()) }, None);
-    let body = generation::events(generation).flat_map(move |event| {
-        let events: Vec<Event> = match event {
-            GenerationEvent::Text(t) => vec![json_event(&chunk(ChatDelta { role: None, content: Some(t) }, None))],
-            GenerationEvent::Finished { reason, usage: u } => {
-                let mut out = vec![json_event(&chunk(ChatDelta::default(), Some(reason.as_openai().into())))];
-                if include_usage {
-                    let mut last = chunk(ChatDelta::default(), None);
-                    last.choices.clear();
-                    last.usage = Some(usage(u));
-                    out.push(json_event(&last));
-                }
-                out.push(Event::default().data("[DONE]"));
-                out
-            }
-            GenerationEvent::Failed(e) => vec![json_event(&ApiError::stream_event(&e))],
-        };
-        futures::stream::iter(events)
-    });
-    let stream = futures::stream::once(async move { json_event(&first) }).chain(body).map(Ok::<_, std::convert::Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
-}
-
-/// One SSE event whose data is `value` as one line of JSON.
-pub fn json_event<T: serde::Serialize>(value: &T) -> Event {
-    Event::default().data(serde_json::to_string(value).unwrap_or_default())
+    let head = vec![json_event(&chunk(ChatDelta { role: Some("assistant"), content: Some(String::new()) }, None))];
+    Ok(openai_sse(generation, include_usage, head, move |piece| match piece {
+        Piece::Text(t) => chunk(ChatDelta { role: None, content: Some(t) }, None),
+        Piece::Finish(reason) => chunk(ChatDelta::default(), Some(reason.as_openai().into())),
+        Piece::Usage(u) => ChatCompletionChunk { choices: vec![], usage: Some(u), ..chunk(ChatDelta::default(), None) },
+    }))
 }

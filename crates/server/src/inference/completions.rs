@@ -1,16 +1,13 @@
 //! `POST /v1/completions`.
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
 use tm_api::{Completion, CompletionChoice, CompletionRequest, Prompt, SamplingRequest};
-use tm_backend::{GenerationEvent, PromptInput};
+use tm_backend::PromptInput;
 
-use super::chat::json_event;
 use super::error::ApiError;
-use super::generation::{self, collect, usage};
+use super::generation::{self, collect, json_event, openai_sse, usage, Piece};
 use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 
@@ -39,27 +36,12 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
         return Ok(Json(out).into_response());
     }
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let head: Vec<Event> = echo.map(|e| json_event(&completion(e, None))).into_iter().collect();
-    let body = generation::events(generation).flat_map(move |event| {
-        let events: Vec<Event> = match event {
-            GenerationEvent::Text(t) => vec![json_event(&completion(t, None))],
-            GenerationEvent::Finished { reason, usage: u } => {
-                let mut out = vec![json_event(&completion(String::new(), Some(reason.as_openai().into())))];
-                if include_usage {
-                    let mut last = completion(String::new(), None);
-                    last.choices.clear();
-                    last.usage = Some(usage(u));
-                    out.push(json_event(&last));
-                }
-                out.push(Event::default().data("[DONE]"));
-                out
-            }
-            GenerationEvent::Failed(e) => vec![json_event(&ApiError::stream_event(&e))],
-        };
-        futures::stream::iter(events)
-    });
-    let stream = futures::stream::iter(head).chain(body).map(Ok::<_, std::convert::Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    let head = echo.map(|e| json_event(&completion(e, None))).into_iter().collect();
+    Ok(openai_sse(generation, include_usage, head, move |piece| match piece {
+        Piece::Text(t) => completion(t, None),
+        Piece::Finish(reason) => completion(String::new(), Some(reason.as_openai().into())),
+        Piece::Usage(u) => Completion { choices: vec![], usage: Some(u), ..completion(String::new(), None) },
+    }))
 }
 
 /// One prompt per request: a string, or a list holding one string.

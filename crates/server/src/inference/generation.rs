@@ -1,6 +1,9 @@
 //! Shared plumbing for the generating routes: starting a generation and consuming it.
 
-use futures::Stream;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use serde::Serialize;
 use tm_api::{SamplingRequest, Usage};
 use tm_backend::{validate, FinishReason, GenerateRequest, Generation, GenerationEvent, PromptInput, TokenUsage};
 
@@ -59,4 +62,48 @@ pub fn events(mut generation: Generation) -> impl Stream<Item = GenerationEvent>
 
 pub fn usage(u: TokenUsage) -> Usage {
     Usage::new(u.prompt_tokens, u.cached_tokens, u.completion_tokens)
+}
+
+/// What one OpenAI stream chunk carries (chat and completions differ only in shape).
+pub enum Piece {
+    Text(String),
+    Finish(FinishReason),
+    Usage(Usage),
+}
+
+/// The OpenAI SSE body shared by chat and completions: `head`, a chunk per text piece, the
+/// finish chunk, the usage chunk when asked for, then `[DONE]`. An engine failure ends the
+/// stream with an `{"error": ...}` event.
+pub fn openai_sse<T: Serialize>(
+    generation: Generation,
+    include_usage: bool,
+    head: Vec<Event>,
+    chunk: impl Fn(Piece) -> T + Send + 'static,
+) -> Response {
+    let body = events(generation).flat_map(move |event| {
+        let out: Vec<Event> = match event {
+            GenerationEvent::Text(t) => vec![json_event(&chunk(Piece::Text(t)))],
+            GenerationEvent::Finished { reason, usage: u } => {
+                let mut out = vec![json_event(&chunk(Piece::Finish(reason)))];
+                if include_usage {
+                    out.push(json_event(&chunk(Piece::Usage(usage(u)))));
+                }
+                out.push(Event::default().data("[DONE]"));
+                out
+            }
+            GenerationEvent::Failed(e) => vec![json_event(&ApiError::stream_event(&e))],
+        };
+        futures::stream::iter(out)
+    });
+    sse(futures::stream::iter(head).chain(body))
+}
+
+/// An SSE response with keep-alive comments during long silences.
+pub fn sse(events: impl Stream<Item = Event> + Send + 'static) -> Response {
+    Sse::new(events.map(Ok::<_, std::convert::Infallible>)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// One SSE event whose data is `value` as one line of JSON.
+pub fn json_event<T: Serialize>(value: &T) -> Event {
+    Event::default().data(serde_json::to_string(value).unwrap_or_default())
 }

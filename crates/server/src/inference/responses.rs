@@ -1,7 +1,7 @@
 //! `POST /v1/responses` (OpenAI Responses API), with the standard stream events.
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -11,7 +11,7 @@ use tm_api::{ResponsesInput, ResponsesRequest, SamplingRequest};
 use tm_backend::{validate, FinishReason, GenerationEvent, PromptInput, TokenUsage};
 
 use super::error::ApiError;
-use super::generation::{self, collect};
+use super::generation::{self, collect, sse};
 use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 
@@ -105,8 +105,7 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
         };
         futures::stream::iter(events)
     });
-    let stream = futures::stream::iter(head).chain(body).map(Ok::<_, std::convert::Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+    Ok(sse(futures::stream::iter(head).chain(body)))
 }
 
 /// The fixed parts of one response object.

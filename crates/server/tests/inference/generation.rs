@@ -167,11 +167,9 @@ async fn responses_plain_and_streamed() {
     assert!(kinds.contains(&"response.output_text.delta"));
     let last = *kinds.last().unwrap();
     assert!(last == "response.completed" || last == "response.incomplete", "{kinds:?}");
-    let mut seen = 0;
-    for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+    for (seen, data) in text.lines().filter_map(|l| l.strip_prefix("data: ")).enumerate() {
         let v: Value = serde_json::from_str(data).unwrap();
         assert_eq!(v["sequence_number"], seen);
-        seen += 1;
     }
 }
 

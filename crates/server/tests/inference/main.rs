@@ -1,5 +1,7 @@
 //! Inference API over real HTTP against the real engine and model.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -1,0 +1,101 @@
+//! Starting and stopping the servers under test.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::Args;
+
+pub const KEY: &str = "tm-bench-key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    Tensormesh,
+    LlamaServer,
+}
+
+impl ServerKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ServerKind::Tensormesh => "tensormesh",
+            ServerKind::LlamaServer => "llama-server",
+        }
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    /// The name to put in `model`.
+    pub model: String,
+    child: Child,
+}
+
+impl Server {
+    pub async fn start(kind: ServerKind, args: &Args, model: &Path) -> Result<Server> {
+        let port = free_port()?;
+        let addr = format!("127.0.0.1:{port}");
+        let (t, np, ctx) = (args.threads.to_string(), args.parallel.to_string(), args.ctx_per_slot);
+        let mut cmd = match kind {
+            ServerKind::Tensormesh => {
+                let mut c = Command::new(&args.tensormesh);
+                c.args(["serve", "--inference-addr", &addr, "--threads", &t, "--parallel", &np])
+                    .args(["--ctx-size", &ctx.to_string(), "--queue", "64"])
+                    .arg("--model")
+                    .arg(format!("bench={}", model.display()))
+                    .env("TENSORMESH_API_KEYS", KEY);
+                c
+            }
+            ServerKind::LlamaServer => {
+                let Some(bin) = &args.llama_server else { bail!("no llama-server binary") };
+                let mut c = Command::new(bin);
+                c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", &t, "-tb", &t, "-np", &np])
+                    .args(["-c", &(ctx * args.parallel).to_string(), "-b", "512", "-ub", "512", "--api-key", KEY])
+                    .arg("-m")
+                    .arg(model)
+                    .args(["-a", "bench"]);
+                c
+            }
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("cannot start {}", kind.label()))?;
+        let server = Server { base: format!("http://{addr}"), model: "bench".into(), child };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("{} did not become healthy in 120 s", self.base)
+    }
+
+    /// Peak resident set size in MB (VmHWM).
+    pub fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
