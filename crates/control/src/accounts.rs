@@ -1,0 +1,197 @@
+//! Users: creation (by operators and on first start), profile, terms of service, roles.
+
+use tm_store::users::{ProfileUpdate, UserRow};
+
+use crate::{password, secret, Control, ControlError, Principal, Role};
+
+const MAX_FIELD_CHARS: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub password: String,
+    pub role: Role,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// First-start settings (`TENSORMESH_ADMIN_*`); what is missing gets generated.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub api_key: Option<String>,
+}
+
+/// The first admin, with the secrets that were generated (shown once, never stored).
+#[derive(Debug)]
+pub struct Bootstrapped {
+    pub user: UserRow,
+    pub generated_password: Option<String>,
+    pub generated_api_key: Option<String>,
+}
+
+impl Control {
+    pub async fn create_user(&self, new: NewUser) -> Result<UserRow, ControlError> {
+        let email = normalize_email(&new.email)?;
+        let now = self.now();
+        let user = UserRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            password_hash: password::hash(&new.password)?,
+            first_name: bounded("firstName", new.first_name)?,
+            last_name: bounded("lastName", new.last_name)?,
+            display_name: String::new(),
+            company: String::new(),
+            role: new.role.as_str().into(),
+            tos_accepted_at: None,
+            created_at: now,
+            updated_at: now,
+            email,
+        };
+        match self.store.users().insert(&user).await {
+            Err(tm_store::StoreError::Conflict(_)) => {
+                Err(ControlError::AlreadyExists(format!("a user with email {} already exists", user.email)))
+            }
+            other => other.map(|()| user).map_err(Into::into),
+        }
+    }
+
+    /// On an empty database, creates the first admin (a super admin) and an API key for it.
+    /// Returns `None` when users already exist.
+    pub async fn bootstrap(&self, b: Bootstrap) -> Result<Option<Bootstrapped>, ControlError> {
+        if self.store.users().count().await? > 0 {
+            return Ok(None);
+        }
+        let generated_password = b.password.is_none().then(|| secret::random_base62(20));
+        let password = b.password.or_else(|| generated_password.clone()).unwrap_or_default();
+        let email = b.email.unwrap_or_else(|| "admin@localhost".into());
+        let user = self
+            .create_user(NewUser {
+                email,
+                password,
+                role: Role::SuperAdmin,
+                first_name: "Admin".into(),
+                last_name: String::new(),
+            })
+            .await?;
+        let principal = Principal { user_id: user.id.clone(), role: Role::SuperAdmin };
+        let generated_api_key = match b.api_key {
+            Some(key) => {
+                self.import_api_key(&principal, &key, "bootstrap").await?;
+                None
+            }
+            None => Some(self.create_api_key(&principal, None, "bootstrap".into(), Vec::new(), None).await?.token),
+        };
+        Ok(Some(Bootstrapped { user, generated_password, generated_api_key }))
+    }
+
+    pub async fn user(&self, id: &str) -> Result<UserRow, ControlError> {
+        self.store.users().by_id(id).await?.ok_or_else(|| ControlError::NotFound(format!("user {id} not found")))
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<UserRow, ControlError> {
+        let email = normalize_email(email)?;
+        self.store
+            .users()
+            .by_email(&email)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("no user with email {email}")))
+    }
+
+    /// The account behind an email and password, for the sign-in page. Unknown emails
+    /// and wrong passwords are indistinguishable, in answer and in time.
+    pub async fn check_password(&self, email: &str, password: &str) -> Result<UserRow, ControlError> {
+        let found = match normalize_email(email) {
+            Ok(email) => self.store.users().by_email(&email).await?,
+            Err(_) => None,
+        };
+        match found {
+            Some(user) if password::verify(password, &user.password_hash) => Ok(user),
+            Some(_) => Err(ControlError::Unauthenticated),
+            None => {
+                password::verify_nothing(password);
+                Err(ControlError::Unauthenticated)
+            }
+        }
+    }
+
+    pub async fn accept_tos(&self, caller: &Principal, user_id: Option<&str>) -> Result<UserRow, ControlError> {
+        let id = caller.scope(user_id)?;
+        self.store.users().accept_tos(&id, self.now()).await?.ok_or_else(|| not_found(&id))
+    }
+
+    pub async fn update_profile(&self, caller: &Principal, user_id: &str, update: ProfileUpdate) -> Result<(), ControlError> {
+        let id = caller.scope(Some(user_id))?;
+        let update = ProfileUpdate {
+            first_name: update.first_name.map(|v| bounded("firstName", v)).transpose()?,
+            last_name: update.last_name.map(|v| bounded("lastName", v)).transpose()?,
+            display_name: update.display_name.map(|v| bounded("displayName", v)).transpose()?,
+            company: update.company.map(|v| bounded("company", v)).transpose()?,
+        };
+        if update.first_name.is_none() && update.last_name.is_none() && update.display_name.is_none() && update.company.is_none()
+        {
+            return Err(ControlError::invalid("body", "give at least one of firstName, lastName, displayName, company"));
+        }
+        if self.store.users().update_profile(&id, &update, self.now()).await? {
+            Ok(())
+        } else {
+            Err(not_found(&id))
+        }
+    }
+
+    /// Admins only; 1-based pages.
+    pub async fn list_users(&self, caller: &Principal, page: i64, size: i64) -> Result<(Vec<UserRow>, i64), ControlError> {
+        caller.require_admin()?;
+        Ok(self.store.users().page((page - 1) * size, size).await?)
+    }
+
+    /// Admins change roles; only a super admin grants or takes away super admin.
+    pub async fn change_role(&self, caller: &Principal, target: &str, role: Role) -> Result<UserRow, ControlError> {
+        caller.require_admin()?;
+        let target = self.user(target.trim()).await?;
+        let current = Role::parse(&target.role).unwrap_or(Role::User);
+        if (role == Role::SuperAdmin || current == Role::SuperAdmin) && caller.role != Role::SuperAdmin {
+            return Err(ControlError::PermissionDenied("only a super admin can grant or revoke super admin".into()));
+        }
+        self.set_role(&target.id, role).await
+    }
+
+    /// Operator command (no caller: whoever runs `tensormesh user set-role` owns the box).
+    pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRow, ControlError> {
+        self.store.users().set_role(user_id, role.as_str(), self.now()).await?.ok_or_else(|| not_found(user_id))
+    }
+
+    /// Operator command.
+    pub async fn reset_password(&self, user_id: &str, password: &str) -> Result<(), ControlError> {
+        let hash = password::hash(password)?;
+        if self.store.users().set_password_hash(user_id, &hash, self.now()).await? {
+            Ok(())
+        } else {
+            Err(not_found(user_id))
+        }
+    }
+}
+
+fn not_found(id: &str) -> ControlError {
+    ControlError::NotFound(format!("user {id} not found"))
+}
+
+fn normalize_email(email: &str) -> Result<String, ControlError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(ControlError::invalid("email", "is not an email address"))
+    }
+}
+
+fn bounded(field: &'static str, value: String) -> Result<String, ControlError> {
+    if value.chars().count() > MAX_FIELD_CHARS {
+        Err(ControlError::invalid(field, format!("is longer than {MAX_FIELD_CHARS} characters")))
+    } else {
+        Ok(value)
+    }
+}

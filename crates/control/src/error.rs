@@ -1,0 +1,37 @@
+use tm_store::StoreError;
+
+/// The control plane's outcomes that are not success. The server maps each to one HTTP
+/// status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Bad input; names the field.
+    #[error("invalid {field}: {message}")]
+    InvalidArgument { field: &'static str, message: String },
+    /// Missing, malformed, unknown, expired or revoked credentials: one message for all,
+    /// so that a guess learns nothing from the answer.
+    #[error("invalid or expired credentials")]
+    Unauthenticated,
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ControlError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> ControlError {
+        ControlError::InvalidArgument { field, message: message.into() }
+    }
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ControlError::AlreadyExists(what),
+            other => ControlError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Inference API keys: shown once at creation, stored as public id + digest, checked on
+//! every inference request through a small cache that deletions invalidate at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tm_store::api_keys::ApiKeyRow;
+
+use crate::secret::{self, Kind};
+use crate::{millis, Control, ControlError, Principal, Role};
+
+const MAX_NAME_CHARS: usize = 200;
+const MAX_SCOPES: usize = 32;
+const MAX_CACHED: usize = 10_000;
+
+/// A key just made: `token` is the secret, returned once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub row: ApiKeyRow,
+    pub token: String,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    digest: String,
+    principal: Principal,
+    expires_at: Option<i64>,
+    fetched_at: i64,
+}
+
+/// Recent key checks by public id.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache(Mutex<HashMap<String, Cached>>);
+
+impl KeyCache {
+    fn get(&self, public_id: &str) -> Option<Cached> {
+        self.0.lock().ok()?.get(public_id).cloned()
+    }
+
+    fn put(&self, public_id: String, entry: Cached) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= MAX_CACHED {
+                map.clear();
+            }
+            map.insert(public_id, entry);
+        }
+    }
+
+    fn forget(&self, public_id: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(public_id);
+        }
+    }
+}
+
+impl Control {
+    pub async fn create_api_key(
+        &self,
+        caller: &Principal,
+        user_id: Option<&str>,
+        name: String,
+        scopes: Vec<String>,
+        expires_at: Option<i64>,
+    ) -> Result<CreatedKey, ControlError> {
+        let issued = secret::issue(Kind::ApiKey);
+        let row = self.insert_key(caller, user_id, issued.public_id, issued.digest, name, scopes, expires_at).await?;
+        Ok(CreatedKey { row, token: issued.token })
+    }
+
+    /// Registers a key chosen by the operator (`TENSORMESH_ADMIN_API_KEY`).
+    pub async fn import_api_key(&self, caller: &Principal, token: &str, name: &str) -> Result<ApiKeyRow, ControlError> {
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ControlError::invalid("apiKey", "must be at least 16 characters, without spaces"));
+        }
+        let presented = secret::parse_api_key(token);
+        self.insert_key(caller, None, presented.public_id, presented.digest, name.into(), Vec::new(), None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_key(
+        &self,
+        caller: &Principal,
+        user_id: Option<&str>,
+        public_id: String,
+        digest: String,
+        name: String,
+        scopes: Vec<String>,
+        expires_at: Option<i64>,
+    ) -> Result<ApiKeyRow, ControlError> {
+        let owner = self.user(&caller.scope(user_id)?).await?;
+        if name.chars().count() > MAX_NAME_CHARS {
+            return Err(ControlError::invalid("name", format!("is longer than {MAX_NAME_CHARS} characters")));
+        }
+        if scopes.len() > MAX_SCOPES || scopes.iter().any(|s| s.is_empty() || s.len() > MAX_NAME_CHARS) {
+            return Err(ControlError::invalid("scopes", format!("at most {MAX_SCOPES} non-empty scopes")));
+        }
+        let now = self.now();
+        if expires_at.is_some_and(|t| t <= now) {
+            return Err(ControlError::invalid("expiresAt", "is in the past"));
+        }
+        let row = ApiKeyRow {
+            public_id,
+            digest,
+            user_id: owner.id,
+            name,
+            scopes: serde_json::Value::from(scopes).to_string(),
+            created_at: now,
+            expires_at,
+            deleted_at: None,
+        };
+        self.store.api_keys().insert(&row).await?;
+        Ok(row)
+    }
+
+    pub async fn list_api_keys(
+        &self,
+        caller: &Principal,
+        user_id: Option<&str>,
+        include_deleted: bool,
+    ) -> Result<Vec<ApiKeyRow>, ControlError> {
+        let owner = caller.scope(user_id)?;
+        Ok(self.store.api_keys().of_user(&owner, include_deleted).await?)
+    }
+
+    /// `key` is what the list shows (the public id) or the whole key. Deleting a deleted
+    /// key succeeds again (DELETE may be retried); another user's key is not found.
+    pub async fn delete_api_key(&self, caller: &Principal, user_id: Option<&str>, key: &str) -> Result<(), ControlError> {
+        let owner = caller.scope(user_id)?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(ControlError::invalid("apiKey", "is required"));
+        }
+        let public_id = if self.store.api_keys().by_public_id(key).await?.is_some() {
+            key.to_owned()
+        } else {
+            secret::parse_api_key(key).public_id
+        };
+        self.key_cache.forget(&public_id);
+        if self.store.api_keys().delete(&owner, &public_id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(ControlError::NotFound("API key not found".into()))
+        }
+    }
+
+    /// The owner of an inference API key, or [`ControlError::Unauthenticated`] for any key
+    /// that is unknown, wrong, deleted or expired (one answer for all).
+    pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, ControlError> {
+        let presented = secret::parse_api_key(token);
+        let now = self.now();
+        let cached = match self.key_cache.get(&presented.public_id) {
+            Some(c) if now - c.fetched_at < millis(self.settings.key_cache_ttl) => c,
+            _ => {
+                let Some(row) = self.store.api_keys().by_public_id(&presented.public_id).await? else {
+                    return Err(ControlError::Unauthenticated);
+                };
+                if row.deleted_at.is_some() {
+                    return Err(ControlError::Unauthenticated);
+                }
+                let owner = self.store.users().by_id(&row.user_id).await?.ok_or(ControlError::Unauthenticated)?;
+                let role = Role::parse(&owner.role).unwrap_or(Role::User);
+                let entry = Cached {
+                    digest: row.digest,
+                    principal: Principal { user_id: owner.id, role },
+                    expires_at: row.expires_at,
+                    fetched_at: now,
+                };
+                self.key_cache.put(presented.public_id.clone(), entry.clone());
+                entry
+            }
+        };
+        let live = cached.expires_at.is_none_or(|t| now < t);
+        if live && secret::digests_match(&cached.digest, &presented.digest) {
+            Ok(cached.principal)
+        } else {
+            Err(ControlError::Unauthenticated)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The CLI browser login and the sessions it opens.
+//!
+//! `tm auth login` starts a request and polls with its secret code; the person opens the
+//! sign-in page (which only carries the request's public id), signs in with email and
+//! password, and approves or denies. An approved code is exchanged once for an access
+//! token and a refresh token. Refreshing rotates both; presenting a rotated-away refresh
+//! token again revokes the session (RFC 9700).
+
+use tm_store::cli_logins::{CliLoginRow, LoginState};
+use tm_store::sessions::{SessionRow, TokenPair};
+use tm_store::users::UserRow;
+
+use crate::secret::{self, Kind};
+use crate::{millis, Control, ControlError, Principal, Role};
+
+/// A login request just started: `cli_code` goes to the CLI only.
+#[derive(Debug)]
+pub struct LoginStarted {
+    pub cli_code: String,
+    pub request_id: String,
+}
+
+/// Tokens for the CLI (`auth.json`).
+#[derive(Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in_secs: i64,
+}
+
+/// What polling with a login code finds.
+#[derive(Debug)]
+pub enum Exchange {
+    Pending,
+    Granted(Tokens),
+    Denied,
+    Expired,
+    /// Unknown, malformed or already used.
+    Invalid,
+}
+
+impl Control {
+    pub async fn start_cli_login(&self) -> Result<LoginStarted, ControlError> {
+        let issued = secret::issue(Kind::CliCode);
+        let now = self.now();
+        let row = CliLoginRow {
+            public_id: issued.public_id.clone(),
+            digest: issued.digest,
+            state: LoginState::Pending,
+            user_id: None,
+            created_at: now,
+            expires_at: now + millis(self.settings.login_ttl),
+        };
+        self.store.cli_logins().insert(&row).await?;
+        Ok(LoginStarted { cli_code: issued.token, request_id: issued.public_id })
+    }
+
+    /// A request as the sign-in page shows it: `None` when unknown, else whether it is
+    /// still waiting for a decision.
+    pub async fn cli_login_pending(&self, request_id: &str) -> Result<Option<bool>, ControlError> {
+        let row = self.store.cli_logins().get(request_id).await?;
+        Ok(row.map(|r| r.state == LoginState::Pending && self.now() < r.expires_at))
+    }
+
+    pub async fn approve_cli_login(&self, request_id: &str, email: &str, password: &str) -> Result<UserRow, ControlError> {
+        let user = self.check_password(email, password).await?;
+        if self.store.cli_logins().decide(request_id, Some(&user.id), self.now()).await? {
+            Ok(user)
+        } else {
+            Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))
+        }
+    }
+
+    pub async fn deny_cli_login(&self, request_id: &str) -> Result<(), ControlError> {
+        if self.store.cli_logins().decide(request_id, None, self.now()).await? {
+            Ok(())
+        } else {
+            Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))
+        }
+    }
+
+    pub async fn exchange_cli_code(&self, cli_code: &str) -> Result<Exchange, ControlError> {
+        let Some(presented) = secret::parse(Kind::CliCode, cli_code.trim()) else {
+            return Ok(Exchange::Invalid);
+        };
+        let Some(row) = self.store.cli_logins().get(&presented.public_id).await? else {
+            return Ok(Exchange::Invalid);
+        };
+        if !secret::digests_match(&row.digest, &presented.digest) {
+            return Ok(Exchange::Invalid);
+        }
+        let now = self.now();
+        Ok(match row.state {
+            LoginState::Consumed => Exchange::Invalid,
+            LoginState::Denied => Exchange::Denied,
+            _ if now >= row.expires_at => Exchange::Expired,
+            LoginState::Pending => Exchange::Pending,
+            LoginState::Approved => {
+                let Some(user_id) = row.user_id else { return Ok(Exchange::Invalid) };
+                let (session, tokens) = self.new_session(user_id, now);
+                if self.store.cli_logins().consume(&row.public_id, &session).await? {
+                    Exchange::Granted(tokens)
+                } else {
+                    Exchange::Invalid
+                }
+            }
+        })
+    }
+
+    pub async fn refresh_session(&self, refresh_token: &str) -> Result<Tokens, ControlError> {
+        let presented = secret::parse(Kind::Refresh, refresh_token.trim()).ok_or(ControlError::Unauthenticated)?;
+        let sessions = self.store.sessions();
+        let now = self.now();
+        let Some(session) = sessions.by_refresh_id(&presented.public_id).await? else {
+            if let Some((digest, session_id)) = sessions.retired(&presented.public_id).await? {
+                if secret::digests_match(&digest, &presented.digest) {
+                    tracing::warn!(session = %session_id, "rotated-away refresh token reused; session revoked");
+                    sessions.revoke(&session_id, now).await?;
+                }
+            }
+            return Err(ControlError::Unauthenticated);
+        };
+        let valid = secret::digests_match(&session.tokens.refresh_digest, &presented.digest)
+            && session.revoked_at.is_none()
+            && now < session.tokens.refresh_expires_at;
+        if !valid {
+            return Err(ControlError::Unauthenticated);
+        }
+        let (fresh, tokens) = self.new_session(session.user_id.clone(), now);
+        if sessions.rotate(&session, &fresh.tokens).await? {
+            Ok(tokens)
+        } else {
+            Err(ControlError::Unauthenticated)
+        }
+    }
+
+    /// The caller behind a control-plane access token.
+    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ControlError> {
+        let presented = secret::parse(Kind::Access, token).ok_or(ControlError::Unauthenticated)?;
+        let session = self.store.sessions().by_access_id(&presented.public_id).await?.ok_or(ControlError::Unauthenticated)?;
+        let valid = secret::digests_match(&session.tokens.access_digest, &presented.digest)
+            && session.revoked_at.is_none()
+            && self.now() < session.tokens.access_expires_at;
+        if !valid {
+            return Err(ControlError::Unauthenticated);
+        }
+        let user = self.store.users().by_id(&session.user_id).await?.ok_or(ControlError::Unauthenticated)?;
+        Ok(Principal { role: Role::parse(&user.role).unwrap_or(Role::User), user_id: user.id })
+    }
+
+    /// A session row (not yet stored) and the tokens it stands for.
+    fn new_session(&self, user_id: String, now: i64) -> (SessionRow, Tokens) {
+        let access = secret::issue(Kind::Access);
+        let refresh = secret::issue(Kind::Refresh);
+        let session = SessionRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_id,
+            tokens: TokenPair {
+                access_id: access.public_id,
+                access_digest: access.digest,
+                access_expires_at: now + millis(self.settings.access_token_ttl),
+                refresh_id: refresh.public_id,
+                refresh_digest: refresh.digest,
+                refresh_expires_at: now + millis(self.settings.refresh_token_ttl),
+            },
+            created_at: now,
+            revoked_at: None,
+        };
+        let tokens = Tokens {
+            access_token: access.token,
+            refresh_token: refresh.token,
+            expires_in_secs: i64::try_from(self.settings.access_token_ttl.as_secs()).unwrap_or(i64::MAX),
+        };
+        (session, tokens)
+    }
+}

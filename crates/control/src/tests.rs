@@ -1,0 +1,136 @@
+//! The domain against real databases (SQLite and PostgreSQL) with a manual clock.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use crate::accounts::{Bootstrap, NewUser};
+use crate::clock::ManualClock;
+use crate::login::{Exchange, Tokens};
+use crate::{Control, ControlError, Principal, Role, Settings};
+
+async fn controls() -> Vec<(&'static str, Control, Arc<ManualClock>)> {
+    let mut out = Vec::new();
+    for db in tm_testkit::all().await {
+        let clock = Arc::new(ManualClock::starting_now());
+        let store = tm_store::Store::open(&db.url).await.unwrap();
+        out.push((db.kind, Control::new(store, clock.clone(), Settings::default()), clock));
+    }
+    out
+}
+
+async fn user(control: &Control, email: &str, role: Role) -> Principal {
+    let new = NewUser { email: email.into(), password: "correct horse".into(), role, first_name: String::new(), last_name: String::new() };
+    let row = control.create_user(new).await.unwrap();
+    Principal { user_id: row.id, role }
+}
+
+async fn log_in(control: &Control, email: &str) -> Tokens {
+    let started = control.start_cli_login().await.unwrap();
+    assert!(matches!(control.exchange_cli_code(&started.cli_code).await.unwrap(), Exchange::Pending));
+    control.approve_cli_login(&started.request_id, email, "correct horse").await.unwrap();
+    match control.exchange_cli_code(&started.cli_code).await.unwrap() {
+        Exchange::Granted(tokens) => {
+            assert!(matches!(control.exchange_cli_code(&started.cli_code).await.unwrap(), Exchange::Invalid));
+            tokens
+        }
+        other => panic!("not granted: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_creates_one_super_admin_with_a_working_key() {
+    for (kind, control, _) in controls().await {
+        let b = Bootstrap { email: Some("Root@Example.com".into()), password: None, api_key: Some("operator-chosen-key-123".into()) };
+        let made = control.bootstrap(b.clone()).await.unwrap().unwrap();
+        assert_eq!((made.user.email.as_str(), made.user.role.as_str()), ("root@example.com", "USER_ROLE_SUPER_ADMIN"));
+        assert!(made.generated_password.is_some() && made.generated_api_key.is_none());
+        let who = control.authenticate_api_key("operator-chosen-key-123").await.unwrap();
+        assert_eq!(who.user_id, made.user.id, "{kind}");
+        assert!(control.bootstrap(b).await.unwrap().is_none(), "{kind}: bootstrapped twice");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_emails_are_refused() {
+    for (kind, control, _) in controls().await {
+        user(&control, "a@x.io", Role::User).await;
+        let again = NewUser { email: " A@X.io ".into(), password: "whatever12".into(), role: Role::User, first_name: String::new(), last_name: String::new() };
+        let err = control.create_user(again).await.unwrap_err();
+        assert!(matches!(&err, ControlError::AlreadyExists(m) if m.contains("a@x.io")), "{kind}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn access_tokens_expire_and_refresh_tokens_rotate() {
+    for (kind, control, clock) in controls().await {
+        let alice = user(&control, "alice@x.io", Role::User).await;
+        let tokens = log_in(&control, "alice@x.io").await;
+        assert_eq!(control.authenticate_access_token(&tokens.access_token).await.unwrap(), alice);
+
+        clock.advance_secs(3601);
+        assert!(matches!(control.authenticate_access_token(&tokens.access_token).await, Err(ControlError::Unauthenticated)), "{kind}");
+
+        let second = control.refresh_session(&tokens.refresh_token).await.unwrap();
+        assert_eq!(control.authenticate_access_token(&second.access_token).await.unwrap(), alice);
+        // The old refresh token is spent; replaying it revokes the whole session.
+        assert!(control.refresh_session(&tokens.refresh_token).await.is_err(), "{kind}");
+        assert!(control.authenticate_access_token(&second.access_token).await.is_err(), "{kind}: family not revoked");
+        assert!(control.refresh_session(&second.refresh_token).await.is_err(), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn login_requests_fail_on_wrong_password_denial_and_expiry() {
+    for (kind, control, clock) in controls().await {
+        user(&control, "bob@x.io", Role::User).await;
+        let started = control.start_cli_login().await.unwrap();
+        let wrong = control.approve_cli_login(&started.request_id, "bob@x.io", "wrong password").await;
+        assert!(matches!(wrong, Err(ControlError::Unauthenticated)), "{kind}");
+        let nobody = control.approve_cli_login(&started.request_id, "nobody@x.io", "correct horse").await;
+        assert!(matches!(nobody, Err(ControlError::Unauthenticated)), "{kind}");
+
+        control.deny_cli_login(&started.request_id).await.unwrap();
+        assert!(matches!(control.exchange_cli_code(&started.cli_code).await.unwrap(), Exchange::Denied));
+
+        let late = control.start_cli_login().await.unwrap();
+        clock.advance_secs(601);
+        assert!(matches!(control.exchange_cli_code(&late.cli_code).await.unwrap(), Exchange::Expired), "{kind}");
+        assert!(control.approve_cli_login(&late.request_id, "bob@x.io", "correct horse").await.is_err());
+
+        let forged = format!("{}_{}", late.request_id, "A".repeat(32));
+        assert!(matches!(control.exchange_cli_code(&forged).await.unwrap(), Exchange::Invalid), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_private_revocable_and_expire() {
+    for (kind, control, clock) in controls().await {
+        let alice = user(&control, "alice@x.io", Role::User).await;
+        let bob = user(&control, "bob@x.io", Role::User).await;
+        let key = control.create_api_key(&alice, None, "ci".into(), vec!["inference".into()], None).await.unwrap();
+        assert_eq!(control.authenticate_api_key(&key.token).await.unwrap(), alice);
+
+        // Bob can neither see nor delete it, not even by naming Alice.
+        assert!(control.list_api_keys(&bob, None, true).await.unwrap().is_empty(), "{kind}");
+        assert!(matches!(control.list_api_keys(&bob, Some(&alice.user_id), false).await, Err(ControlError::PermissionDenied(_))));
+        assert!(matches!(control.delete_api_key(&bob, None, &key.row.public_id).await, Err(ControlError::NotFound(_))));
+
+        // A wrong secret behind a real public id fails like an unknown key.
+        let forged = format!("{}_{}", key.row.public_id, "B".repeat(32));
+        assert!(matches!(control.authenticate_api_key(&forged).await, Err(ControlError::Unauthenticated)), "{kind}");
+
+        // Deleting by what the list shows revokes at once (the cache is warm).
+        let listed = control.list_api_keys(&alice, None, false).await.unwrap();
+        assert_eq!(listed[0].public_id, key.row.public_id);
+        control.delete_api_key(&alice, None, &listed[0].public_id).await.unwrap();
+        assert!(control.authenticate_api_key(&key.token).await.is_err(), "{kind}: revoked key still works");
+        control.delete_api_key(&alice, None, &key.token).await.unwrap();
+
+        let soon = crate::clock::Clock::now_ms(clock.as_ref()) + 60_000;
+        let short = control.create_api_key(&alice, None, "short".into(), Vec::new(), Some(soon)).await.unwrap();
+        assert!(control.authenticate_api_key(&short.token).await.is_ok());
+        clock.advance_secs(61);
+        assert!(control.authenticate_api_key(&short.token).await.is_err(), "{kind}: expired key still works");
+    }
+}
