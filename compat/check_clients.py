@@ -1,5 +1,6 @@
 """Drives a real `tensormesh serve` with the OpenAI Python SDK, the official
-`tensormesh==0.2.1` SDK and its `tm infer` CLI, unchanged, over every inference route.
+`tensormesh==0.2.1` SDK and its `tm` CLI, unchanged: every inference route, then the
+Control Plane (`tm auth login` through the sign-in page, whoami, refresh, API keys).
 
 Usage: python check_clients.py PATH/TO/tensormesh [MODEL] [--models-dir DIR]
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -7,15 +8,21 @@ Prints one line per check and "N passed, N failed"; exits non-zero on any failur
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+import urllib.parse
+import urllib.request
 
 import openai
 import tensormesh
 
-KEY = "tm-compat-key"
+KEY = "tm-compat-admin-key-0123456789"
+ADMIN_EMAIL = "admin@compat.test"
+ADMIN_PASSWORD = "compat-password-1"
 results = []
 
 
@@ -33,25 +40,33 @@ def check(name):
 
 
 def start_server(binary, model, models_dir):
-    args = [binary, "serve", "--inference-addr", "127.0.0.1:0", "--model", model,
+    args = [binary, "serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0",
+            "--data-dir", tempfile.mkdtemp(prefix="tm-compat-data-"), "--model", model,
             "--ctx-size", "1024", "--parallel", "2"]
     if models_dir:
         args += ["--models-dir", models_dir]
-    env = dict(os.environ, TENSORMESH_API_KEYS=KEY)
+    env = dict(os.environ, TENSORMESH_ADMIN_API_KEY=KEY, TENSORMESH_ADMIN_EMAIL=ADMIN_EMAIL,
+               TENSORMESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env.pop("TENSORMESH_DATABASE_URL", None)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    addresses = {}
     for line in proc.stdout:
-        if line.startswith("inference: "):
-            return proc, line.split(" ", 1)[1].strip()
-    raise SystemExit(f"server exited with {proc.wait()} before printing its address")
+        for name in ("inference", "control"):
+            if line.startswith(f"{name}: "):
+                addresses[name] = line.split(" ", 1)[1].strip()
+        if len(addresses) == 2:
+            return proc, addresses["inference"], addresses["control"]
+    raise SystemExit(f"server exited with {proc.wait()} before printing its addresses")
 
 
 def main():
     binary = sys.argv[1]
     model = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "gemma-3-270m"
     models_dir = sys.argv[sys.argv.index("--models-dir") + 1] if "--models-dir" in sys.argv else None
-    proc, base = start_server(binary, model, models_dir)
+    proc, base, control = start_server(binary, model, models_dir)
     try:
         run_checks(base, model)
+        run_control_checks(control, base, model)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -188,6 +203,97 @@ def run_checks(base, model):
         assert tm_cli("health").strip() == "ok"
         assert tm_cli("version").strip()
         assert model in tm_cli("models")
+
+
+def approve_in_browser(auth_url, email, password):
+    """What a person does on the sign-in page: submit the form with the approve button."""
+    page = urllib.request.urlopen(auth_url, timeout=10).read().decode()
+    request = re.search(r'name="request" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"request": request, "email": email, "password": password,
+                                   "action": "approve"}).encode()
+    action = urllib.parse.urljoin(auth_url, "/auth/cli/login")
+    answer = urllib.request.urlopen(action, data=form, timeout=10).read().decode()
+    assert "Signed in as" in answer, answer
+
+
+def run_control_checks(control, base, model):
+    tm_bin = os.path.join(os.path.dirname(sys.executable), "tm")
+    home = tempfile.mkdtemp(prefix="tm-compat-cp-")
+    env = dict(os.environ, TM_CONFIG_HOME=home)
+
+    def tm(*args):
+        out = subprocess.run([tm_bin, "--controlplane-base", control, "--output", "json", *args],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, (args, out.returncode, out.stdout, out.stderr)
+        return out.stdout
+
+    @check("tm auth login (browser flow, approved on the sign-in page)")
+    def _():
+        login = subprocess.Popen([tm_bin, "--controlplane-base", control, "auth", "login", "--no-open-browser",
+                                  "--max-wait-seconds", "60"], stderr=subprocess.PIPE, text=True, env=env)
+        line = login.stderr.readline()
+        assert line.startswith("Open browser: "), line
+        approve_in_browser(line.split(": ", 1)[1].strip(), ADMIN_EMAIL, ADMIN_PASSWORD)
+        rest = login.stderr.read()
+        assert login.wait(timeout=60) == 0, rest
+        assert "Login success" in rest, rest
+        saved = json.load(open(os.path.join(home, "auth.json")))
+        assert saved["access_token"] and saved["refresh_token"]
+
+    @check("tm auth whoami / refresh / whoami")
+    def _():
+        assert json.loads(tm("auth", "whoami"))["user"]["userEmail"] == ADMIN_EMAIL
+        before = json.load(open(os.path.join(home, "auth.json")))
+        subprocess.run([tm_bin, "--controlplane-base", control, "auth", "refresh"], check=True, env=env,
+                       capture_output=True, timeout=60)
+        after = json.load(open(os.path.join(home, "auth.json")))
+        assert after["refresh_token"] != before["refresh_token"]
+        assert json.loads(tm("auth", "whoami"))["user"]["userEmail"] == ADMIN_EMAIL
+
+    @check("tm users api-keys create / list, and the new key on inference")
+    def _():
+        user_id = json.loads(tm("auth", "whoami"))["user"]["id"]
+        created = json.loads(tm("users", "api-keys", "create", "--user-id", user_id, "--name", "compat", "--yes"))
+        key = created["apiKey"]["id"] if "apiKey" in created else created["id"]
+        listed = tm("users", "api-keys", "list")
+        assert key[:14] in listed and key not in listed, listed
+        oai = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+        assert oai.completions.create(model=model, prompt="Hi", max_tokens=2).usage.prompt_tokens > 0
+
+    token = json.load(open(os.path.join(home, "auth.json")))["access_token"]
+    sdk = tensormesh.Tensormesh(control_plane_token=token, control_plane_base_url=control)
+
+    @check("tensormesh SDK: users (profile, accept_tos, update) and api_keys (create, list, delete)")
+    def _():
+        me = sdk.control_plane.users.get_auth_profile()
+        assert me.user_email == ADMIN_EMAIL and me.user_role == "USER_ROLE_SUPER_ADMIN"
+        assert sdk.control_plane.users.accept_tos().tos_accepted_at
+        sdk.control_plane.users.update(user_id=me.id, company="Compat Inc")
+        assert sdk.control_plane.users.get_auth_profile().company == "Compat Inc"
+        created = sdk.control_plane.users.api_keys.create(user_id=me.id, name="sdk")
+        listed = sdk.control_plane.users.api_keys.list(include_deleted=True)
+        public_ids = [k.id for k in listed]
+        assert created.id[:14] in public_ids
+        sdk.control_plane.users.api_keys.delete(api_key=created.id[:14])
+        try:
+            openai.OpenAI(base_url=f"{base}/v1", api_key=created.id).models.list()
+            openai.OpenAI(base_url=f"{base}/v1", api_key=created.id).completions.create(
+                model=model, prompt="Hi", max_tokens=1)
+            raise AssertionError("a deleted key still works")
+        except openai.AuthenticationError:
+            pass
+
+    @check("tensormesh SDK: admin users list and an expired/invalid token is AuthenticationError")
+    def _():
+        page = sdk.control_plane.admin.users.list(page=1, size=10)
+        assert any(u.user_email == ADMIN_EMAIL for u in page.users), page
+        bad = tensormesh.Tensormesh(control_plane_token="tm_at_nothing0_" + "x" * 32,
+                                    control_plane_base_url=control)
+        try:
+            bad.control_plane.users.get_auth_profile()
+            raise AssertionError("expected AuthenticationError")
+        except tensormesh.AuthenticationError as e:
+            assert e.request_id
 
 
 if __name__ == "__main__":

@@ -49,14 +49,16 @@ fn unique_prompt(repeats: usize) -> String {
 }
 
 pub async fn run_all(server: &Server, args: &Args) -> Result<Figures> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    // A fresh connection per request: llama-server closes idle keep-alive connections, and
+    // reusing one it has closed fails the request.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).pool_max_idle_per_host(0).build()?;
     // Warm-up: first-touch of weights and buffers.
     stream_completion(&client, server, &unique_prompt(5), 8).await?;
 
     let mut prompt_rates = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let v = completion(&client, server, &unique_prompt(48), 1).await?;
+        let v = completion(&client, server, &unique_prompt(21), 1).await?;
         let n = v["usage"]["prompt_tokens"].as_f64().context("usage.prompt_tokens")?;
         prompt_rates.push(n / started.elapsed().as_secs_f64());
     }

@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::Args;
 
-pub const KEY: &str = "tm-bench-key";
+/// The inference key of both servers (ours: the first admin's, `TENSORMESH_ADMIN_API_KEY`).
+pub const KEY: &str = "tm-bench-key-0123456789";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
@@ -40,11 +41,15 @@ impl Server {
         let mut cmd = match kind {
             ServerKind::Tensormesh => {
                 let mut c = Command::new(&args.tensormesh);
-                c.args(["serve", "--inference-addr", &addr, "--threads", &t, "--parallel", &np])
-                    .args(["--ctx-size", &ctx.to_string(), "--queue", "64"])
+                let data_dir = std::env::temp_dir().join(format!("tm-bench-{}", uuid::Uuid::new_v4()));
+                c.args(["serve", "--inference-addr", &addr, "--control-addr", "127.0.0.1:0"])
+                    .args(["--threads", &t, "--parallel", &np, "--ctx-size", &ctx.to_string(), "--queue", "64"])
+                    .arg("--data-dir")
+                    .arg(data_dir)
                     .arg("--model")
                     .arg(format!("bench={}", model.display()))
-                    .env("TENSORMESH_API_KEYS", KEY);
+                    .env("TENSORMESH_ADMIN_API_KEY", KEY)
+                    .env_remove("TENSORMESH_DATABASE_URL");
                 c
             }
             ServerKind::LlamaServer => {

@@ -11,13 +11,24 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_INFERENCE_ADDR", default_value = "127.0.0.1:8000")]
     pub inference_addr: SocketAddr,
 
-    /// Address of the Control Plane listener (served from the Control Plane release on).
+    /// Address of the Control Plane listener (users, login, API keys).
     #[arg(long, env = "TENSORMESH_CONTROL_ADDR", default_value = "127.0.0.1:8080")]
     pub control_addr: SocketAddr,
 
-    /// Where the server keeps its state.
+    /// The Control Plane's address as browsers reach it, for the sign-in links handed to
+    /// `tm auth login` (e.g. behind a proxy). Default: the Host the CLI called.
+    #[arg(long, env = "TENSORMESH_PUBLIC_CONTROL_URL")]
+    pub public_control_url: Option<String>,
+
+    /// Where the server keeps its state (the SQLite database, unless --database-url).
     #[arg(long, env = "TENSORMESH_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
 
     #[command(flatten)]
     pub models_dir: ModelsDirArg,
@@ -43,10 +54,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_CTX_SIZE", default_value_t = 4096)]
     pub ctx_size: usize,
 
-    /// API keys accepted on POST routes (comma-separated). When none is given, one is
-    /// generated and printed at startup.
-    #[arg(long = "api-key", env = "TENSORMESH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
-    pub api_keys: Vec<String>,
+    /// Lifetime of Control Plane access tokens, in seconds (refresh tokens live 30 days).
+    #[arg(long, env = "TENSORMESH_ACCESS_TOKEN_TTL", default_value_t = 3600)]
+    pub access_token_ttl: u64,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "TENSORMESH_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -76,4 +86,31 @@ impl ModelsDirArg {
             .unwrap_or_else(|| PathBuf::from("."));
         cache.join("tensormesh").join("models")
     }
+}
+
+/// Which database to use; shared by `serve` and the `user` commands.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// `postgres://USER@HOST/DB` to use PostgreSQL; default: SQLite at DATA_DIR/tensormesh.db.
+    #[arg(long, env = "TENSORMESH_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    pub fn url(&self, data_dir: &std::path::Path) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tensormesh.db").display()))
+    }
+}
+
+/// The first admin, created on first start with an empty database. What is not given is
+/// generated and printed once.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    #[arg(long, env = "TENSORMESH_ADMIN_EMAIL", default_value = "admin@localhost")]
+    pub admin_email: String,
+    #[arg(long, env = "TENSORMESH_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// An inference API key for the admin (any string of 16+ characters).
+    #[arg(long, env = "TENSORMESH_ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
 }

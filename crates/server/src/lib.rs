@@ -5,9 +5,12 @@
 //! - [`models`]: the known default models, `model pull` (from PyPI packages) and `model list`.
 //! - [`inference`]: the OpenAI-compatible router: auth, errors (the one OpenAI-shape
 //!   mapping), the JSON extractor, one module per route group.
-//! - [`serve`]: binding, the startup banner, graceful shutdown with a deadline.
+//! - [`control`]: the Control Plane router (login, users, API keys, admin) and its
+//!   grpc-gateway error mapping.
+//! - [`serve`]: opening the store, binding, graceful shutdown with a deadline.
 
 pub mod config;
+pub mod control;
 pub mod inference;
 pub mod models;
 pub mod serve;

@@ -1,12 +1,18 @@
 //! `tensormesh`: the server binary. Thin: flags, logging, then the library.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tm_server::config::{ModelsDirArg, ServeArgs};
+use tm_control::accounts::NewUser;
+use tm_control::clock::SystemClock;
+use tm_control::{Control, Role, Settings};
+use tm_server::config::{DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "tensormesh", version, about = "Self-hosted Tensormesh inference platform")]
@@ -23,6 +29,43 @@ enum Command {
     Model {
         #[command(subcommand)]
         command: ModelCommand,
+    },
+    /// Manage user accounts (operators, on the server's machine).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[arg(long, env = "TENSORMESH_DATA_DIR", default_value = "./data", global = true)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; prints a generated password unless --password is given.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "TENSORMESH_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// USER_ROLE_USER, USER_ROLE_ADMIN or USER_ROLE_SUPER_ADMIN (or user/admin/super_admin).
+        #[arg(long, default_value = "USER_ROLE_USER")]
+        role: String,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+    },
+    /// List users.
+    List,
+    /// Change a user's role.
+    SetRole { email: String, role: String },
+    /// Set a new password; prints a generated one unless --password is given.
+    ResetPassword {
+        email: String,
+        #[arg(long, env = "TENSORMESH_NEW_USER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
 }
 
@@ -58,7 +101,51 @@ fn main() -> Result<()> {
             init_tracing();
             tokio::runtime::Runtime::new()?.block_on(serve_main(args))
         }
+        Command::User { command, data_dir, database } => {
+            tokio::runtime::Runtime::new()?.block_on(user_main(command, &database.url(&data_dir), &data_dir))
+        }
     }
+}
+
+async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let store = tm_store::Store::open(url).await.context("cannot open the database")?;
+    let control = Control::new(store.clone(), Arc::new(SystemClock), Settings::default());
+    let parse_role = |r: &str| Role::parse(r).with_context(|| format!("unknown role {r:?}: use USER_ROLE_USER, USER_ROLE_ADMIN or USER_ROLE_SUPER_ADMIN"));
+    match command {
+        UserCommand::Create { email, password, role, first_name, last_name } => {
+            let generated = password.is_none().then(|| tm_control::secret::random_base62(20));
+            let password = password.or_else(|| generated.clone()).unwrap_or_default();
+            let user = control.create_user(NewUser { email, password, role: parse_role(&role)?, first_name, last_name }).await?;
+            println!("created {} ({}, {})", user.email, user.id, user.role);
+            if let Some(p) = generated {
+                println!("password (shown once): {p}");
+            }
+        }
+        UserCommand::List => {
+            let (users, _) = control.store().users().page(0, i64::MAX).await?;
+            println!("{:<36}  {:<32}  {:<22}  created", "id", "email", "role");
+            for u in users {
+                println!("{:<36}  {:<32}  {:<22}  {}", u.id, u.email, u.role, u.created_at / 1000);
+            }
+        }
+        UserCommand::SetRole { email, role } => {
+            let user = control.user_by_email(&email).await?;
+            let user = control.set_role(&user.id, parse_role(&role)?).await?;
+            println!("{} is now {}", user.email, user.role);
+        }
+        UserCommand::ResetPassword { email, password } => {
+            let user = control.user_by_email(&email).await?;
+            let generated = password.is_none().then(|| tm_control::secret::random_base62(20));
+            control.reset_password(&user.id, password.as_deref().or(generated.as_deref()).unwrap_or_default()).await?;
+            println!("password of {} reset", user.email);
+            if let Some(p) = generated {
+                println!("password (shown once): {p}");
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
 }
 
 fn init_tracing() {
@@ -68,28 +155,57 @@ fn init_tracing() {
 }
 
 async fn serve_main(args: ServeArgs) -> Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
-    let generated_key = args.api_keys.is_empty().then(serve::generate_api_key);
-    let keys: Vec<String> = generated_key.iter().cloned().chain(args.api_keys.iter().cloned()).collect();
-    let app = serve::build_inference(&args, &keys).await?;
-    let listener = TcpListener::bind(args.inference_addr)
+    // A missing model is reported before anything is created on disk.
+    serve::model_configs(&args)?;
+    let control = serve::open_control(&args, Arc::new(SystemClock)).await?;
+    let first_admin = serve::bootstrap(&control, &args.admin).await?;
+    let inference_app = serve::build_inference(&args, control.clone()).await?;
+    let inference = TcpListener::bind(args.inference_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.inference_addr))?;
-    let addr = listener.local_addr()?;
-    let model = args.models.first().map_or(models::DEFAULT_MODEL, |m| m.split('=').next().unwrap_or(m));
-    println!("inference: http://{addr}");
-    let key_shown = match &generated_key {
-        Some(k) => {
-            println!("api key (generated, pass --api-key or TENSORMESH_API_KEYS to choose one): {k}");
-            k.as_str()
+    let control_listener =
+        TcpListener::bind(args.control_addr).await.with_context(|| format!("cannot listen on {}", args.control_addr))?;
+    let (inference_addr, control_addr) = (inference.local_addr()?, control_listener.local_addr()?);
+    let control_app = serve::build_control(&args, control.clone(), control_addr);
+
+    println!("inference: http://{inference_addr}");
+    println!("control: http://{control_addr}");
+    let mut key_shown = "$TENSORMESH_API_KEY".to_owned();
+    if let Some(admin) = &first_admin {
+        println!("first start: created admin {} (role {})", admin.user.email, admin.user.role);
+        match &admin.generated_password {
+            Some(p) => println!("  password (generated, shown once): {p}"),
+            None => println!("  password: from TENSORMESH_ADMIN_PASSWORD"),
         }
-        None => "$TENSORMESH_API_KEY",
-    };
+        match &admin.generated_api_key {
+            Some(k) => {
+                println!("  inference API key (generated, shown once): {k}");
+                key_shown.clone_from(k);
+            }
+            None => println!("  inference API key: from TENSORMESH_ADMIN_API_KEY"),
+        }
+    }
+    let model = args.models.first().map_or(models::DEFAULT_MODEL, |m| m.split('=').next().unwrap_or(m));
     println!(
-        "try: curl http://{addr}/v1/chat/completions -H 'Authorization: Bearer {key_shown}' \
+        "try: curl http://{inference_addr}/v1/chat/completions -H 'Authorization: Bearer {key_shown}' \
          -H 'Content-Type: application/json' \
          -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
     );
-    serve::run(listener, app, serve::shutdown_signal(), Duration::from_secs(args.shutdown_timeout)).await
+    println!("log in: tm --controlplane-base http://{control_addr} auth login");
+
+    let stop = CancellationToken::new();
+    let drain = Duration::from_secs(args.shutdown_timeout);
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            serve::shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    let result = tokio::try_join!(
+        serve::run(inference, inference_app, signal, drain),
+        serve::run(control_listener, control_app, stop.clone().cancelled_owned(), drain),
+    );
+    control.store().close().await;
+    result.map(|_| ())
 }

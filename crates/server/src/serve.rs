@@ -11,26 +11,78 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::ServeArgs;
-use crate::inference::{self, ApiKeys, AppState, RouterConfig};
+use tm_control::accounts::{Bootstrap, Bootstrapped};
+use tm_control::clock::Clock;
+use tm_control::{Control, Settings};
+use tm_store::Store;
+
+use crate::config::{AdminArgs, ServeArgs};
+use crate::control::{self, ControlState};
+use crate::inference::{self, AppState, RouterConfig};
 use crate::models;
 
-/// The inference router for `args`, with its models loaded.
-pub async fn build_inference(args: &ServeArgs, api_keys: &[String]) -> Result<Router> {
-    let dir = args.models_dir.resolve();
-    let specs = if args.models.is_empty() { vec![models::DEFAULT_MODEL.to_owned()] } else { args.models.clone() };
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
-    let mut configs = Vec::new();
-    for spec in &specs {
-        let (name, path) = models::resolve(&dir, spec)?;
-        configs.push(ModelConfig { name, path, slots: args.parallel, queue: args.queue, ctx_size: args.ctx_size, threads });
+/// Opens (creating and migrating) the database `args` name.
+pub async fn open_control(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<Control> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+    let url = args.database.url(&args.data_dir);
+    let store = Store::open(&url).await.with_context(|| format!("cannot open the database {}", redact(&url)))?;
+    let settings = Settings { access_token_ttl: Duration::from_secs(args.access_token_ttl), ..Settings::default() };
+    Ok(Control::new(store, clock, settings))
+}
+
+/// On an empty database, creates the first admin from `TENSORMESH_ADMIN_*` (generating
+/// what is missing).
+pub async fn bootstrap(control: &Control, admin: &AdminArgs) -> Result<Option<Bootstrapped>> {
+    let b = Bootstrap {
+        email: Some(admin.admin_email.clone()),
+        password: admin.admin_password.clone(),
+        api_key: admin.admin_api_key.clone(),
+    };
+    control.bootstrap(b).await.context("cannot create the first admin")
+}
+
+/// The Control Plane router.
+pub fn build_control(args: &ServeArgs, control: Control, listen: std::net::SocketAddr) -> Router {
+    control::router(ControlState {
+        control,
+        public_url: args.public_control_url.clone(),
+        listen_host: listen.to_string(),
+        login_ttl_secs: Settings::default().login_ttl.as_secs(),
+    })
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
     }
+}
+
+/// The inference router for `args`, with its models loaded; API keys are `control`'s.
+pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Router> {
+    let configs = model_configs(args)?;
     let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::load(&configs, true))
         .await
         .context("model loading panicked")?
         .map_err(anyhow::Error::msg)?;
     let state = AppState { backend: Arc::new(backend), started: inference::unix_now() };
-    Ok(inference::router(state, RouterConfig { keys: ApiKeys::new(api_keys), body_limit: args.max_body_bytes }))
+    Ok(inference::router(state, RouterConfig { control, body_limit: args.max_body_bytes }))
+}
+
+/// The models `args` name, each found on disk (else an error naming the pull command).
+pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
+    let dir = args.models_dir.resolve();
+    let specs = if args.models.is_empty() { vec![models::DEFAULT_MODEL.to_owned()] } else { args.models.clone() };
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, path) = models::resolve(&dir, spec)?;
+            Ok(ModelConfig { name, path, slots: args.parallel, queue: args.queue, ctx_size: args.ctx_size, threads })
+        })
+        .collect()
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and gives
@@ -78,7 +130,3 @@ pub async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-/// A fresh API key for servers started without one.
-pub fn generate_api_key() -> String {
-    format!("tm-{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
-}

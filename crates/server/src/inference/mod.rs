@@ -21,7 +21,6 @@ use tm_backend::Backend;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-pub use auth::ApiKeys;
 use error::ApiError;
 use json::BodyLimit;
 
@@ -34,7 +33,8 @@ pub struct AppState {
 }
 
 pub struct RouterConfig {
-    pub keys: ApiKeys,
+    /// Checks the API keys.
+    pub control: tm_control::Control,
     pub body_limit: usize,
 }
 
@@ -53,7 +53,7 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         .with_state(state)
         // Layers run bottom-up: the request id is set first so every response (errors,
         // 401s, panics) carries it.
-        .layer(middleware::from_fn_with_state(config.keys, auth::require_key))
+        .layer(middleware::from_fn_with_state(config.control, auth::require_key))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(Extension(BodyLimit(config.body_limit)))
         .layer(CatchPanicLayer::custom(|_| {

@@ -5,14 +5,18 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tm_server::config::{ModelsDirArg, ServeArgs};
+use tm_control::clock::SystemClock;
+use tm_server::config::{AdminArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 
 pub const MODEL: &str = "gemma-3-270m";
-pub const KEY: &str = "tm-test-key";
+/// The bootstrap admin's inference key (`TENSORMESH_ADMIN_API_KEY`).
+pub const KEY: &str = "tm-test-admin-key-0123456789";
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+pub const ADMIN_PASSWORD: &str = "admin-password-123";
 
 pub fn models_dir() -> PathBuf {
     let dir = ModelsDirArg { path: std::env::var_os("TENSORMESH_MODELS_DIR").map(PathBuf::from) }.resolve();
@@ -42,14 +46,21 @@ pub fn serve_args(o: &Options) -> ServeArgs {
     ServeArgs {
         inference_addr: "127.0.0.1:0".parse().unwrap(),
         control_addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: std::env::temp_dir(),
+        public_control_url: None,
+        data_dir: std::env::temp_dir().join(format!("tm-test-{}", uuid::Uuid::new_v4())),
+        database: DatabaseArgs { database_url: None },
+        admin: AdminArgs {
+            admin_email: ADMIN_EMAIL.into(),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            admin_api_key: Some(KEY.into()),
+        },
         models_dir: ModelsDirArg { path: Some(models_dir()) },
         models: vec![MODEL.into()],
         threads: Some(2),
         parallel: o.parallel,
         queue: o.queue,
         ctx_size: o.ctx_size,
-        api_keys: vec![KEY.into()],
+        access_token_ttl: 3600,
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: 5,
     }
@@ -63,7 +74,9 @@ pub fn start(options: Options) -> String {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let args = serve_args(&options);
-            let app = serve::build_inference(&args, &args.api_keys).await.unwrap();
+            let control = serve::open_control(&args, Arc::new(SystemClock)).await.unwrap();
+            serve::bootstrap(&control, &args.admin).await.unwrap();
+            let app = serve::build_inference(&args, control).await.unwrap();
             let listener = tokio::net::TcpListener::bind(args.inference_addr).await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
             serve::run(listener, app, std::future::pending(), Duration::from_secs(1)).await.unwrap();
@@ -110,4 +123,50 @@ pub async fn wait_idle(base: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("requests still in flight after 5 s");
+}
+
+/// A running Control Plane (and, when asked, the inference API beside it) on one test
+/// database, with a clock the test moves.
+pub struct Servers {
+    pub control: String,
+    pub inference: Option<String>,
+    pub clock: Arc<tm_control::clock::ManualClock>,
+}
+
+/// Starts the Control Plane on `db` (`with_inference`: also the inference API with the
+/// real model, sharing the database), bootstrapped with the test admin.
+pub fn start_servers(db: &tm_testkit::TestDb, with_inference: bool) -> Servers {
+    let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
+    let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
+    let mut args = serve_args(&Options::default());
+    args.database.database_url = Some(db.url.clone());
+    let thread_clock = clock.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let control = serve::open_control(&args, thread_clock).await.unwrap();
+            serve::bootstrap(&control, &args.admin).await.unwrap();
+            let control_listener = tokio::net::TcpListener::bind(args.control_addr).await.unwrap();
+            let control_addr = control_listener.local_addr().unwrap();
+            let control_app = serve::build_control(&args, control.clone(), control_addr);
+            let inference = if with_inference {
+                let app = serve::build_inference(&args, control).await.unwrap();
+                Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), app))
+            } else {
+                None
+            };
+            let inference_addr = inference.as_ref().map(|(l, _)| l.local_addr().unwrap());
+            tx.send((control_addr, inference_addr)).unwrap();
+            let serve_inference = async move {
+                match inference {
+                    Some((listener, app)) => serve::run(listener, app, std::future::pending(), Duration::from_secs(1)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let serve_control = serve::run(control_listener, control_app, std::future::pending(), Duration::from_secs(1));
+            let _ = tokio::join!(serve_inference, serve_control);
+        });
+    });
+    let (control, inference) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");
+    Servers { control: format!("http://{control}"), inference: inference.map(|a| format!("http://{a}")), clock }
 }

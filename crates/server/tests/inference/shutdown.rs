@@ -6,17 +6,20 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{models_dir, post, KEY, MODEL};
+use crate::common::{models_dir, post, ADMIN_PASSWORD, KEY, MODEL};
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensormesh"))
-        .args(["serve", "--inference-addr", "127.0.0.1:0", "--model", MODEL, "--parallel", "2", "--ctx-size", "256"])
+        .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
+        .args(["--model", MODEL, "--parallel", "2", "--ctx-size", "256"])
         .arg("--models-dir")
         .arg(models_dir())
         .arg("--data-dir")
-        .arg(std::env::temp_dir().join(format!("tm-shutdown-{}", std::process::id())))
-        .env("TENSORMESH_API_KEYS", KEY)
+        .arg(std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4())))
+        .env("TENSORMESH_ADMIN_API_KEY", KEY)
+        .env("TENSORMESH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env_remove("TENSORMESH_DATABASE_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -29,8 +32,14 @@ async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
             break url.to_owned();
         }
     };
-    let curl = lines.next().unwrap().unwrap();
-    assert!(curl.starts_with("try: curl ") && curl.contains(&base) && !curl.contains(KEY), "{curl}");
+    let control = lines.next().unwrap().unwrap();
+    assert!(control.starts_with("control: http://127.0.0.1:"), "{control}");
+    // The banner says where the admin's secrets came from, and never prints them.
+    let banner: Vec<String> = lines.by_ref().take(5).map(Result::unwrap).collect();
+    assert!(banner[0].starts_with("first start: created admin"), "{banner:?}");
+    assert!(banner.iter().all(|l| !l.contains(KEY) && !l.contains(ADMIN_PASSWORD)), "{banner:?}");
+    assert!(banner[3].starts_with("try: curl ") && banner[3].contains(&base), "{banner:?}");
+    assert!(banner[4].starts_with("log in: tm --controlplane-base http://127.0.0.1:"), "{banner:?}");
 
     let body = json!({"model": MODEL, "prompt": "Once", "max_tokens": 40, "stream": true, "ignore_eos": true});
     let stream = post(&base, "/v1/completions", body).await;

@@ -1,0 +1,89 @@
+//! `/auth/cli/*`: the endpoints `tm auth login` and `tm auth refresh` call (no
+//! Authorization header; snake_case bodies; OAuth-style error codes).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use tm_control::login::{Exchange, Tokens};
+use tm_control::ControlError;
+
+use super::error::CpError;
+use super::extract::Body;
+use super::ControlState;
+
+/// Seconds between the CLI's polls.
+const POLL_INTERVAL_SECS: u64 = 2;
+
+pub async fn start(State(state): State<ControlState>, headers: HeaderMap) -> Result<Response, CpError> {
+    let started = state.control.start_cli_login().await?;
+    let base = match &state.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(&state.listen_host);
+            format!("http://{host}")
+        }
+    };
+    let auth_url = format!("{base}/auth/cli/login?request={}", started.request_id);
+    let body = json!({
+        "auth_url": auth_url,
+        "cli_code": started.cli_code,
+        "interval": POLL_INTERVAL_SECS,
+        "expires_in": state.login_ttl_secs,
+    });
+    Ok(Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ExchangeBody {
+    #[serde(default)]
+    cli_code: String,
+}
+
+pub async fn exchange(State(state): State<ControlState>, Body(body): Body<ExchangeBody>) -> Result<Response, CpError> {
+    if body.cli_code.trim().is_empty() {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "cli_code is required"));
+    }
+    Ok(match state.control.exchange_cli_code(&body.cli_code).await? {
+        Exchange::Pending => (StatusCode::ACCEPTED, Json(json!({"status": "authorization_pending"}))).into_response(),
+        Exchange::Granted(tokens) => token_response(tokens),
+        Exchange::Denied => oauth_error(StatusCode::BAD_REQUEST, "access_denied", "the sign-in request was denied"),
+        Exchange::Expired => oauth_error(StatusCode::BAD_REQUEST, "expired_token", "the sign-in request expired"),
+        Exchange::Invalid => oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "unknown or already used cli_code"),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    #[serde(default)]
+    refresh_token: String,
+}
+
+pub async fn refresh(State(state): State<ControlState>, Body(body): Body<RefreshBody>) -> Result<Response, CpError> {
+    if body.refresh_token.trim().is_empty() {
+        return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
+    }
+    match state.control.refresh_session(&body.refresh_token).await {
+        Ok(tokens) => Ok(token_response(tokens)),
+        Err(ControlError::Unauthenticated) => {
+            Ok(oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid, expired or already used refresh_token"))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn token_response(t: Tokens) -> Response {
+    let body = json!({
+        "access_token": t.access_token,
+        "refresh_token": t.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": t.expires_in_secs,
+    });
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (status, Json(json!({"error": error, "error_description": description}))).into_response()
+}

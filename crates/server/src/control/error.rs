@@ -1,0 +1,42 @@
+//! The Control Plane's one error mapping: grpc-gateway's `{"code","message","details"}`
+//! with the HTTP status of the gRPC code (spec/api-contract.md §4).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tm_control::ControlError;
+
+#[derive(Debug)]
+pub struct CpError(pub ControlError);
+
+impl From<ControlError> for CpError {
+    fn from(e: ControlError) -> Self {
+        CpError(e)
+    }
+}
+
+impl CpError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> CpError {
+        CpError(ControlError::invalid(field, message))
+    }
+}
+
+impl IntoResponse for CpError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self.0 {
+            ControlError::InvalidArgument { .. } => (StatusCode::BAD_REQUEST, 3),
+            ControlError::Unauthenticated => (StatusCode::UNAUTHORIZED, 16),
+            ControlError::PermissionDenied(_) => (StatusCode::FORBIDDEN, 7),
+            ControlError::NotFound(_) => (StatusCode::NOT_FOUND, 5),
+            ControlError::AlreadyExists(_) => (StatusCode::CONFLICT, 6),
+            ControlError::Internal(detail) => {
+                // The detail is for the log, not the client (no internals in 5xx bodies).
+                tracing::error!(error = %detail, "control plane request failed");
+                let body = json!({"code": 13, "message": "internal error", "details": []});
+                return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+            }
+        };
+        (status, Json(json!({"code": code, "message": self.0.to_string(), "details": []}))).into_response()
+    }
+}

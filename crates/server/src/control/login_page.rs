@@ -1,0 +1,103 @@
+//! The sign-in page behind `auth_url`: a plain HTML form (no script) where a person signs
+//! in with email and password and approves, or denies, one CLI login request.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use serde::Deserialize;
+use tm_control::ControlError;
+
+use super::extract::Params;
+use super::ControlState;
+
+pub async fn show(State(state): State<ControlState>, params: Params) -> Response {
+    let request = params.str("request").unwrap_or_default().to_owned();
+    match state.control.cli_login_pending(&request).await {
+        Ok(Some(true)) => page(StatusCode::OK, &form(&request, None)),
+        Ok(Some(false)) => page(StatusCode::GONE, "<p>This sign-in request has expired or was already answered. Run <code>tm auth login</code> again.</p>"),
+        Ok(None) => page(StatusCode::NOT_FOUND, "<p>Unknown sign-in request. Open the link that <code>tm auth login</code> printed.</p>"),
+        Err(e) => failure(&e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Decision {
+    #[serde(default)]
+    request: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    action: String,
+}
+
+pub async fn decide(State(state): State<ControlState>, Form(d): Form<Decision>) -> Response {
+    if d.action == "deny" {
+        return match state.control.deny_cli_login(&d.request).await {
+            Ok(()) => page(StatusCode::OK, "<p>Sign-in denied. The CLI will report it; you can close this tab.</p>"),
+            Err(e) => failure(&e),
+        };
+    }
+    match state.control.approve_cli_login(&d.request, &d.email, &d.password).await {
+        Ok(user) => page(
+            StatusCode::OK,
+            &format!("<p>Signed in as <b>{}</b>. Return to your terminal; you can close this tab.</p>", escape(&user.email)),
+        ),
+        Err(ControlError::Unauthenticated) => {
+            page(StatusCode::UNAUTHORIZED, &form(&d.request, Some("Wrong email or password.")))
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+fn form(request: &str, error: Option<&str>) -> String {
+    let error = error.map(|e| format!("<p class=\"error\">{}</p>", escape(e))).unwrap_or_default();
+    format!(
+        r#"<p>The <code>tm</code> CLI asks to sign in to this Tensormesh server.</p>
+<p>Request <code>{request}</code></p>
+{error}<form method="post" action="/auth/cli/login">
+<input type="hidden" name="request" value="{request}">
+<label>Email <input type="email" name="email" autocomplete="username" required autofocus></label>
+<label>Password <input type="password" name="password" autocomplete="current-password" required></label>
+<button type="submit" name="action" value="approve">Sign in and approve</button>
+</form>
+<form method="post" action="/auth/cli/login">
+<input type="hidden" name="request" value="{request}">
+<button type="submit" name="action" value="deny" class="deny">Deny</button>
+</form>"#,
+        request = escape(request),
+    )
+}
+
+fn failure(e: &ControlError) -> Response {
+    match e {
+        ControlError::InvalidArgument { message, .. } => page(StatusCode::BAD_REQUEST, &format!("<p>{}</p>", escape(message))),
+        other => {
+            tracing::error!(error = %other, "sign-in page failed");
+            page(StatusCode::INTERNAL_SERVER_ERROR, "<p>Something went wrong. Try again.</p>")
+        }
+    }
+}
+
+fn page(status: StatusCode, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Tensormesh sign-in</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}\
+         label{{display:block;margin:.8rem 0}}input{{display:block;width:100%;padding:.4rem}}\
+         button{{margin-top:1rem;padding:.5rem 1rem}}.deny{{background:none;border:none;text-decoration:underline}}\
+         .error{{color:#b00}}</style></head><body><h1>Tensormesh</h1>{body}</body></html>"
+    );
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    (status, headers, html).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}

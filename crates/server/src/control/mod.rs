@@ -1,0 +1,56 @@
+//! The Control Plane listener: browser login, users, API keys, admin. Handlers take a
+//! [`extract::Caller`] (access token) and return [`error::CpError`], the one status
+//! mapping of this surface.
+
+mod admin;
+mod cli_login;
+pub mod error;
+mod extract;
+mod login_page;
+mod users;
+mod wire;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post, put};
+use axum::Router;
+use tm_control::{Control, ControlError};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use error::CpError;
+
+/// Shared by every Control Plane handler.
+#[derive(Clone)]
+pub struct ControlState {
+    pub control: Control,
+    /// `--public-control-url`, for sign-in links.
+    pub public_url: Option<String>,
+    /// The listener's address, for sign-in links when a request has no Host header.
+    pub listen_host: String,
+    pub login_ttl_secs: u64,
+}
+
+const BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/auth/cli/start", post(cli_login::start))
+        .route("/auth/cli/exchange", post(cli_login::exchange))
+        .route("/auth/cli/refresh", post(cli_login::refresh))
+        .route("/auth/cli/login", get(login_page::show).post(login_page::decide))
+        .route("/auth/profile", get(users::profile))
+        .route("/v1/users/accept-tos", post(users::accept_tos))
+        .route("/v1/users/api-keys", get(users::list_keys).post(users::create_key).delete(users::delete_key))
+        .route("/v1/users/{user_id}", put(users::update))
+        .route("/v1/admin/users", get(admin::list_users))
+        .route("/v1/admin/users/change_role", post(admin::change_role))
+        .fallback(|uri: Uri| async move { CpError(ControlError::NotFound(format!("no route for {}", uri.path()))) })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(CpError(ControlError::Internal("handler panicked".into())))
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

@@ -1,0 +1,66 @@
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::{client, start_servers, ADMIN_EMAIL};
+use crate::{admin_login, approve, call, exchange, refresh};
+
+#[tokio::test]
+async fn browser_login_then_profile_refresh_and_expiry() {
+    for db in tm_testkit::all().await {
+        let s = start_servers(&db, false);
+        let session = admin_login(&s.control).await;
+
+        let (status, me) = call(&s.control, &session.access, Method::GET, "/auth/profile", None).await;
+        assert_eq!(status, 200, "{}: {me}", db.kind);
+        assert_eq!(me["user"]["userEmail"], ADMIN_EMAIL);
+        assert_eq!(me["user"]["userRole"], "USER_ROLE_SUPER_ADMIN");
+
+        let refreshed = refresh(&s.control, &session.refresh).await;
+        assert_eq!(refreshed.status(), 200);
+        let refreshed: Value = refreshed.json().await.unwrap();
+        let new_access = refreshed["access_token"].as_str().unwrap();
+        assert_eq!(call(&s.control, new_access, Method::GET, "/auth/profile", None).await.0, 200);
+
+        // The old refresh token is spent: 401, and the session it belonged to ends.
+        let reused = refresh(&s.control, &session.refresh).await;
+        assert_eq!(reused.status(), 401, "{}", db.kind);
+        assert_eq!(call(&s.control, new_access, Method::GET, "/auth/profile", None).await.0, 401);
+
+        // Access tokens expire.
+        let fresh = admin_login(&s.control).await;
+        s.clock.advance_secs(3601);
+        let (status, body) = call(&s.control, &fresh.access, Method::GET, "/auth/profile", None).await;
+        assert_eq!((status, body["code"].as_i64()), (401, Some(16)), "{}: {body}", db.kind);
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_denials_and_bad_codes_fail() {
+    for db in tm_testkit::all().await {
+        let s = start_servers(&db, false);
+        let started: Value = client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
+        let code = started["cli_code"].as_str().unwrap();
+        let request = started["auth_url"].as_str().unwrap().split("request=").nth(1).unwrap().to_owned();
+
+        let wrong = approve(&s.control, &request, ADMIN_EMAIL, "not the password").await;
+        assert_eq!(wrong.status(), 401);
+        assert!(wrong.text().await.unwrap().contains("Wrong email or password"));
+        assert_eq!(exchange(&s.control, code).await.status(), 202, "{}", db.kind);
+
+        let form = [("request", request.as_str()), ("action", "deny")];
+        let denied = client().post(format!("{}/auth/cli/login", s.control)).form(&form).send().await.unwrap();
+        assert_eq!(denied.status(), 200);
+        let answer = exchange(&s.control, code).await;
+        assert_eq!(answer.status(), 400);
+        assert_eq!(answer.json::<Value>().await.unwrap()["error"], "access_denied", "{}", db.kind);
+
+        for bad in ["", "tm_cli_nope", &format!("{request}_{}", "x".repeat(32))] {
+            assert_eq!(exchange(&s.control, bad).await.status(), 400, "{bad:?}");
+        }
+        let unknown_page = client().get(format!("{}/auth/cli/login?request=tm_cli_nothing1", s.control)).send().await.unwrap();
+        assert_eq!(unknown_page.status(), 404);
+        let no_token = client().get(format!("{}/auth/profile", s.control)).send().await.unwrap();
+        assert_eq!(no_token.status(), 401);
+        assert!(no_token.headers().contains_key("x-request-id"));
+    }
+}

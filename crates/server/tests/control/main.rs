@@ -1,0 +1,90 @@
+//! Control Plane over real HTTP, on a fresh SQLite file and a fresh PostgreSQL database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admin;
+mod keys;
+mod login;
+mod secrets;
+
+use reqwest::{Method, Response};
+use serde_json::{json, Value};
+use tm_testkit::TestDb;
+
+use common::{client, ADMIN_EMAIL, ADMIN_PASSWORD};
+
+/// Access and refresh token of a signed-in CLI.
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+}
+
+/// Runs `tm auth login`'s protocol: start, poll (pending), approve on the sign-in page,
+/// poll (tokens), and checks that the code then stops working.
+pub async fn login(base: &str, email: &str, password: &str) -> Session {
+    let http = client();
+    let started: Value = http.post(format!("{base}/auth/cli/start")).send().await.unwrap().json().await.unwrap();
+    let code = started["cli_code"].as_str().unwrap();
+    let auth_url = started["auth_url"].as_str().unwrap();
+    assert!(auth_url.starts_with(base), "{auth_url}");
+    assert_eq!(exchange(base, code).await.status(), 202);
+
+    let page = http.get(auth_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(!page.text().await.unwrap().contains(code), "the page must not carry the secret code");
+    let request = auth_url.split("request=").nth(1).unwrap();
+    let approved = approve(base, request, email, password).await;
+    assert_eq!(approved.status(), 200, "{}", approved.text().await.unwrap());
+
+    let tokens: Value = exchange(base, code).await.json().await.unwrap();
+    assert_eq!(exchange(base, code).await.status(), 400, "a code works once");
+    Session { access: tokens["access_token"].as_str().unwrap().into(), refresh: tokens["refresh_token"].as_str().unwrap().into() }
+}
+
+pub async fn exchange(base: &str, code: &str) -> Response {
+    client().post(format!("{base}/auth/cli/exchange")).json(&json!({"cli_code": code})).send().await.unwrap()
+}
+
+pub async fn refresh(base: &str, refresh_token: &str) -> Response {
+    client().post(format!("{base}/auth/cli/refresh")).json(&json!({"refresh_token": refresh_token})).send().await.unwrap()
+}
+
+pub async fn approve(base: &str, request: &str, email: &str, password: &str) -> Response {
+    let form = [("request", request), ("email", email), ("password", password), ("action", "approve")];
+    client().post(format!("{base}/auth/cli/login")).form(&form).send().await.unwrap()
+}
+
+pub async fn admin_login(base: &str) -> Session {
+    login(base, ADMIN_EMAIL, ADMIN_PASSWORD).await
+}
+
+/// A Control Plane call with an access token; returns status and JSON body.
+pub async fn call(base: &str, token: &str, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method, format!("{base}{path}")).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let response = req.send().await.unwrap();
+    assert!(response.headers().contains_key("x-request-id"), "no x-request-id on {path}");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Creates a user the way an operator does (`tensormesh user create`), on the same database.
+pub async fn create_user(db: &TestDb, email: &str, password: &str) -> String {
+    let store = tm_store::Store::open(&db.url).await.unwrap();
+    let control = tm_control::Control::new(store.clone(), std::sync::Arc::new(tm_control::clock::SystemClock), Default::default());
+    let new = tm_control::accounts::NewUser {
+        email: email.into(),
+        password: password.into(),
+        role: tm_control::Role::User,
+        first_name: "Test".into(),
+        last_name: String::new(),
+    };
+    let id = control.create_user(new).await.unwrap().id;
+    store.close().await;
+    id
+}
