@@ -9,6 +9,7 @@ Prints one line per check and "N passed, N failed"; exits non-zero on any failur
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -206,7 +207,7 @@ def run_checks(base, model):
 
 
 def approve_in_browser(auth_url, email, password):
-    """What a person does on the sign-in page: submit the form with the approve button."""
+    """What a browser does on the sign-in page: submit the form with the approve button."""
     page = urllib.request.urlopen(auth_url, timeout=10).read().decode()
     request = re.search(r'name="request" value="([^"]+)"', page).group(1)
     form = urllib.parse.urlencode({"request": request, "email": email, "password": password,
@@ -214,6 +215,36 @@ def approve_in_browser(auth_url, email, password):
     action = urllib.parse.urljoin(auth_url, "/auth/cli/login")
     answer = urllib.request.urlopen(action, data=form, timeout=10).read().decode()
     assert "Signed in as" in answer, answer
+
+
+def approve_in_chromium(auth_url, email, password):
+    """The same in a real browser: headless Chromium (Debian's), driven by Selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    try:
+        driver.get(auth_url)
+        driver.find_element(By.NAME, "email").send_keys(email)
+        driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.CSS_SELECTOR, 'button[value="approve"]').click()
+        WebDriverWait(driver, 15).until(lambda d: "Signed in as" in d.page_source)
+    finally:
+        driver.quit()
+
+
+def browser_available():
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return False
+    return bool(shutil.which("chromium") and shutil.which("chromedriver"))
 
 
 def run_control_checks(control, base, model):
@@ -227,13 +258,19 @@ def run_control_checks(control, base, model):
         assert out.returncode == 0, (args, out.returncode, out.stdout, out.stderr)
         return out.stdout
 
-    @check("tm auth login (browser flow, approved on the sign-in page)")
+    in_browser = browser_available()
+    if os.environ.get("TM_COMPAT_REQUIRE_BROWSER") == "1" and not in_browser:
+        raise SystemExit("TM_COMPAT_REQUIRE_BROWSER=1 but chromium, chromedriver or selenium is missing")
+    how = "in headless Chromium" if in_browser else "form posted over HTTP: no chromium/chromedriver/selenium"
+
+    @check(f"tm auth login (browser flow, approved on the sign-in page {how})")
     def _():
         login = subprocess.Popen([tm_bin, "--controlplane-base", control, "auth", "login", "--no-open-browser",
                                   "--max-wait-seconds", "60"], stderr=subprocess.PIPE, text=True, env=env)
         line = login.stderr.readline()
         assert line.startswith("Open browser: "), line
-        approve_in_browser(line.split(": ", 1)[1].strip(), ADMIN_EMAIL, ADMIN_PASSWORD)
+        approve = approve_in_chromium if in_browser else approve_in_browser
+        approve(line.split(": ", 1)[1].strip(), ADMIN_EMAIL, ADMIN_PASSWORD)
         rest = login.stderr.read()
         assert login.wait(timeout=60) == 0, rest
         assert "Login success" in rest, rest

@@ -1,14 +1,54 @@
+use std::sync::{Arc, Mutex, OnceLock};
+
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{client, start_servers, ADMIN_PASSWORD, KEY};
+use crate::common::{client, start_servers, ADMIN_PASSWORD, KEY, MODEL};
 use crate::{admin_login, call, refresh};
 
-/// Nothing that works as a credential is written to the database (file or WAL).
+/// Everything any thread of this test binary logs, at TRACE level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(logs.clone()).init();
+        logs
+    })
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Nothing that works as a credential is written to the database (file or WAL) or to the
+/// logs, with every log level on.
 #[tokio::test]
-async fn secrets_never_reach_the_database_files() {
+async fn secrets_never_reach_the_database_files_or_the_logs() {
+    let logs = captured_logs();
     let db = tm_testkit::sqlite();
-    let s = start_servers(&db, false);
+    let s = start_servers(&db, true);
     let first = admin_login(&s.control).await;
     let refreshed: serde_json::Value = refresh(&s.control, &first.refresh).await.json().await.unwrap();
     let access = refreshed["access_token"].as_str().unwrap().to_owned();
@@ -16,6 +56,13 @@ async fn secrets_never_reach_the_database_files() {
     let key = created["apiKey"]["id"].as_str().unwrap().to_owned();
     let started: serde_json::Value = client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
     let code = started["cli_code"].as_str().unwrap().to_owned();
+    // Inference with the new key, and the reuse of a rotated refresh token (logged as theft).
+    let inference = s.inference.clone().unwrap();
+    for k in [key.as_str(), "not-a-key-at-all"] {
+        let body = json!({"model": MODEL, "prompt": "hi"});
+        client().post(format!("{inference}/tokenize")).bearer_auth(k).json(&body).send().await.unwrap();
+    }
+    assert_eq!(refresh(&s.control, &first.refresh).await.status(), 401);
 
     let path = db.url.strip_prefix("sqlite://").unwrap();
     let dir = std::path::Path::new(path).parent().unwrap();
@@ -24,9 +71,11 @@ async fn secrets_never_reach_the_database_files() {
         bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     assert!(bytes.len() > 10_000, "database files not found in {}", dir.display());
+    let logged = logs.0.lock().unwrap().clone();
+    assert!(contains(&logged, "sqlx::query"), "the capture saw no SQL: {} bytes", logged.len());
     let secrets = [KEY, ADMIN_PASSWORD, &key, &first.access, &first.refresh, &access, &code];
     for secret in secrets {
-        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-        assert!(!found, "a secret ({}...) is stored in the database", &secret[..8]);
+        assert!(!contains(&bytes, secret), "a secret ({}...) is stored in the database", &secret[..8]);
+        assert!(!contains(&logged, secret), "a secret ({}...) was logged", &secret[..8]);
     }
 }
