@@ -19,7 +19,7 @@ pub mod users;
 use std::path::Path;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Executor};
 
 pub use error::StoreError;
 
@@ -41,7 +41,22 @@ impl Store {
         } else {
             url.to_owned()
         };
-        let pool = AnyPoolOptions::new().max_connections(8).connect(&url).await?;
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL: readers never block the writer; the mode is kept in the file.
+                        // Foreign keys and a busy wait are per connection in SQLite.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
     }

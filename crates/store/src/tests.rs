@@ -50,6 +50,25 @@ fn session(id: &str, user_id: &str) -> SessionRow {
 }
 
 #[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_foreign_keys() {
+    let store = Store::open(&tm_testkit::sqlite().url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+    let orphan = crate::api_keys::ApiKeyRow {
+        public_id: "k".into(),
+        digest: "d".into(),
+        user_id: "nobody".into(),
+        name: String::new(),
+        scopes: "[]".into(),
+        created_at: 1,
+        expires_at: None,
+        deleted_at: None,
+    };
+    assert!(store.api_keys().insert(&orphan).await.is_err(), "a key for a missing user was stored");
+    store.close().await;
+}
+
+#[tokio::test]
 async fn users_round_trip_and_unique_email() {
     for (kind, store) in stores().await {
         let users = store.users();
