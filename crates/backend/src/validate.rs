@@ -34,10 +34,8 @@ pub fn sampling(req: SamplingRequest, default_seed: u32) -> Result<ValidSampling
         // OpenAI seeds are 64-bit; llama.cpp's are 32-bit. Fold both halves so that
         // different 64-bit seeds rarely collide.
         seed: req.seed.map(|s| ((s as u64) ^ ((s as u64) >> 32)) as u32).unwrap_or(default_seed),
-        presence_penalty: range("presence_penalty", req.presence_penalty, -2.0, 2.0)?
-            .unwrap_or(d.presence_penalty),
-        frequency_penalty: range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?
-            .unwrap_or(d.frequency_penalty),
+        presence_penalty: range("presence_penalty", req.presence_penalty, -2.0, 2.0)?.unwrap_or(d.presence_penalty),
+        frequency_penalty: range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?.unwrap_or(d.frequency_penalty),
         repetition_penalty: open_range("repetition_penalty", req.repetition_penalty, 0.0, 10.0)?
             .unwrap_or(d.repetition_penalty),
         json: match req.response_format.as_ref().map(|f| f.kind.as_str()) {
@@ -53,8 +51,8 @@ pub fn sampling(req: SamplingRequest, default_seed: u32) -> Result<ValidSampling
         logit_bias: logit_bias(req.logit_bias)?,
         ignore_eos: req.ignore_eos.unwrap_or(false),
     };
-    let max_tokens = max_tokens(req.max_completion_tokens, "max_completion_tokens")?
-        .or(max_tokens(req.max_tokens, "max_tokens")?);
+    let max_tokens =
+        max_tokens(req.max_completion_tokens, "max_completion_tokens")?.or(max_tokens(req.max_tokens, "max_tokens")?);
     let stop = req.stop.map(|s| s.into_vec()).unwrap_or_default();
     if stop.len() > MAX_STOP_STRINGS {
         return Err(invalid("stop", format!("at most {MAX_STOP_STRINGS} stop sequences, got {}", stop.len())));
@@ -85,9 +83,7 @@ fn refuse_unsupported(req: &SamplingRequest) -> Result<(), BackendError> {
             return Err(invalid("best_of", format!("only best_of=1 is supported, got {b}")));
         }
     }
-    let truthy = |v: &Option<serde_json::Value>| {
-        matches!(v, Some(v) if !(v.is_null() || v == &serde_json::Value::Bool(false) || v == &serde_json::json!(0)))
-    };
+    let truthy = |v: &Option<serde_json::Value>| matches!(v, Some(v) if !(v.is_null() || v == &serde_json::Value::Bool(false) || v == &serde_json::json!(0)));
     if truthy(&req.logprobs) || truthy(&req.top_logprobs) {
         return Err(invalid("logprobs", "logprobs are not supported yet"));
     }
@@ -100,14 +96,11 @@ fn refuse_unsupported(req: &SamplingRequest) -> Result<(), BackendError> {
     Ok(())
 }
 
-fn logit_bias(
-    bias: Option<std::collections::BTreeMap<String, f64>>,
-) -> Result<Vec<(i32, f32)>, BackendError> {
+fn logit_bias(bias: Option<std::collections::BTreeMap<String, f64>>) -> Result<Vec<(i32, f32)>, BackendError> {
     let mut out = Vec::new();
     for (token, value) in bias.unwrap_or_default() {
-        let id: i32 = token
-            .parse()
-            .map_err(|_| invalid("logit_bias", format!("keys must be token ids, got `{token}`")))?;
+        let id: i32 =
+            token.parse().map_err(|_| invalid("logit_bias", format!("keys must be token ids, got `{token}`")))?;
         if !(-100.0..=100.0).contains(&value) {
             return Err(invalid("logit_bias", format!("values must be in [-100, 100], got {value}")));
         }
@@ -245,13 +238,15 @@ mod tests {
     fn message_content_parts_are_joined_and_images_refused() {
         let msgs: Vec<ChatMessage> = serde_json::from_value(json!([
             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "name": "x"}
-        ])).unwrap();
+        ]))
+        .unwrap();
         let out = chat_messages(msgs).unwrap();
         assert_eq!(out[0]["content"], "ab");
         assert_eq!(out[0]["name"], "x");
         let msgs: Vec<ChatMessage> = serde_json::from_value(json!([
             {"role": "user", "content": [{"type": "image_url", "image_url": {}}]}
-        ])).unwrap();
+        ]))
+        .unwrap();
         assert_eq!(param_of(chat_messages(msgs).unwrap_err()), "messages[0].content[0].type");
         assert_eq!(param_of(chat_messages(vec![]).unwrap_err()), "messages");
     }

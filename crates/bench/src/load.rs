@@ -91,7 +91,10 @@ pub async fn run_all(server: &Server, args: &Args) -> Result<Figures> {
         let mut ttfts: Vec<f64> = runs.iter().map(|r| r.ttft.as_secs_f64() * 1000.0).collect();
         ttfts.sort_by(f64::total_cmp);
         let (agg, p50, p99) = (tokens as f64 / wall, percentile(&ttfts, 50.0), percentile(&ttfts, 99.0));
-        println!("{concurrency} streams: {agg:.1} tok/s aggregate, TTFT p50 {p50:.0} ms p99 {p99:.0} ms ({} requests)", runs.len());
+        println!(
+            "{concurrency} streams: {agg:.1} tok/s aggregate, TTFT p50 {p50:.0} ms p99 {p99:.0} ms ({} requests)",
+            runs.len()
+        );
         if concurrency == 4 {
             (f.aggregate_tps_4, f.ttft_p50_4, f.ttft_p99_4) = (agg, p50, p99);
         } else {

@@ -56,8 +56,18 @@ fn default_model() -> PathBuf {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let model = args.model_path.clone().unwrap_or_else(default_model);
-    anyhow::ensure!(model.is_file(), "{} is missing: run `tensormesh model pull qwen2.5-coder-0.5b-instruct`", model.display());
-    println!("model {} | threads {} | slots {} | ctx/slot {}", model.display(), args.threads, args.parallel, args.ctx_per_slot);
+    anyhow::ensure!(
+        model.is_file(),
+        "{} is missing: run `tensormesh model pull qwen2.5-coder-0.5b-instruct`",
+        model.display()
+    );
+    println!(
+        "model {} | threads {} | slots {} | ctx/slot {}",
+        model.display(),
+        args.threads,
+        args.parallel,
+        args.ctx_per_slot
+    );
 
     let mut results: Vec<(&str, Figures)> = Vec::new();
     let mut kinds = vec![ServerKind::Tensormesh];

@@ -63,7 +63,11 @@ impl Server {
                 c
             }
         };
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("cannot start {}", kind.label()))?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", kind.label()))?;
         let server = Server { base: format!("http://{addr}"), model: "bench".into(), child };
         server.wait_ready().await?;
         Ok(server)

@@ -120,7 +120,12 @@ impl Control {
         self.store.users().accept_tos(&id, self.now()).await?.ok_or_else(|| not_found(&id))
     }
 
-    pub async fn update_profile(&self, caller: &Principal, user_id: &str, update: ProfileUpdate) -> Result<(), ControlError> {
+    pub async fn update_profile(
+        &self,
+        caller: &Principal,
+        user_id: &str,
+        update: ProfileUpdate,
+    ) -> Result<(), ControlError> {
         let id = caller.scope(Some(user_id))?;
         let update = ProfileUpdate {
             first_name: update.first_name.map(|v| bounded("firstName", v)).transpose()?,
@@ -128,9 +133,15 @@ impl Control {
             display_name: update.display_name.map(|v| bounded("displayName", v)).transpose()?,
             company: update.company.map(|v| bounded("company", v)).transpose()?,
         };
-        if update.first_name.is_none() && update.last_name.is_none() && update.display_name.is_none() && update.company.is_none()
+        if update.first_name.is_none()
+            && update.last_name.is_none()
+            && update.display_name.is_none()
+            && update.company.is_none()
         {
-            return Err(ControlError::invalid("body", "give at least one of firstName, lastName, displayName, company"));
+            return Err(ControlError::invalid(
+                "body",
+                "give at least one of firstName, lastName, displayName, company",
+            ));
         }
         if self.store.users().update_profile(&id, &update, self.now()).await? {
             Ok(())
@@ -140,7 +151,12 @@ impl Control {
     }
 
     /// Admins only; 1-based pages.
-    pub async fn list_users(&self, caller: &Principal, page: i64, size: i64) -> Result<(Vec<UserRow>, i64), ControlError> {
+    pub async fn list_users(
+        &self,
+        caller: &Principal,
+        page: i64,
+        size: i64,
+    ) -> Result<(Vec<UserRow>, i64), ControlError> {
         caller.require_admin()?;
         Ok(self.store.users().page((page - 1) * size, size).await?)
     }

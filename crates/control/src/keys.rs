@@ -124,7 +124,12 @@ impl Control {
 
     /// `key` is what the list shows (the public id) or the whole key. Deleting a deleted
     /// key succeeds again (DELETE may be retried); another user's key is not found.
-    pub async fn delete_api_key(&self, caller: &Principal, user_id: Option<&str>, key: &str) -> Result<(), ControlError> {
+    pub async fn delete_api_key(
+        &self,
+        caller: &Principal,
+        user_id: Option<&str>,
+        key: &str,
+    ) -> Result<(), ControlError> {
         let owner = caller.scope(user_id)?;
         let key = key.trim();
         if key.is_empty() {

@@ -62,7 +62,12 @@ impl Control {
         Ok(row.map(|r| r.state == LoginState::Pending && self.now() < r.expires_at))
     }
 
-    pub async fn approve_cli_login(&self, request_id: &str, email: &str, password: &str) -> Result<UserRow, ControlError> {
+    pub async fn approve_cli_login(
+        &self,
+        request_id: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<UserRow, ControlError> {
         let user = self.check_password(email, password).await?;
         if self.store.cli_logins().decide(request_id, Some(&user.id), self.now()).await? {
             Ok(user)
@@ -137,7 +142,8 @@ impl Control {
     /// The caller behind a control-plane access token.
     pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ControlError> {
         let presented = secret::parse(Kind::Access, token).ok_or(ControlError::Unauthenticated)?;
-        let session = self.store.sessions().by_access_id(&presented.public_id).await?.ok_or(ControlError::Unauthenticated)?;
+        let session =
+            self.store.sessions().by_access_id(&presented.public_id).await?.ok_or(ControlError::Unauthenticated)?;
         let valid = secret::digests_match(&session.tokens.access_digest, &presented.digest)
             && session.revoked_at.is_none()
             && self.now() < session.tokens.access_expires_at;

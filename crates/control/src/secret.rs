@@ -90,7 +90,9 @@ pub fn random_base62(len: usize) -> String {
             std::process::abort();
         }
         // 248 = 4 * 62: rejecting larger bytes keeps every character equally likely.
-        out.extend(buf.iter().filter(|&&b| b < 248).map(|&b| ALPHABET[usize::from(b % 62)] as char).take(len - out.len()));
+        out.extend(
+            buf.iter().filter(|&&b| b < 248).map(|&b| ALPHABET[usize::from(b % 62)] as char).take(len - out.len()),
+        );
     }
     out
 }

@@ -20,7 +20,13 @@ async fn controls() -> Vec<(&'static str, Control, Arc<ManualClock>)> {
 }
 
 async fn user(control: &Control, email: &str, role: Role) -> Principal {
-    let new = NewUser { email: email.into(), password: "correct horse".into(), role, first_name: String::new(), last_name: String::new() };
+    let new = NewUser {
+        email: email.into(),
+        password: "correct horse".into(),
+        role,
+        first_name: String::new(),
+        last_name: String::new(),
+    };
     let row = control.create_user(new).await.unwrap();
     Principal { user_id: row.id, role }
 }
@@ -41,7 +47,11 @@ async fn log_in(control: &Control, email: &str) -> Tokens {
 #[tokio::test]
 async fn bootstrap_creates_one_super_admin_with_a_working_key() {
     for (kind, control, _) in controls().await {
-        let b = Bootstrap { email: Some("Root@Example.com".into()), password: None, api_key: Some("operator-chosen-key-123".into()) };
+        let b = Bootstrap {
+            email: Some("Root@Example.com".into()),
+            password: None,
+            api_key: Some("operator-chosen-key-123".into()),
+        };
         let made = control.bootstrap(b.clone()).await.unwrap().unwrap();
         assert_eq!((made.user.email.as_str(), made.user.role.as_str()), ("root@example.com", "USER_ROLE_SUPER_ADMIN"));
         assert!(made.generated_password.is_some() && made.generated_api_key.is_none());
@@ -55,7 +65,13 @@ async fn bootstrap_creates_one_super_admin_with_a_working_key() {
 async fn duplicate_emails_are_refused() {
     for (kind, control, _) in controls().await {
         user(&control, "a@x.io", Role::User).await;
-        let again = NewUser { email: " A@X.io ".into(), password: "whatever12".into(), role: Role::User, first_name: String::new(), last_name: String::new() };
+        let again = NewUser {
+            email: " A@X.io ".into(),
+            password: "whatever12".into(),
+            role: Role::User,
+            first_name: String::new(),
+            last_name: String::new(),
+        };
         let err = control.create_user(again).await.unwrap_err();
         assert!(matches!(&err, ControlError::AlreadyExists(m) if m.contains("a@x.io")), "{kind}: {err:?}");
     }
@@ -69,7 +85,10 @@ async fn access_tokens_expire_and_refresh_tokens_rotate() {
         assert_eq!(control.authenticate_access_token(&tokens.access_token).await.unwrap(), alice);
 
         clock.advance_secs(3601);
-        assert!(matches!(control.authenticate_access_token(&tokens.access_token).await, Err(ControlError::Unauthenticated)), "{kind}");
+        assert!(
+            matches!(control.authenticate_access_token(&tokens.access_token).await, Err(ControlError::Unauthenticated)),
+            "{kind}"
+        );
 
         let second = control.refresh_session(&tokens.refresh_token).await.unwrap();
         assert_eq!(control.authenticate_access_token(&second.access_token).await.unwrap(), alice);
@@ -113,7 +132,10 @@ async fn api_keys_are_private_revocable_and_expire() {
 
         // Bob can neither see nor delete it, not even by naming Alice.
         assert!(control.list_api_keys(&bob, None, true).await.unwrap().is_empty(), "{kind}");
-        assert!(matches!(control.list_api_keys(&bob, Some(&alice.user_id), false).await, Err(ControlError::PermissionDenied(_))));
+        assert!(matches!(
+            control.list_api_keys(&bob, Some(&alice.user_id), false).await,
+            Err(ControlError::PermissionDenied(_))
+        ));
         assert!(matches!(control.delete_api_key(&bob, None, &key.row.public_id).await, Err(ControlError::NotFound(_))));
 
         // A wrong secret behind a real public id fails like an unknown key.

@@ -81,7 +81,12 @@ impl EmbeddedBackend {
 }
 
 impl Served {
-    fn tokenize(&self, prompt: &PromptInput, add_special: bool, add_generation_prompt: bool) -> Result<Vec<Token>, BackendError> {
+    fn tokenize(
+        &self,
+        prompt: &PromptInput,
+        add_special: bool,
+        add_generation_prompt: bool,
+    ) -> Result<Vec<Token>, BackendError> {
         let (text, add_special) = match prompt {
             PromptInput::Text(t) => (t.clone(), add_special),
             PromptInput::Chat(messages) => {
@@ -94,7 +99,11 @@ impl Served {
         Ok(self.model.vocab().tokenize(text.as_bytes(), add_special, true).into_iter().map(|t| t.0).collect())
     }
 
-    fn check_token_ids<'a>(&self, ids: impl Iterator<Item = (usize, &'a i64)>, field: &str) -> Result<(), BackendError> {
+    fn check_token_ids<'a>(
+        &self,
+        ids: impl Iterator<Item = (usize, &'a i64)>,
+        field: &str,
+    ) -> Result<(), BackendError> {
         let n_vocab = i64::from(self.model.n_vocab());
         for (i, &id) in ids {
             if !(0..n_vocab).contains(&id) {

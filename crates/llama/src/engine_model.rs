@@ -27,7 +27,12 @@ pub struct LlamaEngineModel {
 impl LlamaEngineModel {
     /// Creates the context: one KV sequence per slot, each able to hold `ctx_per_slot`
     /// tokens. Must run on the engine thread.
-    pub fn new(model: &'static LlamaModel, slots: usize, ctx_per_slot: usize, threads: i32) -> Result<Self, ModelError> {
+    pub fn new(
+        model: &'static LlamaModel,
+        slots: usize,
+        ctx_per_slot: usize,
+        threads: i32,
+    ) -> Result<Self, ModelError> {
         let backend = llama_backend().map_err(ModelError)?;
         let n_ctx = u32::try_from(ctx_per_slot * slots).map_err(|_| ModelError("context too large".into()))?;
         let params = LlamaContextParams::default()

@@ -67,6 +67,9 @@ mod tests {
         let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
         assert_eq!(t.render(&[json!({"role": "user", "content": "  x "})], false).unwrap(), "x");
         let err = t.render(&[json!({"role": "bot", "content": "x"})], false).unwrap_err();
-        assert!(matches!(err, BackendError::InvalidInput { ref message, .. } if message.contains("bad role bot")), "{err:?}");
+        assert!(
+            matches!(err, BackendError::InvalidInput { ref message, .. } if message.contains("bad role bot")),
+            "{err:?}"
+        );
     }
 }

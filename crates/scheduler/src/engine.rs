@@ -47,14 +47,9 @@ struct Active<S> {
     stop: StopMatcher,
 }
 
-pub(crate) fn run<M: Model>(
-    mut model: M,
-    config: EngineConfig,
-    jobs: std_mpsc::Receiver<Job>,
-) {
-    let mut slots: Vec<Slot<M::Sampler>> = (0..config.slots)
-        .map(|i| Slot { seq: i as SeqId, cached: Vec::new(), active: None })
-        .collect();
+pub(crate) fn run<M: Model>(mut model: M, config: EngineConfig, jobs: std_mpsc::Receiver<Job>) {
+    let mut slots: Vec<Slot<M::Sampler>> =
+        (0..config.slots).map(|i| Slot { seq: i as SeqId, cached: Vec::new(), active: None }).collect();
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let mut batch: Vec<BatchEntry> = Vec::with_capacity(model.batch_capacity());
     loop {

@@ -57,21 +57,17 @@ impl SchedulerHandle {
                 }
             })
             .map_err(|e| ModelError(format!("cannot start engine thread: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| ModelError("engine thread exited during start".into()))??;
+        ready_rx.recv().map_err(|_| ModelError("engine thread exited during start".into()))??;
         Ok(SchedulerHandle { jobs, permits: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
     /// Queues a request, or refuses it at once when slots and queue are full.
-    pub fn submit(
-        &self,
-        request: SeqRequest,
-    ) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, BackendError> {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| BackendError::Overloaded {
-            capacity: self.capacity,
-            retry_after_secs: 1,
-        })?;
+    pub fn submit(&self, request: SeqRequest) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, BackendError> {
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| BackendError::Overloaded { capacity: self.capacity, retry_after_secs: 1 })?;
         let (events, rx) = mpsc::unbounded_channel();
         self.jobs.send(Job { request, events, _permit: permit }).map_err(|_| BackendError::Unavailable)?;
         Ok(rx)

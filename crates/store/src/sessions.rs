@@ -99,7 +99,13 @@ where
         "INSERT INTO sessions (access_id, access_digest, access_expires_at, refresh_id, refresh_digest, \
          refresh_expires_at, id, user_id, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     );
-    bind_tokens(insert, &s.tokens).bind(&s.id).bind(&s.user_id).bind(s.created_at).bind(s.revoked_at).execute(executor).await?;
+    bind_tokens(insert, &s.tokens)
+        .bind(&s.id)
+        .bind(&s.user_id)
+        .bind(s.created_at)
+        .bind(s.revoked_at)
+        .execute(executor)
+        .await?;
     Ok(())
 }
 

@@ -12,7 +12,11 @@ use super::{wire, ControlState};
 
 const MAX_PAGE_SIZE: i64 = 500;
 
-pub async fn list_users(State(state): State<ControlState>, Caller(me): Caller, params: Params) -> Result<Json<Value>, CpError> {
+pub async fn list_users(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
     let page = params.int("page", 1, 1, i64::from(i32::MAX))?;
     let size = params.int("size", 50, 1, MAX_PAGE_SIZE)?;
     let (users, total) = state.control.list_users(&me, page, size).await?;
@@ -27,7 +31,11 @@ pub struct ChangeRole {
     target_user_role: String,
 }
 
-pub async fn change_role(State(state): State<ControlState>, Caller(me): Caller, Body(c): Body<ChangeRole>) -> Result<Json<Value>, CpError> {
+pub async fn change_role(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(c): Body<ChangeRole>,
+) -> Result<Json<Value>, CpError> {
     let role = Role::parse(&c.target_user_role).ok_or_else(|| {
         CpError::invalid("targetUserRole", "must be USER_ROLE_USER, USER_ROLE_ADMIN or USER_ROLE_SUPER_ADMIN")
     })?;

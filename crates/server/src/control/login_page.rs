@@ -15,8 +15,14 @@ pub async fn show(State(state): State<ControlState>, params: Params) -> Response
     let request = params.str("request").unwrap_or_default().to_owned();
     match state.control.cli_login_pending(&request).await {
         Ok(Some(true)) => page(StatusCode::OK, &form(&request, None)),
-        Ok(Some(false)) => page(StatusCode::GONE, "<p>This sign-in request has expired or was already answered. Run <code>tm auth login</code> again.</p>"),
-        Ok(None) => page(StatusCode::NOT_FOUND, "<p>Unknown sign-in request. Open the link that <code>tm auth login</code> printed.</p>"),
+        Ok(Some(false)) => page(
+            StatusCode::GONE,
+            "<p>This sign-in request has expired or was already answered. Run <code>tm auth login</code> again.</p>",
+        ),
+        Ok(None) => page(
+            StatusCode::NOT_FOUND,
+            "<p>Unknown sign-in request. Open the link that <code>tm auth login</code> printed.</p>",
+        ),
         Err(e) => failure(&e),
     }
 }
@@ -43,7 +49,10 @@ pub async fn decide(State(state): State<ControlState>, Form(d): Form<Decision>) 
     match state.control.approve_cli_login(&d.request, &d.email, &d.password).await {
         Ok(user) => page(
             StatusCode::OK,
-            &format!("<p>Signed in as <b>{}</b>. Return to your terminal; you can close this tab.</p>", escape(&user.email)),
+            &format!(
+                "<p>Signed in as <b>{}</b>. Return to your terminal; you can close this tab.</p>",
+                escape(&user.email)
+            ),
         ),
         Err(ControlError::Unauthenticated) => {
             page(StatusCode::UNAUTHORIZED, &form(&d.request, Some("Wrong email or password.")))
@@ -73,7 +82,9 @@ fn form(request: &str, error: Option<&str>) -> String {
 
 fn failure(e: &ControlError) -> Response {
     match e {
-        ControlError::InvalidArgument { message, .. } => page(StatusCode::BAD_REQUEST, &format!("<p>{}</p>", escape(message))),
+        ControlError::InvalidArgument { message, .. } => {
+            page(StatusCode::BAD_REQUEST, &format!("<p>{}</p>", escape(message)))
+        }
         other => {
             tracing::error!(error = %other, "sign-in page failed");
             page(StatusCode::INTERNAL_SERVER_ERROR, "<p>Something went wrong. Try again.</p>")
@@ -92,7 +103,10 @@ fn page(status: StatusCode, body: &str) -> Response {
     );
     let headers = [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
         (header::CACHE_CONTROL, "no-store"),
     ];
     (status, headers, html).into_response()

@@ -16,7 +16,11 @@ pub async fn profile(State(state): State<ControlState>, Caller(me): Caller) -> R
     Ok(Json(json!({"user": wire::user(&user)})))
 }
 
-pub async fn accept_tos(State(state): State<ControlState>, Caller(me): Caller, params: Params) -> Result<Json<Value>, CpError> {
+pub async fn accept_tos(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
     let user = state.control.accept_tos(&me, params.str("userId")).await?;
     Ok(Json(json!({"user": wire::user(&user)})))
 }
@@ -36,12 +40,21 @@ pub async fn update(
     Path(user_id): Path<String>,
     Body(u): Body<Update>,
 ) -> Result<Json<Value>, CpError> {
-    let update = ProfileUpdate { first_name: u.first_name, last_name: u.last_name, display_name: u.display_name, company: u.company };
+    let update = ProfileUpdate {
+        first_name: u.first_name,
+        last_name: u.last_name,
+        display_name: u.display_name,
+        company: u.company,
+    };
     state.control.update_profile(&me, &user_id, update).await?;
     Ok(Json(json!({"empty": {}})))
 }
 
-pub async fn list_keys(State(state): State<ControlState>, Caller(me): Caller, params: Params) -> Result<Json<Value>, CpError> {
+pub async fn list_keys(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
     let keys = state.control.list_api_keys(&me, params.str("userId"), params.bool("includeDeleted")?).await?;
     let keys: Vec<Value> = keys.iter().map(|k| wire::api_key(k, &k.public_id)).collect();
     Ok(Json(json!({"apiKeys": keys})))
@@ -58,14 +71,22 @@ pub struct NewKey {
     expires_at: Option<String>,
 }
 
-pub async fn create_key(State(state): State<ControlState>, Caller(me): Caller, Body(k): Body<NewKey>) -> Result<Json<Value>, CpError> {
+pub async fn create_key(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(k): Body<NewKey>,
+) -> Result<Json<Value>, CpError> {
     let expires_at = k.expires_at.as_deref().map(|t| wire::parse_timestamp("expiresAt", t)).transpose()?;
     let created = state.control.create_api_key(&me, k.user_id.as_deref(), k.name, k.scopes, expires_at).await?;
     // The only time the whole key is shown.
     Ok(Json(json!({"apiKey": wire::api_key(&created.row, &created.token)})))
 }
 
-pub async fn delete_key(State(state): State<ControlState>, Caller(me): Caller, params: Params) -> Result<Json<Value>, CpError> {
+pub async fn delete_key(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
     let key = params.str("apiKey").ok_or_else(|| CpError::invalid("apiKey", "is required"))?;
     state.control.delete_api_key(&me, params.str("userId"), key).await?;
     Ok(Json(json!({"empty": {}})))

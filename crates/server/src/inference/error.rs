@@ -10,11 +10,16 @@ use tm_backend::BackendError;
 pub enum ApiError {
     Backend(BackendError),
     /// The body is not valid JSON, or a field has the wrong type; `param` names it.
-    BadRequest { param: Option<String>, message: String },
+    BadRequest {
+        param: Option<String>,
+        message: String,
+    },
     Unauthorized,
     NotFound(String),
     MethodNotAllowed,
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        limit: usize,
+    },
     Internal(String),
 }
 
@@ -39,9 +44,14 @@ impl ApiError {
         use BackendError as B;
         let msg = self.message();
         match self {
-            ApiError::Backend(B::ModelNotFound(_)) => {
-                (StatusCode::NOT_FOUND, "invalid_request_error", Some("model".into()), Some("model_not_found"), msg, None)
-            }
+            ApiError::Backend(B::ModelNotFound(_)) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model".into()),
+                Some("model_not_found"),
+                msg,
+                None,
+            ),
             ApiError::Backend(B::InvalidInput { param, .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid_request_error", Some(param.clone()), None, msg, None)
             }
@@ -53,9 +63,14 @@ impl ApiError {
                 msg,
                 None,
             ),
-            ApiError::Backend(B::Overloaded { retry_after_secs, .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "server_overloaded", None, Some("overloaded"), msg, Some(*retry_after_secs))
-            }
+            ApiError::Backend(B::Overloaded { retry_after_secs, .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_overloaded",
+                None,
+                Some("overloaded"),
+                msg,
+                Some(*retry_after_secs),
+            ),
             ApiError::Backend(B::Unavailable) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error", None, Some("unavailable"), msg, Some(5))
             }
@@ -65,7 +80,9 @@ impl ApiError {
             ApiError::Unauthorized => {
                 (StatusCode::UNAUTHORIZED, "invalid_request_error", None, Some("invalid_api_key"), msg, None)
             }
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", None, Some("not_found"), msg, None),
+            ApiError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error", None, Some("not_found"), msg, None)
+            }
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", None, Some("method_not_allowed"), msg, None)
             }
@@ -82,9 +99,7 @@ impl ApiError {
         match self {
             ApiError::Backend(e) => e.to_string(),
             ApiError::BadRequest { message, .. } => message.clone(),
-            ApiError::Unauthorized => {
-                "Incorrect or missing API key. Send `Authorization: Bearer <API key>`.".into()
-            }
+            ApiError::Unauthorized => "Incorrect or missing API key. Send `Authorization: Bearer <API key>`.".into(),
             ApiError::NotFound(path) => format!("no route for {path}"),
             ApiError::MethodNotAllowed => "method not allowed for this route".into(),
             ApiError::PayloadTooLarge { limit } => format!("request body is larger than the limit of {limit} bytes"),

@@ -45,7 +45,11 @@ impl JsonBody {
             // "missing field `model`" is reported at the parent: name the field itself.
             let param = match inner.split('`').nth(1) {
                 Some(field) if inner.starts_with("missing field") => {
-                    if path == "." { field.to_owned() } else { format!("{path}.{field}") }
+                    if path == "." {
+                        field.to_owned()
+                    } else {
+                        format!("{path}.{field}")
+                    }
                 }
                 _ if path == "." => String::new(),
                 _ => path,

@@ -40,7 +40,8 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
     }
     let max_output = validate::max_tokens(req.max_output_tokens, "max_output_tokens")?;
     let messages = input_messages(req.instructions.clone(), req.input)?;
-    let generation = generation::start(&state, req.model.clone(), PromptInput::Chat(messages), sampling, max_output).await?;
+    let generation =
+        generation::start(&state, req.model.clone(), PromptInput::Chat(messages), sampling, max_output).await?;
     let shell = Shell {
         id: new_id("resp"),
         item_id: new_id("msg"),

@@ -21,11 +21,7 @@ pub const ADMIN_PASSWORD: &str = "admin-password-123";
 pub fn models_dir() -> PathBuf {
     let dir = ModelsDirArg { path: std::env::var_os("TENSORMESH_MODELS_DIR").map(PathBuf::from) }.resolve();
     let path = models::model_path(&dir, MODEL);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo run -p tm-server -- model pull {MODEL}` first",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: run `cargo run -p tm-server -- model pull {MODEL}` first", path.display());
     dir
 }
 
@@ -159,11 +155,14 @@ pub fn start_servers(db: &tm_testkit::TestDb, with_inference: bool) -> Servers {
             tx.send((control_addr, inference_addr)).unwrap();
             let serve_inference = async move {
                 match inference {
-                    Some((listener, app)) => serve::run(listener, app, std::future::pending(), Duration::from_secs(1)).await,
+                    Some((listener, app)) => {
+                        serve::run(listener, app, std::future::pending(), Duration::from_secs(1)).await
+                    }
                     None => std::future::pending().await,
                 }
             };
-            let serve_control = serve::run(control_listener, control_app, std::future::pending(), Duration::from_secs(1));
+            let serve_control =
+                serve::run(control_listener, control_app, std::future::pending(), Duration::from_secs(1));
             let _ = tokio::join!(serve_inference, serve_control);
         });
     });

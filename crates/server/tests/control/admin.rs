@@ -14,22 +14,30 @@ async fn admin_routes_check_the_role() {
 
         let promote = json!({"targetUserId": dave_id, "targetUserRole": "USER_ROLE_ADMIN"});
         assert_eq!(call(&s.control, &dave.access, Method::GET, "/v1/admin/users", None).await.0, 403, "{}", db.kind);
-        let (status, body) = call(&s.control, &dave.access, Method::POST, "/v1/admin/users/change_role", Some(promote.clone())).await;
+        let (status, body) =
+            call(&s.control, &dave.access, Method::POST, "/v1/admin/users/change_role", Some(promote.clone())).await;
         assert_eq!((status, body["code"].as_i64()), (403, Some(7)));
 
         let (status, page) = call(&s.control, &admin.access, Method::GET, "/v1/admin/users?page=1&size=1", None).await;
         assert_eq!(status, 200);
-        assert_eq!((page["page"].as_i64(), page["size"].as_i64(), page["total"].as_str()), (Some(1), Some(1), Some("2")));
+        assert_eq!(
+            (page["page"].as_i64(), page["size"].as_i64(), page["total"].as_str()),
+            (Some(1), Some(1), Some("2"))
+        );
         assert_eq!(page["users"].as_array().unwrap().len(), 1);
 
-        let (status, promoted) = call(&s.control, &admin.access, Method::POST, "/v1/admin/users/change_role", Some(promote)).await;
+        let (status, promoted) =
+            call(&s.control, &admin.access, Method::POST, "/v1/admin/users/change_role", Some(promote)).await;
         assert_eq!((status, promoted["user"]["userRole"].as_str()), (200, Some("USER_ROLE_ADMIN")), "{}", db.kind);
         let (status, page2) = call(&s.control, &dave.access, Method::GET, "/v1/admin/users?page=2&size=1", None).await;
         assert_eq!((status, page2["users"].as_array().map(Vec::len)), (200, Some(1)));
 
         // An admin cannot make anyone a super admin; only a super admin can.
         let escalate = json!({"targetUserId": dave_id, "targetUserRole": "USER_ROLE_SUPER_ADMIN"});
-        assert_eq!(call(&s.control, &dave.access, Method::POST, "/v1/admin/users/change_role", Some(escalate)).await.0, 403);
+        assert_eq!(
+            call(&s.control, &dave.access, Method::POST, "/v1/admin/users/change_role", Some(escalate)).await.0,
+            403
+        );
     }
 }
 
@@ -40,7 +48,12 @@ async fn bad_input_gets_a_400_naming_the_field() {
     let admin = admin_login(&s.control).await;
     let cases = [
         (Method::POST, "/v1/admin/users/change_role", Some(json!({"targetUserId": "x"})), "targetUserRole"),
-        (Method::POST, "/v1/admin/users/change_role", Some(json!({"targetUserId": "x", "targetUserRole": "KING"})), "targetUserRole"),
+        (
+            Method::POST,
+            "/v1/admin/users/change_role",
+            Some(json!({"targetUserId": "x", "targetUserRole": "KING"})),
+            "targetUserRole",
+        ),
         (Method::GET, "/v1/admin/users?page=abc", None, "page"),
         (Method::GET, "/v1/admin/users?size=100000", None, "size"),
         (Method::GET, "/v1/users/api-keys?includeDeleted=maybe", None, "includeDeleted"),

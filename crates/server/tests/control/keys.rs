@@ -38,7 +38,8 @@ async fn keys_made_on_the_control_plane_work_on_inference_until_deleted() {
         assert_eq!(tokenize(&inference, &key).await.0, 200, "{}", db.kind);
 
         // Listed by public id only; the secret is never shown again.
-        let (_, listed) = call(&s.control, &admin.access, Method::GET, "/v1/users/api-keys?includeDeleted=True", None).await;
+        let (_, listed) =
+            call(&s.control, &admin.access, Method::GET, "/v1/users/api-keys?includeDeleted=True", None).await;
         let ids: Vec<&str> = listed["apiKeys"].as_array().unwrap().iter().map(|k| k["id"].as_str().unwrap()).collect();
         let public_id = &key[..14];
         assert!(ids.contains(&public_id) && !ids.contains(&key.as_str()), "{ids:?}");
@@ -49,12 +50,14 @@ async fn keys_made_on_the_control_plane_work_on_inference_until_deleted() {
         assert_eq!(unknown, malformed, "every bad key gets the same answer");
 
         let (status, deleted) =
-            call(&s.control, &admin.access, Method::DELETE, &format!("/v1/users/api-keys?apiKey={public_id}"), None).await;
+            call(&s.control, &admin.access, Method::DELETE, &format!("/v1/users/api-keys?apiKey={public_id}"), None)
+                .await;
         assert_eq!((status, deleted), (200, json!({"empty": {}})));
         let (revoked_status, revoked) = tokenize(&inference, &key).await;
         assert_eq!((revoked_status, &revoked), (401, &unknown), "{}: revocation must win at once", db.kind);
         // DELETE may be retried by the clients: the second one succeeds too.
-        let again = call(&s.control, &admin.access, Method::DELETE, &format!("/v1/users/api-keys?apiKey={key}"), None).await;
+        let again =
+            call(&s.control, &admin.access, Method::DELETE, &format!("/v1/users/api-keys?apiKey={key}"), None).await;
         assert_eq!(again.0, 200);
         let (_, listed) = call(&s.control, &admin.access, Method::GET, "/v1/users/api-keys", None).await;
         assert_eq!(listed["apiKeys"].as_array().unwrap().len(), 1, "only the bootstrap key is live: {listed}");
@@ -82,7 +85,12 @@ async fn users_cannot_see_or_touch_each_others_keys() {
         assert_eq!(call(&s.control, &bob.access, Method::DELETE, &delete, None).await.0, 404, "{}", db.kind);
         let steal = json!({"userId": admin_id, "name": "mine now"});
         assert_eq!(call(&s.control, &bob.access, Method::POST, "/v1/users/api-keys", Some(steal)).await.0, 403);
-        assert_eq!(call(&s.control, &bob.access, Method::PUT, &format!("/v1/users/{admin_id}"), Some(json!({"company": "x"}))).await.0, 403);
+        assert_eq!(
+            call(&s.control, &bob.access, Method::PUT, &format!("/v1/users/{admin_id}"), Some(json!({"company": "x"})))
+                .await
+                .0,
+            403
+        );
 
         let (_, after) = call(&s.control, &admin.access, Method::GET, "/v1/users/api-keys", None).await;
         assert_eq!(after["apiKeys"][0]["id"], admin_key);
@@ -102,9 +110,11 @@ async fn profile_updates_and_terms_acceptance() {
 
         // Mass assignment: a role in the body is ignored.
         let update = json!({"company": "Acme", "displayName": "C", "userRole": "USER_ROLE_SUPER_ADMIN"});
-        let (status, body) = call(&s.control, &carol.access, Method::PUT, &format!("/v1/users/{id}"), Some(update)).await;
+        let (status, body) =
+            call(&s.control, &carol.access, Method::PUT, &format!("/v1/users/{id}"), Some(update)).await;
         assert_eq!((status, body), (200, json!({"empty": {}})), "{}", db.kind);
-        let (status, accepted) = call(&s.control, &carol.access, Method::POST, "/v1/users/accept-tos", Some(json!({}))).await;
+        let (status, accepted) =
+            call(&s.control, &carol.access, Method::POST, "/v1/users/accept-tos", Some(json!({}))).await;
         assert_eq!(status, 200);
         let user: &Value = &accepted["user"];
         assert_eq!((user["company"].as_str(), user["userRole"].as_str()), (Some("Acme"), Some("USER_ROLE_USER")));

@@ -38,7 +38,8 @@ async fn browser_login_then_profile_refresh_and_expiry() {
 async fn wrong_passwords_denials_and_bad_codes_fail() {
     for db in tm_testkit::all().await {
         let s = start_servers(&db, false);
-        let started: Value = client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
+        let started: Value =
+            client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
         let code = started["cli_code"].as_str().unwrap();
         let request = started["auth_url"].as_str().unwrap().split("request=").nth(1).unwrap().to_owned();
 
@@ -57,7 +58,8 @@ async fn wrong_passwords_denials_and_bad_codes_fail() {
         for bad in ["", "tm_cli_nope", &format!("{request}_{}", "x".repeat(32))] {
             assert_eq!(exchange(&s.control, bad).await.status(), 400, "{bad:?}");
         }
-        let unknown_page = client().get(format!("{}/auth/cli/login?request=tm_cli_nothing1", s.control)).send().await.unwrap();
+        let unknown_page =
+            client().get(format!("{}/auth/cli/login?request=tm_cli_nothing1", s.control)).send().await.unwrap();
         assert_eq!(unknown_page.status(), 404);
         let no_token = client().get(format!("{}/auth/profile", s.control)).send().await.unwrap();
         assert_eq!(no_token.status(), 401);

@@ -41,7 +41,10 @@ pub async fn login(base: &str, email: &str, password: &str) -> Session {
 
     let tokens: Value = exchange(base, code).await.json().await.unwrap();
     assert_eq!(exchange(base, code).await.status(), 400, "a code works once");
-    Session { access: tokens["access_token"].as_str().unwrap().into(), refresh: tokens["refresh_token"].as_str().unwrap().into() }
+    Session {
+        access: tokens["access_token"].as_str().unwrap().into(),
+        refresh: tokens["refresh_token"].as_str().unwrap().into(),
+    }
 }
 
 pub async fn exchange(base: &str, code: &str) -> Response {
@@ -49,7 +52,12 @@ pub async fn exchange(base: &str, code: &str) -> Response {
 }
 
 pub async fn refresh(base: &str, refresh_token: &str) -> Response {
-    client().post(format!("{base}/auth/cli/refresh")).json(&json!({"refresh_token": refresh_token})).send().await.unwrap()
+    client()
+        .post(format!("{base}/auth/cli/refresh"))
+        .json(&json!({"refresh_token": refresh_token}))
+        .send()
+        .await
+        .unwrap()
 }
 
 pub async fn approve(base: &str, request: &str, email: &str, password: &str) -> Response {
@@ -76,7 +84,11 @@ pub async fn call(base: &str, token: &str, method: Method, path: &str, body: Opt
 /// Creates a user the way an operator does (`tensormesh user create`), on the same database.
 pub async fn create_user(db: &TestDb, email: &str, password: &str) -> String {
     let store = tm_store::Store::open(&db.url).await.unwrap();
-    let control = tm_control::Control::new(store.clone(), std::sync::Arc::new(tm_control::clock::SystemClock), Default::default());
+    let control = tm_control::Control::new(
+        store.clone(),
+        std::sync::Arc::new(tm_control::clock::SystemClock),
+        Default::default(),
+    );
     let new = tm_control::accounts::NewUser {
         email: email.into(),
         password: password.into(),

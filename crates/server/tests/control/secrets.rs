@@ -33,7 +33,11 @@ fn captured_logs() -> &'static Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Captured::default();
-        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(logs.clone()).init();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .init();
         logs
     })
 }
@@ -54,7 +58,8 @@ async fn secrets_never_reach_the_database_files_or_the_logs() {
     let access = refreshed["access_token"].as_str().unwrap().to_owned();
     let (_, created) = call(&s.control, &access, Method::POST, "/v1/users/api-keys", Some(json!({"name": "k"}))).await;
     let key = created["apiKey"]["id"].as_str().unwrap().to_owned();
-    let started: serde_json::Value = client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
+    let started: serde_json::Value =
+        client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
     let code = started["cli_code"].as_str().unwrap().to_owned();
     // Inference with the new key, and the reuse of a rotated refresh token (logged as theft).
     let inference = s.inference.clone().unwrap();

@@ -55,7 +55,8 @@ async fn abandoned_non_stream_request_is_cancelled() {
         .send();
     assert!(request.await.is_err(), "400 tokens cannot finish in 300 ms");
     wait_idle(&base).await;
-    let (status, _) = post_json(&base, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 1})).await;
+    let (status, _) =
+        post_json(&base, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 1})).await;
     assert_eq!(status, 200);
 }
 
@@ -63,7 +64,8 @@ async fn abandoned_non_stream_request_is_cancelled() {
 async fn finished_requests_release_their_place() {
     // Sanity of the in_flight gauge itself: a finished request leaves nothing behind.
     let base = start(Options { parallel: 1, queue: 1, ..Options::default() });
-    let (status, _) = post_json(&base, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 2})).await;
+    let (status, _) =
+        post_json(&base, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 2})).await;
     assert_eq!(status, 200);
     wait_idle(&base).await;
 }

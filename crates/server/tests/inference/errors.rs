@@ -40,11 +40,17 @@ async fn malformed_bodies_are_400_naming_the_field() {
         (format!(r#"{{"model":"{MODEL}",{msgs},"n":2}}"#), Some("n")),
         (format!(r#"{{"model":"{MODEL}",{msgs},"top_p":7}}"#), Some("top_p")),
         (format!(r#"{{"model":"{MODEL}",{msgs},"logprobs":true}}"#), Some("logprobs")),
-        (format!(r#"{{"model":"{MODEL}",{msgs},"response_format":{{"type":"json_schema"}}}}"#), Some("response_format.type")),
+        (
+            format!(r#"{{"model":"{MODEL}",{msgs},"response_format":{{"type":"json_schema"}}}}"#),
+            Some("response_format.type"),
+        ),
         (format!(r#"{{"model":"{MODEL}",{msgs},"logit_bias":{{"999999999":1}}}}"#), Some("logit_bias[0]")),
         (format!(r#"{{"model":"{MODEL}","messages":[]}}"#), Some("messages")),
         (format!(r#"{{"model":"{MODEL}","messages":[{{"content":"x"}}]}}"#), Some("messages[0].role")),
-        (format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":[{{"type":"image_url"}}]}}]}}"#), Some("messages[0].content[0].type")),
+        (
+            format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":[{{"type":"image_url"}}]}}]}}"#),
+            Some("messages[0].content[0].type"),
+        ),
         (format!(r#"{{{msgs}}}"#), Some("model")),
     ];
     for (body, param) in cases {
@@ -55,14 +61,20 @@ async fn malformed_bodies_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn unknown_fields_and_missing_content_type_are_accepted() {
-    let body = r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":1,"whatever":{"x":1}}"#;
+    let body =
+        r#"{"model":"gemma-3-270m","messages":[{"role":"user","content":"hi"}],"max_tokens":1,"whatever":{"x":1}}"#;
     assert_eq!(raw(body.into(), None).await.0, 200);
     assert_eq!(raw(body.into(), Some("text/plain")).await.0, 200);
 }
 
 #[tokio::test]
 async fn unknown_model_is_404() {
-    let (status, v) = post_json(shared(), "/v1/chat/completions", json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (status, v) = post_json(
+        shared(),
+        "/v1/chat/completions",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_error(status, &v, 404, Some("model"));
     let (status, v) = post_json(shared(), "/tokenize", json!({"model": "nope", "prompt": "x"})).await;
     assert_error(status, &v, 404, Some("model"));
@@ -77,7 +89,8 @@ async fn prompt_over_the_context_is_400_with_both_numbers() {
     assert!(msg.contains("512"), "{msg}");
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     // max_tokens counts against the context too.
-    let (status, v) = post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": "hi", "max_tokens": 600})).await;
+    let (status, v) =
+        post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": "hi", "max_tokens": 600})).await;
     assert_error(status, &v, 400, None);
     assert!(v["error"]["message"].as_str().unwrap().contains("600"));
 }
@@ -93,7 +106,8 @@ async fn oversized_body_is_413() {
 async fn auth_is_required_on_posts_but_not_on_public_gets() {
     let c = client();
     for key in [None, Some("wrong"), Some("")] {
-        let mut req = c.post(format!("{}/v1/chat/completions", shared())).json(&json!({"model": MODEL, "messages": []}));
+        let mut req =
+            c.post(format!("{}/v1/chat/completions", shared())).json(&json!({"model": MODEL, "messages": []}));
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -126,11 +140,15 @@ async fn unknown_routes_and_methods() {
 async fn unsupported_route_options_are_refused() {
     let (status, v) = post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": ["a", "b"]})).await;
     assert_error(status, &v, 400, Some("prompt"));
-    let (status, v) = post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": "a", "suffix": "b"})).await;
+    let (status, v) =
+        post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": "a", "suffix": "b"})).await;
     assert_error(status, &v, 400, Some("suffix"));
-    let (status, v) = post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": "a", "previous_response_id": "r"})).await;
+    let (status, v) =
+        post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": "a", "previous_response_id": "r"})).await;
     assert_error(status, &v, 400, Some("previous_response_id"));
-    let (status, v) = post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": [{"type": "function_call_output"}]})).await;
+    let (status, v) =
+        post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": [{"type": "function_call_output"}]}))
+            .await;
     assert_error(status, &v, 400, Some("input[0].type"));
     let (status, v) = post_json(shared(), "/tokenize", json!({"model": MODEL})).await;
     assert_error(status, &v, 400, Some("prompt"));

@@ -5,7 +5,8 @@ use serde_json::{json, Value};
 use crate::common::{post, post_json, shared, sse_data, start, Options, MODEL};
 
 fn chat(extra: Value) -> Value {
-    let mut body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Tell me about the sea."}], "max_tokens": 12});
+    let mut body =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Tell me about the sea."}], "max_tokens": 12});
     body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     body
 }

@@ -17,7 +17,8 @@ async fn tokenize_detokenize_round_trip() {
     assert_eq!(status, 200, "{d}");
     assert_eq!(d["prompt"], text);
     // Without special tokens the count drops by the BOS token.
-    let (_, bare) = post_json(shared(), "/tokenize", json!({"model": MODEL, "prompt": text, "add_special_tokens": false})).await;
+    let (_, bare) =
+        post_json(shared(), "/tokenize", json!({"model": MODEL, "prompt": text, "add_special_tokens": false})).await;
     assert_eq!(bare["count"].as_u64().unwrap() + 1, t["count"].as_u64().unwrap());
 }
 
@@ -26,7 +27,9 @@ async fn tokenize_messages_matches_the_chat_prompt_size() {
     let messages = json!([{"role": "user", "content": "What is 2+2?"}]);
     let (status, t) = post_json(shared(), "/tokenize", json!({"model": MODEL, "messages": messages})).await;
     assert_eq!(status, 200, "{t}");
-    let (_, chat) = post_json(shared(), "/v1/chat/completions", json!({"model": MODEL, "messages": messages, "max_tokens": 1})).await;
+    let (_, chat) =
+        post_json(shared(), "/v1/chat/completions", json!({"model": MODEL, "messages": messages, "max_tokens": 1}))
+            .await;
     assert_eq!(t["count"], chat["usage"]["prompt_tokens"]);
 }
 
