@@ -68,6 +68,10 @@ impl Control {
         &self.store
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     fn now(&self) -> i64 {
         self.clock.now_ms()
     }

@@ -45,7 +45,7 @@ impl Principal {
         match requested.map(str::trim).filter(|id| !id.is_empty()) {
             None => Ok(self.user_id.clone()),
             Some(id) if id.eq_ignore_ascii_case(&self.user_id) => Ok(self.user_id.clone()),
-            Some(_) if self.role.is_admin() => Ok(requested.unwrap_or_default().trim().to_ascii_lowercase()),
+            Some(id) if self.role.is_admin() => Ok(id.to_ascii_lowercase()),
             Some(_) => Err(crate::ControlError::PermissionDenied("userId names another user".into())),
         }
     }

@@ -73,7 +73,7 @@ pub fn parse_api_key(token: &str) -> Presented {
 }
 
 pub fn digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 
 /// Constant-time digest comparison: the only way digests are ever compared.

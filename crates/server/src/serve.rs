@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use tm_llama::{EmbeddedBackend, ModelConfig};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
-
 use tm_control::accounts::{Bootstrap, Bootstrapped};
 use tm_control::clock::Clock;
 use tm_control::{Control, Settings};
+use tm_llama::{EmbeddedBackend, ModelConfig};
 use tm_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::config::{AdminArgs, ServeArgs};
 use crate::control::{self, ControlState};
@@ -48,7 +47,6 @@ pub fn build_control(args: &ServeArgs, control: Control, listen: std::net::Socke
         control,
         public_url: args.public_control_url.clone(),
         listen_host: listen.to_string(),
-        login_ttl_secs: Settings::default().login_ttl.as_secs(),
     })
 }
 

@@ -16,8 +16,6 @@ pub mod cli_logins;
 pub mod sessions;
 pub mod users;
 
-use std::path::Path;
-
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 
@@ -36,12 +34,12 @@ impl Store {
     /// missing, and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") {
             format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
         } else {
             url.to_owned()
         };
-        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .after_connect(move |conn, _| {
@@ -59,11 +57,6 @@ impl Store {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
-    }
-
-    /// The default database: `tensormesh.db` in the data dir.
-    pub async fn open_sqlite_file(path: &Path) -> Result<Store, StoreError> {
-        Store::open(&format!("sqlite://{}", path.display())).await
     }
 
     pub fn users(&self) -> users::Users<'_> {

@@ -31,7 +31,7 @@ pub async fn start(State(state): State<ControlState>, headers: HeaderMap) -> Res
         "auth_url": auth_url,
         "cli_code": started.cli_code,
         "interval": POLL_INTERVAL_SECS,
-        "expires_in": state.login_ttl_secs,
+        "expires_in": state.control.settings().login_ttl.as_secs(),
     });
     Ok(Json(body).into_response())
 }

@@ -28,7 +28,6 @@ pub struct ControlState {
     pub public_url: Option<String>,
     /// The listener's address, for sign-in links when a request has no Host header.
     pub listen_host: String,
-    pub login_ttl_secs: u64,
 }
 
 const BODY_LIMIT: usize = 1024 * 1024;

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tm_control::clock::SystemClock;
 use tm_server::config::{AdminArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 
@@ -62,23 +61,10 @@ pub fn serve_args(o: &Options) -> ServeArgs {
     }
 }
 
-/// Starts a server on its own thread and runtime, so that it outlives any one test's
-/// runtime. Returns its base URL.
+/// Starts a server (SQLite in a temp data dir) on its own thread and runtime, so that it
+/// outlives any one test's runtime. Returns its inference base URL.
 pub fn start(options: Options) -> String {
-    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let args = serve_args(&options);
-            let control = serve::open_control(&args, Arc::new(SystemClock)).await.unwrap();
-            serve::bootstrap(&control, &args.admin).await.unwrap();
-            let app = serve::build_inference(&args, control).await.unwrap();
-            let listener = tokio::net::TcpListener::bind(args.inference_addr).await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            serve::run(listener, app, std::future::pending(), Duration::from_secs(1)).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv_timeout(Duration::from_secs(120)).expect("server did not start"))
+    launch(None, true, options).inference.unwrap()
 }
 
 /// One server shared by the tests of a binary that need no special settings.
@@ -132,10 +118,14 @@ pub struct Servers {
 /// Starts the Control Plane on `db` (`with_inference`: also the inference API with the
 /// real model, sharing the database), bootstrapped with the test admin.
 pub fn start_servers(db: &tm_testkit::TestDb, with_inference: bool) -> Servers {
+    launch(Some(db.url.clone()), with_inference, Options::default())
+}
+
+fn launch(database_url: Option<String>, with_inference: bool, options: Options) -> Servers {
     let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
     let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
-    let mut args = serve_args(&Options::default());
-    args.database.database_url = Some(db.url.clone());
+    let mut args = serve_args(&options);
+    args.database.database_url = database_url;
     let thread_clock = clock.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
