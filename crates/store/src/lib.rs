@@ -8,12 +8,20 @@
 //! - [`api_keys`]: inference keys (public id + digest only).
 //! - [`sessions`]: CLI access/refresh token pairs and their rotation.
 //! - [`cli_logins`]: pending browser-login requests.
+//! - [`pricing`]: serverless prices per model.
+//! - [`ledger`]: prepaid accounts, credits, holds and exactly-once settlement.
+//! - [`usage`]: usage records read back for billing views.
+//! - [`rate_limits`]: per-user rate-limit overrides.
 
 mod error;
 
 pub mod api_keys;
 pub mod cli_logins;
+pub mod ledger;
+pub mod pricing;
+pub mod rate_limits;
 pub mod sessions;
+pub mod usage;
 pub mod users;
 
 use sqlx::any::AnyPoolOptions;
@@ -27,6 +35,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Where money moves. For SQLite a single connection: writers queue here, in order,
+    /// instead of sleeping in SQLite's busy handler. For PostgreSQL the main pool.
+    ledger_writer: AnyPool,
 }
 
 impl Store {
@@ -40,23 +51,33 @@ impl Store {
         } else {
             url.to_owned()
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
+        let pool = Self::pool(8, sqlite).connect(&url).await?;
+        MIGRATOR.run(&pool).await?;
+        let ledger_writer = if sqlite { Self::pool(1, sqlite).connect(&url).await? } else { pool.clone() };
+        Ok(Store { pool, ledger_writer })
+    }
+
+    fn pool(max_connections: u32, sqlite: bool) -> AnyPoolOptions {
+        AnyPoolOptions::new()
+            .max_connections(max_connections)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if sqlite {
                         // WAL: readers never block the writer; the mode is kept in the file.
                         // Foreign keys and a busy wait are per connection in SQLite.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000")
-                            .await?;
+                        // synchronous=NORMAL: a commit survives the process being killed
+                        // (the WAL is written before COMMIT returns); only a power loss can
+                        // take the last commits before a checkpoint. It saves an fsync per
+                        // transaction, which the per-request hold and settlement need.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                             PRAGMA busy_timeout = 5000",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
             })
-            .connect(&url)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Store { pool })
     }
 
     pub fn users(&self) -> users::Users<'_> {
@@ -75,11 +96,30 @@ impl Store {
         cli_logins::CliLogins(&self.pool)
     }
 
+    pub fn pricing(&self) -> pricing::Pricing<'_> {
+        pricing::Pricing(&self.pool)
+    }
+
+    pub fn ledger(&self) -> ledger::Ledger<'_> {
+        ledger::Ledger { reader: &self.pool, writer: &self.ledger_writer }
+    }
+
+    pub fn usage(&self) -> usage::Usage<'_> {
+        usage::Usage(&self.pool)
+    }
+
+    pub fn rate_limits(&self) -> rate_limits::RateLimits<'_> {
+        rate_limits::RateLimits(&self.pool)
+    }
+
     /// Waits for connections to finish and closes the pool (SQLite checkpoints its WAL).
     pub async fn close(&self) {
+        self.ledger_writer.close().await;
         self.pool.close().await;
     }
 }
 
+#[cfg(test)]
+mod ledger_tests;
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use crate::sessions::{SessionRow, TokenPair};
 use crate::users::{ProfileUpdate, UserRow};
 use crate::{Store, StoreError};
 
-async fn stores() -> Vec<(&'static str, Store)> {
+pub(crate) async fn stores() -> Vec<(&'static str, Store)> {
     let mut out = Vec::new();
     for db in tm_testkit::all().await {
         out.push((db.kind, Store::open(&db.url).await.unwrap()));
@@ -16,7 +16,7 @@ async fn stores() -> Vec<(&'static str, Store)> {
     out
 }
 
-fn user(id: &str, email: &str, at: i64) -> UserRow {
+pub(crate) fn user(id: &str, email: &str, at: i64) -> UserRow {
     UserRow {
         id: id.into(),
         email: email.into(),

@@ -1,0 +1,82 @@
+//! Reading usage records back: per-day totals (the grain every billing view is folded
+//! from) and plain sums.
+
+use sqlx::AnyPool;
+
+use crate::ledger::UsageRow;
+use crate::StoreError;
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// One model's usage on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DayTotals {
+    /// Days since the Unix epoch.
+    pub day: i64,
+    pub model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_nanos: i64,
+    pub cache_saving_nanos: i64,
+    /// When the first request of that day finished (Unix ms).
+    pub first_at: i64,
+}
+
+pub struct Usage<'a>(pub(crate) &'a AnyPool);
+
+impl Usage<'_> {
+    /// Per (day, model) totals of the user's requests finished in `[from, to)` (Unix ms),
+    /// oldest day first.
+    pub async fn day_totals(&self, user_id: &str, from: i64, to: i64) -> Result<Vec<DayTotals>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT finished_at / 86400000 AS day, model, COUNT(*) AS requests, \
+             CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+             CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos, \
+             CAST(SUM(cache_saving_nanos) AS BIGINT) AS cache_saving_nanos, MIN(finished_at) AS first_at \
+             FROM usage_records WHERE user_id = $1 AND finished_at >= $2 AND finished_at < $3 \
+             GROUP BY finished_at / 86400000, model ORDER BY day, model",
+        )
+        .bind(user_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.0)
+        .await?)
+    }
+
+    /// The user's spend on requests finished at or after `since` (Unix ms).
+    pub async fn spend_since(&self, user_id: &str, since: i64) -> Result<i64, StoreError> {
+        let sum: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(SUM(cost_nanos) AS BIGINT) FROM usage_records WHERE user_id = $1 AND finished_at >= $2",
+        )
+        .bind(user_id)
+        .bind(since)
+        .fetch_one(self.0)
+        .await?;
+        Ok(sum.unwrap_or(0))
+    }
+
+    /// Every usage record of a user, oldest first (audits and tests).
+    pub async fn records(&self, user_id: &str) -> Result<Vec<UsageRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, completion_tokens, \
+             cost_nanos, cache_saving_nanos, status, started_at, finished_at FROM usage_records \
+             WHERE user_id = $1 ORDER BY finished_at, request_id",
+        )
+        .bind(user_id)
+        .fetch_all(self.0)
+        .await?)
+    }
+
+    pub async fn by_request(&self, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, completion_tokens, \
+             cost_nanos, cache_saving_nanos, status, started_at, finished_at FROM usage_records \
+             WHERE request_id = $1",
+        )
+        .bind(request_id)
+        .fetch_optional(self.0)
+        .await?)
+    }
+}
