@@ -21,10 +21,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The models this backend serves, in a stable order.
     fn models(&self) -> Vec<ModelInfo>;
 
-    /// Starts a generation. Returns once the request is admitted (prompt rendered,
-    /// tokenized, checked against the context, a slot or queue place reserved); text then
-    /// arrives on [`Generation::events`]. Dropping the receiver cancels the generation.
-    async fn generate(&self, request: GenerateRequest) -> Result<Generation, BackendError>;
+    /// Checks a generation request and sizes it (prompt rendered, tokenized, checked
+    /// against the context) without starting it; [`Prepared::launch`] starts it. Text then
+    /// arrives on [`Generation::events`]; dropping that receiver cancels the generation.
+    async fn prepare(&self, request: GenerateRequest) -> Result<Prepared, BackendError>;
+
+    /// Prepares and launches at once (callers that meter nothing).
+    async fn generate(&self, request: GenerateRequest) -> Result<Generation, BackendError> {
+        self.prepare(request).await?.launch().await
+    }
 
     async fn tokenize(&self, request: TokenizeInput) -> Result<Tokenized, BackendError>;
 

@@ -1,6 +1,13 @@
 //! Engine-neutral request and event types.
 
-use tokio::sync::mpsc;
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::BackendError;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A text or chat prompt, not yet rendered or tokenized.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,10 +110,49 @@ pub enum GenerationEvent {
     Failed(String),
 }
 
+/// What a generation consumed, reported by the engine once it lets go of the request,
+/// however it ended (finished, failed, cancelled because the receiver went away, or
+/// dropped before it ran: then all zero). Billing reads this, not the event stream, so
+/// that a client who leaves mid-stream still pays for what was computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Receipt {
+    pub usage: TokenUsage,
+    /// None when the generation failed.
+    pub finish: Option<FinishReason>,
+}
+
 /// An admitted generation.
 pub struct Generation {
     pub prompt_tokens: u64,
     pub events: mpsc::UnboundedReceiver<GenerationEvent>,
+    /// Resolves to the receipt; an error means the engine vanished (count nothing).
+    pub receipt: oneshot::Receiver<Receipt>,
+}
+
+/// A request checked and tokenized, not yet running: its size is known, so the gateway
+/// can reserve its worst-case cost before anything is computed.
+pub struct Prepared {
+    pub model: String,
+    pub prompt_tokens: u64,
+    /// The most completion tokens it may produce (`max_tokens`, or the rest of the context).
+    pub max_completion_tokens: u64,
+    launch: BoxFuture<'static, Result<Generation, BackendError>>,
+}
+
+impl Prepared {
+    pub fn new(
+        model: String,
+        prompt_tokens: u64,
+        max_completion_tokens: u64,
+        launch: impl Future<Output = Result<Generation, BackendError>> + Send + 'static,
+    ) -> Prepared {
+        Prepared { model, prompt_tokens, max_completion_tokens, launch: Box::pin(launch) }
+    }
+
+    /// Starts the generation (it may still be refused, e.g. when the engine is full).
+    pub async fn launch(self) -> Result<Generation, BackendError> {
+        self.launch.await
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -20,6 +20,13 @@ pub struct CreatedKey {
     pub token: String,
 }
 
+/// Who presented an API key, and which key (its public id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub principal: Principal,
+    pub key_id: String,
+}
+
 #[derive(Debug, Clone)]
 struct Cached {
     digest: String,
@@ -150,7 +157,7 @@ impl Control {
 
     /// The owner of an inference API key, or [`ControlError::Unauthenticated`] for any key
     /// that is unknown, wrong, deleted or expired (one answer for all).
-    pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal, ControlError> {
+    pub async fn authenticate_api_key(&self, token: &str) -> Result<KeyHolder, ControlError> {
         let presented = secret::parse_api_key(token);
         let now = self.now();
         let cached = match self.key_cache.get(&presented.public_id) {
@@ -176,7 +183,7 @@ impl Control {
         };
         let live = cached.expires_at.is_none_or(|t| now < t);
         if live && secret::digests_match(&cached.digest, &presented.digest) {
-            Ok(cached.principal)
+            Ok(KeyHolder { principal: cached.principal, key_id: presented.public_id })
         } else {
             Err(ControlError::Unauthenticated)
         }

@@ -4,12 +4,14 @@
 //! - [`accounts`]: users, profiles, roles, operator commands, the first admin.
 //! - [`login`]: the CLI browser login, access/refresh tokens and their rotation.
 //! - [`keys`]: inference API keys and their (revocation-aware) cache.
+//! - [`billing`]: prices, balances, top-ups and the billing views.
 //! - [`secret`], [`password`]: how secrets are made, stored and checked.
 //! - [`role`]: roles and the one place that decides whose data a request may touch.
 
 mod error;
 
 pub mod accounts;
+pub mod billing;
 pub mod clock;
 pub mod keys;
 pub mod login;
@@ -33,7 +35,7 @@ pub struct Settings {
     pub refresh_token_ttl: Duration,
     /// How long a `tm auth login` request waits for approval.
     pub login_ttl: Duration,
-    /// How long an API key check is reused before the store is asked again. Deletions
+    /// How long an API key check (and a model's active price) is reused before the store is asked again. Deletions
     /// through this process take effect at once; this bounds how long another server
     /// process sharing the database may still accept a deleted key.
     pub key_cache_ttl: Duration,
@@ -57,11 +59,12 @@ pub struct Control {
     clock: Arc<dyn Clock>,
     settings: Settings,
     key_cache: Arc<keys::KeyCache>,
+    price_cache: Arc<billing::PriceCache>,
 }
 
 impl Control {
     pub fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Control {
-        Control { store, clock, settings, key_cache: Arc::default() }
+        Control { store, clock, settings, key_cache: Arc::default(), price_cache: Arc::default() }
     }
 
     pub fn store(&self) -> &Store {
@@ -73,6 +76,11 @@ impl Control {
     }
 
     fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The control plane's clock (Unix ms), which billing records use too.
+    pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 }

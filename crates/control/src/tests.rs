@@ -55,7 +55,7 @@ async fn bootstrap_creates_one_super_admin_with_a_working_key() {
         let made = control.bootstrap(b.clone()).await.unwrap().unwrap();
         assert_eq!((made.user.email.as_str(), made.user.role.as_str()), ("root@example.com", "USER_ROLE_SUPER_ADMIN"));
         assert!(made.generated_password.is_some() && made.generated_api_key.is_none());
-        let who = control.authenticate_api_key("operator-chosen-key-123").await.unwrap();
+        let who = control.authenticate_api_key("operator-chosen-key-123").await.unwrap().principal;
         assert_eq!(who.user_id, made.user.id, "{kind}");
         assert!(control.bootstrap(b).await.unwrap().is_none(), "{kind}: bootstrapped twice");
     }
@@ -128,7 +128,7 @@ async fn api_keys_are_private_revocable_and_expire() {
         let alice = user(&control, "alice@x.io", Role::User).await;
         let bob = user(&control, "bob@x.io", Role::User).await;
         let key = control.create_api_key(&alice, None, "ci".into(), vec!["inference".into()], None).await.unwrap();
-        assert_eq!(control.authenticate_api_key(&key.token).await.unwrap(), alice);
+        assert_eq!(control.authenticate_api_key(&key.token).await.unwrap().principal, alice);
 
         // Bob can neither see nor delete it, not even by naming Alice.
         assert!(control.list_api_keys(&bob, None, true).await.unwrap().is_empty(), "{kind}");

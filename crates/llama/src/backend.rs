@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tm_backend::{
-    Backend, BackendError, GenerateRequest, Generation, ModelInfo, PromptInput, TokenizeInput, Tokenized,
+    Backend, BackendError, GenerateRequest, Generation, ModelInfo, Prepared, PromptInput, TokenizeInput, Tokenized,
 };
 use tm_scheduler::{EngineConfig, SchedulerHandle, SeqRequest, Token};
 use tracing::{info, warn};
@@ -126,7 +126,7 @@ impl Backend for EmbeddedBackend {
             .collect()
     }
 
-    async fn generate(&self, req: GenerateRequest) -> Result<Generation, BackendError> {
+    async fn prepare(&self, req: GenerateRequest) -> Result<Prepared, BackendError> {
         let served = self.get(&req.model)?;
         let prompt = served.tokenize(&req.prompt, true, true)?;
         if prompt.is_empty() {
@@ -146,8 +146,12 @@ impl Backend for EmbeddedBackend {
         }
         let max_tokens = req.max_tokens.unwrap_or((ctx - prompt.len()) as u32);
         let prompt_tokens = prompt.len() as u64;
-        let events = served.engine.submit(SeqRequest { prompt, sampling: req.sampling, max_tokens, stop: req.stop })?;
-        Ok(Generation { prompt_tokens, events })
+        let engine = served.engine.clone();
+        let request = SeqRequest { prompt, sampling: req.sampling, max_tokens, stop: req.stop };
+        Ok(Prepared::new(req.model, prompt_tokens, u64::from(max_tokens), async move {
+            let (events, receipt) = engine.submit(request)?;
+            Ok(Generation { prompt_tokens, events, receipt })
+        }))
     }
 
     async fn tokenize(&self, req: TokenizeInput) -> Result<Tokenized, BackendError> {

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
 
-use tm_backend::{FinishReason, GenerationEvent, TokenUsage};
+use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage};
 use tracing::{debug, warn};
 
 use crate::handle::Job;
@@ -45,6 +45,17 @@ struct Active<S> {
     cached_tokens: usize,
     decoder: Utf8Decoder,
     stop: StopMatcher,
+}
+
+impl<S> Active<S> {
+    /// What the request has used so far: a prompt is counted once it holds a slot.
+    fn usage(&self) -> TokenUsage {
+        TokenUsage {
+            prompt_tokens: self.job.request.prompt.len() as u64,
+            cached_tokens: self.cached_tokens as u64,
+            completion_tokens: u64::from(self.generated),
+        }
+    }
 }
 
 pub(crate) fn run<M: Model>(mut model: M, config: EngineConfig, jobs: std_mpsc::Receiver<Job>) {
@@ -101,12 +112,13 @@ fn admit<M: Model>(slots: &mut [Slot<M::Sampler>], waiting: &mut VecDeque<Job>, 
             .map(|(i, s)| (i, common_prefix(&s.cached, prompt)))
             .max_by_key(|&(i, len)| (len, std::cmp::Reverse(i)));
         let Some((index, prefix)) = best else { return };
-        let Some(job) = waiting.pop_front() else { return };
+        let Some(mut job) = waiting.pop_front() else { return };
         let slot = &mut slots[index];
         let sampler = match model.new_sampler(&job.request.sampling) {
             Ok(s) => s,
             Err(e) => {
                 let _ = job.events.send(GenerationEvent::Failed(e.0));
+                job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
                 continue;
             }
         };
@@ -209,19 +221,18 @@ fn flush<S>(active: &mut Active<S>) {
 
 /// Ends the slot's request; the slot keeps its cached tokens for prefix reuse.
 fn finish<S>(slot: &mut Slot<S>, reason: FinishReason) {
-    let Some(active) = slot.active.take() else { return };
-    let usage = TokenUsage {
-        prompt_tokens: active.job.request.prompt.len() as u64,
-        cached_tokens: active.cached_tokens as u64,
-        completion_tokens: u64::from(active.generated),
-    };
+    let Some(mut active) = slot.active.take() else { return };
+    let usage = active.usage();
     debug!(seq = slot.seq, ?reason, ?usage, "finished");
     let _ = active.job.events.send(GenerationEvent::Finished { reason, usage });
+    active.job.send_receipt(Receipt { usage, finish: Some(reason) });
 }
 
 fn fail<M: Model>(slot: &mut Slot<M::Sampler>, error: &str, model: &mut M) {
-    if let Some(active) = slot.active.take() {
+    if let Some(mut active) = slot.active.take() {
         let _ = active.job.events.send(GenerationEvent::Failed(error.to_owned()));
+        let usage = active.usage();
+        active.job.send_receipt(Receipt { usage, finish: None });
     }
     // The KV state of a failed batch is unknown: forget it.
     model.truncate(slot.seq, 0);

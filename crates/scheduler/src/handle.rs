@@ -2,8 +2,8 @@
 
 use std::sync::{mpsc as std_mpsc, Arc};
 
-use tm_backend::{BackendError, GenerationEvent, SamplingParams};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tm_backend::{BackendError, FinishReason, GenerationEvent, Receipt, SamplingParams};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{self, EngineConfig};
 use crate::model::{Model, ModelError, Token};
@@ -23,7 +23,24 @@ pub struct SeqRequest {
 pub(crate) struct Job {
     pub request: SeqRequest,
     pub events: mpsc::UnboundedSender<GenerationEvent>,
+    /// Taken when the engine reports what the request used; a job dropped with it still
+    /// here never ran (its client left while it waited), and reports nothing used.
+    pub receipt: Option<oneshot::Sender<Receipt>>,
     pub _permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    pub fn send_receipt(&mut self, receipt: Receipt) {
+        if let Some(tx) = self.receipt.take() {
+            let _ = tx.send(receipt);
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.send_receipt(Receipt { usage: Default::default(), finish: Some(FinishReason::Cancelled) });
+    }
 }
 
 /// Submits requests to one engine thread. Cheap to clone.
@@ -61,16 +78,22 @@ impl SchedulerHandle {
         Ok(SchedulerHandle { jobs, permits: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
-    /// Queues a request, or refuses it at once when slots and queue are full.
-    pub fn submit(&self, request: SeqRequest) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, BackendError> {
+    /// Queues a request, or refuses it at once when slots and queue are full. Returns its
+    /// events and its receipt.
+    pub fn submit(
+        &self,
+        request: SeqRequest,
+    ) -> Result<(mpsc::UnboundedReceiver<GenerationEvent>, oneshot::Receiver<Receipt>), BackendError> {
         let permit = self
             .permits
             .clone()
             .try_acquire_owned()
             .map_err(|_| BackendError::Overloaded { capacity: self.capacity, retry_after_secs: 1 })?;
         let (events, rx) = mpsc::unbounded_channel();
-        self.jobs.send(Job { request, events, _permit: permit }).map_err(|_| BackendError::Unavailable)?;
-        Ok(rx)
+        let (receipt, receipt_rx) = oneshot::channel();
+        let job = Job { request, events, receipt: Some(receipt), _permit: permit };
+        self.jobs.send(job).map_err(|_| BackendError::Unavailable)?;
+        Ok((rx, receipt_rx))
     }
 
     /// Requests admitted and not yet finished (running + waiting).

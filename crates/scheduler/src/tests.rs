@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 
-use tm_backend::{BackendError, FinishReason, GenerationEvent, SamplingParams, TokenUsage};
+use tm_backend::{BackendError, FinishReason, GenerationEvent, Receipt, SamplingParams, TokenUsage};
 
 use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
 use crate::{EngineConfig, SchedulerHandle, SeqRequest};
@@ -83,12 +83,18 @@ fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest {
     }
 }
 
-fn collect(mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>) -> (String, FinishReason, TokenUsage) {
+type Submitted = (tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>, tokio::sync::oneshot::Receiver<Receipt>);
+
+/// Reads a generation to its end; its receipt must agree with the final event.
+fn collect((mut rx, receipt): Submitted) -> (String, FinishReason, TokenUsage) {
     let mut text = String::new();
     loop {
         match rx.blocking_recv().expect("stream ended without Finished") {
             GenerationEvent::Text(t) => text.push_str(&t),
-            GenerationEvent::Finished { reason, usage } => return (text, reason, usage),
+            GenerationEvent::Finished { reason, usage } => {
+                assert_eq!(receipt.blocking_recv().unwrap(), Receipt { usage, finish: Some(reason) });
+                return (text, reason, usage);
+            }
             GenerationEvent::Failed(e) => panic!("failed: {e}"),
         }
     }
@@ -163,9 +169,19 @@ fn overload_is_refused_and_cancellation_frees_the_slot() {
         Err(BackendError::Overloaded { capacity: 1, .. }) => {}
         other => panic!("expected Overloaded, got {:?}", other.map(|_| ())),
     }
-    // The client leaves; the engine notices at the next step and releases the permit.
-    drop(first);
+    // Once it runs, the client leaves; the engine notices at the next step and releases
+    // the permit.
+    let (mut events, receipt) = first;
+    gate_tx.send(()).unwrap();
+    gate_tx.send(()).unwrap();
+    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    drop(events);
     drop(gate_tx);
+    // The receipt still tells what was computed: the prompt and the tokens made so far.
+    let receipt = receipt.blocking_recv().unwrap();
+    assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
+    assert_eq!(receipt.usage.prompt_tokens, 1);
+    assert!((1..100).contains(&receipt.usage.completion_tokens), "{receipt:?}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while h.handle.in_flight() > 0 {
         assert!(std::time::Instant::now() < deadline, "slot was not freed");
@@ -176,6 +192,21 @@ fn overload_is_refused_and_cancellation_frees_the_slot() {
     // The cancelled request stopped long before its 1000 tokens.
     let decoded: usize = h.batches.lock().unwrap().iter().map(Vec::len).sum();
     assert!(decoded < 100, "decoded {decoded} tokens after cancel");
+}
+
+#[test]
+fn a_request_that_leaves_while_queued_used_nothing() {
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let h = start(1, 1, Some(gate_rx));
+    let running = h.handle.submit(request(&[1], 5, &[])).unwrap();
+    let (events, receipt) = h.handle.submit(request(&[2, 3], 5, &[])).unwrap();
+    drop(events);
+    drop(gate_tx);
+    assert_eq!(
+        receipt.blocking_recv().unwrap(),
+        Receipt { usage: TokenUsage::default(), finish: Some(FinishReason::Cancelled) }
+    );
+    assert_eq!(collect(running).1, FinishReason::Length);
 }
 
 #[test]

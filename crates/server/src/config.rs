@@ -31,6 +31,9 @@ pub struct ServeArgs {
     pub admin: AdminArgs,
 
     #[command(flatten)]
+    pub billing: BillingArgs,
+
+    #[command(flatten)]
     pub models_dir: ModelsDirArg,
 
     /// A model to serve: NAME=PATH to a GGUF file, or the NAME of a pulled model.
@@ -113,4 +116,34 @@ pub struct AdminArgs {
     /// An inference API key for the admin (any string of 16+ characters).
     #[arg(long, env = "TENSORMESH_ADMIN_API_KEY", hide_env_values = true)]
     pub admin_api_key: Option<String>,
+}
+
+/// Prices seeded for served models, the first admin's credit, and default rate limits.
+#[derive(Debug, Clone, Args)]
+pub struct BillingArgs {
+    /// USD per 1,000,000 prompt tokens, for served models that have no pricing row yet
+    /// (later changes: `tm admin billing pricing serverless upsert`).
+    #[arg(long, env = "TENSORMESH_DEFAULT_INPUT_PRICE", default_value_t = 0.10)]
+    pub default_input_price: f64,
+    /// USD per 1,000,000 completion tokens, for the same seeded rows.
+    #[arg(long, env = "TENSORMESH_DEFAULT_OUTPUT_PRICE", default_value_t = 0.40)]
+    pub default_output_price: f64,
+    /// USD per 1,000,000 prompt tokens served from the KV cache, for the same seeded rows.
+    #[arg(long, env = "TENSORMESH_DEFAULT_CACHED_PRICE", default_value_t = 0.0)]
+    pub default_cached_price: f64,
+    /// USD credited to the first admin when it is created.
+    #[arg(long, env = "TENSORMESH_ADMIN_CREDIT", default_value_t = 100.0)]
+    pub admin_credit: f64,
+    /// Requests per minute per API key (0: unlimited).
+    #[arg(long, env = "TENSORMESH_KEY_RPM", default_value_t = 3_000)]
+    pub key_rpm: u64,
+    /// Tokens (prompt + max_tokens) per minute per API key (0: unlimited).
+    #[arg(long, env = "TENSORMESH_KEY_TPM", default_value_t = 2_000_000)]
+    pub key_tpm: u64,
+    /// Requests per minute per user, over all their keys (0: unlimited).
+    #[arg(long, env = "TENSORMESH_USER_RPM", default_value_t = 6_000)]
+    pub user_rpm: u64,
+    /// Tokens per minute per user, over all their keys (0: unlimited).
+    #[arg(long, env = "TENSORMESH_USER_TPM", default_value_t = 4_000_000)]
+    pub user_tpm: u64,
 }

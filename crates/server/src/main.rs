@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fetch and list models.
     Model {
         #[command(subcommand)]
@@ -109,7 +109,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Model { command: ModelCommand::List { models_dir } } => models::list(&models_dir.resolve()),
         Command::Serve(args) => {
             init_tracing();
-            tokio::runtime::Runtime::new()?.block_on(serve_main(args))
+            tokio::runtime::Runtime::new()?.block_on(serve_main(*args))
         }
         Command::User { command, data_dir, database } => {
             tokio::runtime::Runtime::new()?.block_on(user_main(command, &database.url(&data_dir), &data_dir))
@@ -174,8 +174,8 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
     // A missing model is reported before anything is created on disk.
     serve::model_configs(&args)?;
     let control = serve::open_control(&args, Arc::new(SystemClock)).await?;
-    let first_admin = serve::bootstrap(&control, &args.admin).await?;
-    let inference_app = serve::build_inference(&args, control.clone()).await?;
+    let first_admin = serve::bootstrap(&control, &args.admin, &args.billing).await?;
+    let (inference_app, settler) = serve::build_inference(&args, control.clone()).await?;
     let inference = TcpListener::bind(args.inference_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.inference_addr))?;
@@ -219,10 +219,17 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
             stop.cancel();
         }
     };
-    let result = tokio::try_join!(
-        serve::run(inference, inference_app, signal, drain),
-        serve::run(control_listener, control_app, stop.clone().cancelled_owned(), drain),
-    );
+    let servers_done = CancellationToken::new();
+    let servers = async {
+        let result = tokio::try_join!(
+            serve::run(inference, inference_app, signal, drain),
+            serve::run(control_listener, control_app, stop.clone().cancelled_owned(), drain),
+        );
+        servers_done.cancel();
+        result
+    };
+    // Requests that ended during the drain are settled before the database closes.
+    let (result, ()) = tokio::join!(servers, settler.run(servers_done.clone().cancelled_owned()));
     control.store().close().await;
     result.map(|_| ())
 }

@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use tm_backend::Backend;
 use tm_control::accounts::{Bootstrap, Bootstrapped};
+use tm_control::billing::price::nanos_from_usd;
+use tm_control::billing::Price;
 use tm_control::clock::Clock;
 use tm_control::{Control, Settings};
+use tm_gateway::{Gateway, LimitSettings, Limits, Settler};
 use tm_llama::{EmbeddedBackend, ModelConfig};
 use tm_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{AdminArgs, ServeArgs};
+use crate::config::{AdminArgs, BillingArgs, ServeArgs};
 use crate::control::{self, ControlState};
 use crate::inference::{self, AppState, RouterConfig};
 use crate::models;
@@ -31,14 +35,47 @@ pub async fn open_control(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<Con
 }
 
 /// On an empty database, creates the first admin from `TENSORMESH_ADMIN_*` (generating
-/// what is missing).
-pub async fn bootstrap(control: &Control, admin: &AdminArgs) -> Result<Option<Bootstrapped>> {
+/// what is missing) and credits it `billing.admin_credit`.
+pub async fn bootstrap(control: &Control, admin: &AdminArgs, billing: &BillingArgs) -> Result<Option<Bootstrapped>> {
     let b = Bootstrap {
         email: Some(admin.admin_email.clone()),
         password: admin.admin_password.clone(),
         api_key: admin.admin_api_key.clone(),
     };
-    control.bootstrap(b).await.context("cannot create the first admin")
+    let created = control.bootstrap(b).await.context("cannot create the first admin")?;
+    if let Some(admin) = &created {
+        let credit = usd_arg("--admin-credit", billing.admin_credit)?;
+        if credit > 0 {
+            control.grant(&admin.user.id, credit, "Starting credit of the first admin").await?;
+        }
+    }
+    Ok(created)
+}
+
+/// Readies billing for the models about to be served: voids the holds a previous process
+/// left (their requests died with it, unbilled) and prices models that have no price.
+pub async fn prepare_billing(control: &Control, billing: &BillingArgs, models: &[String]) -> Result<()> {
+    let voided = control.store().ledger().void_all_holds().await.context("cannot void stale holds")?;
+    if voided > 0 {
+        warn!(holds_voided_on_recovery = voided, "voided holds of requests the previous process left unsettled");
+    }
+    let price = Price {
+        input: usd_arg("--default-input-price", billing.default_input_price)?,
+        output: usd_arg("--default-output-price", billing.default_output_price)?,
+        cached: usd_arg("--default-cached-price", billing.default_cached_price)?,
+    };
+    for model in control.seed_prices(models, price).await? {
+        info!(%model, input = billing.default_input_price, output = billing.default_output_price,
+              cached = billing.default_cached_price, "priced (USD per 1M tokens)");
+    }
+    Ok(())
+}
+
+fn usd_arg(flag: &str, usd: f64) -> Result<i64> {
+    match nanos_from_usd(usd) {
+        Some(n) if n >= 0 => Ok(n),
+        _ => anyhow::bail!("{flag} must be a non-negative amount of USD, got {usd}"),
+    }
 }
 
 /// The Control Plane router.
@@ -58,15 +95,29 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The inference router for `args`, with its models loaded; API keys are `control`'s.
-pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Router> {
+/// The inference router for `args` with its models loaded, and its settler (to run beside
+/// it); API keys, prices and balances are `control`'s.
+pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<(Router, Settler)> {
     let configs = model_configs(args)?;
     let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::load(&configs, true))
         .await
         .context("model loading panicked")?
         .map_err(anyhow::Error::msg)?;
-    let state = AppState { backend: Arc::new(backend), started: inference::unix_now() };
-    Ok(inference::router(state, RouterConfig { control, body_limit: args.max_body_bytes }))
+    inference_app(args, control, Arc::new(backend)).await
+}
+
+/// The inference router over any backend (tests and benchmarks bring their own).
+pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn Backend>) -> Result<(Router, Settler)> {
+    let models: Vec<String> = backend.models().into_iter().map(|m| m.id).collect();
+    prepare_billing(&control, &args.billing, &models).await?;
+    let b = &args.billing;
+    let limits = LimitSettings {
+        per_key: Limits { requests_per_minute: b.key_rpm, tokens_per_minute: b.key_tpm },
+        per_user: Limits { requests_per_minute: b.user_rpm, tokens_per_minute: b.user_tpm },
+    };
+    let (gateway, settler) = Gateway::new(control.clone(), limits);
+    let state = AppState { backend, gateway, control, started: inference::unix_now() };
+    Ok((inference::router(state, RouterConfig { body_limit: args.max_body_bytes }), settler))
 }
 
 /// The models `args` name, each found on disk (else an error naming the pull command).

@@ -40,9 +40,13 @@ pub struct Credit {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreditOutcome {
-    Applied { balance_after_nanos: i64 },
+    Applied {
+        balance_after_nanos: i64,
+    },
     /// The idempotency key was seen with the same request: nothing new was credited.
-    Replayed { balance_after_nanos: i64 },
+    Replayed {
+        balance_after_nanos: i64,
+    },
     /// The idempotency key was seen with a different request.
     KeyReused,
 }
@@ -167,7 +171,13 @@ impl Ledger<'_> {
 
     /// Reserves `amount_nanos` of the user's available balance for `request_id`. Returns
     /// false, changing nothing, when the available balance does not cover it.
-    pub async fn reserve(&self, request_id: &str, user_id: &str, amount_nanos: i64, now: i64) -> Result<bool, StoreError> {
+    pub async fn reserve(
+        &self,
+        request_id: &str,
+        user_id: &str,
+        amount_nanos: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await?;
         if amount_nanos > 0 {
             let held = sqlx::query(

@@ -56,12 +56,28 @@ async fn new_user(store: &Store) -> String {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Credit { user: usize, amount: i64, key: Option<u8>, fingerprint: u8 },
-    Reserve { user: usize, amount: i64 },
+    Credit {
+        user: usize,
+        amount: i64,
+        key: Option<u8>,
+        fingerprint: u8,
+    },
+    Reserve {
+        user: usize,
+        amount: i64,
+    },
     /// Reserves the user's whole available balance plus `extra` (the boundary).
-    ReserveAvailable { user: usize, extra: i64 },
-    Settle { request: usize, cost: i64 },
-    Release { request: usize },
+    ReserveAvailable {
+        user: usize,
+        extra: i64,
+    },
+    Settle {
+        request: usize,
+        cost: i64,
+    },
+    Release {
+        request: usize,
+    },
     VoidAll,
 }
 
@@ -244,7 +260,11 @@ async fn concurrent_reservations_never_overdraw() {
         futures::future::join_all(tasks).await;
         let account = store.ledger().account(&user_id).await.unwrap();
         assert!(max_open.load(Ordering::SeqCst) <= K, "{kind}: more holds than the balance covers");
-        assert_eq!(account, Account { balance_nanos: K * HOLD - charged.load(Ordering::SeqCst), held_nanos: 0 }, "{kind}");
+        assert_eq!(
+            account,
+            Account { balance_nanos: K * HOLD - charged.load(Ordering::SeqCst), held_nanos: 0 },
+            "{kind}"
+        );
         assert_eq!(store.ledger().open_holds().await.unwrap(), 0, "{kind}");
     }
 }
@@ -261,7 +281,8 @@ async fn duplicate_settlement_is_a_no_op() {
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
-                let (store, request, user_id, barrier) = (store.clone(), request.clone(), user_id.clone(), barrier.clone());
+                let (store, request, user_id, barrier) =
+                    (store.clone(), request.clone(), user_id.clone(), barrier.clone());
                 async move {
                     barrier.wait().await;
                     store.ledger().settle(&[usage(&request, &user_id, 1_234)]).await.unwrap()
@@ -299,8 +320,10 @@ async fn concurrent_credits_with_one_key_credit_once() {
             .collect();
         let outcomes: Vec<_> = futures::future::join_all(tasks).await;
         assert_eq!(outcomes.iter().filter(|o| matches!(o, CreditOutcome::Applied { .. })).count(), 1, "{kind}");
-        assert!(outcomes.iter().all(|o| matches!(o, CreditOutcome::Applied { balance_after_nanos: 500 }
-            | CreditOutcome::Replayed { balance_after_nanos: 500 })));
+        assert!(outcomes.iter().all(|o| matches!(
+            o,
+            CreditOutcome::Applied { balance_after_nanos: 500 } | CreditOutcome::Replayed { balance_after_nanos: 500 }
+        )));
         let other = store.ledger().credit(&credit(&user_id, 600, Some(key), "different")).await.unwrap();
         assert_eq!(other, CreditOutcome::KeyReused, "{kind}");
         assert_eq!(store.ledger().account(&user_id).await.unwrap().balance_nanos, 500, "{kind}");

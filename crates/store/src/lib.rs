@@ -58,26 +58,24 @@ impl Store {
     }
 
     fn pool(max_connections: u32, sqlite: bool) -> AnyPoolOptions {
-        AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // WAL: readers never block the writer; the mode is kept in the file.
-                        // Foreign keys and a busy wait are per connection in SQLite.
-                        // synchronous=NORMAL: a commit survives the process being killed
-                        // (the WAL is written before COMMIT returns); only a power loss can
-                        // take the last commits before a checkpoint. It saves an fsync per
-                        // transaction, which the per-request hold and settlement need.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+        AnyPoolOptions::new().max_connections(max_connections).after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // WAL: readers never block the writer; the mode is kept in the file.
+                    // Foreign keys and a busy wait are per connection in SQLite.
+                    // synchronous=NORMAL: a commit survives the process being killed
+                    // (the WAL is written before COMMIT returns); only a power loss can
+                    // take the last commits before a checkpoint. It saves an fsync per
+                    // transaction, which the per-request hold and settlement need.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
                              PRAGMA busy_timeout = 5000",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
+                    )
+                    .await?;
+                }
+                Ok(())
             })
+        })
     }
 
     pub fn users(&self) -> users::Users<'_> {

@@ -35,10 +35,12 @@ impl Pricing<'_> {
     /// model, then newest first.
     pub async fn list(&self, model: Option<&str>, active_only: bool) -> Result<Vec<PriceRow>, StoreError> {
         let rows: Vec<PriceRow> = match model {
-            Some(m) => sqlx::query_as(select_prices!("WHERE model = $1 ORDER BY model, updated_at DESC, id"))
-                .bind(m)
-                .fetch_all(self.0)
-                .await?,
+            Some(m) => {
+                sqlx::query_as(select_prices!("WHERE model = $1 ORDER BY model, updated_at DESC, id"))
+                    .bind(m)
+                    .fetch_all(self.0)
+                    .await?
+            }
             None => sqlx::query_as(select_prices!("ORDER BY model, updated_at DESC, id")).fetch_all(self.0).await?,
         };
         Ok(rows.into_iter().filter(|r| !active_only || r.is_active != 0).collect())
@@ -46,12 +48,10 @@ impl Pricing<'_> {
 
     /// The price a request for `model` pays: its newest active row.
     pub async fn active(&self, model: &str) -> Result<Option<PriceRow>, StoreError> {
-        Ok(sqlx::query_as(select_prices!(
-            "WHERE model = $1 AND is_active <> 0 ORDER BY updated_at DESC, id LIMIT 1"
-        ))
-        .bind(model)
-        .fetch_optional(self.0)
-        .await?)
+        Ok(sqlx::query_as(select_prices!("WHERE model = $1 AND is_active <> 0 ORDER BY updated_at DESC, id LIMIT 1"))
+            .bind(model)
+            .fetch_optional(self.0)
+            .await?)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<PriceRow>, StoreError> {

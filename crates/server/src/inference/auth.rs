@@ -1,11 +1,12 @@
 //! API-key authentication for the inference surface: deny by default, with the public GET
 //! routes listed once. Keys are the Control Plane's (hashed at rest, revocable); the
-//! caller's [`Principal`] is put in the request extensions for what comes after.
+//! caller's [`KeyHolder`] is put in the request extensions for what comes after.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use tm_control::keys::KeyHolder;
 use tm_control::{Control, ControlError};
 
 use super::error::ApiError;
@@ -18,11 +19,11 @@ pub async fn require_key(State(control): State<Control>, mut req: Request, next:
     let public = PUBLIC_ROUTES.iter().any(|(m, p)| req.method() == m && req.uri().path() == *p);
     if !public {
         let presented = bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
-        let principal = control.authenticate_api_key(presented).await.map_err(|e| match e {
+        let holder = control.authenticate_api_key(presented).await.map_err(|e| match e {
             ControlError::Unauthenticated => ApiError::Unauthorized,
             other => ApiError::Internal(other.to_string()),
         })?;
-        req.extensions_mut().insert(principal);
+        req.extensions_mut().insert(holder);
     }
     Ok(next.run(req).await)
 }
@@ -33,4 +34,19 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The key holder and request id of an authenticated generation request.
+pub struct Caller {
+    pub holder: KeyHolder,
+    pub request_id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let holder = parts.extensions.get::<KeyHolder>().cloned().ok_or(ApiError::Unauthorized)?;
+        Ok(Caller { holder, request_id: super::request_id(&parts.headers) })
+    }
 }

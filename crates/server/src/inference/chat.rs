@@ -9,16 +9,18 @@ use tm_api::{
 };
 use tm_backend::{validate, PromptInput};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::generation::{self, collect, json_event, openai_sse, usage, Piece};
 use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 
-pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     let messages = validate::chat_messages(req.messages)?;
-    let generation = generation::start(&state, req.model.clone(), PromptInput::Chat(messages), sampling, None).await?;
+    let generation =
+        generation::start(&state, &caller, req.model.clone(), PromptInput::Chat(messages), sampling, None).await?;
     let (id, created, model) = (new_id("chatcmpl"), unix_now(), req.model);
     if !req.stream {
         let done = collect(generation).await?;

@@ -6,12 +6,13 @@ use axum::Json;
 use tm_api::{Completion, CompletionChoice, CompletionRequest, Prompt, SamplingRequest};
 use tm_backend::PromptInput;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::generation::{self, collect, json_event, openai_sse, usage, Piece};
 use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 
-pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
     let req: CompletionRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -19,7 +20,8 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
     }
     let prompt = single_prompt(req.prompt, "prompt")?;
     let echo = req.echo.then(|| prompt.clone());
-    let generation = generation::start(&state, req.model.clone(), PromptInput::Text(prompt), sampling, None).await?;
+    let generation =
+        generation::start(&state, &caller, req.model.clone(), PromptInput::Text(prompt), sampling, None).await?;
     let (id, created, model) = (new_id("cmpl"), unix_now(), req.model);
     let completion = move |text: String, finish: Option<String>| Completion {
         id: id.clone(),

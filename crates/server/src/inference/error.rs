@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tm_api::{ErrorBody, ErrorDetail};
 use tm_backend::BackendError;
+use tm_gateway::GatewayError;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -20,12 +21,23 @@ pub enum ApiError {
     PayloadTooLarge {
         limit: usize,
     },
+    /// Refused by the gateway: price, rate limit or balance.
+    Gateway(GatewayError),
     Internal(String),
 }
 
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         ApiError::Backend(e)
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Backend(b) => ApiError::Backend(b),
+            other => ApiError::Gateway(other),
+        }
     }
 }
 
@@ -42,6 +54,7 @@ impl ApiError {
     /// Status, OpenAI `type`, `param`, `code`, message and `Retry-After` seconds.
     fn parts(&self) -> (StatusCode, &'static str, Option<String>, Option<&'static str>, String, Option<u64>) {
         use BackendError as B;
+        use GatewayError as G;
         let msg = self.message();
         match self {
             ApiError::Backend(B::ModelNotFound(_)) => (
@@ -89,7 +102,37 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("payload_too_large"), msg, None)
             }
-            ApiError::Backend(B::Internal(_)) | ApiError::Internal(_) => {
+            ApiError::Gateway(G::NotPriced(_)) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                Some("model".into()),
+                Some("model_not_found"),
+                msg,
+                None,
+            ),
+            ApiError::Gateway(G::RateLimited { what, retry_after, .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                what,
+                None,
+                Some("rate_limit_exceeded"),
+                msg,
+                // Whole seconds, rounded up: retrying at the indicated time succeeds.
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)),
+            ),
+            ApiError::Gateway(G::TooLarge { .. }) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("max_tokens".into()),
+                Some("request_too_large"),
+                msg,
+                None,
+            ),
+            ApiError::Gateway(G::InsufficientBalance { .. }) => {
+                (StatusCode::PAYMENT_REQUIRED, "insufficient_quota", None, Some("insufficient_balance"), msg, None)
+            }
+            ApiError::Backend(B::Internal(_))
+            | ApiError::Internal(_)
+            | ApiError::Gateway(G::Internal(_) | G::Backend(_)) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None, None, "internal server error".into(), None)
             }
         }
@@ -98,6 +141,7 @@ impl ApiError {
     fn message(&self) -> String {
         match self {
             ApiError::Backend(e) => e.to_string(),
+            ApiError::Gateway(e) => e.to_string(),
             ApiError::BadRequest { message, .. } => message.clone(),
             ApiError::Unauthorized => "Incorrect or missing API key. Send `Authorization: Bearer <API key>`.".into(),
             ApiError::NotFound(path) => format!("no route for {path}"),

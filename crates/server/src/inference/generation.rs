@@ -5,19 +5,23 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tm_api::{SamplingRequest, Usage};
-use tm_backend::{validate, FinishReason, GenerateRequest, Generation, GenerationEvent, PromptInput, TokenUsage};
+use tm_backend::{validate, FinishReason, GenerateRequest, GenerationEvent, PromptInput, TokenUsage};
+use tm_gateway::Metered;
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::{random_seed, AppState};
 
-/// Validates the sampling fields and starts the generation.
+/// Validates the sampling fields, sizes the request, and has the gateway admit it (price,
+/// token limits, hold) and start it.
 pub async fn start(
     state: &AppState,
+    caller: &Caller,
     model: String,
     prompt: PromptInput,
     sampling: SamplingRequest,
     max_tokens_override: Option<u32>,
-) -> Result<Generation, ApiError> {
+) -> Result<Metered, ApiError> {
     let valid = validate::sampling(sampling, random_seed())?;
     let request = GenerateRequest {
         model,
@@ -26,7 +30,8 @@ pub async fn start(
         max_tokens: max_tokens_override.or(valid.max_tokens),
         stop: valid.stop,
     };
-    Ok(state.backend.generate(request).await?)
+    let prepared = state.backend.prepare(request).await?;
+    Ok(state.gateway.admit(&caller.holder, &caller.request_id, prepared).await?)
 }
 
 /// A finished generation.
@@ -36,9 +41,9 @@ pub struct Collected {
     pub usage: TokenUsage,
 }
 
-pub async fn collect(mut generation: Generation) -> Result<Collected, ApiError> {
+pub async fn collect(mut generation: Metered) -> Result<Collected, ApiError> {
     let mut text = String::new();
-    while let Some(event) = generation.events.recv().await {
+    while let Some(event) = generation.recv().await {
         match event {
             GenerationEvent::Text(t) => text.push_str(&t),
             GenerationEvent::Finished { reason, usage } => return Ok(Collected { text, finish: reason, usage }),
@@ -49,10 +54,10 @@ pub async fn collect(mut generation: Generation) -> Result<Collected, ApiError> 
 }
 
 /// The generation's events as a stream; ends after `Finished` or `Failed`. Dropping the
-/// stream (client gone) drops the receiver, which cancels the generation.
-pub fn events(mut generation: Generation) -> impl Stream<Item = GenerationEvent> {
+/// stream (client gone) drops the generation, which cancels it and settles what it used.
+pub fn events(mut generation: Metered) -> impl Stream<Item = GenerationEvent> {
     async_stream::stream! {
-        while let Some(event) = generation.events.recv().await {
+        while let Some(event) = generation.recv().await {
             let last = !matches!(event, GenerationEvent::Text(_));
             yield event;
             if last { break; }
@@ -75,7 +80,7 @@ pub enum Piece {
 /// finish chunk, the usage chunk when asked for, then `[DONE]`. An engine failure ends the
 /// stream with an `{"error": ...}` event.
 pub fn openai_sse<T: Serialize>(
-    generation: Generation,
+    generation: Metered,
     include_usage: bool,
     head: Vec<Event>,
     chunk: impl Fn(Piece) -> T + Send + 'static,

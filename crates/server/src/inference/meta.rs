@@ -8,10 +8,15 @@ use tm_api::{ModelCard, ModelList, Version};
 
 use super::AppState;
 
+/// The served models that have an active price (the others are refused).
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
-    let data = state
-        .backend
-        .models()
+    let mut priced = Vec::new();
+    for m in state.backend.models() {
+        if matches!(state.control.active_price(&m.id).await, Ok(Some(_))) {
+            priced.push(m);
+        }
+    }
+    let data = priced
         .into_iter()
         .map(|m| ModelCard {
             id: m.id,

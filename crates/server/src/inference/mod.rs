@@ -8,6 +8,7 @@ pub mod error;
 mod generation;
 pub mod json;
 mod meta;
+mod rate_limit;
 mod responses;
 mod tokenize;
 
@@ -18,6 +19,8 @@ use axum::http::Uri;
 use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
 use tm_backend::Backend;
+use tm_control::Control;
+use tm_gateway::Gateway;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
@@ -28,13 +31,15 @@ use json::BodyLimit;
 #[derive(Clone)]
 pub struct AppState {
     pub backend: Arc<dyn Backend>,
+    /// Rate limits, holds and settlement.
+    pub gateway: Gateway,
+    /// API keys and prices.
+    pub control: Control,
     /// Unix time the server started; reported as the models' `created`.
     pub started: u64,
 }
 
 pub struct RouterConfig {
-    /// Checks the API keys.
-    pub control: tm_control::Control,
     pub body_limit: usize,
 }
 
@@ -50,10 +55,11 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         .route("/version", get(meta::version))
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .with_state(state)
         // Layers run bottom-up: the request id is set first so every response (errors,
-        // 401s, panics) carries it.
-        .layer(middleware::from_fn_with_state(config.control, auth::require_key))
+        // 401s, panics) carries it; the key is checked before its rate limits.
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit))
+        .layer(middleware::from_fn_with_state(state.control.clone(), auth::require_key))
+        .with_state(state)
         .layer(DefaultBodyLimit::max(config.body_limit))
         .layer(Extension(BodyLimit(config.body_limit)))
         .layer(CatchPanicLayer::custom(|_| {
@@ -71,6 +77,14 @@ pub fn unix_now() -> u64 {
 /// A fresh id with an OpenAI-style prefix.
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The request's id (set by the request-id layer); it is also its settlement key.
+pub fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
 /// A seed for requests that do not set one.

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tm_api::{ResponsesInput, ResponsesRequest, SamplingRequest};
 use tm_backend::{validate, FinishReason, GenerationEvent, PromptInput, TokenUsage};
 
+use super::auth::Caller;
 use super::error::ApiError;
 use super::generation::{self, collect, sse};
 use super::json::JsonBody;
@@ -25,7 +26,7 @@ struct TextFormat {
     format: Option<tm_api::ResponseFormat>,
 }
 
-pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
     let req: ResponsesRequest = body.parse()?;
     let mut sampling: SamplingRequest = body.parse()?;
     let text_options: TextOptions = body.parse()?;
@@ -41,7 +42,8 @@ pub async fn create(State(state): State<AppState>, body: JsonBody) -> Result<Res
     let max_output = validate::max_tokens(req.max_output_tokens, "max_output_tokens")?;
     let messages = input_messages(req.instructions.clone(), req.input)?;
     let generation =
-        generation::start(&state, req.model.clone(), PromptInput::Chat(messages), sampling, max_output).await?;
+        generation::start(&state, &caller, req.model.clone(), PromptInput::Chat(messages), sampling, max_output)
+            .await?;
     let shell = Shell {
         id: new_id("resp"),
         item_id: new_id("msg"),

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tm_server::config::{AdminArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
+use tm_server::config::{AdminArgs, BillingArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 
 pub const MODEL: &str = "gemma-3-270m";
@@ -48,6 +48,16 @@ pub fn serve_args(o: &Options) -> ServeArgs {
             admin_email: ADMIN_EMAIL.into(),
             admin_password: Some(ADMIN_PASSWORD.into()),
             admin_api_key: Some(KEY.into()),
+        },
+        billing: BillingArgs {
+            default_input_price: 0.10,
+            default_output_price: 0.40,
+            default_cached_price: 0.0,
+            admin_credit: 100.0,
+            key_rpm: 0,
+            key_tpm: 0,
+            user_rpm: 0,
+            user_tpm: 0,
         },
         models_dir: ModelsDirArg { path: Some(models_dir()) },
         models: vec![MODEL.into()],
@@ -131,15 +141,15 @@ fn launch(database_url: Option<String>, with_inference: bool, options: Options) 
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let control = serve::open_control(&args, thread_clock).await.unwrap();
-            serve::bootstrap(&control, &args.admin).await.unwrap();
+            serve::bootstrap(&control, &args.admin, &args.billing).await.unwrap();
             let control_listener = tokio::net::TcpListener::bind(args.control_addr).await.unwrap();
             let control_addr = control_listener.local_addr().unwrap();
             let control_app = serve::build_control(&args, control.clone(), control_addr);
-            let inference = if with_inference {
-                let app = serve::build_inference(&args, control).await.unwrap();
-                Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), app))
+            let (inference, settler) = if with_inference {
+                let (app, settler) = serve::build_inference(&args, control).await.unwrap();
+                (Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), app)), Some(settler))
             } else {
-                None
+                (None, None)
             };
             let inference_addr = inference.as_ref().map(|(l, _)| l.local_addr().unwrap());
             tx.send((control_addr, inference_addr)).unwrap();
@@ -153,7 +163,12 @@ fn launch(database_url: Option<String>, with_inference: bool, options: Options) 
             };
             let serve_control =
                 serve::run(control_listener, control_app, std::future::pending(), Duration::from_secs(1));
-            let _ = tokio::join!(serve_inference, serve_control);
+            let settle = async move {
+                if let Some(s) = settler {
+                    s.run(std::future::pending()).await;
+                }
+            };
+            let _ = tokio::join!(serve_inference, serve_control, settle);
         });
     });
     let (control, inference) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");

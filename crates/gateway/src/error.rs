@@ -1,0 +1,30 @@
+use std::time::Duration;
+
+use tm_backend::BackendError;
+
+/// Why the gateway refused or failed a request; the server maps each to HTTP once.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+
+    #[error("The model `{0}` is not available: it has no active price")]
+    NotPriced(String),
+
+    /// Over a requests- or tokens-per-minute limit.
+    #[error("Rate limit reached: {limit} {what} per minute for this {scope}; retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited { what: &'static str, scope: &'static str, limit: u64, retry_after: Duration },
+
+    /// The request alone needs more tokens than the per-minute limit allows.
+    #[error("This request needs {tokens} tokens, more than the limit of {limit} tokens per minute for this {scope}; lower `max_tokens` or the prompt")]
+    TooLarge { tokens: u64, limit: u64, scope: &'static str },
+
+    #[error(
+        "Insufficient balance: this request may cost up to ${needed} (its prompt and `max_tokens` at the \
+         model's prices) and ${available} is available; add funds or lower `max_tokens`"
+    )]
+    InsufficientBalance { needed: String, available: String },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}

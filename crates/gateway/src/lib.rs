@@ -1,0 +1,17 @@
+//! What every inference request goes through between authentication and the engine:
+//!
+//! - [`limiter`]: requests and tokens per minute, per API key and per user.
+//! - [`meter`]: the price check, the hold for the worst-case cost, and [`Metered`], the
+//!   generation that settles itself exactly once however it ends.
+//! - [`settler`]: the background task that turns engine receipts into usage records and
+//!   charges, in batches, off the request path.
+
+pub mod error;
+pub mod limiter;
+pub mod meter;
+pub mod settler;
+
+pub use error::GatewayError;
+pub use limiter::{Limits, RateLimiter, RateStatus};
+pub use meter::{Gateway, LimitSettings, Metered};
+pub use settler::Settler;

@@ -1,0 +1,256 @@
+//! Admission and metering of one inference request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tm_backend::{Generation, GenerationEvent, Prepared};
+use tm_control::billing::price::usd_decimal;
+use tm_control::billing::Price;
+use tm_control::keys::KeyHolder;
+use tm_control::Control;
+use tm_store::rate_limits::LimitOverride;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
+use crate::settler::{Pending, Settler, Ticket};
+use crate::GatewayError;
+
+/// How long a user's rate-limit override is reused before the store is asked again.
+const OVERRIDE_TTL: Duration = Duration::from_secs(5);
+
+/// Default limits; a user's override (from the store) replaces the per-user ones and
+/// caps each of their keys.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LimitSettings {
+    pub per_key: Limits,
+    pub per_user: Limits,
+}
+
+/// The gateway path shared by every inference handler. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    control: Control,
+    limiter: Arc<RateLimiter>,
+    limits: LimitSettings,
+    overrides: Mutex<HashMap<String, (LimitOverride, Instant)>>,
+    settle: mpsc::UnboundedSender<Pending>,
+}
+
+/// The requests and tokens scopes of one caller.
+struct Scopes {
+    requests: [Scope; 2],
+    tokens: [Scope; 2],
+}
+
+impl Gateway {
+    /// The gateway and its settler, which the caller runs (and awaits at shutdown: it
+    /// ends once every gateway clone is gone and every pending settlement is written).
+    pub fn new(control: Control, limits: LimitSettings) -> (Gateway, Settler) {
+        let (settle, rx) = mpsc::unbounded_channel();
+        let limiter = Arc::new(RateLimiter::default());
+        let settler = Settler::new(control.clone(), limiter.clone(), rx);
+        let inner = Inner { control, limiter, limits, overrides: Mutex::default(), settle };
+        (Gateway { inner: Arc::new(inner) }, settler)
+    }
+
+    /// Counts one request against the caller's requests-per-minute limits.
+    pub async fn check_request(&self, holder: &KeyHolder) -> Result<(), GatewayError> {
+        let scopes = self.scopes(holder).await?;
+        self.inner.limiter.take(&scopes.requests, 1, Instant::now()).map_err(|r| refused(r, "requests", 1))
+    }
+
+    /// The caller's headroom, for the `x-ratelimit-*` headers.
+    pub async fn rate_status(&self, holder: &KeyHolder) -> RateStatus {
+        let Ok(scopes) = self.scopes(holder).await else { return RateStatus { requests: None, tokens: None } };
+        let now = Instant::now();
+        RateStatus {
+            requests: self.inner.limiter.headroom(&scopes.requests, now),
+            tokens: self.inner.limiter.headroom(&scopes.tokens, now),
+        }
+    }
+
+    /// Admits a prepared generation: checks its model is priced, takes its tokens from the
+    /// tokens-per-minute limits, reserves its worst-case cost, and launches it. Nothing
+    /// runs, and nothing is billed, when any step refuses.
+    pub async fn admit(
+        &self,
+        holder: &KeyHolder,
+        request_id: &str,
+        prepared: Prepared,
+    ) -> Result<Metered, GatewayError> {
+        let control = &self.inner.control;
+        let price = control
+            .active_price(&prepared.model)
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+            .ok_or_else(|| GatewayError::NotPriced(prepared.model.clone()))?
+            .price;
+        let tokens = prepared.prompt_tokens + prepared.max_completion_tokens;
+        let scopes = self.scopes(holder).await?;
+        self.inner.limiter.take(&scopes.tokens, tokens, Instant::now()).map_err(|r| refused(r, "tokens", tokens))?;
+        let give_back = || self.inner.limiter.give_back(&scopes.tokens, tokens, Instant::now());
+
+        let user_id = &holder.principal.user_id;
+        let hold = price.worst_case(prepared.prompt_tokens, prepared.max_completion_tokens);
+        let started_at = control.now_ms();
+        let ledger = control.store().ledger();
+        match ledger.reserve(request_id, user_id, hold, started_at).await {
+            Ok(true) => {}
+            Ok(false) => {
+                give_back();
+                let available = ledger.account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
+                return Err(GatewayError::InsufficientBalance {
+                    needed: usd_decimal(hold),
+                    available: usd_decimal(available.max(0)),
+                });
+            }
+            Err(e) => {
+                give_back();
+                return Err(GatewayError::Internal(format!("cannot reserve the request's cost: {e}")));
+            }
+        }
+        let model = prepared.model.clone();
+        let generation = match prepared.launch().await {
+            Ok(g) => g,
+            Err(e) => {
+                give_back();
+                if let Err(release) = ledger.release(request_id).await {
+                    warn!(request_id, error = %release, "cannot release a refused request's hold; it is voided at restart");
+                }
+                return Err(e.into());
+            }
+        };
+        let ticket = Ticket {
+            request_id: request_id.to_owned(),
+            user_id: user_id.clone(),
+            key_id: holder.key_id.clone(),
+            model,
+            price,
+            started_at,
+            reserved_tokens: tokens,
+            token_scopes: scopes.tokens.to_vec(),
+        };
+        Ok(Metered::new(generation, ticket, self.inner.settle.clone()))
+    }
+
+    async fn scopes(&self, holder: &KeyHolder) -> Result<Scopes, GatewayError> {
+        let user_id = &holder.principal.user_id;
+        let o = self.user_override(user_id).await?;
+        let defaults = self.inner.limits;
+        let user = Limits {
+            requests_per_minute: o.requests_per_minute.map_or(defaults.per_user.requests_per_minute, clamp_limit),
+            tokens_per_minute: o.tokens_per_minute.map_or(defaults.per_user.tokens_per_minute, clamp_limit),
+        };
+        // A user's override also caps each key (0 = unlimited, so take the smaller non-zero).
+        let cap =
+            |key: u64, user: u64, set: bool| if set && (key == 0 || (user > 0 && user < key)) { user } else { key };
+        let key = Limits {
+            requests_per_minute: cap(
+                defaults.per_key.requests_per_minute,
+                user.requests_per_minute,
+                o.requests_per_minute.is_some(),
+            ),
+            tokens_per_minute: cap(
+                defaults.per_key.tokens_per_minute,
+                user.tokens_per_minute,
+                o.tokens_per_minute.is_some(),
+            ),
+        };
+        let scope = |prefix: &str, id: &str, limit: u64, kind: &'static str| Scope {
+            name: format!("{prefix}:{id}"),
+            limit,
+            kind,
+        };
+        Ok(Scopes {
+            requests: [
+                scope("rk", &holder.key_id, key.requests_per_minute, "API key"),
+                scope("ru", user_id, user.requests_per_minute, "user"),
+            ],
+            tokens: [
+                scope("tk", &holder.key_id, key.tokens_per_minute, "API key"),
+                scope("tu", user_id, user.tokens_per_minute, "user"),
+            ],
+        })
+    }
+
+    async fn user_override(&self, user_id: &str) -> Result<LimitOverride, GatewayError> {
+        let now = Instant::now();
+        if let Some((o, at)) = self.inner.overrides.lock().ok().and_then(|m| m.get(user_id).copied()) {
+            if now.duration_since(at) < OVERRIDE_TTL {
+                return Ok(o);
+            }
+        }
+        let o = self
+            .inner
+            .control
+            .store()
+            .rate_limits()
+            .get(user_id)
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        if let Ok(mut m) = self.inner.overrides.lock() {
+            if m.len() > 100_000 {
+                m.clear();
+            }
+            m.insert(user_id.to_owned(), (o, now));
+        }
+        Ok(o)
+    }
+}
+
+fn clamp_limit(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn refused(r: Refusal, what: &'static str, amount: u64) -> GatewayError {
+    match r {
+        Refusal::Wait { scope, retry_after } => {
+            GatewayError::RateLimited { what, scope: scope.kind, limit: scope.limit, retry_after }
+        }
+        Refusal::TooLarge { scope } => GatewayError::TooLarge { tokens: amount, limit: scope.limit, scope: scope.kind },
+    }
+}
+
+/// A running generation that settles itself: when it is dropped (read to the end, failed,
+/// or abandoned by a client that left), its receipt goes to the settler, which records
+/// the usage and charges it exactly once.
+pub struct Metered {
+    pub prompt_tokens: u64,
+    events: mpsc::UnboundedReceiver<GenerationEvent>,
+    pending: Option<Pending>,
+    settle: mpsc::UnboundedSender<Pending>,
+}
+
+impl Metered {
+    fn new(generation: Generation, ticket: Ticket, settle: mpsc::UnboundedSender<Pending>) -> Metered {
+        let Generation { prompt_tokens, events, receipt } = generation;
+        Metered { prompt_tokens, events, pending: Some(Pending { ticket, receipt }), settle }
+    }
+
+    pub async fn recv(&mut self) -> Option<GenerationEvent> {
+        self.events.recv().await
+    }
+
+    /// The price it is billed at.
+    pub fn price(&self) -> Option<Price> {
+        self.pending.as_ref().map(|p| p.ticket.price)
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            if let Err(lost) = self.settle.send(pending) {
+                // Only when the settler is gone (shutdown past its deadline): the hold stays
+                // and is voided at the next start, so the request is not charged.
+                warn!(request_id = %lost.0.ticket.request_id, "settler gone; request left unsettled");
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Settlement off the request path. Each finished (or abandoned) request sends its ticket
+//! and engine receipt here; receipts that have arrived are priced and written in one
+//! transaction per batch, so the database sees one commit per batch, not per request and
+//! never per token.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tm_backend::Receipt;
+use tm_control::billing::Price;
+use tm_control::Control;
+use tm_store::ledger::UsageRow;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, warn};
+
+use crate::limiter::{RateLimiter, Scope};
+
+const MAX_BATCH: usize = 256;
+/// How long, after shutdown, receipts of cancelled generations are waited for.
+const DRAIN: Duration = Duration::from_secs(10);
+/// A failed batch is retried this many times (with backoff) before it is given up; its
+/// holds then stay until the next start voids them, so the requests are not charged.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// What the settler needs to charge a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Ticket {
+    pub request_id: String,
+    pub user_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub price: Price,
+    pub started_at: i64,
+    /// Tokens taken from the per-minute limits at admission; the unused part is returned.
+    pub reserved_tokens: u64,
+    pub token_scopes: Vec<Scope>,
+}
+
+pub(crate) struct Pending {
+    pub ticket: Ticket,
+    pub receipt: oneshot::Receiver<Receipt>,
+}
+
+/// The settlement task: run it with [`Settler::run`].
+pub struct Settler {
+    control: Control,
+    limiter: Arc<RateLimiter>,
+    rx: mpsc::UnboundedReceiver<Pending>,
+}
+
+impl Settler {
+    pub(crate) fn new(control: Control, limiter: Arc<RateLimiter>, rx: mpsc::UnboundedReceiver<Pending>) -> Settler {
+        Settler { control, limiter, rx }
+    }
+
+    /// Settles until every gateway is gone, or `shutdown` resolves, and then whatever is
+    /// pending (receipts still missing `DRAIN` after shutdown are given up: their holds
+    /// are voided at the next start, unbilled).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        let mut waiting = FuturesUnordered::new();
+        let mut open = true;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut deadline = std::pin::pin!(futures::future::Fuse::terminated());
+        let mut draining = false;
+        while open || !waiting.is_empty() {
+            let mut ready = Vec::new();
+            tokio::select! {
+                next = self.rx.recv(), if open => match next {
+                    Some(p) => waiting.push(receipt_of(p)),
+                    None => open = false,
+                },
+                Some(done) = waiting.next(), if !waiting.is_empty() => ready.push(done),
+                () = &mut shutdown, if !draining => {
+                    // Requests that end from now on are no longer accepted; those queued are.
+                    draining = true;
+                    self.rx.close();
+                    deadline.set(tokio::time::sleep(DRAIN).fuse());
+                }
+                () = &mut deadline => {
+                    warn!(requests = waiting.len(), "receipts missing at shutdown; their holds are voided at restart");
+                    break;
+                }
+            }
+            // Take whatever else is ready now, so a busy server writes in batches.
+            while ready.len() < MAX_BATCH {
+                if let Some(Some(p)) = self.rx.recv().now_or_never() {
+                    waiting.push(receipt_of(p));
+                } else if let Some(Some(done)) = waiting.next().now_or_never() {
+                    ready.push(done);
+                } else {
+                    break;
+                }
+            }
+            if !ready.is_empty() {
+                self.settle(ready).await;
+            }
+        }
+        debug!("settler done");
+    }
+
+    async fn settle(&self, batch: Vec<(Ticket, Receipt)>) {
+        let finished_at = self.control.now_ms();
+        let rows: Vec<UsageRow> = batch.iter().map(|(t, r)| usage_row(t, r, finished_at)).collect();
+        let now = Instant::now();
+        for (ticket, receipt) in &batch {
+            let used = receipt.usage.prompt_tokens + receipt.usage.completion_tokens;
+            self.limiter.give_back(&ticket.token_scopes, ticket.reserved_tokens.saturating_sub(used), now);
+        }
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.control.store().ledger().settle(&rows).await {
+                Ok(_) => return,
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    warn!(error = %e, attempt, requests = rows.len(), "settlement failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => error!(error = %e, requests = rows.len(), "settlement failed; holds stay until restart"),
+            }
+        }
+    }
+}
+
+/// Waits for the engine's receipt; an engine that vanished without one counts nothing.
+async fn receipt_of(p: Pending) -> (Ticket, Receipt) {
+    let receipt = p.receipt.await.unwrap_or_default();
+    (p.ticket, receipt)
+}
+
+fn usage_row(t: &Ticket, r: &Receipt, finished_at: i64) -> UsageRow {
+    let u = r.usage;
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    UsageRow {
+        request_id: t.request_id.clone(),
+        user_id: t.user_id.clone(),
+        api_key_id: t.key_id.clone(),
+        model: t.model.clone(),
+        prompt_tokens: to_i64(u.prompt_tokens),
+        cached_tokens: to_i64(u.cached_tokens),
+        completion_tokens: to_i64(u.completion_tokens),
+        cost_nanos: t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+        cache_saving_nanos: t.price.cache_saving(u.cached_tokens.min(u.prompt_tokens)),
+        status: r.finish.map_or("failed", |f| f.as_openai()).to_owned(),
+        started_at: t.started_at,
+        finished_at,
+    }
+}
