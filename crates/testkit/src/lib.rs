@@ -1,4 +1,5 @@
-//! Fresh databases for tests: a SQLite file in a temp dir, and a new database on the
+//! Test furniture: [`fake_engine::FakeEngine`], a stand-in backend for gateway tests and
+//! benchmarks, and fresh databases: a SQLite file in a temp dir, and a new database on the
 //! PostgreSQL server at `TENSORMESH_TEST_POSTGRES_URL` (default the local one,
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
@@ -6,6 +7,8 @@
 //! `TENSORMESH_REQUIRE_POSTGRES=1` (set by `scripts/test`, which makes sure one runs).
 
 #![allow(clippy::expect_used)]
+
+pub mod fake_engine;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};

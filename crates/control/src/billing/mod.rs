@@ -26,14 +26,25 @@ pub struct ActivePrice {
     pub name: String,
 }
 
-/// A pricing row as an admin writes it (`id` names the row to update).
+/// A pricing row as an admin writes it: on create, `model`, `input` and `output` are
+/// required; on update (`id` names the row) what is None keeps its value.
 #[derive(Debug, Clone, Default)]
-pub struct PriceInput {
+pub struct PricePatch {
     pub id: Option<String>,
-    pub model: String,
-    pub name: String,
-    pub price: Price,
-    pub is_active: bool,
+    pub model: Option<String>,
+    pub name: Option<String>,
+    pub input: Option<i64>,
+    pub output: Option<i64>,
+    pub cached: Option<i64>,
+    pub is_active: Option<bool>,
+}
+
+/// A pricing row's content before it is stored.
+struct PriceInput {
+    model: String,
+    name: String,
+    price: Price,
+    is_active: bool,
 }
 
 /// Active prices by model, briefly reused; any pricing change through this process clears it.
@@ -63,12 +74,23 @@ impl Control {
         Ok(self.store.pricing().list(model.filter(|m| !m.is_empty()), active_only).await?)
     }
 
-    pub async fn create_pricing(&self, caller: &Principal, input: PriceInput) -> Result<PriceRow, ControlError> {
+    pub async fn create_pricing(&self, caller: &Principal, patch: PricePatch) -> Result<PriceRow, ControlError> {
         caller.require_admin()?;
         let now = self.now();
-        let id = match input.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        let id = match patch.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
             Some(id) => id.to_owned(),
             None => uuid::Uuid::new_v4().to_string(),
+        };
+        let model = patch.model.ok_or(ControlError::invalid("pricing.model", "is required"))?;
+        let input = PriceInput {
+            name: patch.name.unwrap_or_else(|| model.clone()),
+            price: Price {
+                input: patch.input.ok_or(ControlError::invalid("pricing.inputTokenPrice", "is required"))?,
+                output: patch.output.ok_or(ControlError::invalid("pricing.outputTokenPrice", "is required"))?,
+                cached: patch.cached.unwrap_or(0),
+            },
+            is_active: patch.is_active.unwrap_or(true),
+            model,
         };
         let row = pricing_row(id, &input, now, now)?;
         self.store.pricing().insert(&row).await.map_err(|e| match e {
@@ -79,14 +101,24 @@ impl Control {
         Ok(row)
     }
 
-    pub async fn update_pricing(&self, caller: &Principal, input: PriceInput) -> Result<PriceRow, ControlError> {
+    pub async fn update_pricing(&self, caller: &Principal, patch: PricePatch) -> Result<PriceRow, ControlError> {
         caller.require_admin()?;
-        let id = input
+        let id = patch
             .id
             .clone()
             .filter(|id| !id.trim().is_empty())
             .ok_or(ControlError::invalid("pricing.id", "is required to update a pricing row"))?;
         let old = self.store.pricing().get(&id).await?.ok_or(ControlError::NotFound(format!("no pricing {id}")))?;
+        let input = PriceInput {
+            model: patch.model.unwrap_or(old.model),
+            name: patch.name.unwrap_or(old.name),
+            price: Price {
+                input: patch.input.unwrap_or(old.input_per_mtok),
+                output: patch.output.unwrap_or(old.output_per_mtok),
+                cached: patch.cached.unwrap_or(old.cached_per_mtok),
+            },
+            is_active: patch.is_active.unwrap_or(old.is_active != 0),
+        };
         let row = pricing_row(id, &input, old.created_at, self.now())?;
         self.store.pricing().update(&row).await?;
         self.forget_prices();
@@ -110,7 +142,7 @@ impl Control {
         for model in models {
             if self.store.pricing().list(Some(model), false).await?.is_empty() {
                 let now = self.now();
-                let input = PriceInput { model: model.clone(), name: model.clone(), price, is_active: true, id: None };
+                let input = PriceInput { model: model.clone(), name: model.clone(), price, is_active: true };
                 self.store.pricing().insert(&pricing_row(uuid::Uuid::new_v4().to_string(), &input, now, now)?).await?;
                 seeded.push(model.clone());
             }

@@ -1,8 +1,10 @@
-//! The Control Plane listener: browser login, users, API keys, admin. Handlers take a
+//! The Control Plane listener: browser login, users, API keys, billing, admin. Handlers take a
 //! [`extract::Caller`] (access token) and return [`error::CpError`], the one status
 //! mapping of this surface.
 
 mod admin;
+mod admin_billing;
+mod billing;
 mod cli_login;
 pub mod error;
 mod extract;
@@ -42,6 +44,22 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/users/accept-tos", post(users::accept_tos))
         .route("/v1/users/api-keys", get(users::list_keys).post(users::create_key).delete(users::delete_key))
         .route("/v1/users/{user_id}", put(users::update))
+        .route("/v1/billing/balance", get(billing::balance))
+        .route("/v1/billing/transactions", get(billing::transactions))
+        .route("/v1/billing/spending/summary", get(billing::spending_summary))
+        .route("/v1/billing/spending/history", get(billing::spending_history))
+        .route("/v1/billing/serverless-usage/history", get(billing::usage_history))
+        .route("/v1/billing/serverless-pricing", get(billing::pricing))
+        .route(
+            "/v1/admin/billing/serverless-pricing",
+            get(admin_billing::list_pricing)
+                .post(admin_billing::create_pricing)
+                .put(admin_billing::update_pricing)
+                .delete(admin_billing::delete_pricing),
+        )
+        .route("/v1/admin/billing/balances", post(admin_billing::balances))
+        .route("/v1/admin/billing/balances:add", post(admin_billing::add_balance))
+        .route("/v1/admin/billing/spending/summary", post(admin_billing::spending_summaries))
         .route("/v1/admin/users", get(admin::list_users))
         .route("/v1/admin/users/change_role", post(admin::change_role))
         .fallback(|uri: Uri| async move { CpError(ControlError::NotFound(format!("no route for {}", uri.path()))) })

@@ -4,6 +4,8 @@
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tm_control::billing::price::nanos_from_usd;
+use tm_control::billing::NANOS_PER_USD;
 use tm_store::api_keys::ApiKeyRow;
 use tm_store::users::UserRow;
 
@@ -60,9 +62,62 @@ pub fn api_key(k: &ApiKeyRow, id: &str) -> Value {
     Value::Object(out)
 }
 
+/// Nano-USD as `google.type.Money` (units and nanos carry the same sign).
+pub fn money(nanos: i64) -> Value {
+    let units = nanos / NANOS_PER_USD;
+    let rest = nanos % NANOS_PER_USD;
+    json!({"currencyCode": "USD", "units": units.to_string(), "nanos": rest})
+}
+
+/// A request's amount: a Money object (`units` string or number, `nanos`, `currencyCode`
+/// USD or absent) or a bare number of USD, as the CLI sends `--amount 5`.
+pub fn parse_money(field: &'static str, value: &Value) -> Result<i64, CpError> {
+    let bad = |why: &str| CpError::invalid(field, why.to_owned());
+    match value {
+        Value::Number(n) => n.as_f64().and_then(nanos_from_usd).ok_or_else(|| bad("must be an amount of USD")),
+        Value::String(s) => {
+            s.trim().parse::<f64>().ok().and_then(nanos_from_usd).ok_or_else(|| bad("must be an amount of USD"))
+        }
+        Value::Object(m) => {
+            if let Some(code) = m.get("currencyCode").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+                if !code.eq_ignore_ascii_case("USD") {
+                    return Err(bad("only USD is supported"));
+                }
+            }
+            let units = match m.get("units") {
+                None | Some(Value::Null) => 0,
+                Some(Value::Number(n)) => n.as_i64().ok_or_else(|| bad("`units` must be a whole number"))?,
+                Some(Value::String(s)) => s.trim().parse::<i64>().map_err(|_| bad("`units` must be a whole number"))?,
+                Some(_) => return Err(bad("`units` must be a whole number")),
+            };
+            let nanos = match m.get("nanos") {
+                None | Some(Value::Null) => 0,
+                Some(v) => v
+                    .as_i64()
+                    .filter(|n| n.abs() < NANOS_PER_USD)
+                    .ok_or_else(|| bad("`nanos` must be a whole number below 1e9"))?,
+            };
+            units.checked_mul(NANOS_PER_USD).and_then(|u| u.checked_add(nanos)).ok_or_else(|| bad("is out of range"))
+        }
+        _ => Err(bad("must be a Money object or a number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_round_trips_and_bare_numbers_are_usd() {
+        assert_eq!(money(12_500_000_000), json!({"currencyCode": "USD", "units": "12", "nanos": 500_000_000}));
+        assert_eq!(money(-1_500_000_000)["nanos"], json!(-500_000_000));
+        assert_eq!(parse_money("amount", &json!(5.0)).ok(), Some(5_000_000_000));
+        assert_eq!(parse_money("amount", &json!({"units": "5", "nanos": 1})).ok(), Some(5_000_000_001));
+        assert_eq!(parse_money("amount", &json!({"units": 2, "currencyCode": "USD"})).ok(), Some(2_000_000_000));
+        assert!(parse_money("amount", &json!({"units": "5", "currencyCode": "EUR"})).is_err());
+        assert!(parse_money("amount", &json!(true)).is_err());
+        assert!(parse_money("amount", &json!(f64::MAX)).is_err());
+    }
 
     #[test]
     fn timestamps_round_trip_and_accept_naive_times() {

@@ -67,6 +67,12 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // The request id is the settlement key, so it is always ours: a client that sent
+        // an id it had used before could otherwise collide with its earlier, settled request.
+        .layer(middleware::map_request(|mut req: axum::extract::Request| async move {
+            req.headers_mut().remove("x-request-id");
+            req
+        }))
 }
 
 /// Seconds since the Unix epoch.

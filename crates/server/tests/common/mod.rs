@@ -29,12 +29,23 @@ pub struct Options {
     pub queue: usize,
     pub ctx_size: usize,
     pub max_body_bytes: usize,
+    /// Per key (requests, tokens) per minute; 0 = unlimited.
+    pub key_limits: (u64, u64),
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { parallel: 4, queue: 8, ctx_size: 512, max_body_bytes: 64 * 1024 }
+        Options { parallel: 4, queue: 8, ctx_size: 512, max_body_bytes: 64 * 1024, key_limits: (0, 0) }
     }
+}
+
+/// What serves inference in a test server.
+pub enum Engine {
+    None,
+    /// The real embedded engine with the small real model.
+    Real,
+    /// A stand-in backend (gateway tests).
+    Given(Arc<dyn tm_backend::Backend>),
 }
 
 pub fn serve_args(o: &Options) -> ServeArgs {
@@ -54,8 +65,8 @@ pub fn serve_args(o: &Options) -> ServeArgs {
             default_output_price: 0.40,
             default_cached_price: 0.0,
             admin_credit: 100.0,
-            key_rpm: 0,
-            key_tpm: 0,
+            key_rpm: o.key_limits.0,
+            key_tpm: o.key_limits.1,
             user_rpm: 0,
             user_tpm: 0,
         },
@@ -74,7 +85,7 @@ pub fn serve_args(o: &Options) -> ServeArgs {
 /// Starts a server (SQLite in a temp data dir) on its own thread and runtime, so that it
 /// outlives any one test's runtime. Returns its inference base URL.
 pub fn start(options: Options) -> String {
-    launch(None, true, options).inference.unwrap()
+    launch(None, Engine::Real, options).inference.unwrap()
 }
 
 /// One server shared by the tests of a binary that need no special settings.
@@ -128,10 +139,15 @@ pub struct Servers {
 /// Starts the Control Plane on `db` (`with_inference`: also the inference API with the
 /// real model, sharing the database), bootstrapped with the test admin.
 pub fn start_servers(db: &tm_testkit::TestDb, with_inference: bool) -> Servers {
-    launch(Some(db.url.clone()), with_inference, Options::default())
+    launch(Some(db.url.clone()), if with_inference { Engine::Real } else { Engine::None }, Options::default())
 }
 
-fn launch(database_url: Option<String>, with_inference: bool, options: Options) -> Servers {
+/// Both listeners on `db` with the given engine and options.
+pub fn start_with(db: &tm_testkit::TestDb, engine: Engine, options: Options) -> Servers {
+    launch(Some(db.url.clone()), engine, options)
+}
+
+fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Servers {
     let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
     let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
     let mut args = serve_args(&options);
@@ -145,11 +161,16 @@ fn launch(database_url: Option<String>, with_inference: bool, options: Options) 
             let control_listener = tokio::net::TcpListener::bind(args.control_addr).await.unwrap();
             let control_addr = control_listener.local_addr().unwrap();
             let control_app = serve::build_control(&args, control.clone(), control_addr);
-            let (inference, settler) = if with_inference {
-                let (app, settler) = serve::build_inference(&args, control).await.unwrap();
-                (Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), app)), Some(settler))
-            } else {
-                (None, None)
+            let built = match engine {
+                Engine::None => None,
+                Engine::Real => Some(serve::build_inference(&args, control).await.unwrap()),
+                Engine::Given(backend) => Some(serve::inference_app(&args, control, backend).await.unwrap()),
+            };
+            let (inference, settler) = match built {
+                Some((app, settler)) => {
+                    (Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), app)), Some(settler))
+                }
+                None => (None, None),
             };
             let inference_addr = inference.as_ref().map(|(l, _)| l.local_addr().unwrap());
             tx.send((control_addr, inference_addr)).unwrap();

@@ -8,6 +8,7 @@ mod common;
 mod admin;
 mod keys;
 mod login;
+mod metering;
 mod secrets;
 
 use reqwest::{Method, Response};

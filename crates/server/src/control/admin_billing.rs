@@ -1,0 +1,153 @@
+//! `/v1/admin/billing/*`: prices, balances, top-ups and spending of any user. The domain
+//! checks the admin role.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tm_control::billing::PricePatch;
+
+use super::billing::{price, spending};
+use super::error::CpError;
+use super::extract::{Body, Caller, Params};
+use super::wire::{money, parse_money};
+use super::ControlState;
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+pub async fn list_pricing(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    me.require_admin()?;
+    let rows = state.control.list_pricing(params.str("model"), params.bool("activeOnly")?).await?;
+    Ok(Json(json!({"pricing": rows.iter().map(price).collect::<Vec<_>>()})))
+}
+
+pub async fn create_pricing(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, CpError> {
+    let row = state.control.create_pricing(&me, price_patch(&body)?).await?;
+    Ok(Json(json!({"pricing": price(&row)})))
+}
+
+pub async fn update_pricing(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, CpError> {
+    let row = state.control.update_pricing(&me, price_patch(&body)?).await?;
+    Ok(Json(json!({"pricing": price(&row)})))
+}
+
+pub async fn delete_pricing(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    state.control.delete_pricing(&me, params.str("id").unwrap_or_default()).await?;
+    Ok(Json(json!({"empty": {}})))
+}
+
+/// `{"pricing": {...}}`, or the row itself.
+fn price_patch(body: &Value) -> Result<PricePatch, CpError> {
+    let p = body.get("pricing").unwrap_or(body);
+    if !p.is_object() {
+        return Err(CpError::invalid("pricing", "must be an object"));
+    }
+    let text = |k: &'static str| -> Result<Option<String>, CpError> {
+        match p.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(CpError::invalid(k, "must be a string")),
+        }
+    };
+    let amount = |k: &'static str| p.get(k).filter(|v| !v.is_null()).map(|v| parse_money(k, v)).transpose();
+    let is_active = match p.get("isActive") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(CpError::invalid("isActive", "must be true or false")),
+    };
+    Ok(PricePatch {
+        id: text("id")?,
+        model: text("model")?,
+        name: text("name")?,
+        input: amount("inputTokenPrice")?,
+        output: amount("outputTokenPrice")?,
+        cached: amount("cachedTokenPrice")?,
+        is_active,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Targets {
+    #[serde(default)]
+    target_user_ids: Vec<String>,
+}
+
+pub async fn balances(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(t): Body<Targets>,
+) -> Result<Json<Value>, CpError> {
+    let balances = state.control.balances(&me, &t.target_user_ids).await?;
+    let balances: Vec<Value> =
+        balances.iter().map(|(id, a)| json!({"userId": id, "balance": money(a.balance_nanos)})).collect();
+    Ok(Json(json!({"balances": balances})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddBalance {
+    #[serde(default)]
+    target_user_id: String,
+    amount: Option<Value>,
+}
+
+/// Money-moving: an `Idempotency-Key` header makes retries safe (Stripe's rules).
+pub async fn add_balance(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    headers: HeaderMap,
+    Body(a): Body<AddBalance>,
+) -> Result<Json<Value>, CpError> {
+    let amount = a.amount.as_ref().ok_or_else(|| CpError::invalid("amount", "is required"))?;
+    let amount = parse_money("amount", amount)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map_err(|_| CpError::invalid("Idempotency-Key", "must be visible ASCII"))?.trim();
+            if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+                return Err(CpError::invalid(
+                    "Idempotency-Key",
+                    format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                ));
+            }
+            Some(format!("balances:add:{}:{k}", me.user_id))
+        }
+    };
+    let balance = state.control.add_balance(&me, &a.target_user_id, amount, key).await?;
+    Ok(Json(json!({"balance": money(balance)})))
+}
+
+pub async fn spending_summaries(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(t): Body<Targets>,
+) -> Result<Json<Value>, CpError> {
+    let summaries = state.control.spendings(&me, &t.target_user_ids).await?;
+    let summaries: Vec<Value> = summaries
+        .iter()
+        .map(|(id, s)| {
+            let mut v = spending(s);
+            v["userId"] = json!(id);
+            v
+        })
+        .collect();
+    Ok(Json(json!({"summaries": summaries})))
+}

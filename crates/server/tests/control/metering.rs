@@ -1,0 +1,390 @@
+//! Metering and prepaid billing of inference requests over real HTTP (reliability L4, F2,
+//! F6), with the stand-in engine so that hundreds of requests take seconds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tm_control::billing::Price;
+use tm_control::{Control, Principal, Role};
+use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
+use tm_testkit::TestDb;
+
+use crate::common::{client, start_with, Engine, Options};
+use crate::{admin_login, call};
+
+/// The control-plane domain on the test's database (the server has its own).
+async fn domain(db: &TestDb) -> Control {
+    let store = tm_store::Store::open(&db.url).await.unwrap();
+    Control::new(store, Arc::new(tm_control::clock::SystemClock), Default::default())
+}
+
+/// A user with `keys` API keys and `credit` nano-USD.
+async fn funded_user(control: &Control, email: &str, credit: i64, keys: usize) -> (String, Vec<String>) {
+    let new = tm_control::accounts::NewUser {
+        email: email.into(),
+        password: "password-123".into(),
+        role: Role::User,
+        first_name: String::new(),
+        last_name: String::new(),
+    };
+    let id = control.create_user(new).await.unwrap().id;
+    let me = Principal { user_id: id.clone(), role: Role::User };
+    let mut tokens = Vec::new();
+    for i in 0..keys {
+        tokens.push(control.create_api_key(&me, None, format!("k{i}"), vec![], None).await.unwrap().token);
+    }
+    if credit > 0 {
+        control.grant(&id, credit, "test credit").await.unwrap();
+    }
+    (id, tokens)
+}
+
+/// Sets the stand-in model's price through the admin route (which also clears the
+/// server's price cache).
+async fn set_price(control_url: &str, price: Price) {
+    let admin = admin_login(control_url).await;
+    let (_, list) = call(control_url, &admin.access, Method::GET, "/v1/admin/billing/serverless-pricing", None).await;
+    let id = list["pricing"].as_array().unwrap().iter().find(|p| p["model"] == FAKE_MODEL).unwrap()["id"].clone();
+    let money =
+        |n: i64| json!({"currencyCode": "USD", "units": (n / 1_000_000_000).to_string(), "nanos": n % 1_000_000_000});
+    let body = json!({"pricing": {"id": id, "inputTokenPrice": money(price.input),
+        "outputTokenPrice": money(price.output), "cachedTokenPrice": money(price.cached)}});
+    let (status, row) =
+        call(control_url, &admin.access, Method::PUT, "/v1/admin/billing/serverless-pricing", Some(body)).await;
+    assert_eq!(status, 200, "{row}");
+}
+
+async fn wait_until_settled(control: &Control) {
+    for _ in 0..200 {
+        if control.store().ledger().open_holds().await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("holds remain 10 s after the last request");
+}
+
+/// A small deterministic generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+struct Plan {
+    user: usize,
+    key: String,
+    body: Value,
+    stream: bool,
+    /// Drop the connection after this many content events.
+    drop_after: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Outcome {
+    user: usize,
+    request_id: String,
+    status: u16,
+    retry_after: bool,
+    stream: bool,
+    disconnected: bool,
+    /// Content pieces the client received.
+    delivered: i64,
+    usage: Option<Value>,
+}
+
+async fn run(url: &str, plan: Plan) -> Outcome {
+    let response = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(&plan.key)
+        // A client-chosen id must not become the settlement key.
+        .header("x-request-id", "client-chosen-id")
+        .json(&plan.body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let retry_after = response.headers().contains_key("retry-after");
+    let mut out = Outcome {
+        user: plan.user,
+        request_id,
+        status,
+        retry_after,
+        stream: plan.stream,
+        disconnected: false,
+        delivered: 0,
+        usage: None,
+    };
+    if status != 200 {
+        return out;
+    }
+    if !plan.stream {
+        let body: Value = response.json().await.unwrap();
+        out.delivered = body["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count() as i64;
+        out.usage = Some(body["usage"].clone());
+        return out;
+    }
+    let mut bytes = response.bytes_stream();
+    let mut buffer = String::new();
+    'read: while let Some(chunk) = bytes.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+            if data == "[DONE]" {
+                break 'read;
+            }
+            let v: Value = serde_json::from_str(data).unwrap();
+            if v["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty()) {
+                out.delivered += 1;
+                if plan.drop_after.is_some_and(|n| out.delivered as usize >= n) {
+                    out.disconnected = true;
+                    break 'read; // dropping the body closes the connection
+                }
+            }
+            if !v["usage"].is_null() {
+                out.usage = Some(v["usage"].clone());
+            }
+        }
+    }
+    out
+}
+
+/// L4: 300 chat requests at concurrency 16 from three users with small balances; 70 %
+/// streamed, 30 % of those dropped mid-stream, 5 % malformed, 10 % repeating a prompt
+/// prefix. Afterwards the money reconciles to the nano-dollar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_streams_with_disconnects_reconcile_exactly() {
+    for db in tm_testkit::all().await {
+        let engine = Arc::new(FakeEngine::new(Duration::from_millis(2), 64));
+        let s = start_with(&db, Engine::Given(engine), Options::default());
+        let url = s.inference.clone().unwrap();
+        // Prices that do not divide evenly, so per-request rounding is exercised.
+        let price = Price { input: 1_234_567, output: 4_567_891, cached: 345_678 };
+        set_price(&s.control, price).await;
+        let control = domain(&db).await;
+        const CREDIT: i64 = 16_000;
+        let mut users = Vec::new();
+        for u in 0..3 {
+            users.push(funded_user(&control, &format!("u{u}@{}.io", db.kind), CREDIT, 2).await);
+        }
+
+        let mut rng = Rng(0x5eed_0000_0000_0001);
+        let shared = "You are a careful assistant who answers in one word only please";
+        let plans: Vec<Plan> = (0..300)
+            .map(|i| {
+                let user = i % 3;
+                let key = users[user].1[rng.below(2) as usize].clone();
+                let stream = rng.chance(70);
+                let drop_after = (stream && rng.chance(30)).then(|| 1 + rng.below(20) as usize);
+                let max_tokens = 8 + rng.below(121);
+                let prompt = if rng.chance(10) {
+                    format!("{shared} q{i}")
+                } else {
+                    format!("question {i} about {} things", rng.below(1000))
+                };
+                let body = if rng.chance(5) {
+                    json!({"model": FAKE_MODEL, "messages": "not a list"})
+                } else {
+                    json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": prompt}],
+                           "max_tokens": max_tokens, "stream": stream,
+                           "stream_options": {"include_usage": true}})
+                };
+                Plan { user, key, body, stream, drop_after }
+            })
+            .collect();
+
+        // I3 sampled while the load runs: no available balance ever below zero.
+        let running = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let (control, running, ids) =
+                (control.clone(), running.clone(), users.iter().map(|u| u.0.clone()).collect::<Vec<_>>());
+            async move {
+                let mut samples = 0;
+                while running.load(Ordering::SeqCst) {
+                    for id in &ids {
+                        let a = control.store().ledger().account(id).await.unwrap();
+                        assert!(a.available_nanos() >= 0 && a.held_nanos >= 0, "{a:?}");
+                    }
+                    samples += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                samples
+            }
+        };
+        let load = async {
+            let outcomes: Vec<Outcome> =
+                futures::stream::iter(plans).map(|p| run(&url, p)).buffer_unordered(16).collect().await;
+            running.store(false, Ordering::SeqCst);
+            outcomes
+        };
+        let (outcomes, samples) = tokio::join!(load, sampler);
+        assert!(samples > 0);
+        wait_until_settled(&control).await;
+
+        let statuses: Vec<u16> = outcomes.iter().map(|o| o.status).collect();
+        let count = |s: u16| statuses.iter().filter(|&&x| x == s).count();
+        eprintln!(
+            "{}: 200 x{}, 400 x{}, 402 x{}, {} streams dropped mid-way",
+            db.kind,
+            count(200),
+            count(400),
+            count(402),
+            outcomes.iter().filter(|o| o.disconnected).count()
+        );
+        assert!(statuses.iter().all(|s| [200, 400, 402].contains(s)), "{}: {statuses:?}", db.kind);
+        for (what, status) in [("refused for funds", 402), ("malformed", 400), ("served", 200)] {
+            assert!(statuses.contains(&status), "{}: nothing {what}", db.kind);
+        }
+        assert!(outcomes.iter().any(|o| o.disconnected && o.status == 200), "no disconnect happened");
+        let ids: std::collections::HashSet<&str> = outcomes.iter().map(|o| o.request_id.as_str()).collect();
+        assert_eq!(ids.len(), outcomes.len(), "request ids must be the server's own and unique");
+
+        let mut cached_seen = false;
+        for (u, (user_id, _)) in users.iter().enumerate() {
+            let rows = control.store().usage().records(user_id).await.unwrap();
+            let account = control.store().ledger().account(user_id).await.unwrap();
+            let charged: i64 = rows.iter().map(|r| r.cost_nanos).sum();
+            assert_eq!(account.held_nanos, 0, "{}", db.kind);
+            assert_eq!(CREDIT - account.balance_nanos, charged, "{}: balance and usage disagree", db.kind);
+            for r in &rows {
+                let expected = price.cost(r.prompt_tokens as u64, r.cached_tokens as u64, r.completion_tokens as u64);
+                assert_eq!(r.cost_nanos, expected, "{}: {r:?}", db.kind);
+                cached_seen |= r.cached_tokens > 0;
+            }
+            let by_id: HashMap<&str, _> = rows.iter().map(|r| (r.request_id.as_str(), r)).collect();
+            for o in outcomes.iter().filter(|o| o.user == u) {
+                let row = by_id.get(o.request_id.as_str());
+                if o.status != 200 {
+                    assert!(row.is_none(), "{}: a refused request was billed: {o:?}", db.kind);
+                    continue;
+                }
+                let row = row.unwrap_or_else(|| panic!("{}: a served request has no usage row: {o:?}", db.kind));
+                if o.disconnected {
+                    assert!(
+                        o.delivered <= row.completion_tokens && row.completion_tokens <= o.delivered + 50,
+                        "{}: delivered {} but billed {} completion tokens",
+                        db.kind,
+                        o.delivered,
+                        row.completion_tokens
+                    );
+                } else {
+                    let usage = o.usage.as_ref().unwrap_or_else(|| panic!("no usage: {o:?}"));
+                    assert_eq!(usage["prompt_tokens"], row.prompt_tokens, "{o:?}");
+                    assert_eq!(usage["completion_tokens"], row.completion_tokens, "{o:?}");
+                    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], row.cached_tokens, "{o:?}");
+                    assert_eq!(o.delivered, row.completion_tokens, "{o:?}");
+                }
+            }
+            assert_eq!(rows.len(), outcomes.iter().filter(|o| o.user == u && o.status == 200).count());
+        }
+        assert!(cached_seen, "no request reused a prefix");
+        assert!(outcomes.iter().any(|o| o.stream && o.status == 200 && !o.disconnected));
+    }
+}
+
+/// F2: more concurrent requests than the engine admits: only 200 or 503 with
+/// `Retry-After`, and the refused ones leave no usage and no hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_explicitly_and_not_billed() {
+    for db in tm_testkit::all().await {
+        let engine = Arc::new(FakeEngine::new(Duration::from_millis(5), 4));
+        let s = start_with(&db, Engine::Given(engine), Options::default());
+        let url = s.inference.clone().unwrap();
+        let control = domain(&db).await;
+        let (user_id, keys) = funded_user(&control, &format!("f2@{}.io", db.kind), 1_000_000_000, 1).await;
+        let body = json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32});
+        let plans = (0..40).map(|_| Plan {
+            user: 0,
+            key: keys[0].clone(),
+            body: body.clone(),
+            stream: false,
+            drop_after: None,
+        });
+        let outcomes: Vec<Outcome> = futures::future::join_all(plans.map(|p| run(&url, p))).await;
+        let ok = outcomes.iter().filter(|o| o.status == 200).count();
+        assert!(ok >= 4, "{}", db.kind);
+        for o in &outcomes {
+            assert!(o.status == 200 || (o.status == 503 && o.retry_after), "{o:?}");
+        }
+        assert!(outcomes.iter().any(|o| o.status == 503), "{}: nothing was refused", db.kind);
+        wait_until_settled(&control).await;
+        let rows = control.store().usage().records(&user_id).await.unwrap();
+        assert_eq!(rows.len(), ok, "{}: only served requests are billed", db.kind);
+    }
+}
+
+/// F6: a key limited to 10 requests per minute: a burst of 15 gives 10 × 200 and 5 × 429
+/// with `Retry-After` and `x-ratelimit-*`; 429s are not billed; after the wait it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_refuse_with_retry_after_and_bill_nothing() {
+    let db = tm_testkit::sqlite();
+    let engine = Arc::new(FakeEngine::new(Duration::ZERO, 64));
+    let s = start_with(&db, Engine::Given(engine), Options { key_limits: (10, 1_000), ..Options::default() });
+    let url = s.inference.clone().unwrap();
+    let control = domain(&db).await;
+    let (user_id, keys) = funded_user(&control, "f6@example.com", 1_000_000_000, 1).await;
+    let request = |max_tokens: u64| {
+        client()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&keys[0])
+            .json(&json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens}))
+            .send()
+    };
+    let mut statuses = Vec::new();
+    let mut retry_after = 0;
+    for _ in 0..15 {
+        let r = request(50).await.unwrap();
+        let status = r.status().as_u16();
+        let h = r.headers();
+        assert_eq!(h["x-ratelimit-limit-requests"], "10");
+        assert_eq!(h["x-ratelimit-limit-tokens"], "1000");
+        assert!(h.contains_key("x-ratelimit-remaining-requests") && h.contains_key("x-ratelimit-reset-requests"));
+        if status == 429 {
+            retry_after = h["retry-after"].to_str().unwrap().parse::<u64>().unwrap();
+            assert!(retry_after >= 1);
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(
+                (body["error"]["code"].as_str(), body["error"]["type"].as_str()),
+                (Some("rate_limit_exceeded"), Some("requests"))
+            );
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 5, "{statuses:?}");
+    wait_until_settled(&control).await;
+    assert_eq!(control.store().usage().records(&user_id).await.unwrap().len(), 10);
+
+    // After the indicated wait a request passes the requests limit again. One needing more
+    // tokens than the whole minute allows is refused as too large; one needing more than
+    // what is left of the tokens (10 x 53 were used) waits for them; a small one passes.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(request(2_000).await.unwrap().status(), 400);
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let r = request(900).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "tokens");
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(request(8).await.unwrap().status(), 200);
+    wait_until_settled(&control).await;
+    assert_eq!(control.store().usage().records(&user_id).await.unwrap().len(), 11);
+}
