@@ -6,6 +6,7 @@
 mod common;
 
 mod admin;
+mod billing;
 mod keys;
 mod login;
 mod metering;
