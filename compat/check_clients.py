@@ -1,6 +1,7 @@
 """Drives a real `tensormesh serve` with the OpenAI Python SDK, the official
 `tensormesh==0.2.1` SDK and its `tm` CLI, unchanged: every inference route, then the
-Control Plane (`tm auth login` through the sign-in page, whoami, refresh, API keys).
+Control Plane (`tm auth login` through the sign-in page, whoami, refresh, API keys,
+billing and `tm cost`, checked against the server's SQLite database).
 
 Usage: python check_clients.py PATH/TO/tensormesh [MODEL] [--models-dir DIR]
 Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
@@ -10,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -41,8 +43,9 @@ def check(name):
 
 
 def start_server(binary, model, models_dir):
+    data_dir = tempfile.mkdtemp(prefix="tm-compat-data-")
     args = [binary, "serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0",
-            "--data-dir", tempfile.mkdtemp(prefix="tm-compat-data-"), "--model", model,
+            "--data-dir", data_dir, "--model", model,
             "--ctx-size", "1024", "--parallel", "2"]
     if models_dir:
         args += ["--models-dir", models_dir]
@@ -56,7 +59,7 @@ def start_server(binary, model, models_dir):
             if line.startswith(f"{name}: "):
                 addresses[name] = line.split(" ", 1)[1].strip()
         if len(addresses) == 2:
-            return proc, addresses["inference"], addresses["control"]
+            return proc, addresses["inference"], addresses["control"], data_dir
     raise SystemExit(f"server exited with {proc.wait()} before printing its addresses")
 
 
@@ -64,10 +67,10 @@ def main():
     binary = sys.argv[1]
     model = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "gemma-3-270m"
     models_dir = sys.argv[sys.argv.index("--models-dir") + 1] if "--models-dir" in sys.argv else None
-    proc, base, control = start_server(binary, model, models_dir)
+    proc, base, control, data_dir = start_server(binary, model, models_dir)
     try:
         run_checks(base, model)
-        run_control_checks(control, base, model)
+        run_control_checks(control, base, model, data_dir)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -247,7 +250,7 @@ def browser_available():
     return bool(shutil.which("chromium") and shutil.which("chromedriver"))
 
 
-def run_control_checks(control, base, model):
+def run_control_checks(control, base, model, data_dir):
     tm_bin = os.path.join(os.path.dirname(sys.executable), "tm")
     home = tempfile.mkdtemp(prefix="tm-compat-cp-")
     env = dict(os.environ, TM_CONFIG_HOME=home)
@@ -331,6 +334,60 @@ def run_control_checks(control, base, model):
             raise AssertionError("expected AuthenticationError")
         except tensormesh.AuthenticationError as e:
             assert e.request_id
+
+    run_billing_checks(tm, base, model, data_dir)
+
+
+def money(m):
+    return int(m.get("units") or 0) * 10**9 + int(m.get("nanos") or 0)
+
+
+def run_billing_checks(tm, base, model, data_dir):
+    def db():
+        return sqlite3.connect(os.path.join(data_dir, "tensormesh.db"))
+
+    def settled():
+        for _ in range(200):
+            if db().execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError("holds remain after the requests ended")
+
+    @check("tm billing balance / pricing / transactions / spending summary and tm cost match the database "
+           "to the nano-dollar")
+    def _():
+        from decimal import Decimal
+        oai = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY)
+        system = "You are a meticulous assistant for a small bakery. " * 12
+        for i in range(3):  # a shared prefix, so the KV cache saves something
+            oai.chat.completions.create(model=model, max_tokens=3, messages=[
+                {"role": "system", "content": system}, {"role": "user", "content": f"Question {i}?"}])
+        settled()
+        con = db()
+        admin_id = con.execute("SELECT id FROM users WHERE email = ?", (ADMIN_EMAIL,)).fetchone()[0]
+        balance = con.execute("SELECT balance_nanos FROM accounts WHERE user_id = ?", (admin_id,)).fetchone()[0]
+        spent, events, prompt, completion, cached = con.execute(
+            "SELECT SUM(cost_nanos), COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens) "
+            "FROM usage_records WHERE user_id = ? AND model = ?", (admin_id, model)).fetchone()
+        price = con.execute("SELECT input_per_mtok FROM serverless_pricing WHERE model = ? AND is_active <> 0",
+                            (model,)).fetchone()[0]
+        assert cached > 0 and spent > 0 and balance == 100 * 10**9 - spent, (cached, spent, balance)
+
+        assert money(json.loads(tm("billing", "balance"))["balance"]) == balance
+        rows = json.loads(tm("billing", "pricing", "serverless", "list", "--active-only"))["pricing"]
+        assert [money(r["inputTokenPrice"]) for r in rows if r["model"] == model] == [price], rows
+        txs = json.loads(tm("billing", "transactions", "list"))["transactions"]
+        charges = [t for t in txs if t["type"] == "TRANSACTION_TYPE_CHARGE"]
+        assert len(charges) == 1 and money(charges[0]["amount"]) == spent, txs
+        summary = json.loads(tm("billing", "spending", "summary"))
+        assert money(summary["spend24h"]) == spent == money(summary["spend30d"]), summary
+
+        cost = json.loads(tm("cost"))
+        (row,) = [m for m in cost["per_model"] if m["model"] == model]
+        assert (row["events"], row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == \
+            (events, prompt, completion, cached), (row, events, prompt, completion, cached)
+        assert Decimal(row["spend"]) == Decimal(spent) / 10**9, (row, spent)
+        assert Decimal(row["cache_saving"]) == Decimal(cached) * Decimal(price) / 10**9 / 10**6, row
 
 
 if __name__ == "__main__":
