@@ -19,6 +19,8 @@ use tracing::{debug, error, warn};
 use crate::limiter::{RateLimiter, Scope};
 
 const MAX_BATCH: usize = 256;
+/// How long a batch waits for more requests to end before it is written.
+const GATHER: Duration = Duration::from_millis(5);
 /// How long, after shutdown, receipts of cancelled generations are waited for.
 const DRAIN: Duration = Duration::from_secs(10);
 /// A failed batch is retried this many times (with backoff) before it is given up; its
@@ -84,7 +86,22 @@ impl Settler {
                     break;
                 }
             }
-            // Take whatever else is ready now, so a busy server writes in batches.
+            // Gather what ends within a short window, so a busy server writes in batches
+            // (settlement is off the request path: nobody waits for it).
+            if !ready.is_empty() && !draining {
+                let window = tokio::time::sleep(GATHER);
+                tokio::pin!(window);
+                while ready.len() < MAX_BATCH {
+                    tokio::select! {
+                        () = &mut window => break,
+                        next = self.rx.recv(), if open => match next {
+                            Some(p) => waiting.push(receipt_of(p)),
+                            None => open = false,
+                        },
+                        Some(done) = waiting.next(), if !waiting.is_empty() => ready.push(done),
+                    }
+                }
+            }
             while ready.len() < MAX_BATCH {
                 if let Some(Some(p)) = self.rx.recv().now_or_never() {
                     waiting.push(receipt_of(p));

@@ -6,6 +6,8 @@
 //! same request a no-op. Every statement that opens a transaction writes, so SQLite takes
 //! its write lock up front and never fails a read-to-write upgrade.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::{AnyConnection, AnyPool};
 
 use crate::StoreError;
@@ -171,6 +173,11 @@ impl Ledger<'_> {
 
     /// Reserves `amount_nanos` of the user's available balance for `request_id`. Returns
     /// false, changing nothing, when the available balance does not cover it.
+    ///
+    /// The check-and-reserve is one statement, so concurrent reservations cannot overdraw
+    /// (and the table's CHECK would refuse it anyway); the hold row follows in a second
+    /// one. Two round trips instead of a four-statement transaction: if the process dies
+    /// between them, the start-up void (which resets every `held`) repairs it.
     pub async fn reserve(
         &self,
         request_id: &str,
@@ -178,37 +185,117 @@ impl Ledger<'_> {
         amount_nanos: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
         if amount_nanos > 0 {
             let held = sqlx::query(
                 "UPDATE accounts SET held_nanos = held_nanos + $2 WHERE user_id = $1 AND balance_nanos - held_nanos >= $2",
             )
             .bind(user_id)
             .bind(amount_nanos)
-            .execute(&mut *tx)
+            .execute(self.writer)
             .await?;
             if held.rows_affected() != 1 {
-                return Ok(false); // dropping `tx` rolls back
+                return Ok(false);
             }
         }
-        sqlx::query("INSERT INTO holds (request_id, user_id, amount_nanos, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(request_id)
-            .bind(user_id)
-            .bind(amount_nanos)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let inserted =
+            sqlx::query("INSERT INTO holds (request_id, user_id, amount_nanos, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(request_id)
+                .bind(user_id)
+                .bind(amount_nanos)
+                .bind(now)
+                .execute(self.writer)
+                .await;
+        if let Err(e) = inserted {
+            if amount_nanos > 0 {
+                sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
+                    .bind(user_id)
+                    .bind(amount_nanos)
+                    .execute(self.writer)
+                    .await?;
+            }
+            return Err(e.into());
+        }
         Ok(true)
     }
 
-    /// Settles requests in one transaction: for each, deletes its hold, records its usage
-    /// and charges its cost (capped at the hold). A request without a hold is left alone.
+    /// Settles requests in one transaction: deletes their holds, records their usage and
+    /// charges each its cost (capped at its hold). A request without a hold (settled,
+    /// released or voided before) is left alone. Set-based, so a batch costs a few
+    /// statements whatever its size.
     pub async fn settle(&self, usage: &[UsageRow]) -> Result<Vec<Settled>, StoreError> {
+        let mut out = vec![Settled::NoHold; usage.len()];
+        if usage.is_empty() {
+            return Ok(out);
+        }
         let mut tx = self.writer.begin().await?;
-        let mut out = Vec::with_capacity(usage.len());
+        let sql = format!(
+            "DELETE FROM holds WHERE request_id IN ({}) RETURNING request_id, user_id, amount_nanos",
+            placeholders(usage.len(), 1)
+        );
+        let mut delete = sqlx::query_as::<_, (String, String, i64)>(&sql);
         for u in usage {
-            out.push(settle_one(&mut tx, u).await?);
+            delete = delete.bind(&u.request_id);
+        }
+        let mut holds: HashMap<String, (String, i64)> =
+            delete.fetch_all(&mut *tx).await?.into_iter().map(|(r, user, amount)| (r, (user, amount))).collect();
+        // Per user: (charged, released hold).
+        let mut rows: Vec<(usize, String, i64, i64)> = Vec::new();
+        for (i, u) in usage.iter().enumerate() {
+            // `remove`: a request named twice in one batch is settled once.
+            if let Some((user_id, hold)) = holds.remove(&u.request_id) {
+                let charged = u.cost_nanos.clamp(0, hold);
+                rows.push((i, user_id, hold, charged));
+            }
+        }
+        // Per user: (charged, released hold).
+        let mut per_user: HashMap<&str, (i64, i64)> = HashMap::new();
+        for (_, user_id, hold, _) in &rows {
+            per_user.entry(user_id.as_str()).or_default().1 += hold;
+        }
+        if !rows.is_empty() {
+            let sql = format!(
+                "INSERT INTO usage_records (request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, \
+                 completion_tokens, cost_nanos, cache_saving_nanos, status, started_at, finished_at) VALUES {} \
+                 ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                (0..rows.len()).map(|r| format!("({})", placeholders(12, 1 + 12 * r))).collect::<Vec<_>>().join(", ")
+            );
+            let mut insert = sqlx::query_scalar::<_, String>(&sql);
+            for (i, user_id, _, charged) in &rows {
+                let u = &usage[*i];
+                insert = insert
+                    .bind(&u.request_id)
+                    .bind(user_id)
+                    .bind(&u.api_key_id)
+                    .bind(&u.model)
+                    .bind(u.prompt_tokens)
+                    .bind(u.cached_tokens)
+                    .bind(u.completion_tokens)
+                    .bind(*charged)
+                    .bind(u.cache_saving_nanos)
+                    .bind(&u.status)
+                    .bind(u.started_at)
+                    .bind(u.finished_at);
+            }
+            let inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+            for (i, user_id, _, charged) in &rows {
+                if inserted.contains(&usage[*i].request_id) {
+                    per_user.entry(user_id.as_str()).or_default().0 += charged;
+                    out[*i] = Settled::Charged { charged_nanos: *charged };
+                }
+            }
+        }
+        for (user_id, (charged, held)) in per_user {
+            if charged != 0 || held != 0 {
+                sqlx::query(
+                    "UPDATE accounts SET balance_nanos = balance_nanos - $2, held_nanos = held_nanos - $3 \
+                     WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .bind(charged)
+                .bind(held)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(out)
@@ -258,38 +345,8 @@ async fn take_hold(conn: &mut AnyConnection, request_id: &str) -> Result<Option<
     Ok(hold)
 }
 
-async fn settle_one(conn: &mut AnyConnection, u: &UsageRow) -> Result<Settled, StoreError> {
-    let Some((user_id, hold)) = take_hold(conn, &u.request_id).await? else { return Ok(Settled::NoHold) };
-    let charged_nanos = u.cost_nanos.clamp(0, hold);
-    let inserted = sqlx::query(
-        "INSERT INTO usage_records (request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, \
-         completion_tokens, cost_nanos, cache_saving_nanos, status, started_at, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(&u.request_id)
-    .bind(&user_id)
-    .bind(&u.api_key_id)
-    .bind(&u.model)
-    .bind(u.prompt_tokens)
-    .bind(u.cached_tokens)
-    .bind(u.completion_tokens)
-    .bind(charged_nanos)
-    .bind(u.cache_saving_nanos)
-    .bind(&u.status)
-    .bind(u.started_at)
-    .bind(u.finished_at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(Settled::NoHold);
-    }
-    if charged_nanos > 0 {
-        sqlx::query("UPDATE accounts SET balance_nanos = balance_nanos - $2 WHERE user_id = $1")
-            .bind(&user_id)
-            .bind(charged_nanos)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(Settled::Charged { charged_nanos })
+/// `$first, $first+1, ...` (`n` of them): numbered placeholders for a statement whose
+/// number of values varies. Only placeholders are formatted into SQL, never values.
+fn placeholders(n: usize, first: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }

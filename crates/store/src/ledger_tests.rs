@@ -56,6 +56,8 @@ async fn new_user(store: &Store) -> String {
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// Several settlements in one batch (a request may appear twice).
+    SettleBatch(Vec<(usize, i64)>),
     Credit {
         user: usize,
         amount: i64,
@@ -88,6 +90,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 0..600i64).prop_map(|(user, amount)| Op::Reserve { user, amount }),
         2 => (0..3usize, 0..2i64).prop_map(|(user, extra)| Op::ReserveAvailable { user, extra }),
         4 => (0..40usize, 0..700i64).prop_map(|(request, cost)| Op::Settle { request, cost }),
+        2 => proptest::collection::vec((0..40usize, 0..700i64), 1..6).prop_map(Op::SettleBatch),
         1 => (0..40usize).prop_map(|request| Op::Release { request }),
         1 => Just(Op::VoidAll),
     ]
@@ -154,22 +157,8 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 requests.push(request);
                 prop_assert_eq!(got, want);
             }
-            Op::Settle { request, cost } => {
-                let Some(id) = requests.get(request) else { continue };
-                let got = ledger.settle(&[usage(id, "ignored", cost)]).await.unwrap();
-                let want = match model.holds.remove(&request) {
-                    Some((user, held)) => {
-                        let charged = cost.min(held);
-                        let account = model.accounts.entry(user).or_default();
-                        account.held_nanos -= held;
-                        account.balance_nanos -= charged;
-                        *model.charges.entry(user).or_default() += charged;
-                        Settled::Charged { charged_nanos: charged }
-                    }
-                    None => Settled::NoHold,
-                };
-                prop_assert_eq!(got, vec![want]);
-            }
+            Op::Settle { request, cost } => settle_batch(&ledger, &mut model, &requests, &[(request, cost)]).await?,
+            Op::SettleBatch(batch) => settle_batch(&ledger, &mut model, &requests, &batch).await?,
             Op::Release { request } => {
                 let Some(id) = requests.get(request) else { continue };
                 let got = ledger.release(id).await.unwrap();
@@ -203,6 +192,35 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
             prop_assert_eq!(charges, model.charges.get(&i).copied().unwrap_or(0));
         }
     }
+    Ok(())
+}
+
+/// Settles `(request index, cost)` pairs (unknown indexes skipped) in one batch, in the
+/// store and the model.
+async fn settle_batch(
+    ledger: &crate::ledger::Ledger<'_>,
+    model: &mut Model,
+    requests: &[String],
+    batch: &[(usize, i64)],
+) -> Result<(), TestCaseError> {
+    let batch: Vec<(usize, i64)> = batch.iter().copied().filter(|(r, _)| *r < requests.len()).collect();
+    let rows: Vec<UsageRow> = batch.iter().map(|&(r, cost)| usage(&requests[r], "ignored", cost)).collect();
+    let got = ledger.settle(&rows).await.unwrap();
+    let want: Vec<Settled> = batch
+        .iter()
+        .map(|&(request, cost)| match model.holds.remove(&request) {
+            Some((user, held)) => {
+                let charged = cost.min(held);
+                let account = model.accounts.entry(user).or_default();
+                account.held_nanos -= held;
+                account.balance_nanos -= charged;
+                *model.charges.entry(user).or_default() += charged;
+                Settled::Charged { charged_nanos: charged }
+            }
+            None => Settled::NoHold,
+        })
+        .collect();
+    prop_assert_eq!(got, want);
     Ok(())
 }
 

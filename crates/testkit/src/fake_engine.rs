@@ -94,8 +94,7 @@ impl Backend for FakeEngine {
             let slot = Slot(in_flight);
             let (events, rx) = mpsc::unbounded_channel();
             let (receipt_tx, receipt) = oneshot::channel();
-            // A thread per generation: plain, and the gateway under test owns the runtime.
-            std::thread::spawn(move || {
+            let generate = move || {
                 let _slot = slot;
                 let mut usage = TokenUsage { prompt_tokens, cached_tokens: cached, completion_tokens: 0 };
                 let mut finish = FinishReason::Length;
@@ -111,7 +110,14 @@ impl Backend for FakeEngine {
                 }
                 let _ = events.send(GenerationEvent::Finished { reason: finish, usage });
                 let _ = receipt_tx.send(Receipt { usage, finish: Some(finish) });
-            });
+            };
+            if delay.is_zero() {
+                // Instant: everything is queued before the caller reads (a trivial backend).
+                generate();
+            } else {
+                // Paced: a thread per generation; the gateway under test owns the runtime.
+                std::thread::spawn(generate);
+            }
             Ok(Generation { prompt_tokens, events: rx, receipt })
         }))
     }
