@@ -348,10 +348,10 @@ def run_billing_checks(tm, base, model, data_dir):
 
     def settled():
         for _ in range(200):
-            if db().execute("SELECT COUNT(*) FROM holds").fetchone()[0] == 0:
+            if db().execute("SELECT COALESCE(SUM(held_nanos), 0) FROM accounts").fetchone()[0] == 0:
                 return
             time.sleep(0.05)
-        raise AssertionError("holds remain after the requests ended")
+        raise AssertionError("money still held after the requests ended")
 
     @check("tm billing balance / pricing / transactions / spending summary and tm cost match the database "
            "to the nano-dollar")

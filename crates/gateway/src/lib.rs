@@ -5,11 +5,13 @@
 //!   generation that settles itself exactly once however it ends.
 //! - [`settler`]: the background task that turns engine receipts into usage records and
 //!   charges, in batches, off the request path.
+//! - `wallet`: the money this process holds for each user's requests (leases).
 
 pub mod error;
 pub mod limiter;
 pub mod meter;
 pub mod settler;
+mod wallet;
 
 pub use error::GatewayError;
 pub use limiter::{Limits, RateLimiter, RateStatus};

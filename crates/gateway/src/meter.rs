@@ -15,6 +15,7 @@ use tracing::warn;
 
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
 use crate::settler::{Pending, Settler, Ticket};
+use crate::wallet::Wallets;
 use crate::GatewayError;
 
 /// How long a user's rate-limit override is reused before the store is asked again.
@@ -37,6 +38,7 @@ pub struct Gateway {
 struct Inner {
     control: Control,
     limiter: Arc<RateLimiter>,
+    wallets: Arc<Wallets>,
     limits: LimitSettings,
     overrides: Mutex<HashMap<String, (LimitOverride, Instant)>>,
     settle: mpsc::UnboundedSender<Pending>,
@@ -54,8 +56,9 @@ impl Gateway {
     pub fn new(control: Control, limits: LimitSettings) -> (Gateway, Settler) {
         let (settle, rx) = mpsc::unbounded_channel();
         let limiter = Arc::new(RateLimiter::default());
-        let settler = Settler::new(control.clone(), limiter.clone(), rx);
-        let inner = Inner { control, limiter, limits, overrides: Mutex::default(), settle };
+        let wallets = Arc::new(Wallets::default());
+        let settler = Settler::new(control.clone(), limiter.clone(), wallets.clone(), rx);
+        let inner = Inner { control, limiter, wallets, limits, overrides: Mutex::default(), settle };
         (Gateway { inner: Arc::new(inner) }, settler)
     }
 
@@ -76,8 +79,9 @@ impl Gateway {
     }
 
     /// Admits a prepared generation: checks its model is priced, takes its tokens from the
-    /// tokens-per-minute limits, reserves its worst-case cost, and launches it. Nothing
-    /// runs, and nothing is billed, when any step refuses.
+    /// tokens-per-minute limits, holds its worst-case cost (from the user's lease, see
+    /// `wallet`), and launches it. Nothing runs, and nothing is billed, when any step
+    /// refuses.
     pub async fn admit(
         &self,
         holder: &KeyHolder,
@@ -99,12 +103,13 @@ impl Gateway {
         let user_id = &holder.principal.user_id;
         let hold = price.worst_case(prepared.prompt_tokens, prepared.max_completion_tokens);
         let started_at = control.now_ms();
-        let ledger = control.store().ledger();
-        match ledger.reserve(request_id, user_id, hold, started_at).await {
+        let store = control.store();
+        let wallets = &self.inner.wallets;
+        match wallets.take(store, user_id, hold).await {
             Ok(true) => {}
             Ok(false) => {
                 give_back();
-                let available = ledger.account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
+                let available = store.ledger().account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
                 return Err(GatewayError::InsufficientBalance {
                     needed: usd_decimal(hold),
                     available: usd_decimal(available.max(0)),
@@ -112,7 +117,7 @@ impl Gateway {
             }
             Err(e) => {
                 give_back();
-                return Err(GatewayError::Internal(format!("cannot reserve the request's cost: {e}")));
+                return Err(GatewayError::Internal(format!("cannot hold the request's cost: {e}")));
             }
         }
         let model = prepared.model.clone();
@@ -120,9 +125,7 @@ impl Gateway {
             Ok(g) => g,
             Err(e) => {
                 give_back();
-                if let Err(release) = ledger.release(request_id).await {
-                    warn!(request_id, error = %release, "cannot release a refused request's hold; it is voided at restart");
-                }
+                wallets.finish(user_id, hold, 0).await;
                 return Err(e.into());
             }
         };
@@ -132,6 +135,7 @@ impl Gateway {
             key_id: holder.key_id.clone(),
             model,
             price,
+            hold,
             started_at,
             reserved_tokens: tokens,
             token_scopes: scopes.tokens.to_vec(),

@@ -12,13 +12,16 @@ use futures::{FutureExt, StreamExt};
 use tm_backend::Receipt;
 use tm_control::billing::Price;
 use tm_control::Control;
-use tm_store::ledger::UsageRow;
+use tm_store::ledger::{Settled, UsageRow};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::limiter::{RateLimiter, Scope};
+use crate::wallet::Wallets;
 
 const MAX_BATCH: usize = 256;
+/// Leases unused this long are given back to their accounts.
+const LEASE_IDLE: Duration = Duration::from_secs(1);
 /// How long a batch waits for more requests to end before it is written.
 const GATHER: Duration = Duration::from_millis(5);
 /// How long, after shutdown, receipts of cancelled generations are waited for.
@@ -35,6 +38,8 @@ pub(crate) struct Ticket {
     pub key_id: String,
     pub model: String,
     pub price: Price,
+    /// Promised to the request from its user's lease: its worst-case cost.
+    pub hold: i64,
     pub started_at: i64,
     /// Tokens taken from the per-minute limits at admission; the unused part is returned.
     pub reserved_tokens: u64,
@@ -50,26 +55,35 @@ pub(crate) struct Pending {
 pub struct Settler {
     control: Control,
     limiter: Arc<RateLimiter>,
+    wallets: Arc<Wallets>,
     rx: mpsc::UnboundedReceiver<Pending>,
 }
 
 impl Settler {
-    pub(crate) fn new(control: Control, limiter: Arc<RateLimiter>, rx: mpsc::UnboundedReceiver<Pending>) -> Settler {
-        Settler { control, limiter, rx }
+    pub(crate) fn new(
+        control: Control,
+        limiter: Arc<RateLimiter>,
+        wallets: Arc<Wallets>,
+        rx: mpsc::UnboundedReceiver<Pending>,
+    ) -> Settler {
+        Settler { control, limiter, wallets, rx }
     }
 
     /// Settles until every gateway is gone, or `shutdown` resolves, and then whatever is
     /// pending (receipts still missing `DRAIN` after shutdown are given up: their holds
-    /// are voided at the next start, unbilled).
+    /// are voided at the next start, unbilled); gives idle leases back as it goes, and all
+    /// of them at the end.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut waiting = FuturesUnordered::new();
         let mut open = true;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut deadline = std::pin::pin!(futures::future::Fuse::terminated());
         let mut draining = false;
+        let mut sweep = tokio::time::interval(LEASE_IDLE);
         while open || !waiting.is_empty() {
             let mut ready = Vec::new();
             tokio::select! {
+                _ = sweep.tick() => self.wallets.release_idle(self.control.store(), LEASE_IDLE).await,
                 next = self.rx.recv(), if open => match next {
                     Some(p) => waiting.push(receipt_of(p)),
                     None => open = false,
@@ -115,6 +129,7 @@ impl Settler {
                 self.settle(ready).await;
             }
         }
+        self.wallets.release_idle(self.control.store(), Duration::ZERO).await;
         debug!("settler done");
     }
 
@@ -127,16 +142,28 @@ impl Settler {
             self.limiter.give_back(&ticket.token_scopes, ticket.reserved_tokens.saturating_sub(used), now);
         }
         let mut backoff = Duration::from_millis(50);
+        let mut outcomes = vec![Settled::Duplicate; rows.len()];
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.control.store().ledger().settle(&rows).await {
-                Ok(_) => return,
+            match self.control.store().ledger().settle(&rows, &[]).await {
+                Ok(settled) => {
+                    outcomes = settled;
+                    break;
+                }
                 Err(e) if attempt < MAX_ATTEMPTS => {
                     warn!(error = %e, attempt, requests = rows.len(), "settlement failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(e) => error!(error = %e, requests = rows.len(), "settlement failed; holds stay until restart"),
+                Err(e) => error!(error = %e, requests = rows.len(), "settlement failed; these requests go unbilled"),
             }
+        }
+        // What was not charged goes back to the user's lease.
+        for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
+            let charged = match outcome {
+                Settled::Charged { charged_nanos } => charged_nanos,
+                Settled::Duplicate => 0,
+            };
+            self.wallets.finish(&ticket.user_id, ticket.hold, charged).await;
         }
     }
 }
@@ -158,7 +185,8 @@ fn usage_row(t: &Ticket, r: &Receipt, finished_at: i64) -> UsageRow {
         prompt_tokens: to_i64(u.prompt_tokens),
         cached_tokens: to_i64(u.cached_tokens),
         completion_tokens: to_i64(u.completion_tokens),
-        cost_nanos: t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+        // Never more than was held for it (the engine keeps to `max_tokens`, so it is not).
+        cost_nanos: t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens).min(t.hold),
         cache_saving_nanos: t.price.cache_saving(u.cached_tokens.min(u.prompt_tokens)),
         status: r.finish.map_or("failed", |f| f.as_openai()).to_owned(),
         started_at: t.started_at,

@@ -14,8 +14,8 @@ CREATE TABLE serverless_pricing (
 );
 CREATE INDEX serverless_pricing_by_model ON serverless_pricing (model);
 
--- One prepaid account per user. `held` is reserved by requests in flight; the database
--- itself refuses an overdraft.
+-- One prepaid account per user. `held` is money reserved by gateways for requests in
+-- flight (in leases, see the gateway crate); the database itself refuses an overdraft.
 CREATE TABLE accounts (
     user_id       TEXT PRIMARY KEY REFERENCES users (id),
     balance_nanos BIGINT NOT NULL DEFAULT 0,
@@ -39,14 +39,6 @@ CREATE TABLE ledger_entries (
     created_at          BIGINT NOT NULL
 );
 CREATE INDEX ledger_entries_by_user ON ledger_entries (user_id, created_at);
-
--- A request's reservation for its worst-case cost, from admission to settlement.
-CREATE TABLE holds (
-    request_id   TEXT PRIMARY KEY,
-    user_id      TEXT NOT NULL REFERENCES users (id),
-    amount_nanos BIGINT NOT NULL CHECK (amount_nanos >= 0),
-    created_at   BIGINT NOT NULL
-);
 
 -- One row per served request: what it used and what it cost. It is also the charge: a
 -- balance is its credits minus the sum of its usage costs. Never updated or deleted.

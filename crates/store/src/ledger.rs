@@ -1,14 +1,18 @@
-//! Prepaid accounts: credits, holds and settlement, each one transaction.
+//! Prepaid accounts: credits, held money and settlement.
 //!
-//! A request first *reserves* its worst-case cost (the database refuses an overdraft), then
-//! is *settled* exactly once: the hold is deleted, the usage record inserted and the balance
-//! charged in one transaction, and the deleted hold is what makes a second settlement of the
-//! same request a no-op. Every statement that opens a transaction writes, so SQLite takes
-//! its write lock up front and never fails a read-to-write upgrade.
+//! Money for requests in flight is first *held* (`held_nanos`; one conditional statement,
+//! and the table's CHECK refuses an overdraft whatever happens). A finished request is then
+//! *settled*: its usage record is inserted and its cost moved out of both balance and held
+//! money in one transaction; the usage record's primary key (the request id) makes a
+//! second settlement of the same request a no-op. Unused held money is *released*. How
+//! much a gateway holds per request is its business (it holds in leases, see
+//! `tm-gateway`); held money left by a dead process is voided at the next start. Every
+//! transaction opens with a write, so SQLite takes its write lock up front and never fails
+//! a read-to-write upgrade.
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::AnyPool;
 
 use crate::StoreError;
 
@@ -83,10 +87,10 @@ pub struct UsageRow {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
-    /// Charged `charged_nanos` (the cost, never more than the hold).
+    /// Recorded and charged.
     Charged { charged_nanos: i64 },
-    /// No hold for this request: it was settled, released or voided before.
-    NoHold,
+    /// The request was recorded (and charged) before: nothing changed.
+    Duplicate,
 }
 
 /// Ledger operations. Writes go through `writer` (for SQLite a one-connection pool, so
@@ -171,128 +175,92 @@ impl Ledger<'_> {
         .await?)
     }
 
-    /// Reserves `amount_nanos` of the user's available balance for `request_id`. Returns
-    /// false, changing nothing, when the available balance does not cover it.
-    ///
-    /// The check-and-reserve is one statement, so concurrent reservations cannot overdraw
-    /// (and the table's CHECK would refuse it anyway); the hold row follows in a second
-    /// one. Two round trips instead of a four-statement transaction: if the process dies
-    /// between them, the start-up void (which resets every `held`) repairs it.
-    pub async fn reserve(
-        &self,
-        request_id: &str,
-        user_id: &str,
-        amount_nanos: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        if amount_nanos > 0 {
-            let held = sqlx::query(
-                "UPDATE accounts SET held_nanos = held_nanos + $2 WHERE user_id = $1 AND balance_nanos - held_nanos >= $2",
-            )
-            .bind(user_id)
-            .bind(amount_nanos)
-            .execute(self.writer)
-            .await?;
-            if held.rows_affected() != 1 {
-                return Ok(false);
-            }
+    /// Holds `amount_nanos` of the user's available balance. Returns false, changing
+    /// nothing, when the available balance does not cover it. One statement, so concurrent
+    /// holds cannot overdraw.
+    pub async fn hold(&self, user_id: &str, amount_nanos: i64) -> Result<bool, StoreError> {
+        if amount_nanos <= 0 {
+            return Ok(amount_nanos == 0);
         }
-        let inserted =
-            sqlx::query("INSERT INTO holds (request_id, user_id, amount_nanos, created_at) VALUES ($1, $2, $3, $4)")
-                .bind(request_id)
-                .bind(user_id)
-                .bind(amount_nanos)
-                .bind(now)
-                .execute(self.writer)
-                .await;
-        if let Err(e) = inserted {
-            if amount_nanos > 0 {
-                sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
-                    .bind(user_id)
-                    .bind(amount_nanos)
-                    .execute(self.writer)
-                    .await?;
-            }
-            return Err(e.into());
-        }
-        Ok(true)
+        let held = sqlx::query(
+            "UPDATE accounts SET held_nanos = held_nanos + $2 WHERE user_id = $1 AND balance_nanos - held_nanos >= $2",
+        )
+        .bind(user_id)
+        .bind(amount_nanos)
+        .execute(self.writer)
+        .await?;
+        Ok(held.rows_affected() == 1)
     }
 
-    /// Settles requests in one transaction: deletes their holds, records their usage and
-    /// charges each its cost (capped at its hold). A request without a hold (settled,
-    /// released or voided before) is left alone. Set-based, so a batch costs a few
-    /// statements whatever its size.
-    pub async fn settle(&self, usage: &[UsageRow]) -> Result<Vec<Settled>, StoreError> {
-        let mut out = vec![Settled::NoHold; usage.len()];
-        if usage.is_empty() {
+    /// Gives back held money that no request will use.
+    pub async fn release(&self, user_id: &str, amount_nanos: i64) -> Result<(), StoreError> {
+        if amount_nanos > 0 {
+            sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
+                .bind(user_id)
+                .bind(amount_nanos)
+                .execute(self.writer)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Settles finished requests in one transaction: records each one's usage and charges
+    /// its cost from held money (the caller held at least that much); a request recorded
+    /// before is left alone. `releases` gives back unused held money in the same
+    /// transaction. Set-based: a few statements whatever the batch size.
+    pub async fn settle(&self, usage: &[UsageRow], releases: &[(String, i64)]) -> Result<Vec<Settled>, StoreError> {
+        let mut out = vec![Settled::Duplicate; usage.len()];
+        if usage.is_empty() && releases.is_empty() {
             return Ok(out);
         }
-        let mut tx = self.writer.begin().await?;
-        let sql = format!(
-            "DELETE FROM holds WHERE request_id IN ({}) RETURNING request_id, user_id, amount_nanos",
-            placeholders(usage.len(), 1)
-        );
-        let mut delete = sqlx::query_as::<_, (String, String, i64)>(&sql);
-        for u in usage {
-            delete = delete.bind(&u.request_id);
-        }
-        let mut holds: HashMap<String, (String, i64)> =
-            delete.fetch_all(&mut *tx).await?.into_iter().map(|(r, user, amount)| (r, (user, amount))).collect();
-        // Per user: (charged, released hold).
-        let mut rows: Vec<(usize, String, i64, i64)> = Vec::new();
-        for (i, u) in usage.iter().enumerate() {
-            // `remove`: a request named twice in one batch is settled once.
-            if let Some((user_id, hold)) = holds.remove(&u.request_id) {
-                let charged = u.cost_nanos.clamp(0, hold);
-                rows.push((i, user_id, hold, charged));
-            }
-        }
-        // Per user: (charged, released hold).
+        // Per user: (charged, released).
         let mut per_user: HashMap<&str, (i64, i64)> = HashMap::new();
-        for (_, user_id, hold, _) in &rows {
-            per_user.entry(user_id.as_str()).or_default().1 += hold;
-        }
-        if !rows.is_empty() {
+        let mut tx = self.writer.begin().await?;
+        if !usage.is_empty() {
             let sql = format!(
                 "INSERT INTO usage_records (request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, \
                  completion_tokens, cost_nanos, cache_saving_nanos, status, started_at, finished_at) VALUES {} \
                  ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-                (0..rows.len()).map(|r| format!("({})", placeholders(12, 1 + 12 * r))).collect::<Vec<_>>().join(", ")
+                (0..usage.len()).map(|r| format!("({})", placeholders(12, 1 + 12 * r))).collect::<Vec<_>>().join(", ")
             );
             let mut insert = sqlx::query_scalar::<_, String>(&sql);
-            for (i, user_id, _, charged) in &rows {
-                let u = &usage[*i];
+            for u in usage {
                 insert = insert
                     .bind(&u.request_id)
-                    .bind(user_id)
+                    .bind(&u.user_id)
                     .bind(&u.api_key_id)
                     .bind(&u.model)
                     .bind(u.prompt_tokens)
                     .bind(u.cached_tokens)
                     .bind(u.completion_tokens)
-                    .bind(*charged)
+                    .bind(u.cost_nanos.max(0))
                     .bind(u.cache_saving_nanos)
                     .bind(&u.status)
                     .bind(u.started_at)
                     .bind(u.finished_at);
             }
-            let inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
-            for (i, user_id, _, charged) in &rows {
-                if inserted.contains(&usage[*i].request_id) {
-                    per_user.entry(user_id.as_str()).or_default().0 += charged;
-                    out[*i] = Settled::Charged { charged_nanos: *charged };
+            let mut inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+            for (i, u) in usage.iter().enumerate() {
+                // `remove`: a request named twice in one batch is charged once.
+                if inserted.remove(&u.request_id) {
+                    let charged = u.cost_nanos.max(0);
+                    per_user.entry(&u.user_id).or_default().0 += charged;
+                    out[i] = Settled::Charged { charged_nanos: charged };
                 }
             }
         }
-        for (user_id, (charged, held)) in per_user {
-            if charged != 0 || held != 0 {
+        for (user_id, amount) in releases {
+            per_user.entry(user_id).or_default().1 += amount.max(&0);
+        }
+        for (user_id, (charged, released)) in per_user {
+            if charged != 0 || released != 0 {
                 sqlx::query(
                     "UPDATE accounts SET balance_nanos = balance_nanos - $2, held_nanos = held_nanos - $3 \
                      WHERE user_id = $1",
                 )
                 .bind(user_id)
                 .bind(charged)
-                .bind(held)
+                .bind(charged + released)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -301,48 +269,22 @@ impl Ledger<'_> {
         Ok(out)
     }
 
-    /// Gives a request's hold back without charging (it was refused after reserving).
-    pub async fn release(&self, request_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let released = take_hold(&mut tx, request_id).await?.is_some();
-        tx.commit().await?;
-        Ok(released)
-    }
-
-    /// Voids every hold (at start-up: their requests died with the previous process).
-    /// Returns how many there were.
+    /// Voids all held money (at start-up: its requests died with the previous process,
+    /// unbilled). Returns how many accounts had some.
     pub async fn void_all_holds(&self) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let voided = sqlx::query("DELETE FROM holds").execute(&mut *tx).await?.rows_affected();
-        sqlx::query("UPDATE accounts SET held_nanos = 0 WHERE held_nanos <> 0").execute(&mut *tx).await?;
-        tx.commit().await?;
+        let voided = sqlx::query("UPDATE accounts SET held_nanos = 0 WHERE held_nanos <> 0")
+            .execute(self.writer)
+            .await?
+            .rows_affected();
         Ok(voided)
     }
 
-    /// Holds not yet settled, over all users.
-    pub async fn open_holds(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM holds").fetch_one(self.reader).await?)
+    /// Money held over all accounts (zero once a server is idle).
+    pub async fn total_held(&self) -> Result<i64, StoreError> {
+        let sum: Option<i64> =
+            sqlx::query_scalar("SELECT CAST(SUM(held_nanos) AS BIGINT) FROM accounts").fetch_one(self.reader).await?;
+        Ok(sum.unwrap_or(0))
     }
-}
-
-/// Deletes the request's hold and gives its amount back to the available balance.
-/// Returns the hold (user, amount), or None when there was none.
-async fn take_hold(conn: &mut AnyConnection, request_id: &str) -> Result<Option<(String, i64)>, StoreError> {
-    let hold: Option<(String, i64)> =
-        sqlx::query_as("DELETE FROM holds WHERE request_id = $1 RETURNING user_id, amount_nanos")
-            .bind(request_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if let Some((user_id, amount)) = &hold {
-        if *amount > 0 {
-            sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
-                .bind(user_id)
-                .bind(amount)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    Ok(hold)
 }
 
 /// `$first, $first+1, ...` (`n` of them): numbered placeholders for a statement whose

@@ -56,29 +56,30 @@ async fn new_user(store: &Store) -> String {
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// Several settlements in one batch (a request may appear twice).
-    SettleBatch(Vec<(usize, i64)>),
     Credit {
         user: usize,
         amount: i64,
         key: Option<u8>,
         fingerprint: u8,
     },
-    Reserve {
+    Hold {
         user: usize,
         amount: i64,
     },
-    /// Reserves the user's whole available balance plus `extra` (the boundary).
-    ReserveAvailable {
+    /// Holds the user's whole available balance plus `extra` (the boundary).
+    HoldAvailable {
         user: usize,
         extra: i64,
     },
+    /// One settlement batch: (user, repeat an earlier request?, cost), plus money released
+    /// for `release.0` (each capped by what the user holds).
     Settle {
-        request: usize,
-        cost: i64,
+        items: Vec<(usize, bool, i64)>,
+        release: (usize, i64),
     },
     Release {
-        request: usize,
+        user: usize,
+        amount: i64,
     },
     VoidAll,
 }
@@ -87,11 +88,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0..3usize, 1..1_000i64, proptest::option::of(0..4u8), 0..2u8)
             .prop_map(|(user, amount, key, fingerprint)| Op::Credit { user, amount, key, fingerprint }),
-        4 => (0..3usize, 0..600i64).prop_map(|(user, amount)| Op::Reserve { user, amount }),
-        2 => (0..3usize, 0..2i64).prop_map(|(user, extra)| Op::ReserveAvailable { user, extra }),
-        4 => (0..40usize, 0..700i64).prop_map(|(request, cost)| Op::Settle { request, cost }),
-        2 => proptest::collection::vec((0..40usize, 0..700i64), 1..6).prop_map(Op::SettleBatch),
-        1 => (0..40usize).prop_map(|request| Op::Release { request }),
+        3 => (0..3usize, 0..600i64).prop_map(|(user, amount)| Op::Hold { user, amount }),
+        2 => (0..3usize, 0..2i64).prop_map(|(user, extra)| Op::HoldAvailable { user, extra }),
+        4 => (proptest::collection::vec((0..3usize, proptest::bool::weighted(0.2), 0..400i64), 1..6), (0..3usize, 0..300i64))
+            .prop_map(|(items, release)| Op::Settle { items, release }),
+        1 => (0..3usize, 0..400i64).prop_map(|(user, amount)| Op::Release { user, amount }),
         1 => Just(Op::VoidAll),
     ]
 }
@@ -100,12 +101,17 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Default)]
 struct Model {
     accounts: HashMap<usize, Account>,
-    /// Request index -> (user, held amount), for open holds.
-    holds: HashMap<usize, (usize, i64)>,
     /// Idempotency key -> (fingerprint, balance after).
     keys: HashMap<u8, (u8, i64)>,
-    credits: HashMap<usize, i64>,
     charges: HashMap<usize, i64>,
+    /// Request ids settled so far, with their user.
+    settled: Vec<(String, usize)>,
+}
+
+impl Model {
+    fn account(&mut self, user: usize) -> &mut Account {
+        self.accounts.entry(user).or_default()
+    }
 }
 
 /// Runs one op sequence against the model and the store (fresh users), checking the two
@@ -114,13 +120,11 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
     let users = [new_user(store).await, new_user(store).await, new_user(store).await];
     let tag = uuid(); // idempotency keys and request ids are unique per case
     let mut model = Model::default();
-    let mut requests: Vec<String> = Vec::new();
     let ledger = store.ledger();
     for op in ops {
         let op = match op.clone() {
-            Op::ReserveAvailable { user, extra } => {
-                let available = model.accounts.get(&user).copied().unwrap_or_default().available_nanos();
-                Op::Reserve { user, amount: available + extra }
+            Op::HoldAvailable { user, extra } => {
+                Op::Hold { user, amount: model.account(user).available_nanos() + extra }
             }
             other => other,
         };
@@ -134,57 +138,75 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                     Some((fp, after)) if fp == fingerprint => CreditOutcome::Replayed { balance_after_nanos: after },
                     Some(_) => CreditOutcome::KeyReused,
                     None => {
-                        let account = model.accounts.entry(user).or_default();
+                        let account = model.account(user);
                         account.balance_nanos += amount;
-                        *model.credits.entry(user).or_default() += amount;
+                        let after = account.balance_nanos;
                         if let Some(k) = key {
-                            model.keys.insert(k, (fingerprint, account.balance_nanos));
+                            model.keys.insert(k, (fingerprint, after));
                         }
-                        CreditOutcome::Applied { balance_after_nanos: account.balance_nanos }
+                        CreditOutcome::Applied { balance_after_nanos: after }
                     }
                 };
                 prop_assert_eq!(got, want);
             }
-            Op::Reserve { user, amount } => {
-                let request = format!("{tag}-r{}", requests.len());
-                let got = ledger.reserve(&request, &users[user], amount, 1).await.unwrap();
-                let account = model.accounts.entry(user).or_default();
+            Op::Hold { user, amount } => {
+                let got = ledger.hold(&users[user], amount).await.unwrap();
+                let account = model.account(user);
                 let want = account.available_nanos() >= amount;
                 if want {
                     account.held_nanos += amount;
-                    model.holds.insert(requests.len(), (user, amount));
                 }
-                requests.push(request);
                 prop_assert_eq!(got, want);
             }
-            Op::Settle { request, cost } => settle_batch(&ledger, &mut model, &requests, &[(request, cost)]).await?,
-            Op::SettleBatch(batch) => settle_batch(&ledger, &mut model, &requests, &batch).await?,
-            Op::Release { request } => {
-                let Some(id) = requests.get(request) else { continue };
-                let got = ledger.release(id).await.unwrap();
-                let want = match model.holds.remove(&request) {
-                    Some((user, held)) => {
-                        model.accounts.entry(user).or_default().held_nanos -= held;
-                        true
+            Op::Settle { items, release } => {
+                // Costs are capped by what each user holds (a gateway never charges more).
+                let mut left: HashMap<usize, i64> = (0..3).map(|u| (u, model.account(u).held_nanos)).collect();
+                let mut rows = Vec::new();
+                let mut want = Vec::new();
+                for (user, repeat, cost) in items {
+                    match model.settled.get(cost as usize % model.settled.len().max(1)).cloned().filter(|_| repeat) {
+                        Some((id, owner)) => {
+                            rows.push(usage(&id, &users[owner], 1));
+                            want.push(Settled::Duplicate);
+                        }
+                        None => {
+                            let cost = cost.min(left[&user]);
+                            *left.entry(user).or_default() -= cost;
+                            let id = format!("{tag}-r{}", model.settled.len());
+                            model.settled.push((id.clone(), user));
+                            rows.push(usage(&id, &users[user], cost));
+                            want.push(Settled::Charged { charged_nanos: cost });
+                            let account = model.account(user);
+                            account.balance_nanos -= cost;
+                            account.held_nanos -= cost;
+                            *model.charges.entry(user).or_default() += cost;
+                        }
                     }
-                    None => false,
-                };
+                }
+                let released = release.1.min(left[&release.0]);
+                model.account(release.0).held_nanos -= released;
+                let got = ledger.settle(&rows, &[(users[release.0].clone(), released)]).await.unwrap();
                 prop_assert_eq!(got, want);
             }
-            Op::ReserveAvailable { .. } => unreachable!("rewritten above"),
+            Op::Release { user, amount } => {
+                let amount = amount.min(model.account(user).held_nanos);
+                ledger.release(&users[user], amount).await.unwrap();
+                model.account(user).held_nanos -= amount;
+            }
+            Op::HoldAvailable { .. } => unreachable!("rewritten above"),
             Op::VoidAll => {
                 // Cases run one after another on a database of their own test, so this
                 // voids this case's holds alone.
                 ledger.void_all_holds().await.unwrap();
-                for (_, (user, held)) in model.holds.drain() {
-                    model.accounts.entry(user).or_default().held_nanos -= held;
+                for account in model.accounts.values_mut() {
+                    account.held_nanos = 0;
                 }
             }
         }
         for (i, id) in users.iter().enumerate() {
             let account = ledger.account(id).await.unwrap();
             prop_assert_eq!(account, model.accounts.get(&i).copied().unwrap_or_default(), "user {}", i);
-            prop_assert!(account.available_nanos() >= 0);
+            prop_assert!(account.available_nanos() >= 0 && account.held_nanos >= 0);
             // I1: a balance is its credits minus its usage costs.
             let credits: i64 = ledger.entries(id).await.unwrap().iter().map(|e| e.amount_nanos).sum();
             let charges: i64 = store.usage().records(id).await.unwrap().iter().map(|u| u.cost_nanos).sum();
@@ -192,35 +214,6 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
             prop_assert_eq!(charges, model.charges.get(&i).copied().unwrap_or(0));
         }
     }
-    Ok(())
-}
-
-/// Settles `(request index, cost)` pairs (unknown indexes skipped) in one batch, in the
-/// store and the model.
-async fn settle_batch(
-    ledger: &crate::ledger::Ledger<'_>,
-    model: &mut Model,
-    requests: &[String],
-    batch: &[(usize, i64)],
-) -> Result<(), TestCaseError> {
-    let batch: Vec<(usize, i64)> = batch.iter().copied().filter(|(r, _)| *r < requests.len()).collect();
-    let rows: Vec<UsageRow> = batch.iter().map(|&(r, cost)| usage(&requests[r], "ignored", cost)).collect();
-    let got = ledger.settle(&rows).await.unwrap();
-    let want: Vec<Settled> = batch
-        .iter()
-        .map(|&(request, cost)| match model.holds.remove(&request) {
-            Some((user, held)) => {
-                let charged = cost.min(held);
-                let account = model.accounts.entry(user).or_default();
-                account.held_nanos -= held;
-                account.balance_nanos -= charged;
-                *model.charges.entry(user).or_default() += charged;
-                Settled::Charged { charged_nanos: charged }
-            }
-            None => Settled::NoHold,
-        })
-        .collect();
-    prop_assert_eq!(got, want);
     Ok(())
 }
 
@@ -239,10 +232,10 @@ fn ledger_matches_its_model() {
     }
 }
 
-/// L2: 64 tasks race to reserve on a balance that covers exactly K holds; never more
+/// L2: 64 tasks race to hold money on a balance that covers exactly K holds; never more
 /// than K coexist, the balance never goes negative, and the final balance is exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_reservations_never_overdraw() {
+async fn concurrent_holds_never_overdraw() {
     const K: i64 = 5;
     const HOLD: i64 = 1_000;
     for (kind, store) in stores().await {
@@ -259,8 +252,7 @@ async fn concurrent_reservations_never_overdraw() {
             async move {
                 barrier.wait().await;
                 for i in 0..10 {
-                    let request = format!("{user_id}-{t}-{i}");
-                    if !store.ledger().reserve(&request, &user_id, HOLD, 1).await.unwrap() {
+                    if !store.ledger().hold(&user_id, HOLD).await.unwrap() {
                         continue;
                     }
                     let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
@@ -269,7 +261,8 @@ async fn concurrent_reservations_never_overdraw() {
                     assert!(account.available_nanos() >= 0 && account.held_nanos <= K * HOLD);
                     open.fetch_sub(1, Ordering::SeqCst);
                     let cost = (t * 7 + i) % 3;
-                    let settled = store.ledger().settle(&[usage(&request, &user_id, cost)]).await.unwrap();
+                    let row = usage(&format!("{user_id}-{t}-{i}"), &user_id, cost);
+                    let settled = store.ledger().settle(&[row], &[(user_id.clone(), HOLD - cost)]).await.unwrap();
                     assert_eq!(settled, vec![Settled::Charged { charged_nanos: cost }]);
                     charged.fetch_add(cost, Ordering::SeqCst);
                 }
@@ -283,7 +276,7 @@ async fn concurrent_reservations_never_overdraw() {
             Account { balance_nanos: K * HOLD - charged.load(Ordering::SeqCst), held_nanos: 0 },
             "{kind}"
         );
-        assert_eq!(store.ledger().open_holds().await.unwrap(), 0, "{kind}");
+        assert_eq!(store.ledger().total_held().await.unwrap(), 0, "{kind}");
     }
 }
 
@@ -293,9 +286,9 @@ async fn duplicate_settlement_is_a_no_op() {
     for (kind, store) in stores().await {
         let store = Arc::new(store);
         let user_id = new_user(&store).await;
-        store.ledger().credit(&credit(&user_id, 10_000, None, "")).await.unwrap();
+        store.ledger().credit(&credit(&user_id, 100_000, None, "")).await.unwrap();
+        assert!(store.ledger().hold(&user_id, 50_000).await.unwrap());
         let request = format!("{user_id}-req");
-        assert!(store.ledger().reserve(&request, &user_id, 5_000, 1).await.unwrap());
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -303,21 +296,20 @@ async fn duplicate_settlement_is_a_no_op() {
                     (store.clone(), request.clone(), user_id.clone(), barrier.clone());
                 async move {
                     barrier.wait().await;
-                    store.ledger().settle(&[usage(&request, &user_id, 1_234)]).await.unwrap()
+                    store.ledger().settle(&[usage(&request, &user_id, 1_234)], &[]).await.unwrap()
                 }
             })
             .collect();
-        let mut charged = 0;
-        for t in futures::future::join_all(tasks).await {
-            if t == vec![Settled::Charged { charged_nanos: 1_234 }] {
-                charged += 1;
-            }
-        }
-        assert_eq!(charged, 1, "{kind}");
+        let outcomes = futures::future::join_all(tasks).await;
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == vec![Settled::Charged { charged_nanos: 1_234 }]).count(),
+            1,
+            "{kind}"
+        );
         assert_eq!(store.usage().records(&user_id).await.unwrap().len(), 1, "{kind}");
         assert_eq!(
             store.ledger().account(&user_id).await.unwrap(),
-            Account { balance_nanos: 10_000 - 1_234, held_nanos: 0 },
+            Account { balance_nanos: 100_000 - 1_234, held_nanos: 50_000 - 1_234 },
             "{kind}"
         );
     }

@@ -40,7 +40,8 @@ struct Args {
     /// Worker threads of the servers' runtime.
     #[arg(long, default_value_t = 2)]
     server_threads: usize,
-    /// `postgres://...` to keep billing in PostgreSQL; default: SQLite in a temp dir.
+    /// `postgres://...` of an empty database (e.g. `createdb tm_bench`) to keep billing in
+    /// PostgreSQL; default: SQLite in a temp dir.
     #[arg(long)]
     database_url: Option<String>,
 }
@@ -66,8 +67,13 @@ fn main() -> Result<()> {
         }
         let direct_rps = closed_loop(&http, &direct_url, args.concurrency, args.requests).await?;
         let gateway_rps = closed_loop(&http, &gateway_url, args.concurrency, args.requests).await?;
-        let direct = open_loop(&http, &direct_url, args.rate, args.seconds).await?;
-        let gateway = open_loop(&http, &gateway_url, args.rate, args.seconds).await?;
+        // Alternated and averaged, so neither side always runs on a warmer machine.
+        let (mut direct, mut gateway) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            direct.push(open_loop(&http, &direct_url, args.rate, args.seconds).await?);
+            gateway.push(open_loop(&http, &gateway_url, args.rate, args.seconds).await?);
+        }
+        let (direct, gateway) = (Latency::mean(&direct), Latency::mean(&gateway));
         servers_settled(&control).await?;
 
         println!("\n{:<44} {:>10} {:>10} {:>8}", "figure", "direct", "gateway", "ratio");
@@ -208,6 +214,17 @@ struct Latency {
     errors: usize,
 }
 
+impl Latency {
+    fn mean(runs: &[Latency]) -> Latency {
+        let n = runs.len() as f64;
+        Latency {
+            p50: runs.iter().map(|r| r.p50).sum::<f64>() / n,
+            p99: runs.iter().map(|r| r.p99).sum::<f64>() / n,
+            errors: runs.iter().map(|r| r.errors).sum(),
+        }
+    }
+}
+
 /// Latencies (ms) of `rate` requests per second for `seconds`, each measured from when it
 /// was due.
 async fn open_loop(http: &reqwest::Client, url: &str, rate: u64, seconds: u64) -> Result<Latency> {
@@ -246,7 +263,7 @@ async fn admin_id(control: &tm_control::Control) -> Result<String> {
 /// Waits (bounded) until every gateway request is settled.
 async fn servers_settled(control: &tm_control::Control) -> Result<()> {
     for _ in 0..200 {
-        if control.store().ledger().open_holds().await? == 0 {
+        if control.store().ledger().total_held().await? == 0 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -25,7 +25,7 @@ fn usd(n: i64) -> Value {
 
 async fn settled(store: &tm_store::Store) {
     for _ in 0..200 {
-        if store.ledger().open_holds().await.unwrap() == 0 {
+        if store.ledger().total_held().await.unwrap() == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -153,7 +153,7 @@ async fn balances_prices_and_admin_routes() {
         assert_eq!((status, refused["error"]["type"].as_str()), (402, Some("insufficient_quota")), "{refused}");
         let store = tm_store::Store::open(&db.url).await.unwrap();
         assert!(store.usage().records(&dave_id).await.unwrap().is_empty());
-        assert_eq!(store.ledger().open_holds().await.unwrap(), 0);
+        assert_eq!(store.ledger().total_held().await.unwrap(), 0);
 
         // Users cannot move money or change prices.
         let add = |amount: Value| json!({"targetUserId": dave_id, "amount": amount});

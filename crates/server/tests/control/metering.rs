@@ -61,12 +61,12 @@ async fn set_price(control_url: &str, price: Price) {
 
 async fn wait_until_settled(control: &Control) {
     for _ in 0..200 {
-        if control.store().ledger().open_holds().await.unwrap() == 0 {
+        if control.store().ledger().total_held().await.unwrap() == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("holds remain 10 s after the last request");
+    panic!("money still held 10 s after the last request");
 }
 
 /// A small deterministic generator, so a failing run can be replayed.

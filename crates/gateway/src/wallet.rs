@@ -1,0 +1,106 @@
+//! Leases: money this process holds for a user's requests. A request's worst-case cost is
+//! taken from its user's lease in memory; only when the lease runs short does the gateway
+//! hold more in the database (one conditional statement, for the need plus headroom), so
+//! a busy user costs a database round trip per many requests, not per request.
+//!
+//! The lease is money held in the account, so the database's invariant (balance - held >=
+//! 0) covers it and no other process can spend it; a request is refused exactly when the
+//! account's available balance plus this lease's free part cannot cover it. Leases idle
+//! for a while are given back; a killed process's leases are voided at the next start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tm_store::{Store, StoreError};
+
+/// A lease grows by this many times the request that ran it short, so that the next
+/// requests find money in memory.
+const HEADROOM: i64 = 32;
+
+#[derive(Debug)]
+struct Lease {
+    /// Held in the database, promised to no request.
+    free: i64,
+    in_flight: usize,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+pub(crate) struct Wallets {
+    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lease>>>>,
+}
+
+impl Wallets {
+    fn lease(&self, user_id: &str) -> Option<Arc<tokio::sync::Mutex<Lease>>> {
+        let mut leases = self.leases.lock().ok()?;
+        let lease = leases.entry(user_id.to_owned()).or_insert_with(|| {
+            Arc::new(tokio::sync::Mutex::new(Lease { free: 0, in_flight: 0, last_used: Instant::now() }))
+        });
+        Some(lease.clone())
+    }
+
+    /// Promises `amount` of the user's money to a request. False when the account cannot
+    /// cover it.
+    pub async fn take(&self, store: &Store, user_id: &str, amount: i64) -> Result<bool, StoreError> {
+        let Some(lease) = self.lease(user_id) else { return Ok(false) };
+        // Held across the database call: concurrent requests of one user wait for one
+        // top-up instead of each making their own.
+        let mut lease = lease.lock().await;
+        if lease.free < amount {
+            let need = amount - lease.free;
+            let ledger = store.ledger();
+            let grow = need.saturating_add(amount.saturating_mul(HEADROOM));
+            if ledger.hold(user_id, grow).await? {
+                lease.free += grow;
+            } else if ledger.hold(user_id, need).await? {
+                lease.free += need;
+            } else {
+                return Ok(false);
+            }
+        }
+        lease.free -= amount;
+        lease.in_flight += 1;
+        lease.last_used = Instant::now();
+        Ok(true)
+    }
+
+    /// A request ended: of the `amount` it was promised, `charged` left the account with
+    /// its settlement; the rest goes back to the lease.
+    pub async fn finish(&self, user_id: &str, amount: i64, charged: i64) {
+        let Some(lease) = self.lease(user_id) else { return };
+        let mut lease = lease.lock().await;
+        lease.free += amount - charged.clamp(0, amount);
+        lease.in_flight = lease.in_flight.saturating_sub(1);
+        lease.last_used = Instant::now();
+    }
+
+    /// Gives back to their accounts the leases unused for `idle` (all of them with
+    /// `Duration::ZERO` and nothing in flight).
+    pub async fn release_idle(&self, store: &Store, idle: Duration) {
+        let leases: Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> = match self.leases.lock() {
+            Ok(l) => l.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return,
+        };
+        for (user_id, lease) in leases {
+            let mut l = lease.lock().await;
+            if l.in_flight > 0 || l.last_used.elapsed() < idle {
+                continue;
+            }
+            if l.free > 0 {
+                if let Err(e) = store.ledger().release(&user_id, l.free).await {
+                    tracing::warn!(error = %e, "cannot give a lease back; it is voided at restart");
+                    continue;
+                }
+                l.free = 0;
+            }
+            drop(l);
+            if let Ok(mut map) = self.leases.lock() {
+                // Forget it unless a request took it up meanwhile.
+                if map.get(&user_id).is_some_and(|a| Arc::ptr_eq(a, &lease) && Arc::strong_count(a) == 2) {
+                    map.remove(&user_id);
+                }
+            }
+        }
+    }
+}
