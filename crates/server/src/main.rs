@@ -67,6 +67,23 @@ enum UserCommand {
         #[arg(long, env = "TENSORMESH_NEW_USER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
+    /// Override a user's rate limits (over all their keys, and capping each key); a
+    /// limit left out goes back to the server default, 0 means unlimited. A running
+    /// server applies it within 5 seconds.
+    SetLimits {
+        email: String,
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+        #[arg(long)]
+        tokens_per_minute: Option<u32>,
+    },
+    /// Add prepaid credit to a user's balance (what `tm admin billing balances add` does).
+    AddCredit {
+        email: String,
+        /// Amount in USD.
+        #[arg(long)]
+        usd: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +166,29 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
             let user = control.user_by_email(&email).await?;
             let user = control.set_role(&user.id, parse_role(&role)?).await?;
             println!("{} is now {}", user.email, user.role);
+        }
+        UserCommand::SetLimits { email, requests_per_minute, tokens_per_minute } => {
+            let user = control.user_by_email(&email).await?;
+            let limits = tm_store::rate_limits::LimitOverride {
+                requests_per_minute: requests_per_minute.map(i64::from),
+                tokens_per_minute: tokens_per_minute.map(i64::from),
+            };
+            control.store().rate_limits().set(&user.id, limits).await?;
+            let show = |v: Option<u32>| v.map_or("server default".to_owned(), |n| n.to_string());
+            println!(
+                "{}: {} requests/min, {} tokens/min",
+                user.email,
+                show(requests_per_minute),
+                show(tokens_per_minute)
+            );
+        }
+        UserCommand::AddCredit { email, usd } => {
+            let user = control.user_by_email(&email).await?;
+            let nanos = tm_control::billing::price::nanos_from_usd(usd)
+                .filter(|n| *n > 0)
+                .with_context(|| format!("--usd must be a positive amount, got {usd}"))?;
+            let balance = control.grant(&user.id, nanos, "Credit added by an operator").await?;
+            println!("{}: balance {} USD", user.email, tm_control::billing::price::usd_decimal(balance));
         }
         UserCommand::ResetPassword { email, password } => {
             let user = control.user_by_email(&email).await?;

@@ -388,3 +388,30 @@ async fn rate_limits_refuse_with_retry_after_and_bill_nothing() {
     wait_until_settled(&control).await;
     assert_eq!(control.store().usage().records(&user_id).await.unwrap().len(), 11);
 }
+
+/// A user's override (what `tensormesh user set-limits` writes) replaces the defaults for
+/// the user and caps each of their keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_override_limits_all_their_keys() {
+    let db = tm_testkit::sqlite();
+    let engine = Arc::new(FakeEngine::new(Duration::ZERO, 64));
+    let s = start_with(&db, Engine::Given(engine), Options::default());
+    let url = s.inference.clone().unwrap();
+    let control = domain(&db).await;
+    let (user_id, keys) = funded_user(&control, "limited@example.com", 1_000_000_000, 2).await;
+    let limits = tm_store::rate_limits::LimitOverride { requests_per_minute: Some(3), tokens_per_minute: None };
+    control.store().rate_limits().set(&user_id, limits).await.unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = client()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&keys[i % 2])
+            .json(&json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-ratelimit-limit-requests"], "3");
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "three per minute over both keys");
+}
