@@ -282,3 +282,23 @@ async fn balances_prices_and_admin_routes() {
         store.close().await;
     }
 }
+
+/// Money a killed server left held is voided when the next one starts (its requests died
+/// with it, unbilled), so the balance is available again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_left_by_a_dead_process_are_voided_at_start() {
+    for db in tm_testkit::all().await {
+        let dave_id = create_user(&db, "dave@example.com", "dave-password").await;
+        let store = tm_store::Store::open(&db.url).await.unwrap();
+        let control =
+            tm_control::Control::new(store.clone(), Arc::new(tm_control::clock::SystemClock), Default::default());
+        control.grant(&dave_id, 1_000, "test").await.unwrap();
+        assert!(store.ledger().hold(&dave_id, 800).await.unwrap());
+        assert_eq!(store.ledger().account(&dave_id).await.unwrap().available_nanos(), 200);
+
+        let _s = start_with(&db, Engine::Given(Arc::new(FakeEngine::new(Duration::ZERO, 4))), Options::default());
+        let account = store.ledger().account(&dave_id).await.unwrap();
+        assert_eq!((account.balance_nanos, account.held_nanos), (1_000, 0), "{}", db.kind);
+        store.close().await;
+    }
+}
