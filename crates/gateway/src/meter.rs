@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use tm_backend::{Generation, GenerationEvent, Prepared};
 use tm_control::billing::price::usd_decimal;
-use tm_control::billing::Price;
 use tm_control::keys::KeyHolder;
 use tm_control::Control;
 use tm_store::rate_limits::LimitOverride;
@@ -109,7 +108,9 @@ impl Gateway {
             Ok(true) => {}
             Ok(false) => {
                 give_back();
-                let available = store.ledger().account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
+                // What the account has free plus what this process holds for the user unused.
+                let in_account = store.ledger().account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
+                let available = in_account + wallets.free(user_id).await;
                 return Err(GatewayError::InsufficientBalance {
                     needed: usd_decimal(hold),
                     available: usd_decimal(available.max(0)),
@@ -225,7 +226,6 @@ fn refused(r: Refusal, what: &'static str, amount: u64) -> GatewayError {
 /// or abandoned by a client that left), its receipt goes to the settler, which records
 /// the usage and charges it exactly once.
 pub struct Metered {
-    pub prompt_tokens: u64,
     events: mpsc::UnboundedReceiver<GenerationEvent>,
     pending: Option<Pending>,
     settle: mpsc::UnboundedSender<Pending>,
@@ -233,17 +233,12 @@ pub struct Metered {
 
 impl Metered {
     fn new(generation: Generation, ticket: Ticket, settle: mpsc::UnboundedSender<Pending>) -> Metered {
-        let Generation { prompt_tokens, events, receipt } = generation;
-        Metered { prompt_tokens, events, pending: Some(Pending { ticket, receipt }), settle }
+        let Generation { events, receipt, .. } = generation;
+        Metered { events, pending: Some(Pending { ticket, receipt }), settle }
     }
 
     pub async fn recv(&mut self) -> Option<GenerationEvent> {
         self.events.recv().await
-    }
-
-    /// The price it is billed at.
-    pub fn price(&self) -> Option<Price> {
-        self.pending.as_ref().map(|p| p.ticket.price)
     }
 }
 

@@ -65,6 +65,14 @@ impl Wallets {
         Ok(true)
     }
 
+    /// Held for the user and promised to no request.
+    pub async fn free(&self, user_id: &str) -> i64 {
+        match self.lease(user_id) {
+            Some(lease) => lease.lock().await.free,
+            None => 0,
+        }
+    }
+
     /// A request ended: of the `amount` it was promised, `charged` left the account with
     /// its settlement; the rest goes back to the lease.
     pub async fn finish(&self, user_id: &str, amount: i64, charged: i64) {
