@@ -26,8 +26,8 @@ const LEASE_IDLE: Duration = Duration::from_secs(1);
 const GATHER: Duration = Duration::from_millis(5);
 /// How long, after shutdown, receipts of cancelled generations are waited for.
 const DRAIN: Duration = Duration::from_secs(10);
-/// A failed batch is retried this many times (with backoff) before it is given up; its
-/// holds then stay until the next start voids them, so the requests are not charged.
+/// A failed batch is retried this many times (with backoff) before it is given up: its
+/// requests then go unbilled (logged) and what was held for them goes back to the leases.
 const MAX_ATTEMPTS: u32 = 8;
 
 /// What the settler needs to charge a request.
@@ -70,9 +70,9 @@ impl Settler {
     }
 
     /// Settles until every gateway is gone, or `shutdown` resolves, and then whatever is
-    /// pending (receipts still missing `DRAIN` after shutdown are given up: their holds
-    /// are voided at the next start, unbilled); gives idle leases back as it goes, and all
-    /// of them at the end.
+    /// pending (receipts still missing `DRAIN` after shutdown are given up: what was held
+    /// for them is voided at the next start, unbilled); gives idle leases back as it goes,
+    /// and all of them at the end.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let mut waiting = FuturesUnordered::new();
         let mut open = true;
