@@ -44,12 +44,12 @@ async fn funded_user(control: &Control, email: &str, credit: i64, keys: usize) -
     (id, tokens)
 }
 
-/// Sets the stand-in model's price through the admin route (which also clears the
-/// server's price cache).
-async fn set_price(control_url: &str, price: Price) {
+/// Sets a model's price through the admin route (which also clears the server's price
+/// cache).
+async fn set_price(control_url: &str, model: &str, price: Price) {
     let admin = admin_login(control_url).await;
     let (_, list) = call(control_url, &admin.access, Method::GET, "/v1/admin/billing/serverless-pricing", None).await;
-    let id = list["pricing"].as_array().unwrap().iter().find(|p| p["model"] == FAKE_MODEL).unwrap()["id"].clone();
+    let id = list["pricing"].as_array().unwrap().iter().find(|p| p["model"] == model).unwrap()["id"].clone();
     let money =
         |n: i64| json!({"currencyCode": "USD", "units": (n / 1_000_000_000).to_string(), "nanos": n % 1_000_000_000});
     let body = json!({"pricing": {"id": id, "inputTokenPrice": money(price.input),
@@ -178,7 +178,7 @@ async fn concurrent_streams_with_disconnects_reconcile_exactly() {
         let url = s.inference.clone().unwrap();
         // Prices that do not divide evenly, so per-request rounding is exercised.
         let price = Price { input: 1_234_567, output: 4_567_891, cached: 345_678 };
-        set_price(&s.control, price).await;
+        set_price(&s.control, FAKE_MODEL, price).await;
         let control = domain(&db).await;
         const CREDIT: i64 = 16_000;
         let mut users = Vec::new();
@@ -257,47 +257,114 @@ async fn concurrent_streams_with_disconnects_reconcile_exactly() {
         let ids: std::collections::HashSet<&str> = outcomes.iter().map(|o| o.request_id.as_str()).collect();
         assert_eq!(ids.len(), outcomes.len(), "request ids must be the server's own and unique");
 
-        let mut cached_seen = false;
-        for (u, (user_id, _)) in users.iter().enumerate() {
-            let rows = control.store().usage().records(user_id).await.unwrap();
-            let account = control.store().ledger().account(user_id).await.unwrap();
-            let charged: i64 = rows.iter().map(|r| r.cost_nanos).sum();
-            assert_eq!(account.held_nanos, 0, "{}", db.kind);
-            assert_eq!(CREDIT - account.balance_nanos, charged, "{}: balance and usage disagree", db.kind);
-            for r in &rows {
-                let expected = price.cost(r.prompt_tokens as u64, r.cached_tokens as u64, r.completion_tokens as u64);
-                assert_eq!(r.cost_nanos, expected, "{}: {r:?}", db.kind);
-                cached_seen |= r.cached_tokens > 0;
-            }
-            let by_id: HashMap<&str, _> = rows.iter().map(|r| (r.request_id.as_str(), r)).collect();
-            for o in outcomes.iter().filter(|o| o.user == u) {
-                let row = by_id.get(o.request_id.as_str());
-                if o.status != 200 {
-                    assert!(row.is_none(), "{}: a refused request was billed: {o:?}", db.kind);
-                    continue;
-                }
-                let row = row.unwrap_or_else(|| panic!("{}: a served request has no usage row: {o:?}", db.kind));
-                if o.disconnected {
-                    assert!(
-                        o.delivered <= row.completion_tokens && row.completion_tokens <= o.delivered + 50,
-                        "{}: delivered {} but billed {} completion tokens",
-                        db.kind,
-                        o.delivered,
-                        row.completion_tokens
-                    );
-                } else {
-                    let usage = o.usage.as_ref().unwrap_or_else(|| panic!("no usage: {o:?}"));
-                    assert_eq!(usage["prompt_tokens"], row.prompt_tokens, "{o:?}");
-                    assert_eq!(usage["completion_tokens"], row.completion_tokens, "{o:?}");
-                    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], row.cached_tokens, "{o:?}");
-                    assert_eq!(o.delivered, row.completion_tokens, "{o:?}");
-                }
-            }
-            assert_eq!(rows.len(), outcomes.iter().filter(|o| o.user == u && o.status == 200).count());
-        }
+        let cached_seen = reconcile(db.kind, &control, &users, CREDIT, price, &outcomes, true).await;
         assert!(cached_seen, "no request reused a prefix");
         assert!(outcomes.iter().any(|o| o.stream && o.status == 200 && !o.disconnected));
     }
+}
+
+/// The L4 checks, after the load: per user, the balance moved by exactly the sum of the
+/// usage records' costs, each cost is the price of its tokens, nothing is held; every 200
+/// has exactly one usage row and every refusal none; completed requests were billed what
+/// their `usage` said, dropped streams at least what they received (and at most 50 tokens
+/// more: generation stops at the next step). `one_token_per_event`: the stand-in engine
+/// sends a content event per token. Returns whether any request was served from the cache.
+async fn reconcile(
+    kind: &str,
+    control: &Control,
+    users: &[(String, Vec<String>)],
+    credit: i64,
+    price: Price,
+    outcomes: &[Outcome],
+    one_token_per_event: bool,
+) -> bool {
+    let mut cached_seen = false;
+    for (u, (user_id, _)) in users.iter().enumerate() {
+        let rows = control.store().usage().records(user_id).await.unwrap();
+        let account = control.store().ledger().account(user_id).await.unwrap();
+        let charged: i64 = rows.iter().map(|r| r.cost_nanos).sum();
+        assert_eq!(account.held_nanos, 0, "{}", kind);
+        assert_eq!(credit - account.balance_nanos, charged, "{}: balance and usage disagree", kind);
+        for r in &rows {
+            let expected = price.cost(r.prompt_tokens as u64, r.cached_tokens as u64, r.completion_tokens as u64);
+            assert_eq!(r.cost_nanos, expected, "{}: {r:?}", kind);
+            cached_seen |= r.cached_tokens > 0;
+        }
+        let by_id: HashMap<&str, _> = rows.iter().map(|r| (r.request_id.as_str(), r)).collect();
+        for o in outcomes.iter().filter(|o| o.user == u) {
+            let row = by_id.get(o.request_id.as_str());
+            if o.status != 200 {
+                assert!(row.is_none(), "{}: a refused request was billed: {o:?}", kind);
+                continue;
+            }
+            let row = row.unwrap_or_else(|| panic!("{}: a served request has no usage row: {o:?}", kind));
+            if o.disconnected {
+                assert!(
+                    o.delivered <= row.completion_tokens && row.completion_tokens <= o.delivered + 50,
+                    "{}: delivered {} but billed {} completion tokens",
+                    kind,
+                    o.delivered,
+                    row.completion_tokens
+                );
+            } else {
+                let usage = o.usage.as_ref().unwrap_or_else(|| panic!("no usage: {o:?}"));
+                assert_eq!(usage["prompt_tokens"], row.prompt_tokens, "{o:?}");
+                assert_eq!(usage["completion_tokens"], row.completion_tokens, "{o:?}");
+                assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], row.cached_tokens, "{o:?}");
+                if one_token_per_event {
+                    assert_eq!(o.delivered, row.completion_tokens, "{o:?}");
+                }
+            }
+        }
+        assert_eq!(rows.len(), outcomes.iter().filter(|o| o.user == u && o.status == 200).count());
+    }
+    cached_seen
+}
+
+/// L4's slower variant through the real engine (gemma 270M, SQLite): llama.cpp itself must
+/// stop a generation whose client left and report what it computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn real_engine_streams_with_disconnects_reconcile_exactly() {
+    let db = tm_testkit::sqlite();
+    let s = start_with(&db, Engine::Real, Options::default());
+    let url = s.inference.clone().unwrap();
+    let price = Price { input: 1_234_567, output: 4_567_891, cached: 345_678 };
+    set_price(&s.control, crate::common::MODEL, price).await;
+    let control = domain(&db).await;
+    const CREDIT: i64 = 1_500;
+    let mut users = Vec::new();
+    for u in 0..2 {
+        users.push(funded_user(&control, &format!("real{u}@example.com"), CREDIT, 1).await);
+    }
+    let mut rng = Rng(0x5eed_0000_0000_0002);
+    let shared = "You are a helpful assistant for a small bakery in Lyon. Answer briefly.";
+    let plans: Vec<Plan> = (0..40)
+        .map(|i| {
+            let user = i % 2;
+            let stream = rng.chance(60);
+            let drop_after = (stream && rng.chance(40)).then(|| 1 + rng.below(4) as usize);
+            let max_tokens = 8 + rng.below(25);
+            let system = if rng.chance(25) { shared.to_owned() } else { format!("Request {i}.") };
+            let body = if rng.chance(5) {
+                json!({"model": crate::common::MODEL, "messages": 7})
+            } else {
+                json!({"model": crate::common::MODEL, "max_tokens": max_tokens, "stream": stream,
+                       "stream_options": {"include_usage": true}, "ignore_eos": true,
+                       "messages": [{"role": "system", "content": system}, {"role": "user", "content": format!("Item {i}?")}]})
+            };
+            Plan { user, key: users[user].1[0].clone(), body, stream, drop_after }
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = futures::stream::iter(plans).map(|p| run(&url, p)).buffer_unordered(4).collect().await;
+    wait_until_settled(&control).await;
+    let statuses: Vec<u16> = outcomes.iter().map(|o| o.status).collect();
+    let count = |s: u16| statuses.iter().filter(|&&x| x == s).count();
+    let dropped = outcomes.iter().filter(|o| o.disconnected).count();
+    eprintln!("real engine: 200 x{}, 400 x{}, 402 x{}, {dropped} streams dropped", count(200), count(400), count(402));
+    assert!(statuses.iter().all(|s| [200, 400, 402].contains(s)), "{statuses:?}");
+    assert!(statuses.contains(&402) && statuses.contains(&200), "{statuses:?}");
+    assert!(outcomes.iter().any(|o| o.disconnected && o.status == 200), "no disconnect happened");
+    reconcile("sqlite, real engine", &control, &users, CREDIT, price, &outcomes, false).await;
 }
 
 /// F2: more concurrent requests than the engine admits: only 200 or 503 with
