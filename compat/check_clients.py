@@ -74,6 +74,11 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    report()
+
+
+def report():
+    """Prints the tally and exits non-zero on any failure."""
     failed = sum(1 for _, err in results if err)
     print(f"{len(results) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -1,0 +1,201 @@
+"""Parity of our `tm` (Rust) with the official `tm` 0.2.1: both run the same commands
+against the same running `tensormesh serve`, with the same config home, and must agree on
+exit code and stdout (JSON compared as data; only values that legitimately differ between
+two runs are normalised).
+
+Usage: python cli_parity.py PATH/TO/tensormesh PATH/TO/our/tm [MODEL]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from check_clients import ADMIN_EMAIL, ADMIN_PASSWORD, KEY, check, report, start_server  # noqa: E402
+
+OFFICIAL = os.path.join(os.path.dirname(sys.executable), "tm")
+
+
+def run(binary, args, home, env_extra=None, stdin=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORMESH_")}
+    env.update(TM_CONFIG_HOME=home, **(env_extra or {}))
+    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=120, input=stdin)
+    return out.returncode, out.stdout, out.stderr
+
+
+def same(ours_bin, args, home, env_extra=None, as_json=True, normalise=None, stdin=None):
+    theirs = run(OFFICIAL, args, home, env_extra, stdin)
+    ours = run(ours_bin, args, home, env_extra, stdin)
+    assert theirs[0] == ours[0], f"exit codes differ: official {theirs[0]} ({theirs[2]!r}), ours {ours[0]} ({ours[2]!r})"
+    if as_json and theirs[0] == 0:
+        a, b = json.loads(theirs[1]), json.loads(ours[1])
+        if normalise:
+            a, b = normalise(a), normalise(b)
+        assert a == b, f"stdout differs:\nofficial {json.dumps(a, indent=1)}\nours     {json.dumps(b, indent=1)}"
+    elif theirs[0] == 0:
+        assert theirs[1] == ours[1], f"stdout differs:\nofficial {theirs[1]!r}\nours     {ours[1]!r}"
+    return ours
+
+
+def login_tokens(control):
+    """The browser flow over HTTP (the sign-in form posted directly)."""
+    start = json.load(urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/start", method="POST")))
+    request = urllib.parse.parse_qs(urllib.parse.urlparse(start["auth_url"]).query)["request"][0]
+    form = urllib.parse.urlencode({"request": request, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
+                                   "action": "approve"}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/login", data=form))
+    body = json.dumps({"cli_code": start["cli_code"]}).encode()
+    req = urllib.request.Request(f"{control}/auth/cli/exchange", data=body,
+                                 headers={"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+
+
+def main():
+    server_bin, ours = sys.argv[1], os.path.abspath(sys.argv[2])
+    model = sys.argv[3] if len(sys.argv) > 3 else "gemma-3-270m"
+    proc, base, control, _ = start_server(server_bin, model, None)
+    try:
+        checks(ours, base, control, model)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    report()
+
+
+def checks(ours, base, control, model):
+    cp = ["--controlplane-base", control]
+    empty = tempfile.mkdtemp(prefix="tm-parity-empty-")
+    home = tempfile.mkdtemp(prefix="tm-parity-home-")
+
+    @check("parity: --version, version --output raw, completion bash/zsh/fish")
+    def _():
+        same(ours, ["--version"], empty, as_json=False)
+        same(ours, ["--output", "raw", "version"], empty, as_json=False)
+        for shell in ("bash", "zsh", "fish", "ZSH"):
+            same(ours, ["completion", shell], empty, as_json=False)
+
+    @check("parity: usage errors (no subcommand, unknown command, option after the subcommand)")
+    def _():
+        same(ours, [], empty, as_json=False)
+        same(ours, ["auth"], empty, as_json=False)
+        same(ours, ["nonsense"], empty, as_json=False)
+        same(ours, ["auth", "status", "--output", "json"], empty, as_json=False)
+
+    @check("parity: config init (writes 0600, refuses a second time), config show [--sources]")
+    def _():
+        theirs_home, our_home = tempfile.mkdtemp(), tempfile.mkdtemp()
+        for binary, h in ((OFFICIAL, theirs_home), (ours, our_home)):
+            rc, out, err = run(binary, ["config", "init"], h)
+            assert rc == 0 and out.strip() == os.path.join(h, "config.toml"), (binary, rc, out, err)
+            assert os.stat(os.path.join(h, "config.toml")).st_mode & 0o777 == 0o600
+            assert run(binary, ["config", "init"], h)[0] == 1
+        # Each reads the file the other wrote.
+        for h in (theirs_home, our_home):
+            same(ours, ["--output", "json", "config", "show"], h, normalise=lambda v: v)
+        with open(os.path.join(home, "config.toml"), "w") as f:
+            f.write('controlplane_base = "http://example.invalid"\ntimeout_seconds = 12\nmax_retries = 1\n'
+                    '[overrides]\ngateway_api_key = "overrideabcdefghij"\n'
+                    '[managed]\ngateway_provider = "lambda"\ngateway_user_id = "U1"\n')
+        same(ours, ["--output", "json", "config", "show", "--sources"], home)
+        same(ours, ["--output", "json", "config", "show", "--sources"], home, {"TENSORMESH_TIMEOUT_SECONDS": "7"})
+        same(ours, ["--output", "json", "--timeout", "5", "config", "show", "--sources"], home,
+             {"TENSORMESH_TIMEOUT_SECONDS": "7"})
+        same(ours, ["--output", "table", "config", "show"], home, as_json=False)
+        same(ours, ["--output", "yaml", "config", "show"], home, as_json=False)
+        os.remove(os.path.join(home, "config.toml"))
+
+    @check("parity: Control Plane commands without a token exit 2")
+    def _():
+        for args in (["billing", "balance"], ["auth", "whoami"], ["billing", "pricing", "serverless", "list"]):
+            same(ours, cp + args, empty, as_json=False)
+        same(ours, ["auth", "print-token", "--yes-i-know"], empty, as_json=False)
+
+    tokens = login_tokens(control)
+    with open(os.path.join(home, "auth.json"), "w") as f:
+        json.dump(tokens, f)
+
+    @check("parity: auth status / print-token / whoami")
+    def _():
+        same(ours, ["--output", "json"] + cp + ["auth", "status"], home)
+        same(ours, cp + ["auth", "status"], home, as_json=False)
+        same(ours, cp + ["auth", "status", "--exit-status"], home, as_json=False)
+        same(ours, ["auth", "print-token"], home, as_json=False)
+        same(ours, ["auth", "print-token", "--yes-i-know"], home, as_json=False)
+        same(ours, ["--output", "json"] + cp + ["auth", "whoami"], home)
+
+    @check("parity: billing balance / transactions / spending / pricing, in every format")
+    def _():
+        for args in (["billing", "balance"], ["billing", "transactions", "list"],
+                     ["billing", "transactions", "list", "--page-size", "1"],
+                     ["billing", "spending", "summary"], ["billing", "spending", "history"],
+                     ["billing", "pricing", "serverless", "list", "--active-only"],
+                     ["billing", "pricing", "serverless", "list", "--model", model]):
+            same(ours, ["--output", "json"] + cp + args, home)
+            same(ours, ["--output", "raw"] + cp + args, home, as_json=False)
+            same(ours, ["--output", "table"] + cp + args, home, as_json=False)
+
+    infer = ["--base-url", base, "--api-key", KEY]
+
+    @check("parity: infer models / health / version / tokenize / detokenize")
+    def _():
+        def created(v):
+            for m in v.get("data", []):
+                m.pop("created", None)
+            return v
+        same(ours, ["--output", "json", "infer", "models"] + infer, home, normalise=created)
+        same(ours, ["infer", "health"] + infer, home, as_json=False)
+        same(ours, ["infer", "version"] + infer, home, as_json=False)
+        same(ours, ["--output", "json", "infer", "tokenize", "--model", model, "--json", '{"prompt": "Hello"}']
+             + infer, home)
+        same(ours, ["infer", "detokenize", "--model", model, "--json", '{"tokens": [9259, 1902]}'] + infer, home,
+             as_json=False)
+
+    @check("parity: infer chat / completions (greedy, same text), --stream, missing key or model exit 2")
+    def _():
+        request = json.dumps({"messages": [{"role": "user", "content": "Name a colour."}], "temperature": 0,
+                              "max_tokens": 8})
+        same(ours, ["infer", "chat", "--model", model, "--json", request] + infer, home, as_json=False)
+        same(ours, ["infer", "chat", "--model", model, "--stream", "--json", request] + infer, home, as_json=False)
+        prompt = json.dumps({"prompt": "The sky is", "temperature": 0, "max_tokens": 6})
+        same(ours, ["infer", "completions", "--model", model, "--json", prompt] + infer, home, as_json=False)
+        same(ours, ["infer", "completions", "--model", model, "--stream", "--json", prompt] + infer, home,
+             as_json=False)
+        same(ours, ["infer", "chat", "--model", model, "--json", request, "--base-url", base], home, as_json=False)
+        same(ours, ["infer", "chat", "--json", '[{"role":"user","content":"hi"}]'] + infer, home, as_json=False)
+        same(ours, ["infer", "chat", "--model", model, "--json", "[1,"] + infer, home, as_json=False)
+        same(ours, ["infer", "chat", "--model", model] + infer, home, as_json=False,
+             stdin='{"messages": [{"role": "user", "content": "Say hi."}], "temperature": 0, "max_tokens": 8}')
+
+    @check("ours: auth login (browser flow), refresh, logout")
+    def _():
+        login_home = tempfile.mkdtemp(prefix="tm-parity-login-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORMESH_")}
+        env["TM_CONFIG_HOME"] = login_home
+        login = subprocess.Popen([ours] + cp + ["auth", "login", "--no-open-browser", "--max-wait-seconds", "30"],
+                                 stderr=subprocess.PIPE, text=True, env=env)
+        line = login.stderr.readline()
+        assert line.startswith("Open browser: "), line
+        request = urllib.parse.parse_qs(urllib.parse.urlparse(line.split(": ", 1)[1].strip()).query)["request"][0]
+        form = urllib.parse.urlencode({"request": request, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
+                                       "action": "approve"}).encode()
+        urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/login", data=form))
+        rest = login.stderr.read()
+        assert login.wait(timeout=60) == 0, rest
+        auth = os.path.join(login_home, "auth.json")
+        assert "Login success. Tokens saved to " + auth in rest, rest
+        assert os.stat(auth).st_mode & 0o777 == 0o600
+        before = json.load(open(auth))
+        rc, out, err = run(ours, cp + ["auth", "refresh"], login_home)
+        assert (rc, out) == (0, "Refresh success. Tokens updated.\n"), (rc, out, err)
+        assert json.load(open(auth))["refresh_token"] != before["refresh_token"]
+        rc, out, _ = run(ours, ["auth", "logout", "--yes"], login_home)
+        assert (rc, out) == (0, f"Deleted token file: {auth}\n") and not os.path.exists(auth)
+        same(ours, ["auth", "logout", "--yes"], login_home, as_json=False)
+
+
+if __name__ == "__main__":
+    main()

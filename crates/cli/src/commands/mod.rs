@@ -1,0 +1,48 @@
+//! One module per command group.
+
+pub mod auth;
+pub mod billing;
+pub mod infer;
+pub mod local;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::http::Call;
+use crate::{files, output, Ctx};
+
+pub const CP_HINT_401: &str = "run `tm auth login` to authenticate to the control plane.";
+
+/// A Control Plane call with the saved access token; prints the response body.
+pub async fn cp_call(
+    ctx: &Ctx,
+    method: Method,
+    path: &str,
+    query: Vec<(String, String)>,
+    body: Option<&Value>,
+    timeout: Option<f64>,
+) -> Result<()> {
+    let token = files::access_token()?;
+    let settings = ctx.settings()?;
+    let http = ctx.http(&settings)?;
+    let base = settings.controlplane_base.value.clone().unwrap_or_default();
+    let reply = http
+        .send(Call {
+            method,
+            url: format!("{base}{path}"),
+            query,
+            body,
+            bearer: Some(&token),
+            hint_401: Some(CP_HINT_401),
+            timeout,
+        })
+        .await?;
+    ctx.print(&output::body(ctx.format, &reply.text)?);
+    Ok(())
+}
+
+/// Query parameters from optional values (omitted when not given).
+pub fn query(pairs: &[(&str, Option<String>)]) -> Vec<(String, String)> {
+    pairs.iter().filter_map(|(k, v)| v.clone().map(|v| ((*k).to_owned(), v))).collect()
+}

@@ -1,0 +1,169 @@
+//! `tm`: the Tensormesh CLI, a drop-in for the official `tm` 0.2.1 (contract:
+//! `shared/spec/cli-contract.md`). Same command tree, flags, files, outputs and exit codes.
+//!
+//! Layout: [`settings`] (flags > env > config.toml > defaults, with sources), [`files`]
+//! (`auth.json`, atomic 0600 writes), [`http`] (timeouts, retries, error shapes),
+//! [`output`] (the five formats), `commands/*` (one module per command group).
+
+mod commands;
+mod error;
+mod files;
+mod http;
+mod output;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use commands::{auth, billing, infer, local};
+use error::CliError;
+use output::Format;
+use settings::{Flags, Settings};
+
+pub const VERSION: &str = "0.2.1";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tm",
+    about = "Tensormesh CLI.",
+    disable_version_flag = true,
+    subcommand_required = false,
+    after_help = "Precedence: flags > env > config.toml ([overrides] before [managed]) > defaults.\n\
+                  Global options such as --output must come before the subcommand.\n\n\
+                  Environment: TENSORMESH_CONTROL_PLANE_BASE_URL, TENSORMESH_TIMEOUT_SECONDS,\n\
+                  TENSORMESH_MAX_RETRIES, TENSORMESH_CA_BUNDLE, TM_CONFIG_HOME."
+)]
+struct Cli {
+    /// Print the version and exit.
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+    /// Config TOML to read (default: <home>/config.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, ignore_case = true, default_value = "text")]
+    output: Format,
+    /// Suppress non-essential messages.
+    #[arg(long)]
+    quiet: bool,
+    /// Log each HTTP attempt on stderr (secrets redacted).
+    #[arg(long)]
+    debug: bool,
+    /// PEM bundle for TLS verification.
+    #[arg(long, value_name = "FILE")]
+    ca_bundle: Option<String>,
+    /// Default HTTP timeout in seconds.
+    #[arg(long, value_name = "FLOAT")]
+    timeout: Option<f64>,
+    /// Retries for idempotent requests.
+    #[arg(long, value_name = "INTEGER")]
+    max_retries: Option<i64>,
+    /// Control Plane base URL.
+    #[arg(long, value_name = "TEXT")]
+    controlplane_base: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show CLI and runtime details.
+    Version,
+    /// Print the shell completion hook.
+    Completion(local::CompletionArgs),
+    /// Local configuration.
+    #[command(subcommand)]
+    Config(local::ConfigCommand),
+    /// Control Plane authentication.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Billing: balance, transactions, spending, pricing.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
+    /// Serverless inference (OpenAI-compatible).
+    #[command(subcommand)]
+    Infer(infer::InferCommand),
+}
+
+/// What every command gets: the global flags and the resolved settings (on demand, so
+/// that `version` and `completion` work with a broken config file).
+pub struct Ctx {
+    pub format: Format,
+    pub quiet: bool,
+    pub debug: bool,
+    flags: Flags,
+}
+
+impl Ctx {
+    pub fn settings(&self) -> error::Result<Settings> {
+        Settings::resolve(&self.flags)
+    }
+
+    pub fn http(&self, settings: &Settings) -> error::Result<http::Http> {
+        http::Http::new(
+            settings.timeout(),
+            settings.max_retries.value.unwrap_or(0),
+            settings.ca_bundle.value.as_deref(),
+            self.debug && !self.quiet,
+        )
+    }
+
+    pub fn print(&self, text: &str) {
+        print!("{text}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("tm, version {VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        // Like a group without a subcommand: help on stderr, exit 2.
+        eprint!("{}", Cli::command().render_help());
+        return ExitCode::from(2);
+    };
+    let ctx = Ctx {
+        format: cli.output,
+        quiet: cli.quiet,
+        debug: cli.debug,
+        flags: Flags {
+            config: cli.config,
+            controlplane_base: cli.controlplane_base,
+            timeout: cli.timeout,
+            max_retries: cli.max_retries,
+            ca_bundle: cli.ca_bundle,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Version => local::version(&ctx),
+            Command::Completion(args) => local::completion(&args),
+            Command::Config(c) => local::config(&ctx, c),
+            Command::Auth(c) => auth::run(&ctx, c).await,
+            Command::Billing(c) => billing::run(&ctx, c).await,
+            Command::Infer(c) => infer::run(&ctx, c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let CliError::Usage(_) = e {
+                eprintln!("Usage: tm [OPTIONS] COMMAND [ARGS]...\nTry 'tm --help' for help.\n");
+            }
+            if !matches!(e, CliError::Exit(_)) {
+                eprintln!("Error: {}", e.message());
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
