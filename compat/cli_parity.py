@@ -23,7 +23,8 @@ OFFICIAL = os.path.join(os.path.dirname(sys.executable), "tm")
 def run(binary, args, home, env_extra=None, stdin=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENSORMESH_")}
     env.update(TM_CONFIG_HOME=home, **(env_extra or {}))
-    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=120, input=stdin)
+    extra = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    out = subprocess.run([binary, *args], capture_output=True, text=True, env=env, timeout=120, **extra)
     return out.returncode, out.stdout, out.stderr
 
 
@@ -39,6 +40,15 @@ def same(ours_bin, args, home, env_extra=None, as_json=True, normalise=None, std
     elif theirs[0] == 0:
         assert theirs[1] == ours[1], f"stdout differs:\nofficial {theirs[1]!r}\nours     {ours[1]!r}"
     return ours
+
+
+def shape(v):
+    """What a response looks like without its values (for commands that create things)."""
+    if isinstance(v, dict):
+        return {k: shape(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [shape(x) for x in v[:1]]
+    return type(v).__name__
 
 
 def login_tokens(control):
@@ -57,16 +67,16 @@ def login_tokens(control):
 def main():
     server_bin, ours = sys.argv[1], os.path.abspath(sys.argv[2])
     model = sys.argv[3] if len(sys.argv) > 3 else "gemma-3-270m"
-    proc, base, control, _ = start_server(server_bin, model, None)
+    proc, base, control, data_dir = start_server(server_bin, model, None)
     try:
-        checks(ours, base, control, model)
+        checks(ours, base, control, model, server_bin, data_dir)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     report()
 
 
-def checks(ours, base, control, model):
+def checks(ours, base, control, model, server_bin, data_dir):
     cp = ["--controlplane-base", control]
     empty = tempfile.mkdtemp(prefix="tm-parity-empty-")
     home = tempfile.mkdtemp(prefix="tm-parity-home-")
@@ -169,6 +179,56 @@ def checks(ours, base, control, model):
         same(ours, ["infer", "chat", "--model", model, "--json", "[1,"] + infer, home, as_json=False)
         same(ours, ["infer", "chat", "--model", model] + infer, home, as_json=False,
              stdin='{"messages": [{"role": "user", "content": "Say hi."}], "temperature": 0, "max_tokens": 8}')
+
+    @check("parity: users (api-keys list/create/delete, update, accept-tos) and refusals")
+    def _():
+        me = json.loads(run(ours, ["--output", "json"] + cp + ["auth", "whoami"], home)[1])["user"]["id"]
+        js = ["--output", "json"] + cp
+        same(ours, js + ["users", "api-keys", "list", "--include-deleted"], home)
+        same(ours, js + ["users", "api-keys", "create", "--user-id", me, "--name", "p", "--scope", "a", "--yes"], home,
+             normalise=shape)
+        same(ours, js + ["users", "api-keys", "create", "--user-id", me], home, as_json=False)  # Aborted! (exit 1)
+        same(ours, js + ["users", "api-keys", "create", "--yes"], home, as_json=False)  # no user id (exit 2)
+        keys = [k["id"] for k in json.loads(run(ours, js + ["users", "api-keys", "list"], home)[1])["apiKeys"]]
+        assert len(keys) >= 3, keys
+        theirs = run(OFFICIAL, js + ["users", "api-keys", "delete", "--api-key", keys[-1], "--yes"], home)
+        mine = run(ours, js + ["users", "api-keys", "delete", "--api-key", keys[-2], "--yes"], home)
+        assert theirs[0] == mine[0] == 0 and json.loads(theirs[1]) == json.loads(mine[1]), (theirs, mine)
+        same(ours, js + ["users", "api-keys", "delete", "--yes"], home, as_json=False)
+        same(ours, js + ["users", "update", me, "--company", "Parity Inc"], home,
+             normalise=lambda v: {**v, "user": {**v.get("user", {}), "updatedAt": None}} if "user" in v else v)
+        same(ours, js + ["users", "update", me], home, as_json=False)
+        same(ours, js + ["users", "update", me, "--json", '{"displayName": "P"}'], home, normalise=shape)
+        same(ours, js + ["users", "accept-tos"], home, normalise=shape)
+
+    @check("parity: admin users, balances, spending, serverless prices")
+    def _():
+        js = ["--output", "json"] + cp
+        made = subprocess.run([server_bin, "user", "--data-dir", data_dir, "create", "--email", "parity@example.com",
+                               "--password", "parity-password-1"], capture_output=True, text=True, check=True)
+        target = made.stdout.split("(")[1].split(",")[0]
+        same(ours, js + ["admin", "users", "list"], home)
+        same(ours, js + ["admin", "users", "change-role", "--target-user-id", target, "--target-user-role",
+                         "USER_ROLE_ADMIN", "--yes"], home, normalise=lambda v: {**v, "user": {**v["user"], "updatedAt": None}})
+        same(ours, js + ["admin", "billing", "balances", "get", "--target-user-id", target], home)
+        same(ours, js + ["admin", "billing", "balances", "add", "--target-user-id", target, "--amount", "1.5", "--yes"],
+             home, normalise=shape)
+        same(ours, js + ["admin", "billing", "balances", "add", "--target-user-id", target], home, as_json=False)
+        same(ours, js + ["admin", "billing", "balances", "add", "--amount", "1", "--yes"], home, as_json=False)
+        same(ours, js + ["admin", "billing", "balances", "get", "--target-user-id", target], home)
+        same(ours, js + ["admin", "billing", "spending", "summary", "--target-user-id", target], home)
+        same(ours, js + ["admin", "billing", "pricing", "serverless", "list", "--active-only"], home)
+        price = '{"model": "parity/m", "name": "P", "inputTokenPrice": {"units": "1"}, "outputTokenPrice": {"units": "2"}}'
+        same(ours, js + ["admin", "billing", "pricing", "serverless", "upsert", "--yes", "--json", price], home,
+             normalise=shape)
+        rows = json.loads(run(ours, js + ["admin", "billing", "pricing", "serverless", "list", "--model", "parity/m"],
+                              home)[1])["pricing"]
+        assert len(rows) == 2, rows
+        for binary, row in ((OFFICIAL, rows[0]), (ours, rows[1])):
+            rc, out, err = run(binary, js + ["admin", "billing", "pricing", "serverless", "delete", "--id", row["id"],
+                                             "--yes"], home)
+            assert (rc, json.loads(out)) == (0, {"empty": {}}), (binary, rc, out, err)
+        same(ours, js + ["admin", "billing", "pricing", "serverless", "delete", "--id", "x"], home, as_json=False)
 
     @check("ours: auth login (browser flow), refresh, logout")
     def _():

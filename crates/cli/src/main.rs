@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{auth, billing, infer, local};
+use commands::{admin, auth, billing, infer, local, users};
 use error::CliError;
 use output::Format;
 use settings::{Flags, Settings};
@@ -84,6 +84,12 @@ enum Command {
     /// Serverless inference (OpenAI-compatible).
     #[command(subcommand)]
     Infer(infer::InferCommand),
+    /// Your profile and API keys.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+    /// Administration (admin roles only).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// What every command gets: the global flags and the resolved settings (on demand, so
@@ -152,6 +158,8 @@ fn main() -> ExitCode {
             Command::Auth(c) => auth::run(&ctx, c).await,
             Command::Billing(c) => billing::run(&ctx, c).await,
             Command::Infer(c) => infer::run(&ctx, c).await,
+            Command::Users(c) => users::run(&ctx, c).await,
+            Command::Admin(c) => admin::run(&ctx, c).await,
         }
     });
     match result {

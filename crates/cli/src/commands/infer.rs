@@ -1,12 +1,13 @@
 //! `tm infer …`: the serverless OpenAI-compatible API (contract §A.8, §E.1).
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
+use super::input::{read_input, Input};
 use crate::error::{CliError, Result};
 use crate::http::{http_error, Call};
 use crate::output::{self, Format};
@@ -30,16 +31,6 @@ pub struct Target {
     /// Only `serverless` in this build.
     #[arg(long, default_value = "serverless", value_parser = ["serverless"])]
     surface: String,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct Input {
-    /// Inline JSON, or @path to read a file.
-    #[arg(long, value_name = "TEXT")]
-    json: Option<String>,
-    /// JSON file.
-    #[arg(long, value_name = "PATH")]
-    file: Option<String>,
 }
 
 /// Where to send, what, and for which model.
@@ -142,34 +133,6 @@ fn require_key(ctx: &Ctx, t: &Target) -> Result<String> {
         };
         CliError::usage(format!("Missing serverless API key. Set --api-key or configure gateway_api_key.{note}"))
     })
-}
-
-/// `--json` (inline or `@file`) > `--file` > piped stdin.
-fn read_input(input: &Input) -> Result<Value> {
-    let parse = |text: &str, what: &dyn Fn(&serde_json::Error) -> String| {
-        serde_json::from_str::<Value>(text).map_err(|e| CliError::usage(what(&e)))
-    };
-    if let Some(j) = &input.json {
-        if let Some(path) = j.strip_prefix('@') {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::usage(format!("Failed to read JSON file: {path}: {e}")))?;
-            return parse(&text, &|e| format!("Invalid JSON in file: {path}: {e}"));
-        }
-        return parse(j, &|e| format!("Invalid JSON: {e}"));
-    }
-    if let Some(path) = &input.file {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| CliError::usage(format!("Failed to read file: {path}: {e}")))?;
-        return parse(&text, &|e| format!("Invalid JSON in file: {path}: {e}"));
-    }
-    if !std::io::stdin().is_terminal() {
-        let mut text = String::new();
-        let _ = std::io::stdin().read_to_string(&mut text);
-        if !text.trim().is_empty() {
-            return parse(&text, &|e| format!("Invalid JSON on stdin: {e}"));
-        }
-    }
-    Err(CliError::usage("No input provided. Use --json, --file, or pipe JSON on stdin."))
 }
 
 /// The request body: `model` set (a new key goes last), for chat a messages array wrapped.

@@ -1,9 +1,12 @@
 //! One module per command group.
 
+pub mod admin;
 pub mod auth;
 pub mod billing;
 pub mod infer;
+pub mod input;
 pub mod local;
+pub mod users;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -45,4 +48,14 @@ pub async fn cp_call(
 /// Query parameters from optional values (omitted when not given).
 pub fn query(pairs: &[(&str, Option<String>)]) -> Vec<(String, String)> {
     pairs.iter().filter_map(|(k, v)| v.clone().map(|v| ((*k).to_owned(), v))).collect()
+}
+
+/// A path segment percent-encoded with nothing kept (a `/` becomes `%2F`).
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
