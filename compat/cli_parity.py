@@ -180,6 +180,28 @@ def checks(ours, base, control, model, server_bin, data_dir):
         same(ours, ["infer", "chat", "--model", model] + infer, home, as_json=False,
              stdin='{"messages": [{"role": "user", "content": "Say hi."}], "temperature": 0, "max_tokens": 8}')
 
+    @check("parity: tm cost (window, month, range; json, text, table, raw) and its usage errors")
+    def _():
+        import datetime
+        import time
+        # The usage window ends at "now" in whole seconds: let the last request's record age
+        # past it, or the two CLIs (run a moment apart) see different windows.
+        time.sleep(1.5)
+        month = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m")
+        for view in ([], ["--window", "7d"], ["--window", "24H"], ["--month", month], ["--month", "2020-01"],
+                     ["--start", "2020-01-01"], ["--start", "2020-01-01T00:00:00Z", "--end", "2099-01-01"]):
+            for fmt in ("text", "json", "table", "raw"):
+                if fmt == "json":
+                    same(ours, ["--output", fmt] + cp + ["cost"] + view, home,
+                         normalise=lambda v: {**v, "end": None} if v.get("view") == "range" else v)
+                elif view[:1] != ["--start"] or fmt == "table":  # text and raw print `end`, which is "now"
+                    same(ours, ["--output", fmt] + cp + ["cost"] + view, home, as_json=False)
+        report = json.loads(run(ours, ["--output", "json"] + cp + ["cost"], home)[1])
+        assert any(int(m["cached_tokens"]) > 0 for m in report["per_model"]), report
+        for bad in (["--window", "7d", "--month", month], ["--month", "2026/05"], ["--start", "yesterday"],
+                    ["--month", month, "--end", "2026-01-01"]):
+            same(ours, cp + ["cost"] + bad, home, as_json=False)
+
     @check("parity: users (api-keys list/create/delete, update, accept-tos) and refusals")
     def _():
         me = json.loads(run(ours, ["--output", "json"] + cp + ["auth", "whoami"], home)[1])["user"]["id"]

@@ -6,6 +6,7 @@
 //! [`output`] (the five formats), `commands/*` (one module per command group).
 
 mod commands;
+mod decimal;
 mod error;
 mod files;
 mod http;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{admin, auth, billing, infer, local, users};
+use commands::{admin, auth, billing, cost, infer, local, users};
 use error::CliError;
 use output::Format;
 use settings::{Flags, Settings};
@@ -84,6 +85,8 @@ enum Command {
     /// Serverless inference (OpenAI-compatible).
     #[command(subcommand)]
     Infer(infer::InferCommand),
+    /// Per-model serverless spend and KV-cache savings.
+    Cost(cost::CostArgs),
     /// Your profile and API keys.
     #[command(subcommand)]
     Users(users::UsersCommand),
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
             Command::Auth(c) => auth::run(&ctx, c).await,
             Command::Billing(c) => billing::run(&ctx, c).await,
             Command::Infer(c) => infer::run(&ctx, c).await,
+            Command::Cost(args) => cost::run(&ctx, args).await,
             Command::Users(c) => users::run(&ctx, c).await,
             Command::Admin(c) => admin::run(&ctx, c).await,
         }
