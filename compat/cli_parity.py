@@ -136,6 +136,8 @@ def checks(ours, base, control, model, server_bin, data_dir):
         same(ours, ["auth", "print-token"], home, as_json=False)
         same(ours, ["auth", "print-token", "--yes-i-know"], home, as_json=False)
         same(ours, ["--output", "json"] + cp + ["auth", "whoami"], home)
+        same(ours, cp + ["auth", "whoami"], home, as_json=False)
+        same(ours, ["--output", "yaml"] + cp + ["auth", "status"], home, as_json=False)
 
     @check("parity: billing balance / transactions / spending / pricing, in every format")
     def _():
@@ -145,8 +147,8 @@ def checks(ours, base, control, model, server_bin, data_dir):
                      ["billing", "pricing", "serverless", "list", "--active-only"],
                      ["billing", "pricing", "serverless", "list", "--model", model]):
             same(ours, ["--output", "json"] + cp + args, home)
-            same(ours, ["--output", "raw"] + cp + args, home, as_json=False)
-            same(ours, ["--output", "table"] + cp + args, home, as_json=False)
+            for fmt in ("raw", "table", "text", "yaml"):
+                same(ours, ["--output", fmt] + cp + args, home, as_json=False)
 
     infer = ["--base-url", base, "--api-key", KEY]
 
@@ -157,6 +159,8 @@ def checks(ours, base, control, model, server_bin, data_dir):
                 m.pop("created", None)
             return v
         same(ours, ["--output", "json", "infer", "models"] + infer, home, normalise=created)
+        same(ours, ["infer", "tokenize", "--model", model, "--json", '{"prompt": "Hello"}'] + infer, home,
+             as_json=False)
         same(ours, ["infer", "health"] + infer, home, as_json=False)
         same(ours, ["infer", "version"] + infer, home, as_json=False)
         same(ours, ["--output", "json", "infer", "tokenize", "--model", model, "--json", '{"prompt": "Hello"}']
@@ -230,6 +234,7 @@ def checks(ours, base, control, model, server_bin, data_dir):
                                "--password", "parity-password-1"], capture_output=True, text=True, check=True)
         target = made.stdout.split("(")[1].split(",")[0]
         same(ours, js + ["admin", "users", "list"], home)
+        same(ours, cp + ["admin", "users", "list"], home, as_json=False)
         same(ours, js + ["admin", "users", "change-role", "--target-user-id", target, "--target-user-role",
                          "USER_ROLE_ADMIN", "--yes"], home, normalise=lambda v: {**v, "user": {**v["user"], "updatedAt": None}})
         same(ours, js + ["admin", "billing", "balances", "get", "--target-user-id", target], home)

@@ -11,6 +11,7 @@ mod error;
 mod files;
 mod http;
 mod output;
+mod pyyaml;
 mod settings;
 
 use std::process::ExitCode;

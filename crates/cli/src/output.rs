@@ -57,12 +57,9 @@ pub fn json_compact(value: &Value) -> String {
     }
 }
 
+/// YAML as the official CLI writes it (PyYAML's `safe_dump`).
 pub fn yaml(value: &Value) -> String {
-    match value {
-        Value::Object(m) if m.is_empty() => "{}\n".into(),
-        Value::Array(a) if a.is_empty() => "[]\n".into(),
-        _ => serde_yaml::to_string(value).unwrap_or_default(),
-    }
+    crate::pyyaml::dump(value)
 }
 
 /// Rows from the top-level list of objects, else the first well-known key holding one, else

@@ -112,8 +112,12 @@ fn generates_up_to_max_tokens_with_exact_usage() {
 
 #[test]
 fn concurrent_requests_share_decode_batches() {
-    let h = start(4, 4, None);
+    // The gate holds the engine's first step until all three are queued: the fake model
+    // is instant, so otherwise one request may finish before the next one arrives.
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let h = start(4, 4, Some(gate_rx));
     let rxs: Vec<_> = (0..3).map(|i| h.handle.submit(request(&[i + 1], 6, &[])).unwrap()).collect();
+    drop(gate_tx);
     for rx in rxs {
         assert_eq!(collect(rx).1, FinishReason::Length);
     }
