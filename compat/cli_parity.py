@@ -118,6 +118,14 @@ def checks(ours, base, control, model, server_bin, data_dir):
         same(ours, ["--output", "yaml", "config", "show"], home, as_json=False)
         os.remove(os.path.join(home, "config.toml"))
 
+    @check("parity: infer doctor (local readiness) in text and json, --exit-status")
+    def _():
+        for args in ([], ["--model", "m1"], ["--model", "m1", "--api-key", "secret-key-123"],
+                     ["--base-url", "http://127.0.0.1:1/", "--model", "m"]):
+            for fmt in ("text", "json", "table"):
+                same(ours, ["--output", fmt, "infer", "doctor"] + args, empty, as_json=fmt == "json")
+            same(ours, ["infer", "doctor", "--exit-status"] + args, empty, as_json=False)
+
     @check("parity: Control Plane commands without a token exit 2")
     def _():
         for args in (["billing", "balance"], ["auth", "whoami"], ["billing", "pricing", "serverless", "list"]):

@@ -28,6 +28,28 @@ pub fn body(format: Format, text: &str) -> Result<String> {
     Ok(value_in(format, &value))
 }
 
+/// The human screen of status commands: title, blank line, summary lines, then each
+/// non-empty block (`Warnings:` as `- item`, `Next steps:` numbered).
+pub fn screen(title: &str, lines: &[String], warnings: &[String], next_steps: &[String]) -> String {
+    let mut out = format!("{title}\n\n");
+    for l in lines {
+        out += &format!("{l}\n");
+    }
+    if !warnings.is_empty() {
+        out += "\nWarnings:\n";
+        for w in warnings {
+            out += &format!("- {w}\n");
+        }
+    }
+    if !next_steps.is_empty() {
+        out += "\nNext steps:\n";
+        for (i, s) in next_steps.iter().enumerate() {
+            out += &format!("{}. {s}\n", i + 1);
+        }
+    }
+    out
+}
+
 /// A value the CLI made itself (status objects, `config show`): `raw` is compact JSON.
 pub fn value_in(format: Format, value: &Value) -> String {
     match format {

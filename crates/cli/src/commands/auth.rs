@@ -315,12 +315,6 @@ fn status(ctx: &Ctx, exit_status: bool) -> Result<()> {
     let provider = s.gateway_provider.value.clone().unwrap_or_default();
     let gateway_base = s.gateway_base.value.clone().unwrap_or_default();
     if ctx.format == Format::Text {
-        println!("tm auth status\n");
-        println!(
-            "Control Plane: base={cp_base} token={} auth_json={} source=built-in:controlplane_auth_json",
-            if token_present { "present" } else { "missing" },
-            path.display()
-        );
         let user = if user_valid {
             "present"
         } else if token_present {
@@ -328,15 +322,20 @@ fn status(ctx: &Ctx, exit_status: bool) -> Result<()> {
         } else {
             "missing"
         };
-        println!(
-            "Gateway: provider={provider} base={gateway_base} api_key={} user_id={user} model_id={}",
-            if api_key.is_some() { "present" } else { "missing" },
-            if s.gateway_model_id.value.is_some() { "present" } else { "missing" }
-        );
-        println!("\nWarnings:");
-        for w in &warnings {
-            println!("- {w}");
-        }
+        let present = |p: bool| if p { "present" } else { "missing" };
+        let lines = [
+            format!(
+                "Control Plane: base={cp_base} token={} auth_json={} source=built-in:controlplane_auth_json",
+                present(token_present),
+                path.display()
+            ),
+            format!(
+                "Gateway: provider={provider} base={gateway_base} api_key={} user_id={user} model_id={}",
+                present(api_key.is_some()),
+                present(s.gateway_model_id.value.is_some())
+            ),
+        ];
+        ctx.print(&output::screen("tm auth status", &lines, &warnings, &[]));
     } else {
         let value = json!({
             "ready": {"control_plane": token_present, "gateway": gateway_ready, "overall": token_present && gateway_ready},
