@@ -176,12 +176,16 @@ def checks(ours, base, control, model, server_bin, data_dir):
         same(ours, ["infer", "detokenize", "--model", model, "--json", '{"tokens": [9259, 1902]}'] + infer, home,
              as_json=False)
 
-    @check("parity: infer chat / completions (greedy, same text), --stream, missing key or model exit 2")
+    @check("parity: infer chat / responses / completions (greedy, same text), --stream, missing key or model")
     def _():
         request = json.dumps({"messages": [{"role": "user", "content": "Name a colour."}], "temperature": 0,
                               "max_tokens": 8})
         same(ours, ["infer", "chat", "--model", model, "--json", request] + infer, home, as_json=False)
         same(ours, ["infer", "chat", "--model", model, "--stream", "--json", request] + infer, home, as_json=False)
+        answer = json.dumps({"input": "Name a fruit.", "temperature": 0, "max_output_tokens": 8})
+        same(ours, ["infer", "responses", "--model", model, "--json", answer] + infer, home, as_json=False)
+        same(ours, ["infer", "responses", "--model", model, "--stream", "--json", answer] + infer, home,
+             as_json=False)
         prompt = json.dumps({"prompt": "The sky is", "temperature": 0, "max_tokens": 6})
         same(ours, ["infer", "completions", "--model", model, "--json", prompt] + infer, home, as_json=False)
         same(ours, ["infer", "completions", "--model", model, "--stream", "--json", prompt] + infer, home,

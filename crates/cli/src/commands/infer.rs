@@ -63,6 +63,8 @@ pub enum InferCommand {
     Chat(Generate),
     /// Text completion (POST /v1/completions).
     Completions(Generate),
+    /// Responses API (POST /v1/responses).
+    Responses(Generate),
     /// Tokenize (POST /tokenize).
     Tokenize(Request),
     /// Detokenize (POST /detokenize).
@@ -93,6 +95,7 @@ pub enum InferCommand {
 enum Kind {
     Chat,
     Completions,
+    Responses,
     Tokenize,
     Detokenize,
 }
@@ -102,6 +105,7 @@ impl Kind {
         match self {
             Kind::Chat => "/v1/chat/completions",
             Kind::Completions => "/v1/completions",
+            Kind::Responses => "/v1/responses",
             Kind::Tokenize => "/tokenize",
             Kind::Detokenize => "/detokenize",
         }
@@ -112,6 +116,7 @@ pub async fn run(ctx: &Ctx, command: InferCommand) -> Result<()> {
     match command {
         InferCommand::Chat(g) => generate(ctx, Kind::Chat, g).await,
         InferCommand::Completions(g) => generate(ctx, Kind::Completions, g).await,
+        InferCommand::Responses(g) => generate(ctx, Kind::Responses, g).await,
         InferCommand::Tokenize(t) => post(ctx, Kind::Tokenize, t).await,
         InferCommand::Detokenize(t) => post(ctx, Kind::Detokenize, t).await,
         InferCommand::Models(t) => get(ctx, "/v1/models", None, t).await,
@@ -262,7 +267,11 @@ fn request(kind: Kind, input: Value, model: Option<String>) -> Result<Map<String
 }
 
 async fn generate(ctx: &Ctx, kind: Kind, g: Generate) -> Result<()> {
-    let name = if kind == Kind::Chat { "chat" } else { "completions" };
+    let name = match kind {
+        Kind::Chat => "chat",
+        Kind::Responses => "responses",
+        _ => "completions",
+    };
     if g.stream && ctx.format != Format::Text {
         return Err(CliError::usage(format!("`tm infer {name} --stream` currently supports only `--output text`.")));
     }
@@ -313,6 +322,7 @@ async fn send_and_render(ctx: &Ctx, kind: Kind, t: &Target, key: &str, body: Val
     let text = match kind {
         Kind::Chat => parsed["choices"][0]["message"]["content"].as_str().map(strip_think),
         Kind::Completions => parsed["choices"][0]["text"].as_str().map(str::to_owned),
+        Kind::Responses => response_text(&parsed),
         Kind::Detokenize => parsed["prompt"].as_str().map(str::to_owned),
         Kind::Tokenize => None,
     };
@@ -321,6 +331,21 @@ async fn send_and_render(ctx: &Ctx, kind: Kind, t: &Target, key: &str, body: Val
         None => ctx.print(&output::yaml(&parsed)),
     }
     Ok(())
+}
+
+/// The first `output_text` of an `output` message, else the first non-blank text.
+fn response_text(v: &Value) -> Option<String> {
+    let mut fallback = None;
+    for item in v["output"].as_array()? {
+        for chunk in item["content"].as_array().into_iter().flatten() {
+            let Some(text) = chunk["text"].as_str().filter(|t| !t.trim().is_empty()) else { continue };
+            if item["type"] == "message" && chunk["type"] == "output_text" {
+                return Some(text.to_owned());
+            }
+            fallback.get_or_insert_with(|| text.to_owned());
+        }
+    }
+    fallback
 }
 
 /// A leading `<think>…</think>` block is the model's reasoning, not its answer.
@@ -385,6 +410,8 @@ async fn stream(ctx: &Ctx, kind: Kind, g: &Generate, key: &str, body: Value) -> 
             }
             let piece = match kind {
                 Kind::Chat => event["choices"][0]["delta"]["content"].as_str().map(|t| thinking.push(t)),
+                // As the official CLI: the non-streaming extractor on each event (quirk Q9).
+                Kind::Responses => response_text(&event),
                 _ => event["choices"][0]["text"].as_str().map(str::to_owned),
             };
             if let Some(p) = piece.filter(|p| !p.is_empty()) {
