@@ -269,6 +269,17 @@ def checks(ours, base, control, model, server_bin, data_dir):
             assert (rc, json.loads(out)) == (0, {"empty": {}}), (binary, rc, out, err)
         same(ours, js + ["admin", "billing", "pricing", "serverless", "delete", "--id", "x"], home, as_json=False)
 
+    @check("ours: the completion hook loads a completion script in bash")
+    def _():
+        hook = run(ours, ["completion", "bash"], empty)[1].strip()
+        assert hook == 'eval "$(_TM_COMPLETE=bash_source tm)"', hook
+        shell = f'tm() {{ "{ours}" "$@"; }}; {hook} && complete -p tm'
+        out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "-F _tm tm" in out.stdout, (out.stdout, out.stderr)
+        for sh in ("zsh", "fish"):
+            rc, script, _ = run(ours, [], empty, {"_TM_COMPLETE": f"{sh}_source"})
+            assert rc == 0 and "auth" in script and "billing" in script, (sh, rc)
+
     @check("ours: auth login (browser flow), refresh, logout")
     def _():
         login_home = tempfile.mkdtemp(prefix="tm-parity-login-")

@@ -119,12 +119,23 @@ impl Ctx {
         )
     }
 
+    /// Writes a command's result to stdout; a closed pipe (`| head`) is not an error.
     pub fn print(&self, text: &str) {
-        print!("{text}");
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     }
 }
 
 fn main() -> ExitCode {
+    // The hook `tm completion SHELL` prints runs `_TM_COMPLETE=<shell>_source tm`: answer
+    // with a completion script for the whole command tree.
+    if let Some(shell) = std::env::var("_TM_COMPLETE").ok().and_then(|v| local::completion_shell(&v)) {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "tm", &mut script);
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     if cli.version {
         println!("tm, version {VERSION}");

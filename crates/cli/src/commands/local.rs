@@ -57,7 +57,18 @@ pub struct CompletionArgs {
     prog: String,
 }
 
-/// Click's completion hook (one line), as the official CLI prints it.
+/// The shell a `_TM_COMPLETE=<shell>_source` request asks a script for.
+pub fn completion_shell(request: &str) -> Option<clap_complete::Shell> {
+    match request.strip_suffix("_source")? {
+        "bash" => Some(clap_complete::Shell::Bash),
+        "zsh" => Some(clap_complete::Shell::Zsh),
+        "fish" => Some(clap_complete::Shell::Fish),
+        _ => None,
+    }
+}
+
+/// Click's completion hook (one line), as the official CLI prints it; the script behind
+/// it comes from `completion_shell`.
 pub fn completion(args: &CompletionArgs) -> Result<()> {
     let var = format!("_{}_COMPLETE", args.prog.to_uppercase().replace('-', "_"));
     let prog = &args.prog;
