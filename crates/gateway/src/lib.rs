@@ -15,5 +15,5 @@ mod wallet;
 
 pub use error::GatewayError;
 pub use limiter::{Limits, RateLimiter, RateStatus};
-pub use meter::{Gateway, LimitSettings, Metered};
+pub use meter::{Gateway, LimitSettings, Metered, Scopes};
 pub use settler::Settler;

@@ -43,8 +43,10 @@ struct Inner {
     settle: mpsc::UnboundedSender<Pending>,
 }
 
-/// The requests and tokens scopes of one caller.
-struct Scopes {
+/// The requests and tokens buckets of one caller, resolved once per request (defaults and
+/// the user's override) and used by every limit check of that request.
+#[derive(Debug, Clone)]
+pub struct Scopes {
     requests: [Scope; 2],
     tokens: [Scope; 2],
 }
@@ -62,14 +64,12 @@ impl Gateway {
     }
 
     /// Counts one request against the caller's requests-per-minute limits.
-    pub async fn check_request(&self, holder: &KeyHolder) -> Result<(), GatewayError> {
-        let scopes = self.scopes(holder).await?;
+    pub fn check_request(&self, scopes: &Scopes) -> Result<(), GatewayError> {
         self.inner.limiter.take(&scopes.requests, 1, Instant::now()).map_err(|r| refused(r, "requests", 1))
     }
 
     /// The caller's headroom, for the `x-ratelimit-*` headers.
-    pub async fn rate_status(&self, holder: &KeyHolder) -> RateStatus {
-        let Ok(scopes) = self.scopes(holder).await else { return RateStatus { requests: None, tokens: None } };
+    pub fn rate_status(&self, scopes: &Scopes) -> RateStatus {
         let now = Instant::now();
         RateStatus {
             requests: self.inner.limiter.headroom(&scopes.requests, now),
@@ -84,6 +84,7 @@ impl Gateway {
     pub async fn admit(
         &self,
         holder: &KeyHolder,
+        scopes: &Scopes,
         request_id: &str,
         prepared: Prepared,
     ) -> Result<Metered, GatewayError> {
@@ -95,7 +96,6 @@ impl Gateway {
             .ok_or_else(|| GatewayError::NotPriced(prepared.model.clone()))?
             .price;
         let tokens = prepared.prompt_tokens + prepared.max_completion_tokens;
-        let scopes = self.scopes(holder).await?;
         self.inner.limiter.take(&scopes.tokens, tokens, Instant::now()).map_err(|r| refused(r, "tokens", tokens))?;
         let give_back = || self.inner.limiter.give_back(&scopes.tokens, tokens, Instant::now());
 
@@ -144,7 +144,8 @@ impl Gateway {
         Ok(Metered::new(generation, ticket, self.inner.settle.clone()))
     }
 
-    async fn scopes(&self, holder: &KeyHolder) -> Result<Scopes, GatewayError> {
+    /// The caller's limit buckets.
+    pub async fn scopes(&self, holder: &KeyHolder) -> Result<Scopes, GatewayError> {
         let user_id = &holder.principal.user_id;
         let o = self.user_override(user_id).await?;
         let defaults = self.inner.limits;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tm_control::billing::PricePatch;
 
-use super::billing::{price, spending};
+use super::billing::{price, pricing_list, spending};
 use super::error::CpError;
 use super::extract::{Body, Caller, Params};
 use super::wire::{money, parse_money};
@@ -22,8 +22,7 @@ pub async fn list_pricing(
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
-    let rows = state.control.list_pricing(params.str("model"), params.bool("activeOnly")?).await?;
-    Ok(Json(json!({"pricing": rows.iter().map(price).collect::<Vec<_>>()})))
+    pricing_list(&state, &params).await
 }
 
 pub async fn create_pricing(

@@ -140,6 +140,11 @@ pub async fn usage_history(
 }
 
 pub async fn pricing(State(state): State<ControlState>, _: Caller, params: Params) -> Result<Json<Value>, CpError> {
+    pricing_list(&state, &params).await
+}
+
+/// `{"pricing": [...]}` for `model` / `activeOnly`; the admin route shares it.
+pub async fn pricing_list(state: &ControlState, params: &Params) -> Result<Json<Value>, CpError> {
     let rows = state.control.list_pricing(params.str("model"), params.bool("activeOnly")?).await?;
     Ok(Json(json!({"pricing": rows.iter().map(price).collect::<Vec<_>>()})))
 }

@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tm_control::keys::KeyHolder;
 use tm_control::{Control, ControlError};
+use tm_gateway::Scopes;
 
 use super::error::ApiError;
 
@@ -36,9 +37,10 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The key holder and request id of an authenticated generation request.
+/// The key holder, limit buckets and request id of an authenticated generation request.
 pub struct Caller {
     pub holder: KeyHolder,
+    pub scopes: Scopes,
     pub request_id: String,
 }
 
@@ -47,6 +49,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
         let holder = parts.extensions.get::<KeyHolder>().cloned().ok_or(ApiError::Unauthorized)?;
-        Ok(Caller { holder, request_id: super::request_id(&parts.headers) })
+        let scopes = parts.extensions.get::<Scopes>().cloned().ok_or(ApiError::Unauthorized)?;
+        Ok(Caller { holder, scopes, request_id: super::request_id(&parts.headers) })
     }
 }

@@ -57,7 +57,7 @@ impl ApiError {
         use GatewayError as G;
         let msg = self.message();
         match self {
-            ApiError::Backend(B::ModelNotFound(_)) => (
+            ApiError::Backend(B::ModelNotFound(_)) | ApiError::Gateway(G::NotPriced(_)) => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 Some("model".into()),
@@ -102,14 +102,6 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None, Some("payload_too_large"), msg, None)
             }
-            ApiError::Gateway(G::NotPriced(_)) => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                Some("model".into()),
-                Some("model_not_found"),
-                msg,
-                None,
-            ),
             ApiError::Gateway(G::RateLimited { what, retry_after, .. }) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 what,

@@ -31,7 +31,7 @@ pub async fn start(
         stop: valid.stop,
     };
     let prepared = state.backend.prepare(request).await?;
-    Ok(state.gateway.admit(&caller.holder, &caller.request_id, prepared).await?)
+    Ok(state.gateway.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await?)
 }
 
 /// A finished generation.

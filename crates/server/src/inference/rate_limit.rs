@@ -14,13 +14,22 @@ use tm_gateway::limiter::Headroom;
 use super::error::ApiError;
 use super::AppState;
 
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Resolves the caller's limit buckets once; the handler finds them in the request
+/// extensions for the tokens check.
+pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(holder) = req.extensions().get::<KeyHolder>().cloned() else { return next.run(req).await };
-    let mut response = match state.gateway.check_request(&holder).await {
-        Ok(()) => next.run(req).await,
+    let scopes = match state.gateway.scopes(&holder).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut response = match state.gateway.check_request(&scopes) {
+        Ok(()) => {
+            req.extensions_mut().insert(scopes.clone());
+            next.run(req).await
+        }
         Err(e) => ApiError::from(e).into_response(),
     };
-    let status = state.gateway.rate_status(&holder).await;
+    let status = state.gateway.rate_status(&scopes);
     let headers = response.headers_mut();
     if let Some(h) = status.requests {
         set(headers, "requests", h);

@@ -1,18 +1,21 @@
 //! `tm infer …`: the serverless OpenAI-compatible API (contract §A.8, §E.1).
 
-use std::io::Write;
-use std::time::Duration;
-
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
 use super::input::{read_input, Input};
 use crate::error::{CliError, Result};
-use crate::http::{http_error, Call};
+use crate::http::Call;
 use crate::output::{self, Format};
 use crate::settings::DEFAULT_SERVERLESS;
 use crate::{files, Ctx};
+
+mod doctor;
+mod stream;
+mod text;
+
+use text::{response_text, strip_think};
 
 const HINT_401: &str = "set --api-key explicitly or configure gateway_api_key. Control plane tokens \
                         (`tm auth login`) do not authenticate the serverless endpoint.";
@@ -123,86 +126,9 @@ pub async fn run(ctx: &Ctx, command: InferCommand) -> Result<()> {
         InferCommand::Health(t) => get(ctx, "/health", Some("status"), t).await,
         InferCommand::Version(t) => get(ctx, "/version", Some("version"), t).await,
         InferCommand::Doctor { model, api_key, base_url, exit_status, .. } => {
-            doctor(ctx, model, api_key, base_url, exit_status)
+            doctor::doctor(ctx, model, api_key, base_url, exit_status)
         }
     }
-}
-
-fn non_blank(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
-}
-
-/// `tm infer doctor`: what the next serverless request would use, and what is missing.
-fn doctor(
-    ctx: &Ctx,
-    model: Option<String>,
-    api_key: Option<String>,
-    base_url: Option<String>,
-    exit_status: bool,
-) -> Result<()> {
-    let settings = ctx.settings()?;
-    let option = |v: &Option<String>, name: &str| non_blank(v).map(|_| format!("option:{name}"));
-    let base = non_blank(&base_url).unwrap_or(DEFAULT_SERVERLESS.to_owned()).trim_end_matches('/').to_owned();
-    let key = non_blank(&api_key).or(settings.gateway_api_key.value.clone());
-    let model_value = non_blank(&model);
-    let mut warnings = Vec::new();
-    if key.is_none() {
-        warnings.push(
-            "inference API key is not configured. Set gateway_api_key or pass --api-key when sending a request."
-                .to_owned(),
-        );
-    }
-    if model_value.is_none() {
-        warnings.push(
-            "serverless requests require --model because model names are not resolved from local config.".to_owned(),
-        );
-    }
-    warnings.push(
-        "Local readiness only. `tm infer doctor` does not live-validate the current inference endpoint or API key."
-            .to_owned(),
-    );
-    let mut first = "tm infer chat --surface serverless ".to_owned();
-    if let Some(b) = base_url.as_deref().filter(|b| !b.is_empty()) {
-        first += &format!("--base-url \"{b}\" ");
-    }
-    if key.is_none() {
-        first += "--api-key \"YOUR_INFERENCE_API_KEY\" ";
-    }
-    first += &format!("--model \"{}\" ", model_value.as_deref().unwrap_or("YOUR_SERVERLESS_MODEL_NAME"));
-    first += "--json '[{\"role\":\"user\",\"content\":\"Say hello.\"}]'";
-    let ready = key.is_some() && model_value.is_some();
-    let present = |p: bool| if p { "present" } else { "missing" };
-    if ctx.format == Format::Text {
-        let line = format!(
-            "Serverless: base={base} api_key={} model={}",
-            present(key.is_some()),
-            present(model_value.is_some())
-        );
-        ctx.print(&output::screen("tm infer doctor", &[line], &warnings, &[first]));
-    } else {
-        let data = json!({
-            "surface": "serverless",
-            "ready_for_direct_request": ready,
-            "serverless": {
-                "base": base,
-                "base_source": option(&base_url, "--base-url").unwrap_or("default:serverless-base".into()),
-                "api_key_present": key.is_some(),
-                "api_key_source": option(&api_key, "--api-key").or(settings.gateway_api_key.source.clone()),
-                "api_key_value": key.as_deref().map(crate::settings::redact),
-                "model_id_present": model_value.is_some(),
-                "model_id_source": option(&model, "--model"),
-                "model_id_value": model_value,
-                "model_requirement": "explicit --model required",
-            },
-            "warnings": warnings,
-            "next_steps": [first],
-        });
-        ctx.print(&output::value_in(ctx.format, &data));
-    }
-    if exit_status && !ready {
-        return Err(CliError::Exit(1));
-    }
-    Ok(())
 }
 
 fn base_url(t: &Target) -> String {
@@ -290,7 +216,7 @@ async fn generate(ctx: &Ctx, kind: Kind, g: Generate) -> Result<()> {
         return send_and_render(ctx, kind, &r.target, &key, Value::Object(body)).await;
     }
     body.insert("stream".into(), Value::Bool(true));
-    stream(ctx, kind, &g, &key, Value::Object(body)).await
+    stream::stream(ctx, kind, &g, &key, Value::Object(body)).await
 }
 
 async fn post(ctx: &Ctx, kind: Kind, r: Request) -> Result<()> {
@@ -333,130 +259,6 @@ async fn send_and_render(ctx: &Ctx, kind: Kind, t: &Target, key: &str, body: Val
     Ok(())
 }
 
-/// The first `output_text` of an `output` message, else the first non-blank text.
-fn response_text(v: &Value) -> Option<String> {
-    let mut fallback = None;
-    for item in v["output"].as_array()? {
-        for chunk in item["content"].as_array().into_iter().flatten() {
-            let Some(text) = chunk["text"].as_str().filter(|t| !t.trim().is_empty()) else { continue };
-            if item["type"] == "message" && chunk["type"] == "output_text" {
-                return Some(text.to_owned());
-            }
-            fallback.get_or_insert_with(|| text.to_owned());
-        }
-    }
-    fallback
-}
-
-/// A leading `<think>…</think>` block is the model's reasoning, not its answer.
-fn strip_think(text: &str) -> String {
-    let trimmed = text.trim_start();
-    match (trimmed.strip_prefix("<think>"), trimmed.find("</think>")) {
-        (Some(_), Some(end)) => trimmed[end + "</think>".len()..].to_owned(),
-        _ => text.to_owned(),
-    }
-}
-
-async fn stream(ctx: &Ctx, kind: Kind, g: &Generate, key: &str, body: Value) -> Result<()> {
-    let settings = ctx.settings()?;
-    let url = format!("{}{}", base_url(&g.request.target), kind.path());
-    if ctx.debug && !ctx.quiet {
-        eprintln!(
-            "debug: POST {url} stream=true headers={{'Authorization': 'Bearer ***', 'Accept': 'text/event-stream'}}"
-        );
-    }
-    let connect = Duration::from_secs_f64(g.request.target.timeout.unwrap_or(settings.timeout()));
-    let client = reqwest::Client::builder()
-        .connect_timeout(connect)
-        .read_timeout(Duration::from_secs_f64(g.stream_idle_timeout))
-        .build()
-        .map_err(|e| CliError::failed(format!("Cannot start the HTTP client: {e}")))?;
-    let mut response = client
-        .post(&url)
-        .bearer_auth(key)
-        .header("Accept", "text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| CliError::failed(format!("Request failed (network error): {e}")))?;
-    if !response.status().is_success() {
-        let reply = crate::http::Reply {
-            status: response.status(),
-            request_id: response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
-            url: url.clone(),
-            text: response.text().await.unwrap_or_default(),
-        };
-        return Err(CliError::failed(http_error(&reply, Some(HINT_401))));
-    }
-    let mut pending = String::new();
-    let mut thinking = ThinkFilter::default();
-    let mut out = std::io::stdout();
-    'read: loop {
-        let chunk =
-            response.chunk().await.map_err(|e| CliError::failed(format!("Request failed (network error): {e}")))?;
-        let Some(chunk) = chunk else { break };
-        pending.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = pending.find('\n') {
-            let line: String = pending.drain(..=end).collect();
-            let Some(data) = line.trim_end().strip_prefix("data:").map(str::trim) else { continue };
-            if data == "[DONE]" {
-                break 'read;
-            }
-            let event: Value = serde_json::from_str(data)
-                .map_err(|_| CliError::failed(format!("Invalid stream event JSON: {data}")))?;
-            if let Some(error) = event.get("error") {
-                let _ = writeln!(out);
-                return Err(CliError::failed(format!("Stream error: {}", output::json_compact(error))));
-            }
-            let piece = match kind {
-                Kind::Chat => event["choices"][0]["delta"]["content"].as_str().map(|t| thinking.push(t)),
-                // As the official CLI: the non-streaming extractor on each event (quirk Q9).
-                Kind::Responses => response_text(&event),
-                _ => event["choices"][0]["text"].as_str().map(str::to_owned),
-            };
-            if let Some(p) = piece.filter(|p| !p.is_empty()) {
-                let _ = out.write_all(p.as_bytes());
-                let _ = out.flush();
-            }
-        }
-    }
-    let _ = writeln!(out);
-    Ok(())
-}
-
-/// Drops a leading `<think>…</think>` block even when it arrives split across chunks.
-#[derive(Default)]
-struct ThinkFilter {
-    held: String,
-    done: bool,
-}
-
-impl ThinkFilter {
-    fn push(&mut self, piece: &str) -> String {
-        if self.done {
-            return piece.to_owned();
-        }
-        self.held.push_str(piece);
-        let start = self.held.trim_start();
-        if "<think>".starts_with(start) && start.len() < "<think>".len() {
-            return String::new(); // could still become a think block
-        }
-        if !start.starts_with("<think>") {
-            self.done = true;
-            return std::mem::take(&mut self.held);
-        }
-        match start.find("</think>") {
-            Some(end) => {
-                self.done = true;
-                let rest = start[end + "</think>".len()..].to_owned();
-                self.held.clear();
-                rest
-            }
-            None => String::new(),
-        }
-    }
-}
-
 async fn get(ctx: &Ctx, path: &str, field: Option<&str>, t: Target) -> Result<()> {
     let settings = ctx.settings()?;
     let http = ctx.http(&settings)?;
@@ -488,18 +290,6 @@ async fn get(ctx: &Ctx, path: &str, field: Option<&str>, t: Target) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn think_blocks_are_dropped_across_chunks() {
-        let mut f = ThinkFilter::default();
-        let out: String =
-            ["<think>hidden", " reasoning</think>", "Hello", " from", " mock", "!"].iter().map(|p| f.push(p)).collect();
-        assert_eq!(out, "Hello from mock!");
-        let mut plain = ThinkFilter::default();
-        assert_eq!(plain.push("<t"), "");
-        assert_eq!(plain.push("able>"), "<table>");
-        assert_eq!(strip_think("<think>x</think>Hi"), "Hi");
-    }
 
     #[test]
     fn chat_input_is_wrapped_and_model_resolved() {
