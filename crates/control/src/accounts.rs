@@ -2,6 +2,7 @@
 
 use tm_store::users::{ProfileUpdate, UserRow};
 
+use crate::activity::{action, resource, Actor, Event};
 use crate::{password, secret, Control, ControlError, Principal, Role};
 
 const MAX_FIELD_CHARS: usize = 200;
@@ -50,10 +51,13 @@ impl Control {
         };
         match self.store.users().insert(&user).await {
             Err(tm_store::StoreError::Conflict(_)) => {
-                Err(ControlError::AlreadyExists(format!("a user with email {} already exists", user.email)))
+                return Err(ControlError::AlreadyExists(format!("a user with email {} already exists", user.email)))
             }
-            other => other.map(|()| user).map_err(Into::into),
+            other => other?,
         }
+        let description = format!("Account created for {} ({})", user.email, user.role);
+        self.record(Actor::Operator, user_event(&user.id, action::USER_CREATED, description)).await;
+        Ok(user)
     }
 
     /// On an empty database, creates the first admin (a super admin) and an API key for it.
@@ -117,7 +121,13 @@ impl Control {
 
     pub async fn accept_tos(&self, caller: &Principal, user_id: Option<&str>) -> Result<UserRow, ControlError> {
         let id = caller.scope(user_id)?;
-        self.store.users().accept_tos(&id, self.now()).await?.ok_or_else(|| not_found(&id))
+        let before = self.user(&id).await?;
+        let user = self.store.users().accept_tos(&id, self.now()).await?.ok_or_else(|| not_found(&id))?;
+        if before.tos_accepted_at.is_none() {
+            let event = user_event(&id, action::TOS_ACCEPTED, "Accepted the terms of service".into());
+            self.record(Actor::User(caller), event).await;
+        }
+        Ok(user)
     }
 
     pub async fn update_profile(
@@ -143,7 +153,19 @@ impl Control {
                 "give at least one of firstName, lastName, displayName, company",
             ));
         }
+        let changed: Vec<&str> = [
+            ("firstName", &update.first_name),
+            ("lastName", &update.last_name),
+            ("displayName", &update.display_name),
+            ("company", &update.company),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_ref().map(|_| name))
+        .collect();
         if self.store.users().update_profile(&id, &update, self.now()).await? {
+            let mut event = user_event(&id, action::PROFILE_UPDATED, format!("Updated {}", changed.join(", ")));
+            event.metadata = serde_json::json!({"fields": changed});
+            self.record(Actor::User(caller), event).await;
             Ok(())
         } else {
             Err(not_found(&id))
@@ -169,12 +191,28 @@ impl Control {
         if (role == Role::SuperAdmin || current == Role::SuperAdmin) && caller.role != Role::SuperAdmin {
             return Err(ControlError::PermissionDenied("only a super admin can grant or revoke super admin".into()));
         }
-        self.set_role(&target.id, role).await
+        self.apply_role(Actor::User(caller), &target, role).await
     }
 
     /// Operator command (no caller: whoever runs `tensormesh user set-role` owns the box).
     pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRow, ControlError> {
-        self.store.users().set_role(user_id, role.as_str(), self.now()).await?.ok_or_else(|| not_found(user_id))
+        let target = self.user(user_id).await?;
+        self.apply_role(Actor::Operator, &target, role).await
+    }
+
+    async fn apply_role(&self, actor: Actor<'_>, target: &UserRow, role: Role) -> Result<UserRow, ControlError> {
+        let user = self
+            .store
+            .users()
+            .set_role(&target.id, role.as_str(), self.now())
+            .await?
+            .ok_or_else(|| not_found(&target.id))?;
+        if target.role != user.role {
+            let mut event = user_event(&user.id, action::ROLE_CHANGED, format!("Role changed to {}", user.role));
+            event.metadata = serde_json::json!({"from": target.role, "to": user.role});
+            self.record(actor, event).await;
+        }
+        Ok(user)
     }
 
     /// Operator command.
@@ -185,6 +223,17 @@ impl Control {
         } else {
             Err(not_found(user_id))
         }
+    }
+}
+
+fn user_event(id: &str, action: &'static str, description: String) -> Event {
+    Event {
+        owner: id.to_owned(),
+        action,
+        resource_type: resource::USER,
+        resource_id: id.to_owned(),
+        description,
+        metadata: serde_json::json!({}),
     }
 }
 

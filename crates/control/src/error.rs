@@ -17,6 +17,12 @@ pub enum ControlError {
     NotFound(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request is valid but the resource's state refuses it (a reply to a closed ticket).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// This installation does not offer the feature (no payment processor, say).
+    #[error("{0}")]
+    Unimplemented(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

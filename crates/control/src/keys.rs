@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use tm_store::api_keys::ApiKeyRow;
 
+use crate::activity::{action, resource, Actor, Event};
 use crate::secret::{self, Kind};
 use crate::{millis, Control, ControlError, Principal, Role};
 
@@ -71,6 +72,13 @@ impl Control {
     ) -> Result<CreatedKey, ControlError> {
         let issued = secret::issue(Kind::ApiKey);
         let row = self.insert_key(caller, user_id, issued.public_id, issued.digest, name, scopes, expires_at).await?;
+        let event = key_event(
+            &row.user_id,
+            &row.public_id,
+            action::API_KEY_CREATED,
+            format!("Created API key \"{}\"", row.name),
+        );
+        self.record(Actor::User(caller), event).await;
         Ok(CreatedKey { row, token: issued.token })
     }
 
@@ -148,7 +156,13 @@ impl Control {
             secret::parse_api_key(key).public_id
         };
         self.key_cache.forget(&public_id);
+        let live = self.store.api_keys().by_public_id(&public_id).await?.filter(|k| k.deleted_at.is_none());
         if self.store.api_keys().delete(&owner, &public_id, self.now()).await? {
+            if let Some(k) = live {
+                let event =
+                    key_event(&owner, &public_id, action::API_KEY_REVOKED, format!("Revoked API key \"{}\"", k.name));
+                self.record(Actor::User(caller), event).await;
+            }
             Ok(())
         } else {
             Err(ControlError::NotFound("API key not found".into()))
@@ -187,5 +201,16 @@ impl Control {
         } else {
             Err(ControlError::Unauthenticated)
         }
+    }
+}
+
+fn key_event(owner: &str, public_id: &str, action: &'static str, description: String) -> Event {
+    Event {
+        owner: owner.to_owned(),
+        action,
+        resource_type: resource::API_KEY,
+        resource_id: public_id.to_owned(),
+        description,
+        metadata: serde_json::json!({}),
     }
 }

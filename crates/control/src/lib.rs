@@ -4,20 +4,28 @@
 //! - [`accounts`]: users, profiles, roles, operator commands, the first admin.
 //! - [`login`]: the CLI browser login, access/refresh tokens and their rotation.
 //! - [`keys`]: inference API keys and their (revocation-aware) cache.
-//! - [`billing`]: prices, balances, top-ups and the billing views.
+//! - [`billing`]: prices, balances, top-ups, billing addresses and the billing views.
+//! - [`support`]: tickets and reserved-deployment requests.
+//! - [`activity`]: the audit trail every state-changing action writes to.
+//! - [`products`]: the product catalogue.
+//! - [`observability`]: a user's request metrics, from the usage records.
 //! - [`secret`], [`password`]: how secrets are made, stored and checked.
 //! - [`role`]: roles and the one place that decides whose data a request may touch.
 
 mod error;
 
 pub mod accounts;
+pub mod activity;
 pub mod billing;
 pub mod clock;
 pub mod keys;
 pub mod login;
+pub mod observability;
 pub mod password;
+pub mod products;
 pub mod role;
 pub mod secret;
+pub mod support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,6 +10,7 @@ use tm_store::cli_logins::{CliLoginRow, LoginState};
 use tm_store::sessions::{SessionRow, TokenPair};
 use tm_store::users::UserRow;
 
+use crate::activity::{action, resource, Actor, Event};
 use crate::secret::{self, Kind};
 use crate::{millis, Control, ControlError, Principal, Role};
 
@@ -70,6 +71,16 @@ impl Control {
     ) -> Result<UserRow, ControlError> {
         let user = self.check_password(email, password).await?;
         if self.store.cli_logins().decide(request_id, Some(&user.id), self.now()).await? {
+            let me = Principal { user_id: user.id.clone(), role: Role::parse(&user.role).unwrap_or(Role::User) };
+            let event = Event {
+                owner: user.id.clone(),
+                action: action::LOGIN,
+                resource_type: resource::USER,
+                resource_id: user.id.clone(),
+                description: "Signed in to the CLI (browser login)".into(),
+                metadata: serde_json::json!({"method": "cli_browser_login"}),
+            };
+            self.record(Actor::User(&me), event).await;
             Ok(user)
         } else {
             Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))

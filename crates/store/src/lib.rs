@@ -12,15 +12,23 @@
 //! - [`ledger`]: prepaid accounts, credits, holds and exactly-once settlement.
 //! - [`usage`]: usage records read back for billing views.
 //! - [`rate_limits`]: per-user rate-limit overrides.
+//! - [`tickets`]: support tickets, their conversations, reserved-deployment requests.
+//! - [`activities`]: the audit trail.
+//! - [`addresses`]: billing addresses.
+//! - [`products`]: the product catalogue.
 
 mod error;
 
+pub mod activities;
+pub mod addresses;
 pub mod api_keys;
 pub mod cli_logins;
 pub mod ledger;
 pub mod pricing;
+pub mod products;
 pub mod rate_limits;
 pub mod sessions;
+pub mod tickets;
 pub mod usage;
 pub mod users;
 
@@ -108,6 +116,22 @@ impl Store {
 
     pub fn rate_limits(&self) -> rate_limits::RateLimits<'_> {
         rate_limits::RateLimits(&self.pool)
+    }
+
+    pub fn tickets(&self) -> tickets::Tickets<'_> {
+        tickets::Tickets(&self.pool)
+    }
+
+    pub fn activities(&self) -> activities::Activities<'_> {
+        activities::Activities(&self.pool)
+    }
+
+    pub fn addresses(&self) -> addresses::Addresses<'_> {
+        addresses::Addresses(&self.pool)
+    }
+
+    pub fn products(&self) -> products::Products<'_> {
+        products::Products(&self.pool)
     }
 
     /// Waits for connections to finish and closes the pool (SQLite checkpoints its WAL).

@@ -24,6 +24,21 @@ pub struct DayTotals {
     pub first_at: i64,
 }
 
+/// A user's requests that finished in one time step, over all models.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StepTotals {
+    /// Steps since the start of the window.
+    pub step: i64,
+    pub requests: i64,
+    /// Requests that ended without a finish reason (engine failures).
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub cached_tokens: i64,
+    pub completion_tokens: i64,
+    /// Sum of start-to-finish times, ms.
+    pub latency_ms: i64,
+}
+
 pub struct Usage<'a>(pub(crate) &'a AnyPool);
 
 impl Usage<'_> {
@@ -41,6 +56,32 @@ impl Usage<'_> {
         .bind(user_id)
         .bind(from)
         .bind(to)
+        .fetch_all(self.0)
+        .await?)
+    }
+
+    /// Per-step totals of the user's requests finished in `[from, to)` (Unix ms), steps of
+    /// `step_ms` from `from`; steps without requests are left out.
+    pub async fn step_totals(
+        &self,
+        user_id: &str,
+        from: i64,
+        to: i64,
+        step_ms: i64,
+    ) -> Result<Vec<StepTotals>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (finished_at - $2) / $4 AS step, COUNT(*) AS requests, \
+             CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
+             CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+             CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
+             CAST(SUM(finished_at - started_at) AS BIGINT) AS latency_ms \
+             FROM usage_records WHERE user_id = $1 AND finished_at >= $2 AND finished_at < $3 \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(user_id)
+        .bind(from)
+        .bind(to)
+        .bind(step_ms)
         .fetch_all(self.0)
         .await?)
     }

@@ -2,6 +2,7 @@
 //! usage records (transactions, spending, usage history). The inference path's holds and
 //! settlements live in the gateway; what they write is read back here.
 
+pub mod address;
 pub mod price;
 pub mod views;
 
@@ -14,6 +15,7 @@ use tm_store::pricing::PriceRow;
 pub use price::{Price, NANOS_PER_USD};
 pub use views::{Bucket, ModelCharge, Spending, SpendingBucket, Transaction, TransactionKind, UsageHistoryRow};
 
+use crate::activity::{action, resource, Actor, Event};
 use crate::{millis, Control, ControlError, Principal};
 
 const MAX_NAME_CHARS: usize = 200;
@@ -98,6 +100,7 @@ impl Control {
             other => other.into(),
         })?;
         self.forget_prices();
+        self.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_CREATED, "Created")).await;
         Ok(row)
     }
 
@@ -122,6 +125,7 @@ impl Control {
         let row = pricing_row(id, &input, old.created_at, self.now())?;
         self.store.pricing().update(&row).await?;
         self.forget_prices();
+        self.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_UPDATED, "Updated")).await;
         Ok(row)
     }
 
@@ -131,8 +135,11 @@ impl Control {
         if id.trim().is_empty() {
             return Err(ControlError::invalid("id", "is required"));
         }
-        self.store.pricing().delete(id).await?;
-        self.forget_prices();
+        if let Some(row) = self.store.pricing().get(id).await? {
+            self.store.pricing().delete(id).await?;
+            self.forget_prices();
+            self.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_DELETED, "Deleted")).await;
+        }
         Ok(())
     }
 
@@ -200,12 +207,25 @@ impl Control {
         }
         let fingerprint = format!("{target}:{amount_nanos}");
         let description = format!("Balance added by {}", caller.user_id);
-        self.credit(&target, amount_nanos, "top_up", description, idempotency_key, fingerprint).await
+        let (balance, applied) =
+            self.credit(&target, amount_nanos, "top_up", description, idempotency_key, fingerprint).await?;
+        if applied {
+            let event = Event {
+                owner: target.clone(),
+                action: action::BALANCE_ADDED,
+                resource_type: resource::BILLING_ACCOUNT,
+                resource_id: target,
+                description: format!("Added {} USD to the balance", price::usd_decimal(amount_nanos)),
+                metadata: serde_json::json!({"amountNanos": amount_nanos.to_string(), "balanceAfterNanos": balance.to_string()}),
+            };
+            self.record(Actor::User(caller), event).await;
+        }
+        Ok(balance)
     }
 
     /// Credits a user outside any request (the first admin's starting credit).
     pub async fn grant(&self, user_id: &str, amount_nanos: i64, description: &str) -> Result<i64, ControlError> {
-        self.credit(user_id, amount_nanos, "grant", description.into(), None, String::new()).await
+        Ok(self.credit(user_id, amount_nanos, "grant", description.into(), None, String::new()).await?.0)
     }
 
     async fn credit(
@@ -216,7 +236,7 @@ impl Control {
         description: String,
         idempotency_key: Option<String>,
         fingerprint: String,
-    ) -> Result<i64, ControlError> {
+    ) -> Result<(i64, bool), ControlError> {
         let credit = Credit {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: user_id.into(),
@@ -228,9 +248,8 @@ impl Control {
             created_at: self.now(),
         };
         match self.store.ledger().credit(&credit).await? {
-            CreditOutcome::Applied { balance_after_nanos } | CreditOutcome::Replayed { balance_after_nanos } => {
-                Ok(balance_after_nanos)
-            }
+            CreditOutcome::Applied { balance_after_nanos } => Ok((balance_after_nanos, true)),
+            CreditOutcome::Replayed { balance_after_nanos } => Ok((balance_after_nanos, false)),
             CreditOutcome::KeyReused => {
                 Err(ControlError::AlreadyExists("the Idempotency-Key was already used with a different request".into()))
             }
@@ -371,4 +390,15 @@ fn check_targets(targets: &[String]) -> Result<(), ControlError> {
         return Err(ControlError::invalid("targetUserIds", format!("names more than {MAX_TARGETS} users")));
     }
     Ok(())
+}
+
+fn pricing_event(caller: &Principal, row: &PriceRow, action: &'static str, verb: &str) -> Event {
+    Event {
+        owner: caller.user_id.clone(),
+        action,
+        resource_type: resource::SERVERLESS_PRICING,
+        resource_id: row.id.clone(),
+        description: format!("{verb} the serverless price of {}", row.model),
+        metadata: serde_json::json!({"model": row.model}),
+    }
 }

@@ -17,8 +17,7 @@ pub async fn list_users(
     Caller(me): Caller,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
-    let page = params.int("page", 1, 1, i64::from(i32::MAX))?;
-    let size = params.int("size", 50, 1, MAX_PAGE_SIZE)?;
+    let (page, size) = params.page(50, MAX_PAGE_SIZE)?;
     let (users, total) = state.control.list_users(&me, page, size).await?;
     let users: Vec<Value> = users.iter().map(wire::user).collect();
     Ok(Json(json!({"users": users, "page": page, "size": size, "total": total.to_string()})))

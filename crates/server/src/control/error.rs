@@ -30,6 +30,8 @@ impl IntoResponse for CpError {
             ControlError::PermissionDenied(_) => (StatusCode::FORBIDDEN, 7),
             ControlError::NotFound(_) => (StatusCode::NOT_FOUND, 5),
             ControlError::AlreadyExists(_) => (StatusCode::CONFLICT, 6),
+            ControlError::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, 9),
+            ControlError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, 12),
             ControlError::Internal(detail) => {
                 // The detail is for the log, not the client (no internals in 5xx bodies).
                 tracing::error!(error = %detail, "control plane request failed");

@@ -86,4 +86,14 @@ impl Params {
             _ => Err(CpError::invalid(name, format!("must be a whole number from {min} to {max}, got {raw:?}"))),
         }
     }
+
+    /// `page` (1-based) and `size` (1..=`max`, `default` when absent).
+    pub fn page(&self, default_size: i64, max_size: i64) -> Result<(i64, i64), CpError> {
+        Ok((self.int("page", 1, 1, i64::from(i32::MAX))?, self.int("size", default_size, 1, max_size)?))
+    }
+
+    /// An optional RFC 3339 time, as Unix ms.
+    pub fn time(&self, name: &'static str) -> Result<Option<i64>, CpError> {
+        self.str(name).map(|t| super::wire::parse_timestamp(name, t)).transpose()
+    }
 }

@@ -1,7 +1,10 @@
-//! The Control Plane listener: browser login, users, API keys, billing, admin. Handlers take a
+//! The Control Plane listener: browser login, users, API keys, billing, support,
+//! activities, products, observability, admin. Handlers take a
 //! [`extract::Caller`] (access token) and return [`error::CpError`], the one status
 //! mapping of this surface.
 
+mod activities;
+mod address;
 mod admin;
 mod admin_billing;
 mod billing;
@@ -9,12 +12,16 @@ mod cli_login;
 pub mod error;
 mod extract;
 mod login_page;
+mod observability;
+mod products;
+mod stripe;
+mod support;
 mod users;
 mod wire;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use tm_control::{Control, ControlError};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -50,6 +57,24 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/billing/spending/history", get(billing::spending_history))
         .route("/v1/billing/serverless-usage/history", get(billing::usage_history))
         .route("/v1/billing/serverless-pricing", get(billing::pricing))
+        .route("/v1/billing/address", get(address::get).put(address::put))
+        .route("/v1/billing/stripe/customers", get(stripe::unavailable))
+        .route(
+            "/v1/billing/stripe/customers/payment-methods",
+            get(stripe::unavailable).post(stripe::unavailable).delete(stripe::unavailable),
+        )
+        .route("/v1/billing/stripe/setup-intents", post(stripe::unavailable))
+        .route("/v1/billing/stripe/payment-intents", post(stripe::unavailable))
+        .route("/v1/billing/stripe/payment-intents/confirm", post(stripe::unavailable))
+        .route("/v1/support/tickets", get(support::list).post(support::create))
+        .route("/v1/support/tickets/{ticket_id}", get(support::get).delete(support::close))
+        .route("/v1/support/tickets/{ticket_id}/messages", post(support::add_message))
+        .route("/v1/support/reserved-deployments", post(support::submit_reserved_deployment))
+        .route("/v1/activities", get(activities::list))
+        .route("/v1/activities/{activity_id}", get(activities::get))
+        .route("/v1/observability/users/metrics", get(observability::user_metrics))
+        .route("/v1/products", get(products::list))
+        .route("/v1/products/{product_id}", delete(products::delete))
         .route(
             "/v1/admin/billing/serverless-pricing",
             get(admin_billing::list_pricing)
@@ -62,6 +87,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/admin/billing/spending/summary", post(admin_billing::spending_summaries))
         .route("/v1/admin/users", get(admin::list_users))
         .route("/v1/admin/users/change_role", post(admin::change_role))
+        .route("/v1/admin/products", get(products::admin_list).post(products::upsert))
+        .route("/v1/admin/support/reserved-deployments", get(support::list_reserved_deployments))
         .fallback(|uri: Uri| async move { CpError(ControlError::NotFound(format!("no route for {}", uri.path()))) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

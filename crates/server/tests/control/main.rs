@@ -5,12 +5,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod activities;
 mod admin;
 mod billing;
+mod catalog;
 mod keys;
 mod login;
 mod metering;
+mod observability;
 mod secrets;
+mod support;
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};

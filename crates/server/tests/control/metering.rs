@@ -18,13 +18,13 @@ use crate::common::{client, start_with, Engine, Options};
 use crate::{admin_login, call};
 
 /// The control-plane domain on the test's database (the server has its own).
-async fn domain(db: &TestDb) -> Control {
+pub(crate) async fn domain(db: &TestDb) -> Control {
     let store = tm_store::Store::open(&db.url).await.unwrap();
     Control::new(store, Arc::new(tm_control::clock::SystemClock), Default::default())
 }
 
 /// A user with `keys` API keys and `credit` nano-USD.
-async fn funded_user(control: &Control, email: &str, credit: i64, keys: usize) -> (String, Vec<String>) {
+pub(crate) async fn funded_user(control: &Control, email: &str, credit: i64, keys: usize) -> (String, Vec<String>) {
     let new = tm_control::accounts::NewUser {
         email: email.into(),
         password: "password-123".into(),
@@ -59,7 +59,7 @@ async fn set_price(control_url: &str, model: &str, price: Price) {
     assert_eq!(status, 200, "{row}");
 }
 
-async fn wait_until_settled(control: &Control) {
+pub(crate) async fn wait_until_settled(control: &Control) {
     for _ in 0..200 {
         if control.store().ledger().total_held().await.unwrap() == 0 {
             return;

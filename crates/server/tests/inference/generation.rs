@@ -111,26 +111,42 @@ async fn stop_sequences_are_never_leaked() {
     assert_eq!(streamed, expected);
 }
 
-/// The grammar holds the output to JSON and ends generation when the object closes. Its
-/// own server (one slot) keeps the greedy path independent of other tests' batches; the
-/// penalty keeps the 270M base model from listing keys until `max_tokens`.
+/// The grammar holds the output to JSON: a reply cut at `max_tokens` is a prefix of a JSON
+/// object, a finished one is an object, and generation ends when the object closes. Which
+/// prompts the 270M base model closes within the budget depends on the CPU's kernels, so
+/// several are tried and one must close. Its own server (one slot) keeps the greedy path
+/// independent of other tests' batches.
 #[tokio::test]
 async fn json_object_output_parses_as_json() {
     let base = start(Options { parallel: 1, queue: 1, ..Options::default() });
-    let body = json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Output an empty JSON object."}],
-        "response_format": {"type": "json_object"},
-        "temperature": 0,
-        "repetition_penalty": 1.3,
-        "max_tokens": 150,
-    });
-    let (status, v) = post_json(&base, "/v1/chat/completions", body).await;
-    assert_eq!(status, 200, "{v}");
-    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
-    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{content}");
-    let parsed: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
-    assert!(parsed.is_object());
+    let mut closed = 0;
+    for prompt in ["Output an empty JSON object.", "Return {}", r#"Reply with JSON: {"ok": true}"#] {
+        let body = json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": prompt}],
+            "response_format": {"type": "json_object"},
+            "temperature": 0,
+            "repetition_penalty": 1.3,
+            "max_tokens": 150,
+        });
+        let (status, v) = post_json(&base, "/v1/chat/completions", body).await;
+        assert_eq!(status, 200, "{v}");
+        let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+        match v["choices"][0]["finish_reason"].as_str() {
+            Some("stop") => {
+                let parsed: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+                assert!(parsed.is_object(), "{content}");
+                closed += 1;
+            }
+            Some("length") => {
+                let cut = serde_json::from_str::<Value>(content).unwrap_err();
+                assert!(cut.is_eof(), "not a JSON prefix ({cut}): {content}");
+                assert!(content.trim_start().starts_with('{'), "{content}");
+            }
+            other => panic!("finish_reason {other:?}"),
+        }
+    }
+    assert!(closed > 0, "no prompt's object closed within max_tokens");
 }
 
 #[tokio::test]

@@ -1,0 +1,152 @@
+//! The audit trail. Every state-changing action of the control plane calls
+//! [`Control::record`] once it has succeeded; users read the activities on their own data,
+//! admins read all of them.
+
+use serde_json::Value;
+use tm_store::activities::{ActivityFilter, ActivityRow};
+
+use crate::{Control, ControlError, Principal};
+
+/// Who did it.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// A signed-in user (or admin) through the API.
+    User(&'a Principal),
+    /// An operator at the server's command line (`tensormesh user ...`).
+    Operator,
+}
+
+/// What happened, to what, and whose data it touched.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The user whose data changed: who may read this activity.
+    pub owner: String,
+    pub action: &'static str,
+    pub resource_type: &'static str,
+    pub resource_id: String,
+    pub description: String,
+    pub metadata: Value,
+}
+
+/// Action names (`resource.verb`), as `tm activities list --action` filters them.
+pub mod action {
+    pub const LOGIN: &str = "user.login";
+    pub const USER_CREATED: &str = "user.created";
+    pub const PROFILE_UPDATED: &str = "user.profile_updated";
+    pub const TOS_ACCEPTED: &str = "user.tos_accepted";
+    pub const ROLE_CHANGED: &str = "user.role_changed";
+    pub const API_KEY_CREATED: &str = "api_key.created";
+    pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    pub const BALANCE_ADDED: &str = "billing.balance_added";
+    pub const ADDRESS_UPDATED: &str = "billing.address_updated";
+    pub const PRICING_CREATED: &str = "pricing.created";
+    pub const PRICING_UPDATED: &str = "pricing.updated";
+    pub const PRICING_DELETED: &str = "pricing.deleted";
+    pub const TICKET_OPENED: &str = "ticket.opened";
+    pub const TICKET_MESSAGE_ADDED: &str = "ticket.message_added";
+    pub const TICKET_CLOSED: &str = "ticket.closed";
+    pub const RESERVED_DEPLOYMENT_SUBMITTED: &str = "reserved_deployment.submitted";
+    pub const PRODUCT_UPSERTED: &str = "product.upserted";
+    pub const PRODUCT_DELETED: &str = "product.deleted";
+}
+
+/// Resource types.
+pub mod resource {
+    pub const USER: &str = "user";
+    pub const API_KEY: &str = "api_key";
+    pub const BILLING_ACCOUNT: &str = "billing_account";
+    pub const BILLING_ADDRESS: &str = "billing_address";
+    pub const SERVERLESS_PRICING: &str = "serverless_pricing";
+    pub const TICKET: &str = "ticket";
+    pub const RESERVED_DEPLOYMENT: &str = "reserved_deployment";
+    pub const PRODUCT: &str = "product";
+}
+
+pub const ACTOR_USER: &str = "ACTOR_TYPE_USER";
+pub const ACTOR_OPERATOR: &str = "ACTOR_TYPE_SYSTEM";
+
+/// What `GET /v1/activities` filters on, besides the user.
+#[derive(Debug, Clone, Default)]
+pub struct Query<'a> {
+    pub action: Option<&'a str>,
+    pub resource_type: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+}
+
+impl Control {
+    /// Appends the event to the trail. The action has already happened, so a failure to
+    /// record it is logged rather than turned into an error the client would retry.
+    pub(crate) async fn record(&self, actor: Actor<'_>, event: Event) {
+        let (actor_type, actor_id, actor_display) = match actor {
+            Actor::User(p) => {
+                let display = match self.store.users().by_id(&p.user_id).await {
+                    Ok(Some(u)) => u.email,
+                    _ => String::new(),
+                };
+                (ACTOR_USER, p.user_id.clone(), display)
+            }
+            Actor::Operator => (ACTOR_OPERATOR, String::new(), "operator (command line)".to_owned()),
+        };
+        let now = self.now();
+        let row = ActivityRow {
+            // Time-ordered within this process: activities of the same millisecond list in
+            // the order they happened.
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: event.owner,
+            actor_type: actor_type.into(),
+            actor_id,
+            actor_display,
+            action: event.action.into(),
+            resource_type: event.resource_type.into(),
+            resource_id: event.resource_id,
+            description: event.description,
+            metadata: event.metadata.to_string(),
+            occurred_at: now,
+            recorded_at: now,
+        };
+        if let Err(e) = self.store.activities().insert(&row).await {
+            tracing::error!(error = %e, action = %row.action, resource = %row.resource_id, "cannot record activity");
+        }
+    }
+
+    /// A page of activities: a user's own (or, for admins, anyone's when `user_id` names
+    /// them, everyone's when it is absent).
+    pub async fn list_activities(
+        &self,
+        caller: &Principal,
+        user_id: Option<&str>,
+        q: Query<'_>,
+        page: i64,
+        size: i64,
+    ) -> Result<(Vec<ActivityRow>, i64), ControlError> {
+        let owner = visible_owner(caller, user_id)?;
+        let filter = ActivityFilter {
+            user_id: owner.as_deref(),
+            action: q.action,
+            resource_type: q.resource_type,
+            resource_id: q.resource_id,
+            from: q.from,
+            to: q.to,
+        };
+        Ok(self.store.activities().page(&filter, (page - 1) * size, size).await?)
+    }
+
+    /// One activity; another user's is "not found" (its existence is not revealed).
+    pub async fn activity(&self, caller: &Principal, id: &str) -> Result<ActivityRow, ControlError> {
+        match self.store.activities().by_id(id).await? {
+            Some(a) if caller.role.is_admin() || a.user_id == caller.user_id => Ok(a),
+            _ => Err(ControlError::NotFound(format!("activity {id} not found"))),
+        }
+    }
+}
+
+/// Whose rows a list shows: the caller's; for admins the named user's, or all (`None`).
+pub(crate) fn visible_owner(caller: &Principal, user_id: Option<&str>) -> Result<Option<String>, ControlError> {
+    let named = user_id.map(str::trim).filter(|id| !id.is_empty());
+    if caller.role.is_admin() && named.is_none() {
+        return Ok(None);
+    }
+    caller.scope(named).map(Some)
+}

@@ -1,0 +1,72 @@
+//! `/v1/billing/address`: the caller's billing address (or, for an admin, `userId`'s).
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tm_control::billing::address::Address;
+
+use super::error::CpError;
+use super::extract::{Body, Caller, Params};
+use super::ControlState;
+
+pub async fn get(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let a = state.control.billing_address(&me, params.str("userId")).await?;
+    Ok(Json(json!({"address": {
+        "name": a.name,
+        "company": a.company,
+        "line1": a.line1,
+        "line2": a.line2,
+        "city": a.city,
+        "state": a.state,
+        "postalCode": a.postal_code,
+        "country": a.country,
+        "phone": a.phone,
+    }})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Update {
+    user_id: Option<String>,
+    address: Option<Fields>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fields {
+    name: Option<String>,
+    company: Option<String>,
+    line1: Option<String>,
+    line2: Option<String>,
+    city: Option<String>,
+    state: Option<String>,
+    postal_code: Option<String>,
+    country: Option<String>,
+    phone: Option<String>,
+}
+
+pub async fn put(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(u): Body<Update>,
+) -> Result<Json<Value>, CpError> {
+    let f = u.address.ok_or_else(|| CpError::invalid("address", "is required"))?;
+    let address = Address {
+        name: f.name,
+        company: f.company,
+        line1: f.line1,
+        line2: f.line2,
+        city: f.city,
+        state: f.state,
+        postal_code: f.postal_code,
+        country: f.country,
+        phone: f.phone,
+    };
+    state.control.set_billing_address(&me, u.user_id.as_deref(), address).await?;
+    Ok(Json(json!({"empty": {}})))
+}

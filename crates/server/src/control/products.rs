@@ -1,0 +1,100 @@
+//! `/v1/products` (read by users, deleted by admins) and `/v1/admin/products`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+use tm_control::products::ProductPatch;
+use tm_store::products::ProductRow;
+
+use super::error::CpError;
+use super::extract::{Body, Caller};
+use super::wire::timestamp;
+use super::ControlState;
+
+pub async fn list(State(state): State<ControlState>, Caller(me): Caller) -> Result<Json<Value>, CpError> {
+    let rows = state.control.list_products(&me, false).await?;
+    Ok(Json(json!({"products": rows.iter().map(product).collect::<Vec<_>>()})))
+}
+
+pub async fn admin_list(State(state): State<ControlState>, Caller(me): Caller) -> Result<Json<Value>, CpError> {
+    let rows = state.control.list_products(&me, true).await?;
+    Ok(Json(json!({"products": rows.iter().map(product).collect::<Vec<_>>()})))
+}
+
+/// `{"product": {...}}`, or the product itself.
+pub async fn upsert(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, CpError> {
+    me.require_admin()?;
+    let p = body.get("product").unwrap_or(&body);
+    let p = p.as_object().ok_or_else(|| CpError::invalid("product", "must be an object"))?;
+    let text = |key: &'static str| -> Result<Option<String>, CpError> {
+        match p.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(CpError::invalid(field(key), "must be a string")),
+        }
+    };
+    let required_gpu_num = match p.get("requiredGpuNum") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| CpError::invalid("product.requiredGpuNum", "must be a whole number"))?,
+        ),
+    };
+    let is_active = match p.get("isActive") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(CpError::invalid("product.isActive", "must be true or false")),
+    };
+    let spec = match p.get("spec") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone()),
+        Some(_) => return Err(CpError::invalid("product.spec", "must be an object")),
+    };
+    let patch = ProductPatch {
+        id: text("id")?,
+        name: text("name")?,
+        required_gpu_num,
+        family: text("family")?,
+        is_active,
+        spec,
+    };
+    let row = state.control.upsert_product(&me, patch).await?;
+    Ok(Json(json!({"product": product(&row)})))
+}
+
+pub async fn delete(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CpError> {
+    state.control.delete_product(&me, &id).await?;
+    Ok(Json(json!({"deleted": true})))
+}
+
+fn field(key: &'static str) -> &'static str {
+    match key {
+        "id" => "product.id",
+        "name" => "product.name",
+        "family" => "product.family",
+        _ => "product",
+    }
+}
+
+fn product(p: &ProductRow) -> Value {
+    let spec: Value = serde_json::from_str(&p.spec).unwrap_or_else(|_| json!({}));
+    json!({
+        "id": p.id,
+        "name": p.name,
+        "requiredGpuNum": p.required_gpu_num,
+        "family": p.family,
+        "isActive": p.is_active != 0,
+        "spec": spec,
+        "createdAt": timestamp(p.created_at),
+        "updatedAt": timestamp(p.updated_at),
+    })
+}

@@ -1,0 +1,154 @@
+//! `/v1/support/*`: tickets and reserved-deployment requests. The domain decides who
+//! sees which ticket (the requester and admins).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tm_control::support::Ticket;
+
+use super::error::CpError;
+use super::extract::{Body, Caller, Params};
+use super::wire::timestamp;
+use super::ControlState;
+
+const MAX_PAGE_SIZE: i64 = 100;
+
+pub async fn list(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
+    let (tickets, total) =
+        state.control.list_tickets(&me, params.str("userId"), params.str("status"), page, size).await?;
+    let tickets: Vec<Value> = tickets.iter().map(ticket).collect();
+    Ok(Json(json!({"tickets": tickets, "page": page, "size": size, "total": total.to_string()})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewTicket {
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    message: Value,
+    user_id: Option<String>,
+    #[serde(rename = "type")]
+    ticket_type: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(t): Body<NewTicket>,
+) -> Result<Json<Value>, CpError> {
+    let message = message_text(&t.message)?;
+    let created =
+        state.control.open_ticket(&me, t.user_id.as_deref(), &t.subject, &message, t.ticket_type.as_deref()).await?;
+    Ok(Json(json!({"ticket": ticket(&created)})))
+}
+
+pub async fn get(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CpError> {
+    Ok(Json(json!({"ticket": ticket(&state.control.ticket(&me, &id).await?)})))
+}
+
+#[derive(Deserialize)]
+pub struct NewMessage {
+    #[serde(default)]
+    message: Value,
+}
+
+pub async fn add_message(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    Body(m): Body<NewMessage>,
+) -> Result<Json<Value>, CpError> {
+    let content = message_text(&m.message)?;
+    Ok(Json(json!({"ticket": ticket(&state.control.add_ticket_message(&me, &id, &content).await?)})))
+}
+
+pub async fn close(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CpError> {
+    Ok(Json(json!({"ticket": ticket(&state.control.close_ticket(&me, &id).await?)})))
+}
+
+pub async fn submit_reserved_deployment(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(fields): Body<Map<String, Value>>,
+) -> Result<Json<Value>, CpError> {
+    let id = state.control.submit_reserved_deployment(&me, &fields).await?;
+    Ok(Json(json!({"requestId": id})))
+}
+
+/// `GET /v1/admin/support/reserved-deployments` (ours; the official clients have no list).
+pub async fn list_reserved_deployments(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
+    let (rows, total) = state.control.list_reserved_deployments(&me, page, size).await?;
+    let requests: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut out = Map::new();
+            out.insert("requestId".into(), json!(r.id));
+            out.insert("userId".into(), json!(r.user_id));
+            if let Ok(Value::Object(details)) = serde_json::from_str::<Value>(&r.details) {
+                out.extend(details);
+            }
+            out.insert("createdAt".into(), json!(timestamp(r.created_at)));
+            Value::Object(out)
+        })
+        .collect();
+    Ok(Json(json!({"requests": requests, "page": page, "size": size, "total": total.to_string()})))
+}
+
+/// A message is a string (ticket create) or a ConversationMessage `{"content": ...}`.
+fn message_text(v: &Value) -> Result<String, CpError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Object(m) => match m.get("content") {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(CpError::invalid("message.content", "is required")),
+        },
+        Value::Null => Err(CpError::invalid("message", "is required")),
+        _ => Err(CpError::invalid("message", "must be a string or an object with `content`")),
+    }
+}
+
+fn ticket(t: &Ticket) -> Value {
+    let conversations: Vec<Value> = t
+        .messages
+        .iter()
+        .map(|m| {
+            json!({
+                "userId": m.author_id,
+                "userName": m.author_name,
+                "userRole": m.author_role,
+                "content": m.content,
+                "createdAt": timestamp(m.created_at),
+            })
+        })
+        .collect();
+    json!({
+        "ticketId": t.row.id,
+        "subject": t.row.subject,
+        "requesterUserId": t.row.user_id,
+        "status": t.row.status,
+        "type": t.row.r#type,
+        "conversations": conversations,
+        "createdAt": timestamp(t.row.created_at),
+        "updatedAt": timestamp(t.row.updated_at),
+    })
+}
