@@ -128,7 +128,10 @@ def checks(ours, base, control, model, server_bin, data_dir):
 
     @check("parity: Control Plane commands without a token exit 2")
     def _():
-        for args in (["billing", "balance"], ["auth", "whoami"], ["billing", "pricing", "serverless", "list"]):
+        for args in (["billing", "balance"], ["auth", "whoami"], ["billing", "pricing", "serverless", "list"],
+                     ["tickets", "list"], ["products", "list"], ["reserved-deployments", "submit"],
+                     ["activities", "get", ""], ["metrics", "user"], ["billing", "address", "get"],
+                     ["billing", "stripe", "customer", "get"], ["admin", "products", "list"]):
             same(ours, cp + args, empty, as_json=False)
         same(ours, ["auth", "print-token", "--yes-i-know"], empty, as_json=False)
 
@@ -268,6 +271,87 @@ def checks(ours, base, control, model, server_bin, data_dir):
                                              "--yes"], home)
             assert (rc, json.loads(out)) == (0, {"empty": {}}), (binary, rc, out, err)
         same(ours, js + ["admin", "billing", "pricing", "serverless", "delete", "--id", "x"], home, as_json=False)
+
+    @check("parity: tickets (create, list, get, message, close) and their usage errors")
+    def _():
+        js = ["--output", "json"] + cp
+        for args in (["tickets", "create"], ["tickets", "message", "t1"], ["tickets", "message", "t1", "--json", "[]"],
+                     ["tickets", "get", " "], ["tickets", "close", "t1"], ["tickets", "list", "--page", "x"]):
+            same(ours, js + args, home, as_json=False)
+        same(ours, js + ["tickets", "create", "--subject", "Parity", "--message", "Hello", "--type", "technical"], home,
+             normalise=shape)
+        same(ours, js + ["tickets", "list"], home)
+        same(ours, js + ["tickets", "list", "--status", "TICKET_STATUS_OPEN", "--page", "2", "--size", "1"], home)
+        for fmt in ("text", "yaml", "raw", "table"):
+            same(ours, ["--output", fmt] + cp + ["tickets", "list"], home, as_json=False)
+        tid = json.loads(run(ours, js + ["tickets", "list"], home)[1])["tickets"][0]["ticketId"]
+        same(ours, js + ["tickets", "get", tid], home)
+        same(ours, js + ["tickets", "get", "no-such-ticket"], home, as_json=False)
+        same(ours, js + ["tickets", "message", tid, "--message", "more"], home, normalise=shape)
+        same(ours, js + ["tickets", "message", tid, "--json", '{"message": "as json"}'], home, normalise=shape)
+        conv = json.loads(run(ours, js + ["tickets", "get", tid], home)[1])["ticket"]["conversations"]
+        assert [m["content"] for m in conv] == ["Hello", "more", "more", "as json", "as json"], conv
+        same(ours, js + ["tickets", "close", tid, "--yes"], home)  # the second close changes nothing
+        same(ours, js + ["tickets", "message", tid, "--message", "late"], home, as_json=False)
+
+    @check("parity: reserved-deployments, activities, metrics user, products, billing address, stripe")
+    def _():
+        js = ["--output", "json"] + cp
+        same(ours, js + ["reserved-deployments", "submit", "--company", "P", "--preferred-gpu", "GPU_TYPE_H100"], home,
+             normalise=shape)
+        same(ours, js + ["reserved-deployments", "submit"], home, as_json=False)
+        same(ours, js + ["activities", "list"], home)
+        same(ours, js + ["activities", "list", "--resource-type", "ticket", "--page", "2", "--size", "2"], home)
+        same(ours, cp + ["activities", "list", "--action", "ticket.closed"], home, as_json=False)
+        aid = json.loads(run(ours, js + ["activities", "list"], home)[1])["activities"][0]["activityId"]
+        same(ours, js + ["activities", "get", aid], home)
+        same(ours, js + ["activities", "get", "nope"], home, as_json=False)
+        same(ours, js + ["metrics", "user", "--start-time", "2020-01-01T00:00:00Z", "--end-time",
+                         "2020-01-02T00:00:00Z", "--step-seconds", "21600"], home)
+        for args in (["--step-seconds", "0"], ["--step-seconds", "x"]):
+            same(ours, js + ["metrics", "user"] + args, home, as_json=False)
+
+        same(ours, js + ["admin", "products", "upsert", "--name", "Parity GPU", "--required-gpu-num", "2", "--family",
+                         "f", "--spec-json", '{"a": 1}', "--inactive", "--yes"], home, normalise=shape)
+        same(ours, js + ["admin", "products", "upsert", "--yes", "--json", '{"name": "Raw"}'], home, normalise=shape)
+        same(ours, js + ["products", "list"], home)
+        same(ours, js + ["admin", "products", "list"], home)
+        for args in (["upsert", "--yes"], ["upsert", "--yes", "--json", '{"product": {}}'], ["delete", "x"],
+                     ["delete", "no-such-product", "--yes"]):
+            same(ours, js + ["admin", "products"] + args, home, as_json=False)
+        ids = [p["id"] for p in json.loads(run(ours, js + ["admin", "products", "list"], home)[1])["products"]]
+        assert len(ids) == 4, ids
+        for binary, pid in ((OFFICIAL, ids[0]), (ours, ids[1])):
+            rc, out, err = run(binary, js + ["admin", "products", "delete", pid, "--yes"], home)
+            assert (rc, json.loads(out)) == (0, {"deleted": True}), (binary, rc, out, err)
+
+        same(ours, js + ["billing", "address", "get"], home)
+        same(ours, js + ["billing", "address", "update", "--json", '{"address": {"city": "Paris", "country": "FR"}}'],
+             home)
+        same(ours, js + ["billing", "address", "get"], home)
+        for args in ([], ["--json", "{}"], ["--json", "[]"], ["--json", '{"address": 5}']):
+            same(ours, js + ["billing", "address", "update"] + args, home, as_json=False)
+        stripe = ["billing", "stripe"]
+        for args in (["customer", "get"], ["payment-methods", "list"],
+                     ["payment-methods", "attach", "--stripe-payment-method-id", "pm_1"], ["payment-methods", "attach"],
+                     ["payment-methods", "detach", "--stripe-payment-method-id", "pm_1"], ["payment-methods", "detach"],
+                     ["payment-intents", "create", "--json", '{"amount": 10.5}'], ["payment-intents", "create"],
+                     ["payment-intents", "create", "--json", "{}"], ["payment-intents", "confirm"],
+                     ["payment-intents", "confirm", "--stripe-payment-intent-id", "pi_1"], ["setup-intents", "create"]):
+            same(ours, js + stripe + args, home, as_json=False)
+
+    @check("ours: a clear usage error (exit 2) where the official CLI crashes with a traceback")
+    def _():
+        js = ["--output", "json"] + cp
+        for args, message in (
+                (["tickets", "create", "--json", '{"subject": "s"}'], "Missing required fields"),
+                (["tickets", "message", "t1", "--json", '{"userId": "u"}'], "Missing message"),
+                (["admin", "products", "upsert", "--yes", "--json", "[]"], "must define a product"),
+                (["billing", "stripe", "payment-methods", "attach", "--json", "[]"], "must be a JSON object")):
+            theirs = run(OFFICIAL, js + args, home)
+            assert theirs[0] == 1 and "Traceback" in theirs[2], (args, theirs)
+            rc, out, err = run(ours, js + args, home)
+            assert rc == 2 and message in err and "Traceback" not in err, (args, rc, err)
 
     @check("ours: the completion hook loads a completion script in bash")
     def _():

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{admin, auth, billing, cost, infer, local, users};
+use commands::{activities, admin, auth, billing, cost, infer, local, products, support, users};
 use error::CliError;
 use output::Format;
 use settings::{Flags, Settings};
@@ -91,6 +91,21 @@ enum Command {
     /// Your profile and API keys.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Support tickets (Control Plane).
+    #[command(subcommand)]
+    Tickets(support::TicketsCommand),
+    /// Reserved deployments (Support; Control Plane).
+    #[command(subcommand)]
+    ReservedDeployments(support::ReservedDeploymentsCommand),
+    /// Activities (Control Plane).
+    #[command(subcommand)]
+    Activities(activities::ActivitiesCommand),
+    /// Observability metrics (Control Plane).
+    #[command(subcommand)]
+    Metrics(activities::MetricsCommand),
+    /// Products (Control Plane).
+    #[command(subcommand)]
+    Products(products::ProductsCommand),
     /// Administration (admin roles only).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -175,6 +190,11 @@ fn main() -> ExitCode {
             Command::Infer(c) => infer::run(&ctx, c).await,
             Command::Cost(args) => cost::run(&ctx, args).await,
             Command::Users(c) => users::run(&ctx, c).await,
+            Command::Tickets(c) => support::tickets(&ctx, c).await,
+            Command::ReservedDeployments(c) => support::reserved_deployments(&ctx, c).await,
+            Command::Activities(c) => activities::activities(&ctx, c).await,
+            Command::Metrics(c) => activities::metrics(&ctx, c).await,
+            Command::Products(c) => products::products(&ctx, c).await,
             Command::Admin(c) => admin::run(&ctx, c).await,
         }
     });

@@ -19,6 +19,9 @@ pub enum AdminCommand {
     /// Billing administration.
     #[command(subcommand)]
     Billing(Billing),
+    /// Products.
+    #[command(subcommand)]
+    Products(super::products::AdminProducts),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +193,7 @@ pub async fn run(ctx: &Ctx, command: AdminCommand) -> Result<()> {
             }
             post("/v1/admin/users/change_role", Value::Object(body), t.timeout).await
         }
+        AdminCommand::Products(c) => super::products::admin(ctx, c).await,
         AdminCommand::Billing(Billing::Balances(Balances::Get { user_id, target_user_ids, input, t })) => {
             let body = body_from(
                 &input,

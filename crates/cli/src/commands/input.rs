@@ -55,9 +55,23 @@ pub fn optional_input(input: &Input) -> Result<Option<Value>> {
 
 /// The JSON input as an object (the body), when one is given.
 pub fn optional_object(input: &Input) -> Result<Option<Map<String, Value>>> {
+    object_or(input, "Request body must be a JSON object.")
+}
+
+/// The JSON input as an object, when one is given; `not_object` is the usage error for
+/// any other JSON value.
+pub fn object_or(input: &Input, not_object: &str) -> Result<Option<Map<String, Value>>> {
     match optional_input(input)? {
         None => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(CliError::usage("Request body must be a JSON object.")),
+        Some(_) => Err(CliError::usage(not_object)),
+    }
+}
+
+/// The JSON input, required, as an object.
+pub fn required_object(input: &Input, not_object: &str) -> Result<Map<String, Value>> {
+    match read_input(input)? {
+        Value::Object(m) => Ok(m),
+        _ => Err(CliError::usage(not_object)),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod activities;
 pub mod admin;
 pub mod auth;
 pub mod billing;
@@ -7,12 +8,14 @@ pub mod cost;
 pub mod infer;
 pub mod input;
 pub mod local;
+pub mod products;
+pub mod support;
 pub mod users;
 
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{CliError, Result};
 use crate::http::Call;
 use crate::{files, output, Ctx};
 
@@ -59,4 +62,48 @@ pub fn path_segment(s: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// A required positional value (`TICKET_ID`), or the usage error naming it.
+pub fn required_arg(value: &str, label: &str) -> Result<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(CliError::usage(format!("{label} is required.")))
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+/// A string as Python's `repr` writes it, as the official CLI's confirmations quote ids.
+pub fn py_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let mut out = String::from(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn py_repr_quotes_as_python_does() {
+        assert_eq!(py_repr("t-1"), "'t-1'");
+        assert_eq!(py_repr("it's"), "\"it's\"");
+        assert_eq!(py_repr("a'b\"c"), "'a\\'b\"c'");
+        assert_eq!(py_repr("a\\b\n"), "'a\\\\b\\n'");
+    }
 }
