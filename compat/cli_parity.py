@@ -51,6 +51,16 @@ def shape(v):
     return type(v).__name__
 
 
+def json_error_text(v):
+    """A status object with the parser's wording of an invalid auth.json cut off."""
+    cut = lambda t: t.split("auth.json: ")[0] if isinstance(t, str) else t
+    v = json.loads(json.dumps(v))
+    v["warnings"] = [cut(w) for w in v.get("warnings", [])]
+    if "control_plane" in v:
+        v["control_plane"]["error"] = cut(v["control_plane"].get("error"))
+    return v
+
+
 def login_tokens(control):
     """The browser flow over HTTP (the sign-in form posted directly)."""
     start = json.load(urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/start", method="POST")))
@@ -339,6 +349,38 @@ def checks(ours, base, control, model, server_bin, data_dir):
                      ["payment-intents", "create", "--json", "{}"], ["payment-intents", "confirm"],
                      ["payment-intents", "confirm", "--stripe-payment-intent-id", "pi_1"], ["setup-intents", "create"]):
             same(ours, js + stripe + args, home, as_json=False)
+
+    @check("parity: doctor and init (missing, token only, ready, invalid user id, broken auth.json, CA bundle)")
+    def _():
+        uid = "6f1c1e0e-8a55-4e35-9d8e-3c1f2a0b7d11"
+        states = {
+            "empty": (None, None),
+            "token": (None, tokens),
+            "ready": (f'[overrides]\ngateway_api_key = "key-abcdefghijkl"\ngateway_user_id = "{uid}"\n'
+                      'gateway_model_id = "m1"\n', tokens),
+            "key and token": ('[overrides]\ngateway_api_key = "key-abcdefghijkl"\n', tokens),
+            "bad user id": ('[managed]\ngateway_user_id = "not-a-uuid"\n', None),
+            "broken auth.json": (None, "{not json"),
+        }
+        for name, (config, auth) in states.items():
+            h = tempfile.mkdtemp(prefix="tm-parity-setup-")
+            if config:
+                with open(os.path.join(h, "config.toml"), "w") as f:
+                    f.write(config)
+            if auth:
+                with open(os.path.join(h, "auth.json"), "w") as f:
+                    f.write(auth if isinstance(auth, str) else json.dumps(auth))
+            broken = name == "broken auth.json"
+            for command in (["doctor"], ["init"], ["doctor", "--exit-status"]):
+                # Python's and our JSON parsers word the token file's syntax error differently.
+                same(ours, ["--output", "json"] + command, h, normalise=json_error_text if broken else None)
+                for fmt in ("text", "yaml", "table", "raw"):
+                    if broken:
+                        assert run(OFFICIAL, ["--output", fmt] + command, h)[0] == run(ours, ["--output", fmt] + command, h)[0]
+                    else:
+                        same(ours, ["--output", fmt] + command, h, as_json=False)
+        same(ours, ["--ca-bundle", "/nonexistent/ca.pem", "doctor"], empty, as_json=False)
+        same(ours, ["--output", "json", "--ca-bundle", "/nonexistent/ca.pem", "doctor"], empty)
 
     @check("ours: a clear usage error (exit 2) where the official CLI crashes with a traceback")
     def _():

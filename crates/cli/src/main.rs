@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use commands::{activities, admin, auth, billing, cost, infer, local, products, support, users};
+use commands::{activities, admin, auth, billing, cost, infer, local, products, setup, support, users};
 use error::CliError;
 use output::Format;
 use settings::{Flags, Settings};
@@ -77,6 +77,10 @@ enum Command {
     /// Local configuration.
     #[command(subcommand)]
     Config(local::ConfigCommand),
+    /// Guide first-time CLI setup for Control Plane and serverless workflows.
+    Init,
+    /// Diagnose configuration and credentials.
+    Doctor(setup::DoctorArgs),
     /// Control Plane authentication.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
@@ -185,6 +189,8 @@ fn main() -> ExitCode {
             Command::Version => local::version(&ctx),
             Command::Completion(args) => local::completion(&args),
             Command::Config(c) => local::config(&ctx, c),
+            Command::Init => setup::init(&ctx),
+            Command::Doctor(args) => setup::doctor(&ctx, args),
             Command::Auth(c) => auth::run(&ctx, c).await,
             Command::Billing(c) => billing::run(&ctx, c).await,
             Command::Infer(c) => infer::run(&ctx, c).await,

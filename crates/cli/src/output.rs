@@ -29,11 +29,17 @@ pub fn body(format: Format, text: &str) -> Result<String> {
 }
 
 /// The human screen of status commands: title, blank line, summary lines, then each
-/// non-empty block (`Warnings:` as `- item`, `Next steps:` numbered).
-pub fn screen(title: &str, lines: &[String], warnings: &[String], next_steps: &[String]) -> String {
+/// non-empty block (`Missing:` and `Warnings:` as `- item`, `Next steps:` numbered).
+pub fn screen(title: &str, lines: &[String], missing: &[String], warnings: &[String], next_steps: &[String]) -> String {
     let mut out = format!("{title}\n\n");
     for l in lines {
         out += &format!("{l}\n");
+    }
+    if !missing.is_empty() {
+        out += "\nMissing:\n";
+        for m in missing {
+            out += &format!("- {m}\n");
+        }
     }
     if !warnings.is_empty() {
         out += "\nWarnings:\n";

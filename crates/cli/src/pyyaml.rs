@@ -2,7 +2,8 @@
 //! PyYAML defaults) for JSON data: block style, sequences not indented under their key,
 //! strings quoted when YAML 1.1 would read them as something else (`'0'`, `'yes'`,
 //! timestamps), single quotes unless a character needs escaping, non-ASCII escaped.
-//! Not reproduced: PyYAML folds plain strings longer than 80 columns.
+//! Long plain and single-quoted values are folded at single spaces past column 80, as
+//! PyYAML's emitter does (`width` 80). Not reproduced: folding of double-quoted strings.
 
 use serde_json::Value;
 
@@ -53,8 +54,7 @@ fn mapping(out: &mut String, value: &Value, indent: usize) {
             }
             _ => {
                 out.push(' ');
-                out.push_str(&scalar(v));
-                out.push('\n');
+                push_value(out, v, indent + 2);
             }
         }
     }
@@ -72,12 +72,42 @@ fn sequence(out: &mut String, value: &Value, indent: usize) {
         match item {
             Value::Object(m) if !m.is_empty() => mapping(out, item, indent + 2),
             Value::Array(a) if !a.is_empty() => sequence(out, item, indent + 2),
-            _ => {
-                out.push_str(&scalar(item));
-                out.push('\n');
-            }
+            _ => push_value(out, item, indent + 2),
         }
     }
+}
+
+/// PyYAML's preferred line width.
+const BEST_WIDTH: usize = 80;
+
+/// A value scalar and its line end. A plain or single-quoted string is folded: a single
+/// space after a word that ends past column 80 becomes a line break and `indent` spaces.
+fn push_value(out: &mut String, v: &Value, indent: usize) {
+    let text = scalar(v);
+    if !v.is_string() || text.starts_with('"') {
+        out.push_str(&text);
+        out.push('\n');
+        return;
+    }
+    let mut column = out[out.rfind('\n').map_or(0, |i| i + 1)..].chars().count();
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let single_space = c == ' '
+            && i > 0
+            && chars[i - 1] != ' '
+            && chars.get(i + 1).is_some_and(|n| *n != ' ')
+            // Not the first or last character of a quoted string's content.
+            && !(text.starts_with('\'') && (i == 1 || i + 2 == chars.len()));
+        if single_space && column > BEST_WIDTH {
+            out.push('\n');
+            out.push_str(&pad(indent));
+            column = indent;
+        } else {
+            out.push(c);
+            column += 1;
+        }
+    }
+    out.push('\n');
 }
 
 fn scalar(v: &Value) -> String {
@@ -359,5 +389,13 @@ mod tests {
             dump(&strings),
             "- '012'\n- '2026-01-01'\n- '- a'\n- '#x'\n- 'a #b'\n- 'x:'\n- '1:30'\n- '1_000'\n- '.5'\n- 1e5\n- '1.0e+5'\n- '~'\n- 0o7\n"
         );
+    }
+
+    #[test]
+    fn long_values_fold_like_pyyaml() {
+        // Expected string produced by PyYAML 6 `safe_dump(v, sort_keys=False)`.
+        let v: Value = serde_json::from_str(r#"{"warnings": ["Local readiness only. `tm doctor` does not live-validate the current Control Plane token or inference endpoint.", "x  word word word word word word word word word word word word word word word word word word word word word word word word word word word word word word "], "nested": {"deep": {"text": "it's a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b end", "two": "aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb "}}, "list": [{"k": "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"}]}"#).unwrap();
+        let expected = "warnings:\n- Local readiness only. `tm doctor` does not live-validate the current Control Plane\n  token or inference endpoint.\n- 'x  word word word word word word word word word word word word word word word word\n  word word word word word word word word word word word word word word '\nnested:\n  deep:\n    text: it's a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b\n      a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b a b\n      a b a b a b a b end\n    two: 'aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb\n      aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb aa  bb '\nlist:\n- k: one two three four five six seven eight nine ten eleven twelve thirteen fourteen\n    fifteen\n";
+        assert_eq!(dump(&v), expected);
     }
 }

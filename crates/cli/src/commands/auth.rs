@@ -8,10 +8,10 @@ use clap::Subcommand;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::readiness::Readiness;
 use crate::error::{CliError, Result};
 use crate::http::{http_error, Call};
 use crate::output::{self, Format};
-use crate::settings::redact;
 use crate::{files, Ctx};
 
 #[derive(Subcommand, Debug)]
@@ -290,91 +290,23 @@ async fn whoami(ctx: &Ctx, timeout: Option<f64>) -> Result<()> {
 
 fn status(ctx: &Ctx, exit_status: bool) -> Result<()> {
     let s = ctx.settings()?;
-    let path = files::auth_path();
-    let (token_present, token_error) = match files::read_auth() {
-        Ok(Some(a)) => (a.get("access_token").and_then(Value::as_str).is_some_and(|t| !t.trim().is_empty()), None),
-        Ok(None) => (false, None),
-        Err(e) => (false, Some(e.message().to_owned())),
-    };
-    let api_key = s.gateway_api_key.value.clone();
-    let user_id = s.gateway_user_id.value.clone();
-    let user_valid = user_id.as_deref().and_then(|u| uuid::Uuid::parse_str(u).ok()).is_some();
-    let user_error =
-        user_id.as_deref().filter(|_| !user_valid).map(|u| format!("gateway_user_id is not a valid UUID: {u}"));
-    let user_ready = user_valid || token_present;
-    let gateway_ready = api_key.is_some() && user_ready;
-    let mut warnings: Vec<String> = Vec::new();
-    if let Some(e) = &token_error {
-        warnings.push(format!("control_plane_auth_json invalid ({e})"));
-    }
-    if let Some(e) = &user_error {
-        warnings.push(e.clone());
-    }
+    let r = Readiness::inspect(&s);
+    let mut warnings = r.common_warnings(true);
     warnings.push("Local status only. Use `tm auth whoami` to live-validate Control Plane auth.".into());
-    let cp_base = s.controlplane_base.value.clone().unwrap_or_default();
-    let provider = s.gateway_provider.value.clone().unwrap_or_default();
-    let gateway_base = s.gateway_base.value.clone().unwrap_or_default();
     if ctx.format == Format::Text {
-        let user = if user_valid {
-            "present"
-        } else if token_present {
-            "derived"
-        } else {
-            "missing"
-        };
-        let present = |p: bool| if p { "present" } else { "missing" };
-        let lines = [
-            format!(
-                "Control Plane: base={cp_base} token={} auth_json={} source=built-in:controlplane_auth_json",
-                present(token_present),
-                path.display()
-            ),
-            format!(
-                "Gateway: provider={provider} base={gateway_base} api_key={} user_id={user} model_id={}",
-                present(api_key.is_some()),
-                present(s.gateway_model_id.value.is_some())
-            ),
-        ];
-        ctx.print(&output::screen("tm auth status", &lines, &warnings, &[]));
+        let lines = [r.control_plane_line(&s, true), r.gateway_line(&s)];
+        ctx.print(&output::screen("tm auth status", &lines, &[], &warnings, &[]));
     } else {
         let value = json!({
-            "ready": {"control_plane": token_present, "gateway": gateway_ready, "overall": token_present && gateway_ready},
-            "control_plane": {
-                "base": cp_base,
-                "auth_json_path": path.display().to_string(),
-                "auth_json_exists": path.exists(),
-                "access_token_present": token_present,
-                "auth_json_source": "built-in:controlplane_auth_json",
-                "error": token_error,
-            },
-            "gateway": {
-                "provider": provider,
-                "base": gateway_base,
-                "base_source": s.gateway_base.source,
-                "api_key_present": api_key.is_some(),
-                "api_key_source": s.gateway_api_key.source,
-                "api_key_value": api_key.as_deref().map(redact),
-                "user_id_present": user_id.is_some(),
-                "user_id_value": user_id.clone(),
-                "user_id_valid": user_valid,
-                "user_id_ready": user_ready,
-                "user_id_derived_from_controlplane": !user_valid && token_present,
-                "user_id_error": user_error,
-                "user_id_source": if user_id.is_none() && token_present {
-                    Some("derived-from:controlplane-auth".to_owned())
-                } else {
-                    s.gateway_user_id.source.clone()
-                },
-                "model_id_present": s.gateway_model_id.value.is_some(),
-                "model_id_source": s.gateway_model_id.source,
-                "model_id_value": s.gateway_model_id.value,
-            },
+            "ready": {"control_plane": r.control_plane_ready(), "gateway": r.gateway_ready(), "overall": r.overall_ready()},
+            "control_plane": r.control_plane_data(&s),
+            "gateway": r.gateway_data(&s),
             "sources": s.sources(),
             "warnings": warnings,
         });
         ctx.print(&output::value_in(ctx.format, &value));
     }
-    if exit_status && !(token_present && gateway_ready) {
+    if exit_status && !r.overall_ready() {
         return Err(CliError::Exit(1));
     }
     Ok(())

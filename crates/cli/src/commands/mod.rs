@@ -9,6 +9,8 @@ pub mod infer;
 pub mod input;
 pub mod local;
 pub mod products;
+pub mod readiness;
+pub mod setup;
 pub mod support;
 pub mod users;
 

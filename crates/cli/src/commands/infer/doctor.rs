@@ -57,7 +57,7 @@ pub(super) fn doctor(
             present(key.is_some()),
             present(model_value.is_some())
         );
-        ctx.print(&output::screen("tm infer doctor", &[line], &warnings, &[first]));
+        ctx.print(&output::screen("tm infer doctor", &[line], &[], &warnings, &[first]));
     } else {
         let data = json!({
             "surface": "serverless",
