@@ -350,6 +350,30 @@ def checks(ours, base, control, model, server_bin, data_dir):
                      ["payment-intents", "confirm", "--stripe-payment-intent-id", "pi_1"], ["setup-intents", "create"]):
             same(ours, js + stripe + args, home, as_json=False)
 
+    @check("ours: GPU pricing (billing pricing list, admin billing pricing upsert|delete; the official crashes here)")
+    def _():
+        js = ["--output", "json"] + cp
+        price = '{"gpuType": "GPU_TYPE_H100", "cloudProvider": "CLOUD_PROVIDER_NEBIUS", "hourlyRate": 2.5}'
+        rc, out, err = run(ours, js + ["admin", "billing", "pricing", "upsert", "--yes", "--json", price], home)
+        assert rc == 0 and json.loads(out)["pricing"]["hourlyRate"] == {"currencyCode": "USD", "units": "2",
+                                                                        "nanos": 500000000}, (rc, out, err)
+        put = '{"pricing": {"gpuType": "GPU_TYPE_H100", "cloudProvider": "CLOUD_PROVIDER_NEBIUS", "isActive": false}}'
+        rc, out, err = run(ours, js + ["admin", "billing", "pricing", "upsert", "--method", "PUT", "--yes", "--json", put],
+                           home)
+        assert rc == 0 and json.loads(out)["pricing"]["isActive"] is False, (rc, out, err)
+        rc, out, _ = run(ours, js + ["billing", "pricing", "list", "--cloud-provider", "CLOUD_PROVIDER_NEBIUS"], home)
+        assert rc == 0 and [p["gpuType"] for p in json.loads(out)["pricing"]] == ["GPU_TYPE_H100"], out
+        rc, out, _ = run(ours, js + ["billing", "pricing", "list", "--active-only"], home)
+        assert rc == 0 and json.loads(out)["pricing"] == [], out
+        rc, out, _ = run(ours, js + ["admin", "billing", "pricing", "delete", "--gpu-type", "GPU_TYPE_H100",
+                                     "--cloud-provider", "CLOUD_PROVIDER_NEBIUS"], home)
+        assert rc == 1 and "Delete GPU pricing gpuType='GPU_TYPE_H100' cloudProvider='CLOUD_PROVIDER_NEBIUS'?" in out
+        rc, out, _ = run(ours, js + ["admin", "billing", "pricing", "delete", "--gpu-type", "GPU_TYPE_H100",
+                                     "--cloud-provider", "CLOUD_PROVIDER_NEBIUS", "--yes"], home)
+        assert (rc, json.loads(out)) == (0, {"empty": {}}), out
+        theirs = run(OFFICIAL, js + ["billing", "pricing", "list"], home)
+        assert theirs[0] == 1 and "Traceback" in theirs[2], theirs
+
     @check("parity: doctor and init (missing, token only, ready, invalid user id, broken auth.json, CA bundle)")
     def _():
         uid = "6f1c1e0e-8a55-4e35-9d8e-3c1f2a0b7d11"

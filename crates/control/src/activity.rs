@@ -57,6 +57,7 @@ pub mod resource {
     pub const BILLING_ACCOUNT: &str = "billing_account";
     pub const BILLING_ADDRESS: &str = "billing_address";
     pub const SERVERLESS_PRICING: &str = "serverless_pricing";
+    pub const GPU_PRICING: &str = "gpu_pricing";
     pub const TICKET: &str = "ticket";
     pub const RESERVED_DEPLOYMENT: &str = "reserved_deployment";
     pub const PRODUCT: &str = "product";

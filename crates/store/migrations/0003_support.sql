@@ -78,3 +78,14 @@ CREATE TABLE products (
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );
+
+-- Hourly prices of GPUs per cloud, for reserved and on-demand deployments.
+CREATE TABLE gpu_pricing (
+    gpu_type          TEXT NOT NULL,                  -- GPU_TYPE_*
+    cloud_provider    TEXT NOT NULL,                  -- CLOUD_PROVIDER_*
+    hourly_rate_nanos BIGINT NOT NULL CHECK (hourly_rate_nanos >= 0),
+    is_active         BIGINT NOT NULL,
+    created_at        BIGINT NOT NULL,
+    updated_at        BIGINT NOT NULL,
+    PRIMARY KEY (gpu_type, cloud_provider)
+);

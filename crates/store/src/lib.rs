@@ -9,6 +9,7 @@
 //! - [`sessions`]: CLI access/refresh token pairs and their rotation.
 //! - [`cli_logins`]: pending browser-login requests.
 //! - [`pricing`]: serverless prices per model.
+//! - [`gpu_pricing`]: hourly GPU prices per cloud.
 //! - [`ledger`]: prepaid accounts, credits, holds and exactly-once settlement.
 //! - [`usage`]: usage records read back for billing views.
 //! - [`rate_limits`]: per-user rate-limit overrides.
@@ -23,6 +24,7 @@ pub mod activities;
 pub mod addresses;
 pub mod api_keys;
 pub mod cli_logins;
+pub mod gpu_pricing;
 pub mod ledger;
 pub mod pricing;
 pub mod products;
@@ -104,6 +106,10 @@ impl Store {
 
     pub fn pricing(&self) -> pricing::Pricing<'_> {
         pricing::Pricing(&self.pool)
+    }
+
+    pub fn gpu_pricing(&self) -> gpu_pricing::GpuPricing<'_> {
+        gpu_pricing::GpuPricing(&self.pool)
     }
 
     pub fn ledger(&self) -> ledger::Ledger<'_> {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::auth::confirm;
 use super::input::{read_input, Input};
 use super::users::{body_from, required, Timeout};
-use super::{cp_call, query};
+use super::{cp_call, path_segment, py_repr, query};
 use crate::error::{CliError, Result};
 use crate::Ctx;
 
@@ -117,6 +117,30 @@ pub enum Spending {
 
 #[derive(Subcommand, Debug)]
 pub enum Pricing {
+    /// Insert/update GPU pricing (POST|PUT /v1/admin/billing/gpu-pricing).
+    Upsert {
+        #[arg(long, value_enum, ignore_case = true, default_value = "post")]
+        method: HttpMethod,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        t: Timeout,
+    },
+    /// Delete GPU pricing (DELETE /v1/admin/billing/gpu-pricing/{gpuType}/{cloudProvider}).
+    Delete {
+        /// GPU type enum (path param).
+        #[arg(long, value_name = "TEXT")]
+        gpu_type: String,
+        /// Cloud provider enum (path param).
+        #[arg(long, value_name = "TEXT")]
+        cloud_provider: String,
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        t: Timeout,
+    },
     /// Serverless prices.
     #[command(subcommand)]
     Serverless(Serverless),
@@ -227,6 +251,43 @@ pub async fn run(ctx: &Ctx, command: AdminCommand) -> Result<()> {
             post("/v1/admin/billing/spending/summary", Value::Object(body), t.timeout).await
         }
         AdminCommand::Billing(Billing::Pricing(Pricing::Serverless(s))) => serverless(ctx, s).await,
+        AdminCommand::Billing(Billing::Pricing(Pricing::Upsert { method, yes, input, t })) => {
+            let body = pricing_body(&input)?;
+            if !yes {
+                confirm("Upsert GPU pricing? This affects billing and may impact costs.")?;
+            }
+            cp_call(ctx, method.into(), "/v1/admin/billing/gpu-pricing", Vec::new(), Some(&body), t.timeout).await
+        }
+        AdminCommand::Billing(Billing::Pricing(Pricing::Delete { gpu_type, cloud_provider, yes, t })) => {
+            if !yes {
+                confirm(&format!(
+                    "Delete GPU pricing gpuType={} cloudProvider={}?",
+                    py_repr(&gpu_type),
+                    py_repr(&cloud_provider)
+                ))?;
+            }
+            let path =
+                format!("/v1/admin/billing/gpu-pricing/{}/{}", path_segment(&gpu_type), path_segment(&cloud_provider));
+            cp_call(ctx, Method::DELETE, &path, Vec::new(), None, t.timeout).await
+        }
+    }
+}
+
+impl From<HttpMethod> for Method {
+    fn from(m: HttpMethod) -> Method {
+        match m {
+            HttpMethod::Post => Method::POST,
+            HttpMethod::Put => Method::PUT,
+        }
+    }
+}
+
+/// `{"pricing": {...}}` as given, or the given object wrapped in it.
+fn pricing_body(input: &Input) -> Result<Value> {
+    match read_input(input)? {
+        Value::Object(m) if m.get("pricing").is_some_and(Value::is_object) => Ok(Value::Object(m)),
+        Value::Object(m) => Ok(json!({"pricing": m})),
+        _ => Err(CliError::usage("Request body must be a JSON object.")),
     }
 }
 
@@ -238,19 +299,11 @@ async fn serverless(ctx: &Ctx, command: Serverless) -> Result<()> {
             cp_call(ctx, Method::GET, PATH, q, None, t.timeout).await
         }
         Serverless::Upsert { method, yes, input, t } => {
-            let body = match read_input(&input)? {
-                Value::Object(m) if m.get("pricing").is_some_and(Value::is_object) => Value::Object(m),
-                Value::Object(m) => json!({"pricing": m}),
-                _ => return Err(CliError::usage("Request body must be a JSON object.")),
-            };
+            let body = pricing_body(&input)?;
             if !yes {
                 confirm("Upsert serverless pricing? This affects billing and may impact costs.")?;
             }
-            let method = match method {
-                HttpMethod::Post => Method::POST,
-                HttpMethod::Put => Method::PUT,
-            };
-            cp_call(ctx, method, PATH, Vec::new(), Some(&body), t.timeout).await
+            cp_call(ctx, method.into(), PATH, Vec::new(), Some(&body), t.timeout).await
         }
         Serverless::Delete { id, yes, t } => {
             if !yes {

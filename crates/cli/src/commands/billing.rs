@@ -160,6 +160,20 @@ pub enum Spending {
 
 #[derive(Subcommand, Debug)]
 pub enum Pricing {
+    /// List GPU pricing (GET /v1/billing/gpu-pricing).
+    List {
+        /// Filter by cloud provider enum.
+        #[arg(long, value_name = "TEXT")]
+        cloud_provider: Option<String>,
+        /// Filter by GPU type enum.
+        #[arg(long, value_name = "TEXT")]
+        gpu_type: Option<String>,
+        /// Return active pricing only.
+        #[arg(long)]
+        active_only: bool,
+        #[arg(long, value_name = "FLOAT")]
+        timeout: Option<f64>,
+    },
     /// Serverless prices.
     #[command(subcommand)]
     Serverless(Serverless),
@@ -228,6 +242,14 @@ pub async fn run(ctx: &Ctx, command: BillingCommand) -> Result<()> {
         BillingCommand::Pricing(Pricing::Serverless(Serverless::List { model, active_only, timeout })) => {
             let q = query(&[("model", model), ("activeOnly", active_only.then(|| "true".to_owned()))]);
             get("/v1/billing/serverless-pricing", q, timeout).await
+        }
+        BillingCommand::Pricing(Pricing::List { cloud_provider, gpu_type, active_only, timeout }) => {
+            let q = query(&[
+                ("cloudProvider", cloud_provider),
+                ("gpuType", gpu_type),
+                ("activeOnly", active_only.then(|| "true".to_owned())),
+            ]);
+            get("/v1/billing/gpu-pricing", q, timeout).await
         }
         BillingCommand::Address(Address::Get(c)) => {
             get("/v1/billing/address", query(&[("userId", c.user_id)]), c.timeout).await

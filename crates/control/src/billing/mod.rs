@@ -3,6 +3,7 @@
 //! settlements live in the gateway; what they write is read back here.
 
 pub mod address;
+pub mod gpu;
 pub mod price;
 pub mod views;
 

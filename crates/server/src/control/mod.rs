@@ -11,6 +11,7 @@ mod billing;
 mod cli_login;
 pub mod error;
 mod extract;
+mod gpu_pricing;
 mod login_page;
 mod observability;
 mod products;
@@ -57,6 +58,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/billing/spending/history", get(billing::spending_history))
         .route("/v1/billing/serverless-usage/history", get(billing::usage_history))
         .route("/v1/billing/serverless-pricing", get(billing::pricing))
+        .route("/v1/billing/gpu-pricing", get(gpu_pricing::list))
         .route("/v1/billing/address", get(address::get).put(address::put))
         .route("/v1/billing/stripe/customers", get(stripe::unavailable))
         .route(
@@ -82,6 +84,8 @@ pub fn router(state: ControlState) -> Router {
                 .put(admin_billing::update_pricing)
                 .delete(admin_billing::delete_pricing),
         )
+        .route("/v1/admin/billing/gpu-pricing", post(gpu_pricing::create).put(gpu_pricing::update))
+        .route("/v1/admin/billing/gpu-pricing/{gpu_type}/{cloud_provider}", delete(gpu_pricing::delete))
         .route("/v1/admin/billing/balances", post(admin_billing::balances))
         .route("/v1/admin/billing/balances:add", post(admin_billing::add_balance))
         .route("/v1/admin/billing/spending/summary", post(admin_billing::spending_summaries))

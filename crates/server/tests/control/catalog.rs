@@ -130,3 +130,69 @@ async fn stripe_routes_say_there_is_no_payment_processor() {
         assert_eq!(call(&s.control, "not-a-token", method, path, body).await.0, 401, "{path}");
     }
 }
+
+#[tokio::test]
+async fn gpu_prices_are_read_by_users_and_written_by_admins() {
+    for db in tm_testkit::all().await {
+        let s = start_servers(&db, false);
+        let cp = s.control.as_str();
+        let admin = admin_login(cp).await;
+        create_user(&db, "joy@example.com", "joy-password").await;
+        let joy = login(cp, "joy@example.com", "joy-password").await;
+        let path = "/v1/admin/billing/gpu-pricing";
+
+        let h100 = json!({"pricing": {"gpuType": "GPU_TYPE_H100", "cloudProvider": "CLOUD_PROVIDER_NEBIUS",
+                                      "hourlyRate": {"currencyCode": "USD", "units": "2", "nanos": 500_000_000}}});
+        assert_eq!(call(cp, &joy.access, Method::POST, path, Some(h100.clone())).await.0, 403);
+        let (status, made) = call(cp, &admin.access, Method::POST, path, Some(h100.clone())).await;
+        assert_eq!(status, 200, "{made} ({})", db.kind);
+        assert_eq!(
+            (made["pricing"]["hourlyRate"]["units"].as_str(), made["pricing"]["isActive"].as_bool()),
+            (Some("2"), Some(true))
+        );
+        assert_eq!(call(cp, &admin.access, Method::POST, path, Some(h100)).await.0, 409, "POST creates only");
+        let a100 = json!({"gpuType": "a100", "cloudProvider": "lambda", "hourlyRate": 1.25, "isActive": false});
+        let (status, bare) = call(cp, &admin.access, Method::POST, path, Some(a100)).await;
+        assert_eq!((status, bare["pricing"]["gpuType"].as_str()), (200, Some("GPU_TYPE_A100")), "{bare}");
+
+        let (_, all) = call(cp, &joy.access, Method::GET, "/v1/billing/gpu-pricing", None).await;
+        assert_eq!(all["pricing"].as_array().unwrap().len(), 2);
+        let (_, active) = call(cp, &joy.access, Method::GET, "/v1/billing/gpu-pricing?activeOnly=true", None).await;
+        assert_eq!(active["pricing"].as_array().unwrap().len(), 1);
+        let (_, nebius) =
+            call(cp, &joy.access, Method::GET, "/v1/billing/gpu-pricing?cloudProvider=CLOUD_PROVIDER_NEBIUS", None)
+                .await;
+        assert_eq!(nebius["pricing"][0]["gpuType"], "GPU_TYPE_H100");
+
+        // PUT changes what it names; a missing pair is 404.
+        let cheaper =
+            json!({"pricing": {"gpuType": "GPU_TYPE_H100", "cloudProvider": "CLOUD_PROVIDER_NEBIUS", "hourlyRate": 2}});
+        let (status, updated) = call(cp, &admin.access, Method::PUT, path, Some(cheaper)).await;
+        assert_eq!((status, updated["pricing"]["hourlyRate"]["nanos"].as_i64()), (200, Some(0)), "{updated}");
+        let missing =
+            json!({"pricing": {"gpuType": "GPU_TYPE_B200", "cloudProvider": "CLOUD_PROVIDER_YOTTA", "isActive": true}});
+        assert_eq!(call(cp, &admin.access, Method::PUT, path, Some(missing)).await.0, 404);
+
+        let one = format!("{path}/GPU_TYPE_H100/CLOUD_PROVIDER_NEBIUS");
+        assert_eq!(call(cp, &joy.access, Method::DELETE, &one, None).await.0, 403);
+        for _ in 0..2 {
+            let (status, body) = call(cp, &admin.access, Method::DELETE, &one, None).await;
+            assert_eq!((status, body), (200, json!({"empty": {}})), "idempotent");
+        }
+        let (_, left) = call(cp, &joy.access, Method::GET, "/v1/billing/gpu-pricing", None).await;
+        assert_eq!(left["pricing"].as_array().unwrap().len(), 1);
+
+        for (bad, field) in [
+            (json!({"pricing": {"cloudProvider": "lambda", "hourlyRate": 1}}), "pricing.gpuType"),
+            (json!({"pricing": {"gpuType": "h100", "cloudProvider": "aws", "hourlyRate": 1}}), "pricing.cloudProvider"),
+            (json!({"pricing": {"gpuType": "h100", "cloudProvider": "yotta"}}), "pricing.hourlyRate"),
+            (json!({"pricing": {"gpuType": "h100", "cloudProvider": "yotta", "hourlyRate": -1}}), "pricing.hourlyRate"),
+        ] {
+            let (status, body) = call(cp, &admin.access, Method::POST, path, Some(bad)).await;
+            assert_eq!(status, 400, "{body}");
+            assert!(body["message"].as_str().unwrap().contains(field), "{body} should name {field}");
+        }
+        let (status, bad) = call(cp, &joy.access, Method::GET, "/v1/billing/gpu-pricing?cloudProvider=aws", None).await;
+        assert!(status == 400 && bad["message"].as_str().unwrap().contains("cloudProvider"), "{bad}");
+    }
+}

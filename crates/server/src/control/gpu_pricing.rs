@@ -1,0 +1,88 @@
+//! `GET /v1/billing/gpu-pricing` and the admin routes that write it.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+use tm_control::billing::gpu::GpuPricePatch;
+use tm_store::gpu_pricing::GpuPriceRow;
+
+use super::error::CpError;
+use super::extract::{Body, Caller, Params};
+use super::wire::{money, parse_money, timestamp};
+use super::ControlState;
+
+pub async fn list(
+    State(state): State<ControlState>,
+    Caller(_): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let rows = state
+        .control
+        .list_gpu_pricing(params.str("gpuType"), params.str("cloudProvider"), params.bool("activeOnly")?)
+        .await?;
+    Ok(Json(json!({"pricing": rows.iter().map(price).collect::<Vec<_>>()})))
+}
+
+pub async fn create(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, CpError> {
+    me.require_admin()?;
+    let row = state.control.create_gpu_pricing(&me, patch(&body)?).await?;
+    Ok(Json(json!({"pricing": price(&row)})))
+}
+
+pub async fn update(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(body): Body<Value>,
+) -> Result<Json<Value>, CpError> {
+    me.require_admin()?;
+    let row = state.control.update_gpu_pricing(&me, patch(&body)?).await?;
+    Ok(Json(json!({"pricing": price(&row)})))
+}
+
+pub async fn delete(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path((gpu_type, cloud_provider)): Path<(String, String)>,
+) -> Result<Json<Value>, CpError> {
+    state.control.delete_gpu_pricing(&me, &gpu_type, &cloud_provider).await?;
+    Ok(Json(json!({"empty": {}})))
+}
+
+/// `{"pricing": {...}}`, or the price itself.
+fn patch(body: &Value) -> Result<GpuPricePatch, CpError> {
+    let p = body.get("pricing").unwrap_or(body);
+    let p = p.as_object().ok_or_else(|| CpError::invalid("pricing", "must be an object"))?;
+    let text = |key: &str, field: &'static str| match p.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Err(CpError::invalid(field, "is required")),
+        Some(_) => Err(CpError::invalid(field, "must be a string")),
+    };
+    Ok(GpuPricePatch {
+        gpu_type: text("gpuType", "pricing.gpuType")?,
+        cloud_provider: text("cloudProvider", "pricing.cloudProvider")?,
+        hourly_rate_nanos: match p.get("hourlyRate") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_money("pricing.hourlyRate", v)?),
+        },
+        is_active: match p.get("isActive") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(CpError::invalid("pricing.isActive", "must be true or false")),
+        },
+    })
+}
+
+fn price(r: &GpuPriceRow) -> Value {
+    json!({
+        "gpuType": r.gpu_type,
+        "cloudProvider": r.cloud_provider,
+        "hourlyRate": money(r.hourly_rate_nanos),
+        "isActive": r.is_active != 0,
+        "createdAt": timestamp(r.created_at),
+        "updatedAt": timestamp(r.updated_at),
+    })
+}
