@@ -3,7 +3,8 @@
 //!
 //! Layout: [`settings`] (flags > env > config.toml > defaults, with sources), [`files`]
 //! (`auth.json`, atomic 0600 writes), [`http`] (timeouts, retries, error shapes),
-//! [`output`] (the five formats), `commands/*` (one module per command group).
+//! [`output`] (the five formats), [`progress`] (the waiting spinner), `commands/*` (one
+//! module per command group).
 
 mod commands;
 mod decimal;
@@ -11,6 +12,7 @@ mod error;
 mod files;
 mod http;
 mod output;
+mod progress;
 mod pyyaml;
 mod settings;
 

@@ -12,6 +12,7 @@ use super::readiness::Readiness;
 use crate::error::{CliError, Result};
 use crate::http::{http_error, Call};
 use crate::output::{self, Format};
+use crate::progress::Spinner;
 use crate::{files, Ctx};
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +168,7 @@ async fn login(ctx: &Ctx, no_open_browser: bool, max_wait: f64, timeout: Option<
         open_browser(&auth_url);
     }
     let deadline = Instant::now() + Duration::from_secs_f64(max_wait);
+    let _spinner = Spinner::start(ctx.quiet, "Waiting for the sign-in to be approved in the browser…");
     let body = json!({"cli_code": code});
     let exchange_url = format!("{base}/auth/cli/exchange");
     loop {

@@ -8,6 +8,7 @@ use super::input::{read_input, Input};
 use crate::error::{CliError, Result};
 use crate::http::Call;
 use crate::output::{self, Format};
+use crate::progress::Spinner;
 use crate::settings::DEFAULT_SERVERLESS;
 use crate::{files, Ctx};
 
@@ -228,6 +229,7 @@ async fn post(ctx: &Ctx, kind: Kind, r: Request) -> Result<()> {
 async fn send_and_render(ctx: &Ctx, kind: Kind, t: &Target, key: &str, body: Value) -> Result<()> {
     let settings = ctx.settings()?;
     let http = ctx.http(&settings)?;
+    let spinner = Spinner::start(ctx.quiet, "Waiting for the model…");
     let reply = http
         .send(Call {
             method: Method::POST,
@@ -238,7 +240,9 @@ async fn send_and_render(ctx: &Ctx, kind: Kind, t: &Target, key: &str, body: Val
             hint_401: Some(HINT_401),
             timeout: t.timeout,
         })
-        .await?;
+        .await;
+    drop(spinner);
+    let reply = reply?;
     if ctx.format != Format::Text {
         ctx.print(&output::body(ctx.format, &reply.text)?);
         return Ok(());
