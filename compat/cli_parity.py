@@ -406,6 +406,17 @@ def checks(ours, base, control, model, server_bin, data_dir):
         same(ours, ["--ca-bundle", "/nonexistent/ca.pem", "doctor"], empty, as_json=False)
         same(ours, ["--output", "json", "--ca-bundle", "/nonexistent/ca.pem", "doctor"], empty)
 
+    @check("parity: usage errors print the same stderr (usage line of the command, message)")
+    def _():
+        js = ["--output", "json"] + cp
+        for args in (["tickets", "message", " "], ["tickets", "create"], ["users", "update", "x"],
+                     ["admin", "products", "delete", " "], ["billing", "address", "update"],
+                     ["billing", "address", "update", "--json", "{}"],
+                     ["billing", "stripe", "payment-methods", "detach"], ["tickets", "message", "t1", "--json", "[]"],
+                     ["admin", "billing", "balances", "add", "--amount", "1", "--yes"]):
+            theirs, mine = run(OFFICIAL, js + args, home), run(ours, js + args, home)
+            assert (theirs[0], theirs[2]) == (mine[0], mine[2]), (args, theirs, mine)
+
     @check("ours: a clear usage error (exit 2) where the official CLI crashes with a traceback")
     def _():
         js = ["--output", "json"] + cp

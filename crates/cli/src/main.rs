@@ -18,7 +18,7 @@ mod settings;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use commands::{activities, admin, auth, billing, cost, infer, local, products, setup, support, users};
 use error::CliError;
@@ -157,7 +157,12 @@ fn main() -> ExitCode {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
         return ExitCode::SUCCESS;
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let usage = usage_line(&matches);
     if cli.version {
         println!("tm, version {VERSION}");
         return ExitCode::SUCCESS;
@@ -210,7 +215,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let CliError::Usage(_) = e {
-                eprintln!("Usage: tm [OPTIONS] COMMAND [ARGS]...\nTry 'tm --help' for help.\n");
+                eprintln!("{usage}");
             }
             if !matches!(e, CliError::Exit(_)) {
                 eprintln!("Error: {}", e.message());
@@ -218,4 +223,22 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// The usage lines a usage error starts with, for the command that ran, as Click prints
+/// them: `Usage: tm tickets message [OPTIONS] TICKET_ID` and where to get help.
+fn usage_line(matches: &ArgMatches) -> String {
+    let mut command = Cli::command();
+    let mut path = vec!["tm".to_owned()];
+    let mut m = matches;
+    while let Some((name, sub)) = m.subcommand() {
+        let Some(next) = command.find_subcommand(name).cloned() else { break };
+        command = next;
+        path.push(name.to_owned());
+        m = sub;
+    }
+    let path = path.join(" ");
+    let positionals: String =
+        command.get_positionals().map(|a| format!(" {}", a.get_id().as_str().to_ascii_uppercase())).collect();
+    format!("Usage: {path} [OPTIONS]{positionals}\nTry '{path} --help' for help.\n")
 }
