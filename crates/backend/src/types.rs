@@ -161,6 +161,15 @@ pub struct ModelInfo {
     /// Largest prompt + completion length of one request, in tokens.
     pub max_context: u64,
     pub owned_by: String,
+    /// What serving it takes, when the backend knows.
+    pub memory: Option<ModelMemory>,
+}
+
+/// Memory a served model needs: its weights, and its KV cache per token of context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelMemory {
+    pub weights_bytes: u64,
+    pub kv_bytes_per_token: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

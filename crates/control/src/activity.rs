@@ -48,6 +48,8 @@ pub mod action {
     pub const RESERVED_DEPLOYMENT_SUBMITTED: &str = "reserved_deployment.submitted";
     pub const PRODUCT_UPSERTED: &str = "product.upserted";
     pub const PRODUCT_DELETED: &str = "product.deleted";
+    pub const DEPLOYMENT_CREATED: &str = "deployment.created";
+    pub const DEPLOYMENT_DELETED: &str = "deployment.deleted";
 }
 
 /// Resource types.
@@ -61,6 +63,7 @@ pub mod resource {
     pub const TICKET: &str = "ticket";
     pub const RESERVED_DEPLOYMENT: &str = "reserved_deployment";
     pub const PRODUCT: &str = "product";
+    pub const DEPLOYMENT: &str = "deployment";
 }
 
 pub const ACTOR_USER: &str = "ACTOR_TYPE_USER";

@@ -23,6 +23,12 @@ pub enum ControlError {
     /// This installation does not offer the feature (no payment processor, say).
     #[error("{0}")]
     Unimplemented(String),
+    /// A rate limit refused it; retry after the given seconds.
+    #[error("{message}")]
+    ResourceExhausted { message: String, retry_after_secs: u64 },
+    /// Not possible right now (the serving side is overloaded or absent); retry later.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -8,6 +8,7 @@
 //! - [`support`]: tickets and reserved-deployment requests.
 //! - [`activity`]: the audit trail every state-changing action writes to.
 //! - [`products`]: the product catalogue.
+//! - [`deployments`]: users' named handles on served models (the Control Plane's models).
 //! - [`observability`]: a user's request metrics, from the usage records.
 //! - [`secret`], [`password`]: how secrets are made, stored and checked.
 //! - [`role`]: roles and the one place that decides whose data a request may touch.
@@ -18,6 +19,7 @@ pub mod accounts;
 pub mod activity;
 pub mod billing;
 pub mod clock;
+pub mod deployments;
 pub mod keys;
 pub mod login;
 pub mod observability;

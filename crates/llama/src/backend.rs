@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tm_backend::{
-    Backend, BackendError, GenerateRequest, Generation, ModelInfo, Prepared, PromptInput, TokenizeInput, Tokenized,
+    Backend, BackendError, GenerateRequest, Generation, ModelInfo, ModelMemory, Prepared, PromptInput, TokenizeInput,
+    Tokenized,
 };
 use tm_scheduler::{EngineConfig, SchedulerHandle, SeqRequest, Token};
 use tracing::{info, warn};
@@ -122,7 +123,12 @@ impl Backend for EmbeddedBackend {
     fn models(&self) -> Vec<ModelInfo> {
         self.models
             .iter()
-            .map(|m| ModelInfo { id: m.name.clone(), max_context: m.max_context as u64, owned_by: "tensormesh".into() })
+            .map(|m| ModelInfo {
+                id: m.name.clone(),
+                max_context: m.max_context as u64,
+                owned_by: "tensormesh".into(),
+                memory: Some(memory(m.model)),
+            })
             .collect()
     }
 
@@ -188,4 +194,13 @@ impl Backend for EmbeddedBackend {
     fn in_flight(&self) -> usize {
         self.models.iter().map(|m| m.engine.in_flight()).sum()
     }
+}
+
+/// Weights as loaded, and an f16 KV cache (keys and values, every layer, the KV heads'
+/// share of the embedding) per token: an estimate where a model's head size differs from
+/// `n_embd / n_head`.
+fn memory(model: &LlamaModel) -> ModelMemory {
+    let heads = u64::from(model.n_head().max(1));
+    let kv_width = u64::try_from(model.n_embd()).unwrap_or(0) / heads * u64::from(model.n_head_kv());
+    ModelMemory { weights_bytes: model.size(), kv_bytes_per_token: 2 * u64::from(model.n_layer()) * kv_width * 2 }
 }

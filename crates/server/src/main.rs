@@ -215,7 +215,8 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
     serve::model_configs(&args)?;
     let control = serve::open_control(&args, Arc::new(SystemClock)).await?;
     let first_admin = serve::bootstrap(&control, &args.admin, &args.billing).await?;
-    let (inference_app, settler) = serve::build_inference(&args, control.clone()).await?;
+    let serve::Inference { router: inference_app, settler, state: serving } =
+        serve::build_inference(&args, control.clone()).await?;
     let inference = TcpListener::bind(args.inference_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.inference_addr))?;
@@ -223,7 +224,7 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.control_addr))?;
     let (inference_addr, control_addr) = (inference.local_addr()?, control_listener.local_addr()?);
-    let control_app = serve::build_control(&args, control.clone(), control_addr);
+    let control_app = serve::build_control(&args, control.clone(), control_addr, Some(serving));
 
     println!("inference: http://{inference_addr}");
     println!("control: http://{control_addr}");

@@ -79,12 +79,28 @@ fn usd_arg(flag: &str, usd: f64) -> Result<i64> {
 }
 
 /// The Control Plane router.
-pub fn build_control(args: &ServeArgs, control: Control, listen: std::net::SocketAddr) -> Router {
+/// The Control Plane router; `serving` (the inference side, when this process runs one)
+/// answers for deployments: which models are up, one-shot chats.
+pub fn build_control(
+    args: &ServeArgs,
+    control: Control,
+    listen: std::net::SocketAddr,
+    serving: Option<AppState>,
+) -> Router {
     control::router(ControlState {
         control,
         public_url: args.public_control_url.clone(),
         listen_host: listen.to_string(),
+        serving,
     })
+}
+
+/// The inference listener's router, its settler (run it until shutdown), and its state,
+/// which the Control Plane shares.
+pub struct Inference {
+    pub router: Router,
+    pub settler: Settler,
+    pub state: AppState,
 }
 
 /// A database URL without its password, for messages.
@@ -97,7 +113,7 @@ fn redact(url: &str) -> String {
 
 /// The inference router for `args` with its models loaded, and its settler (to run beside
 /// it); API keys, prices and balances are `control`'s.
-pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<(Router, Settler)> {
+pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Inference> {
     let configs = model_configs(args)?;
     let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::load(&configs, true))
         .await
@@ -107,7 +123,7 @@ pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<(Rout
 }
 
 /// The inference router over any backend (tests and benchmarks bring their own).
-pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn Backend>) -> Result<(Router, Settler)> {
+pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn Backend>) -> Result<Inference> {
     let models: Vec<String> = backend.models().into_iter().map(|m| m.id).collect();
     prepare_billing(&control, &args.billing, &models).await?;
     let b = &args.billing;
@@ -117,7 +133,8 @@ pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn 
     };
     let (gateway, settler) = Gateway::new(control.clone(), limits);
     let state = AppState { backend, gateway, control, started: inference::unix_now() };
-    Ok((inference::router(state, RouterConfig { body_limit: args.max_body_bytes }), settler))
+    let router = inference::router(state.clone(), RouterConfig { body_limit: args.max_body_bytes });
+    Ok(Inference { router, settler, state })
 }
 
 /// The models `args` name, each found on disk (else an error naming the pull command).

@@ -89,3 +89,22 @@ CREATE TABLE gpu_pricing (
     updated_at        BIGINT NOT NULL,
     PRIMARY KEY (gpu_type, cloud_provider)
 );
+
+-- Deployments (the Control Plane's "models"): a user's named handle on a model this
+-- installation serves. Deleting keeps the row (status MODEL_STATUS_DELETED).
+CREATE TABLE deployments (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users (id),
+    model_name  TEXT NOT NULL,
+    model_path  TEXT NOT NULL,                        -- the served model's id
+    description TEXT NOT NULL DEFAULT '',
+    model_spec  TEXT NOT NULL DEFAULT '{}',           -- JSON object
+    infra       TEXT NOT NULL DEFAULT '{}',           -- JSON object
+    gpu_count   BIGINT NOT NULL DEFAULT 0,
+    gpu_type    TEXT NOT NULL DEFAULT '',
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    deleted_at  BIGINT
+);
+CREATE UNIQUE INDEX deployments_live_name ON deployments (user_id, model_name) WHERE deleted_at IS NULL;
+CREATE INDEX deployments_by_time ON deployments (created_at);

@@ -17,6 +17,7 @@
 //! - [`activities`]: the audit trail.
 //! - [`addresses`]: billing addresses.
 //! - [`products`]: the product catalogue.
+//! - [`deployments`]: users' named handles on served models.
 
 mod error;
 
@@ -24,6 +25,7 @@ pub mod activities;
 pub mod addresses;
 pub mod api_keys;
 pub mod cli_logins;
+pub mod deployments;
 pub mod gpu_pricing;
 pub mod ledger;
 pub mod pricing;
@@ -106,6 +108,10 @@ impl Store {
 
     pub fn pricing(&self) -> pricing::Pricing<'_> {
         pricing::Pricing(&self.pool)
+    }
+
+    pub fn deployments(&self) -> deployments::Deployments<'_> {
+        deployments::Deployments(&self.pool)
     }
 
     pub fn gpu_pricing(&self) -> gpu_pricing::GpuPricing<'_> {

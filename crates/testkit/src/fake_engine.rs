@@ -58,7 +58,7 @@ impl Drop for Slot {
 #[async_trait]
 impl Backend for FakeEngine {
     fn models(&self) -> Vec<ModelInfo> {
-        vec![ModelInfo { id: FAKE_MODEL.into(), max_context: MAX_CONTEXT, owned_by: "testkit".into() }]
+        vec![ModelInfo { id: FAKE_MODEL.into(), max_context: MAX_CONTEXT, owned_by: "testkit".into(), memory: None }]
     }
 
     async fn prepare(&self, req: GenerateRequest) -> Result<Prepared, BackendError> {

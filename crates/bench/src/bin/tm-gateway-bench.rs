@@ -141,7 +141,8 @@ async fn start(args: &Args, data_dir: &std::path::Path, backend: Arc<dyn Backend
     let serve = Wrap::try_parse_from(argv)?.serve;
     let control = tm_server::serve::open_control(&serve, Arc::new(tm_control::clock::SystemClock)).await?;
     tm_server::serve::bootstrap(&control, &serve.admin, &serve.billing).await?;
-    let (app, settler) = tm_server::serve::inference_app(&serve, control.clone(), backend.clone()).await?;
+    let tm_server::serve::Inference { router: app, settler, .. } =
+        tm_server::serve::inference_app(&serve, control.clone(), backend.clone()).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(settler.run(std::future::pending()));
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,6 +1,7 @@
 //! The Control Plane's one error mapping: grpc-gateway's `{"code","message","details"}`
 //! with the HTTP status of the gRPC code (spec/api-contract.md §4).
 
+use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -32,6 +33,8 @@ impl IntoResponse for CpError {
             ControlError::AlreadyExists(_) => (StatusCode::CONFLICT, 6),
             ControlError::FailedPrecondition(_) => (StatusCode::BAD_REQUEST, 9),
             ControlError::Unimplemented(_) => (StatusCode::NOT_IMPLEMENTED, 12),
+            ControlError::ResourceExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, 8),
+            ControlError::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, 14),
             ControlError::Internal(detail) => {
                 // The detail is for the log, not the client (no internals in 5xx bodies).
                 tracing::error!(error = %detail, "control plane request failed");
@@ -39,6 +42,13 @@ impl IntoResponse for CpError {
                 return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
             }
         };
-        (status, Json(json!({"code": code, "message": self.0.to_string(), "details": []}))).into_response()
+        let body = Json(json!({"code": code, "message": self.0.to_string(), "details": []}));
+        match &self.0 {
+            ControlError::ResourceExhausted { retry_after_secs, .. }
+            | ControlError::Unavailable { retry_after_secs, .. } => {
+                (status, [(RETRY_AFTER, retry_after_secs.max(&1).to_string())], body).into_response()
+            }
+            _ => (status, body).into_response(),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 mod extract;
 mod gpu_pricing;
 mod login_page;
+mod models;
 mod observability;
 mod products;
 mod stripe;
@@ -38,6 +39,9 @@ pub struct ControlState {
     pub public_url: Option<String>,
     /// The listener's address, for sign-in links when a request has no Host header.
     pub listen_host: String,
+    /// The inference side of this process, when it runs one: which models are served and
+    /// up, and the metered path one-shot chats go through.
+    pub serving: Option<crate::inference::AppState>,
 }
 
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -75,6 +79,13 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/activities", get(activities::list))
         .route("/v1/activities/{activity_id}", get(activities::get))
         .route("/v1/observability/users/metrics", get(observability::user_metrics))
+        .route("/v1/models", get(models::list).post(models::deploy))
+        .route("/v1/models:validate", post(models::validate))
+        .route("/v1/models:search-by-infra", post(models::search_by_infra))
+        .route("/v1/models/check", post(models::check))
+        .route("/v1/models/{model_id}", get(models::get).delete(models::delete).post(models::post_verb))
+        .route("/v1/admin/models", get(models::admin_list))
+        .route("/v1/admin/models/{model_id}", delete(models::admin_delete))
         .route("/v1/products", get(products::list))
         .route("/v1/products/{product_id}", delete(products::delete))
         .route(

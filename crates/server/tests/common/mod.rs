@@ -160,16 +160,18 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
             serve::bootstrap(&control, &args.admin, &args.billing).await.unwrap();
             let control_listener = tokio::net::TcpListener::bind(args.control_addr).await.unwrap();
             let control_addr = control_listener.local_addr().unwrap();
-            let control_app = serve::build_control(&args, control.clone(), control_addr);
             let built = match engine {
                 Engine::None => None,
-                Engine::Real => Some(serve::build_inference(&args, control).await.unwrap()),
-                Engine::Given(backend) => Some(serve::inference_app(&args, control, backend).await.unwrap()),
+                Engine::Real => Some(serve::build_inference(&args, control.clone()).await.unwrap()),
+                Engine::Given(backend) => Some(serve::inference_app(&args, control.clone(), backend).await.unwrap()),
             };
+            let serving = built.as_ref().map(|b| b.state.clone());
+            let control_app = serve::build_control(&args, control, control_addr, serving);
             let (inference, settler) = match built {
-                Some((app, settler)) => {
-                    (Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), app)), Some(settler))
-                }
+                Some(b) => (
+                    Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), b.router)),
+                    Some(b.settler),
+                ),
                 None => (None, None),
             };
             let inference_addr = inference.as_ref().map(|(l, _)| l.local_addr().unwrap());

@@ -12,6 +12,7 @@ mod catalog;
 mod keys;
 mod login;
 mod metering;
+mod models;
 mod observability;
 mod secrets;
 mod support;

@@ -1,0 +1,272 @@
+//! `/v1/models` on the Control Plane (deployments: users' named handles on the models this
+//! process serves), `:validate`, `:search-by-infra`, `check`, `{id}:chat`, and the admin
+//! list. Status is live: `MODEL_STATUS_UP` while the inference side serves the model and is
+//! healthy.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tm_control::deployments::NewDeployment;
+use tm_control::ControlError;
+use tm_store::deployments::DeploymentRow;
+
+use super::error::CpError;
+use super::extract::{Body, Caller, Params};
+use super::wire::timestamp;
+use super::ControlState;
+
+const GIB: f64 = (1u64 << 30) as f64;
+const MAX_ADMIN_PAGE: i64 = 500;
+const MAX_CHAT_CHARS: usize = 100_000;
+
+pub async fn list(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let rows = state.control.deployments(&me, params.str("userId")).await?;
+    Ok(Json(json!({"models": models(&state, &rows)})))
+}
+
+pub async fn admin_list(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    me.require_admin()?;
+    let (page, size) = params.page(50, MAX_ADMIN_PAGE)?;
+    let (rows, total) = state.control.deployments_page(&me, params.str("userId"), page, size).await?;
+    Ok(Json(json!({"models": models(&state, &rows), "page": page, "size": size, "total": total.to_string()})))
+}
+
+pub async fn get(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CpError> {
+    let row = state.control.deployment(&me, &id).await?;
+    Ok(Json(json!({"model": model(&row, &served(&state))})))
+}
+
+pub async fn delete(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CpError> {
+    state.control.delete_deployment(&me, &id).await?;
+    Ok(Json(json!({"empty": {}})))
+}
+
+pub async fn admin_delete(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, CpError> {
+    me.require_admin()?;
+    delete(State(state), Caller(me), Path(id)).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deploy {
+    user_id: Option<String>,
+    #[serde(default)]
+    model_name: String,
+    model_path: Option<String>,
+    description: Option<String>,
+    model_spec: Option<Map<String, Value>>,
+    infra: Option<Map<String, Value>>,
+    gpu_count: Option<i64>,
+    gpu_type: Option<String>,
+}
+
+pub async fn deploy(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(d): Body<Deploy>,
+) -> Result<Json<Value>, CpError> {
+    let new = NewDeployment {
+        user_id: d.user_id,
+        model_name: d.model_name,
+        model_path: d.model_path,
+        description: d.description,
+        model_spec: d.model_spec,
+        infra: d.infra,
+        gpu_count: d.gpu_count,
+        gpu_type: d.gpu_type,
+    };
+    let served = served(&state);
+    let row = state.control.deploy(&me, new, &served.ids).await?;
+    Ok(Json(json!({"model": model(&row, &served)})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Validate {
+    user_id: Option<String>,
+    #[serde(default)]
+    model_name: String,
+}
+
+pub async fn validate(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(v): Body<Validate>,
+) -> Result<Json<Value>, CpError> {
+    let free = state.control.deployment_name_free(&me, v.user_id.as_deref(), &v.model_name).await?;
+    Ok(Json(json!({"isValid": free})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchByInfra {
+    user_id: Option<String>,
+    infra: Option<Map<String, Value>>,
+}
+
+/// The caller's deployments whose `infra` has every field the query gives, equal.
+pub async fn search_by_infra(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(q): Body<SearchByInfra>,
+) -> Result<Json<Value>, CpError> {
+    let wanted = q.infra.ok_or_else(|| CpError::invalid("infra", "is required"))?;
+    let rows = state.control.deployments(&me, q.user_id.as_deref()).await?;
+    let matching: Vec<DeploymentRow> = rows
+        .into_iter()
+        .filter(|d| {
+            let infra: Map<String, Value> = serde_json::from_str(&d.infra).unwrap_or_default();
+            wanted.iter().all(|(k, v)| infra.get(k) == Some(v))
+        })
+        .collect();
+    Ok(Json(json!({"models": models(&state, &matching)})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    #[serde(default)]
+    model_id: String,
+}
+
+/// What serving the deployment's model takes: weights plus a full context of KV cache, and
+/// the KV cache alone (what an offloading cache such as LMCache holds), in GiB.
+pub async fn check(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Body(c): Body<Check>,
+) -> Result<Json<Value>, CpError> {
+    if c.model_id.trim().is_empty() {
+        return Err(CpError::invalid("modelId", "is required"));
+    }
+    let row = state.control.deployment(&me, &c.model_id).await?;
+    let serving = serving(&state)?;
+    let info = serving.backend.models().into_iter().find(|m| m.id == row.model_path);
+    let Some((memory, context)) = info.and_then(|m| m.memory.map(|mem| (mem, m.max_context))) else {
+        return Err(CpError(ControlError::Unimplemented(format!(
+            "the backend serving {} does not report its memory needs",
+            row.model_path
+        ))));
+    };
+    let kv = memory.kv_bytes_per_token.saturating_mul(context) as f64;
+    Ok(Json(json!({
+        "requiredGpuMemoryGib": round3((memory.weights_bytes as f64 + kv) / GIB),
+        "requiredLmCacheMemoryGib": round3(kv / GIB),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct ChatBody {
+    body: Option<String>,
+}
+
+/// `POST /v1/models/{id}:chat`: the id and the custom verb share the last segment.
+pub async fn post_verb(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(segment): Path<String>,
+    Body(b): Body<ChatBody>,
+) -> Result<Json<Value>, CpError> {
+    let Some(id) = segment.strip_suffix(":chat") else {
+        return Err(CpError(ControlError::NotFound(format!("no route for POST /v1/models/{segment}"))));
+    };
+    let message = b.body.filter(|m| !m.trim().is_empty()).ok_or_else(|| CpError::invalid("body", "is required"))?;
+    if message.chars().count() > MAX_CHAT_CHARS {
+        return Err(CpError::invalid("body", format!("is longer than {MAX_CHAT_CHARS} characters")));
+    }
+    let row = state.control.deployment(&me, id).await?;
+    if row.deleted_at.is_some() {
+        return Err(CpError(ControlError::FailedPrecondition(format!("model {id} is deleted"))));
+    }
+    let serving = serving(&state)?;
+    let text = crate::inference::one_shot_chat(serving, me, row.model_path, message).await.map_err(|e| {
+        let (status, message, retry) = e.status_and_message();
+        let retry_after_secs = retry.unwrap_or(1);
+        CpError(match status {
+            StatusCode::TOO_MANY_REQUESTS => ControlError::ResourceExhausted { message, retry_after_secs },
+            StatusCode::SERVICE_UNAVAILABLE => ControlError::Unavailable { message, retry_after_secs },
+            StatusCode::NOT_FOUND => ControlError::NotFound(message),
+            s if s.is_client_error() => ControlError::FailedPrecondition(message),
+            _ => ControlError::Internal(message),
+        })
+    })?;
+    Ok(Json(json!({"response": text})))
+}
+
+fn serving(state: &ControlState) -> Result<&crate::inference::AppState, CpError> {
+    state.serving.as_ref().ok_or_else(|| {
+        CpError(ControlError::Unavailable { message: "this server runs no inference".into(), retry_after_secs: 60 })
+    })
+}
+
+/// The served models and whether the inference side is healthy, read once per request.
+struct Served {
+    ids: Vec<String>,
+    healthy: bool,
+}
+
+fn served(state: &ControlState) -> Served {
+    match &state.serving {
+        Some(s) => Served { ids: s.backend.models().into_iter().map(|m| m.id).collect(), healthy: s.backend.healthy() },
+        None => Served { ids: Vec::new(), healthy: false },
+    }
+}
+
+fn models(state: &ControlState, rows: &[DeploymentRow]) -> Vec<Value> {
+    let served = served(state);
+    rows.iter().map(|r| model(r, &served)).collect()
+}
+
+fn model(d: &DeploymentRow, served: &Served) -> Value {
+    let status = if d.deleted_at.is_some() {
+        "MODEL_STATUS_DELETED"
+    } else if served.healthy && served.ids.contains(&d.model_path) {
+        "MODEL_STATUS_UP"
+    } else {
+        "MODEL_STATUS_DOWN"
+    };
+    let object = |text: &str| serde_json::from_str::<Value>(text).unwrap_or_else(|_| json!({}));
+    json!({
+        "modelId": d.id,
+        "deploymentId": d.id,
+        "userId": d.user_id,
+        "description": d.description,
+        "modelPath": d.model_path,
+        "modelName": d.model_name,
+        "status": status,
+        "events": [],
+        "createdAt": timestamp(d.created_at),
+        "updatedAt": timestamp(d.updated_at),
+        "modelSpec": object(&d.model_spec),
+        "infra": object(&d.infra),
+        "gpuCount": d.gpu_count,
+        "gpuType": d.gpu_type,
+        "replicas": 1,
+    })
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
