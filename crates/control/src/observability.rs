@@ -37,6 +37,21 @@ impl Control {
         w: Window,
     ) -> Result<Vec<Series>, ControlError> {
         let user = caller.scope(user_id)?;
+        self.metrics(&user, None, w).await
+    }
+
+    /// The owner's requests to the deployment's model.
+    pub async fn deployment_metrics(
+        &self,
+        caller: &Principal,
+        id: &str,
+        w: Window,
+    ) -> Result<Vec<Series>, ControlError> {
+        let d = self.deployment(caller, id).await?;
+        self.metrics(&d.user_id, Some(&d.model_path), w).await
+    }
+
+    async fn metrics(&self, user: &str, model: Option<&str>, w: Window) -> Result<Vec<Series>, ControlError> {
         let end = w.end_ms.unwrap_or_else(|| self.now());
         let start = w.start_ms.unwrap_or(end - DAY_MS);
         if start >= end {
@@ -54,7 +69,7 @@ impl Control {
                 format!("gives {steps} points for this window; at most {MAX_POINTS} (use a larger step)"),
             ));
         }
-        let totals = self.store.usage().step_totals(&user, start, end, step_ms).await?;
+        let totals = self.store.usage().step_totals(user, model, start, end, step_ms).await?;
         Ok(series(&totals, start, step_ms, steps))
     }
 }

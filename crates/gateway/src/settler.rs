@@ -14,7 +14,7 @@ use tm_control::billing::Price;
 use tm_control::Control;
 use tm_store::ledger::{Settled, UsageRow};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::limiter::{RateLimiter, Scope};
 use crate::wallet::Wallets;
@@ -136,6 +136,20 @@ impl Settler {
     async fn settle(&self, batch: Vec<(Ticket, Receipt)>) {
         let finished_at = self.control.now_ms();
         let rows: Vec<UsageRow> = batch.iter().map(|(t, r)| usage_row(t, r, finished_at)).collect();
+        for r in &rows {
+            // The per-request log line; `model` and `user` let deployment owners read it back.
+            info!(
+                model = %r.model,
+                user = %r.user_id,
+                request_id = %r.request_id,
+                prompt_tokens = r.prompt_tokens,
+                cached_tokens = r.cached_tokens,
+                completion_tokens = r.completion_tokens,
+                status = %r.status,
+                latency_ms = r.finished_at - r.started_at,
+                "request finished"
+            );
+        }
         let now = Instant::now();
         for (ticket, receipt) in &batch {
             let used = receipt.usage.prompt_tokens + receipt.usage.completion_tokens;

@@ -8,9 +8,11 @@
 //! - [`control`]: the Control Plane router (login, users, API keys, admin) and its
 //!   grpc-gateway error mapping.
 //! - [`serve`]: opening the store, binding, graceful shutdown with a deadline.
+//! - [`model_logs`]: the in-memory log lines per served model (deployment logs).
 
 pub mod config;
 pub mod control;
 pub mod inference;
+pub mod model_logs;
 pub mod models;
 pub mod serve;

@@ -13,6 +13,9 @@ use tm_server::config::{DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 #[derive(Parser)]
 #[command(name = "tensormesh", version, about = "Self-hosted Tensormesh inference platform")]
@@ -207,7 +210,12 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Stderr gets what the filter lets through; the per-model logs (deployment logs on the
+    // Control Plane) keep every event that names a model.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(tm_server::model_logs::layer())
+        .init();
 }
 
 async fn serve_main(args: ServeArgs) -> Result<()> {

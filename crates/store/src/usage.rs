@@ -60,11 +60,13 @@ impl Usage<'_> {
         .await?)
     }
 
-    /// Per-step totals of the user's requests finished in `[from, to)` (Unix ms), steps of
-    /// `step_ms` from `from`; steps without requests are left out.
+    /// Per-step totals of the user's requests (to `model` only, when given) finished in
+    /// `[from, to)` (Unix ms), steps of `step_ms` from `from`; steps without requests are
+    /// left out.
     pub async fn step_totals(
         &self,
         user_id: &str,
+        model: Option<&str>,
         from: i64,
         to: i64,
         step_ms: i64,
@@ -76,12 +78,13 @@ impl Usage<'_> {
              CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
              CAST(SUM(finished_at - started_at) AS BIGINT) AS latency_ms \
              FROM usage_records WHERE user_id = $1 AND finished_at >= $2 AND finished_at < $3 \
-             GROUP BY 1 ORDER BY 1",
+             AND ($5 IS NULL OR model = $5) GROUP BY 1 ORDER BY 1",
         )
         .bind(user_id)
         .bind(from)
         .bind(to)
         .bind(step_ms)
+        .bind(model)
         .fetch_all(self.0)
         .await?)
     }

@@ -79,6 +79,8 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/activities", get(activities::list))
         .route("/v1/activities/{activity_id}", get(activities::get))
         .route("/v1/observability/users/metrics", get(observability::user_metrics))
+        .route("/v1/observability/deployments/{deployment_id}/metrics", get(observability::deployment_metrics))
+        .route("/v1/observability/deployments/{deployment_id}/logs", get(observability::deployment_logs))
         .route("/v1/models", get(models::list).post(models::deploy))
         .route("/v1/models:validate", post(models::validate))
         .route("/v1/models:search-by-infra", post(models::search_by_infra))

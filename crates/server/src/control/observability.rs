@@ -1,36 +1,89 @@
-//! `/v1/observability/users/metrics`: the caller's request metrics over a window.
+//! `/v1/observability/users/metrics` (the caller's request metrics over a window) and, per
+//! deployment the caller owns, `…/deployments/{id}/metrics` and `…/logs`.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
-use tm_control::observability::Window;
+use tm_control::observability::{Series, Window};
 
 use super::error::CpError;
 use super::extract::{Caller, Params};
 use super::wire::timestamp;
 use super::ControlState;
+use crate::model_logs::{ModelLogs, Query};
 
 pub async fn user_metrics(
     State(state): State<ControlState>,
     Caller(me): Caller,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
-    let window = Window {
+    let series = state.control.user_metrics(&me, params.str("userId"), window(&params)?).await?;
+    Ok(Json(json!({"metrics": metrics(&series)})))
+}
+
+pub async fn deployment_metrics(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let series = state.control.deployment_metrics(&me, &id, window(&params)?).await?;
+    Ok(Json(json!({"metrics": metrics(&series)})))
+}
+
+/// The newest lines first unless `direction` is `LOG_DIRECTION_FORWARD`; `limit` 1-1000
+/// (default 100).
+pub async fn deployment_logs(
+    State(state): State<ControlState>,
+    Caller(me): Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, CpError> {
+    let d = state.control.deployment(&me, &id).await?;
+    let newest_first = match params.str("direction").map(str::to_ascii_uppercase).as_deref() {
+        None | Some("LOG_DIRECTION_UNSPECIFIED" | "LOG_DIRECTION_BACKWARD" | "BACKWARD" | "DESC") => true,
+        Some("LOG_DIRECTION_FORWARD" | "FORWARD" | "ASC") => false,
+        Some(other) => {
+            return Err(CpError::invalid(
+                "direction",
+                format!("{other:?} is not LOG_DIRECTION_FORWARD or LOG_DIRECTION_BACKWARD"),
+            ))
+        }
+    };
+    let query = Query {
+        model: &d.model_path,
+        user: &d.user_id,
+        from: params.time("startTime")?,
+        to: params.time("endTime")?,
+        limit: params.int("limit", 100, 1, 1000)? as usize,
+        newest_first,
+    };
+    let logs: Vec<Value> = ModelLogs::global()
+        .query(query)
+        .iter()
+        .map(|e| json!({"timestamp": timestamp(e.at), "message": e.message}))
+        .collect();
+    Ok(Json(json!({"logs": logs})))
+}
+
+fn window(params: &Params) -> Result<Window, CpError> {
+    Ok(Window {
         start_ms: params.time("startTime")?,
         end_ms: params.time("endTime")?,
         step_seconds: params
             .str("stepSeconds")
             .map(|_| params.int("stepSeconds", 0, 1, 10 * 365 * 86_400))
             .transpose()?,
-    };
-    let series = state.control.user_metrics(&me, params.str("userId"), window).await?;
-    let metrics: Vec<Value> = series
+    })
+}
+
+fn metrics(series: &[Series]) -> Vec<Value> {
+    series
         .iter()
         .map(|s| {
             let data: Vec<Value> =
                 s.points.iter().map(|(t, v)| json!({"timestamp": timestamp(*t), "value": v})).collect();
             json!({"name": s.name, "data": data})
         })
-        .collect();
-    Ok(Json(json!({"metrics": metrics})))
+        .collect()
 }

@@ -148,6 +148,14 @@ pub fn start_with(db: &tm_testkit::TestDb, engine: Engine, options: Options) -> 
 }
 
 fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Servers {
+    // The per-model logs (deployment logs) are a layer of the process's subscriber.
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    LOGS.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(tm_server::model_logs::layer()),
+        );
+    });
     let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
     let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
     let mut args = serve_args(&options);

@@ -96,6 +96,37 @@ async fn deployments_are_private_live_and_chat_is_billed() {
         assert_eq!((status, broke["code"].as_i64()), (400, Some(9)), "{broke}");
         assert!(control.store().usage().records(&bob_id).await.unwrap().is_empty());
         assert_eq!(call(cp, &ann.access, Method::POST, &format!("{path}:chat"), Some(json!({}))).await.0, 400);
+
+        // The deployment's logs show the request line; its metrics count it.
+        let (status, logs) =
+            call(cp, &ann.access, Method::GET, &format!("/v1/observability/deployments/{id}/logs"), None).await;
+        assert_eq!(status, 200, "{logs}");
+        let line = logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["message"].as_str().unwrap())
+            .find(|m| m.contains(&records[0].request_id));
+        assert!(line.is_some_and(|l| l.starts_with("INFO request finished") && l.contains("prompt_tokens=")), "{logs}");
+        let bobs_logs =
+            format!("/v1/observability/deployments/{bob_model}/logs?direction=LOG_DIRECTION_FORWARD&limit=1000");
+        let (_, theirs) = call(cp, &bob.access, Method::GET, &bobs_logs, None).await;
+        assert!(!theirs.to_string().contains(&records[0].request_id), "another user's requests never show: {theirs}");
+        for p in
+            [format!("/v1/observability/deployments/{id}/logs"), format!("/v1/observability/deployments/{id}/metrics")]
+        {
+            assert_eq!(call(cp, &bob.access, Method::GET, &p, None).await.0, 404, "{p}");
+        }
+        let bad = format!("/v1/observability/deployments/{id}/logs?direction=sideways");
+        assert_eq!(call(cp, &ann.access, Method::GET, &bad, None).await.0, 400);
+        let window = "startTime=2000-01-01T00:00:00Z&endTime=2999-01-01T00:00:00Z&stepSeconds=315360000";
+        let (status, metrics) =
+            call(cp, &ann.access, Method::GET, &format!("/v1/observability/deployments/{id}/metrics?{window}"), None)
+                .await;
+        assert_eq!(status, 200, "{metrics}");
+        let requests: f64 =
+            metrics["metrics"][0]["data"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).sum();
+        assert_eq!((metrics["metrics"][0]["name"].as_str(), requests), (Some("requests"), 1.0));
         assert_eq!(
             call(cp, &ann.access, Method::POST, &format!("{path}:talk"), Some(json!({"body": "x"}))).await.0,
             404
