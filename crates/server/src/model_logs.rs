@@ -8,8 +8,11 @@ use std::fmt::Write;
 use std::sync::{Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::level_filters::LevelFilter;
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 pub const PER_MODEL: usize = 10_000;
@@ -68,9 +71,15 @@ impl ModelLogs {
     }
 }
 
-/// The layer to add to the process's subscriber.
-pub fn layer() -> ModelLogLayer {
-    ModelLogLayer
+/// The layer to add to the process's subscriber: it sees only events at INFO and above
+/// that have a `model` field (decided once per callsite), so it costs nothing elsewhere.
+pub fn layer<S>() -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let wanted = filter_fn(|m| m.is_event() && *m.level() <= Level::INFO && m.fields().field("model").is_some())
+        .with_max_level_hint(LevelFilter::INFO);
+    ModelLogLayer.with_filter(wanted)
 }
 
 pub struct ModelLogLayer;

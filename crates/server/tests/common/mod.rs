@@ -148,14 +148,7 @@ pub fn start_with(db: &tm_testkit::TestDb, engine: Engine, options: Options) -> 
 }
 
 fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Servers {
-    // The per-model logs (deployment logs) are a layer of the process's subscriber.
-    static LOGS: std::sync::Once = std::sync::Once::new();
-    LOGS.call_once(|| {
-        use tracing_subscriber::layer::SubscriberExt;
-        let _ = tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(tm_server::model_logs::layer()),
-        );
-    });
+    install_subscriber();
     let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
     let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
     let mut args = serve_args(&options);
@@ -204,4 +197,66 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
     });
     let (control, inference) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");
     Servers { control: format!("http://{control}"), inference: inference.map(|a| format!("http://{a}")), clock }
+}
+
+/// Everything the test process logs, at every level, once a test asked for it with
+/// [`captured_logs`] (the secrets test reads it).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+static CAPTURED: OnceLock<Captured> = OnceLock::new();
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts capturing every log line of the process.
+pub fn captured_logs() -> &'static Captured {
+    install_subscriber();
+    CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
+    CAPTURED.get_or_init(Captured::default)
+}
+
+/// The process's one subscriber: the per-model logs (deployment logs) as the server keeps
+/// them, and the capture, off until a test turns it on.
+fn install_subscriber() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::Layer;
+        let capture = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(CAPTURED.get_or_init(Captured::default).clone())
+            // Decided per event, never cached per callsite: capture starts mid-run.
+            .with_filter(
+                tracing_subscriber::filter::DynFilterFn::new(|_, _| {
+                    CAPTURING.load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .with_callsite_filter(|_| tracing::subscriber::Interest::sometimes()),
+            );
+        let subscriber = tracing_subscriber::registry().with(tm_server::model_logs::layer()).with(capture);
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of the test process");
+    });
 }

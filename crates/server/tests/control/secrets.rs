@@ -1,46 +1,8 @@
-use std::sync::{Arc, Mutex, OnceLock};
-
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{client, start_servers, ADMIN_PASSWORD, KEY, MODEL};
+use crate::common::{captured_logs, client, start_servers, ADMIN_PASSWORD, KEY, MODEL};
 use crate::{admin_login, call, refresh};
-
-/// Everything any thread of this test binary logs, at TRACE level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
-fn captured_logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Captured::default();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .init();
-        logs
-    })
-}
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
@@ -76,7 +38,7 @@ async fn secrets_never_reach_the_database_files_or_the_logs() {
         bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
     }
     assert!(bytes.len() > 10_000, "database files not found in {}", dir.display());
-    let logged = logs.0.lock().unwrap().clone();
+    let logged = logs.bytes();
     assert!(contains(&logged, "sqlx::query"), "the capture saw no SQL: {} bytes", logged.len());
     let secrets = [KEY, ADMIN_PASSWORD, &key, &first.access, &first.refresh, &access, &code];
     for secret in secrets {
