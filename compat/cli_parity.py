@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
+import completion_parity  # noqa: E402
 from check_clients import ADMIN_EMAIL, ADMIN_PASSWORD, KEY, check, report, start_server  # noqa: E402
 
 OFFICIAL = os.path.join(os.path.dirname(sys.executable), "tm")
@@ -430,16 +431,24 @@ def checks(ours, base, control, model, server_bin, data_dir):
             rc, out, err = run(ours, js + args, home)
             assert rc == 2 and message in err and "Traceback" not in err, (args, rc, err)
 
-    @check("ours: the completion hook loads a completion script in bash")
+    @check("parity: shell completion (Click's scripts, and the answers for every command, option and value)")
     def _():
         hook = run(ours, ["completion", "bash"], empty)[1].strip()
         assert hook == 'eval "$(_TM_COMPLETE=bash_source tm)"', hook
-        shell = f'tm() {{ "{ours}" "$@"; }}; {hook} && complete -p tm'
-        out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0 and "-F _tm tm" in out.stdout, (out.stdout, out.stderr)
-        for sh in ("zsh", "fish"):
-            rc, script, _ = run(ours, [], empty, {"_TM_COMPLETE": f"{sh}_source"})
-            assert rc == 0 and "auth" in script and "billing" in script, (sh, rc)
+        completion_parity.check_sources(ours)
+        completion_parity.check_in_bash(ours, hook)
+        asked = completion_parity.check_protocol(ours)
+        print(f"      {asked} completion requests answered alike")
+
+    @check("ours: a closed stdout pipe (`tm ... | head -0`) ends quietly, not with a panic")
+    def _():
+        for args in (["version"], ["completion", "bash"], ["--output", "json", "config", "show"]):
+            r, w = os.pipe()
+            os.close(r)
+            proc = subprocess.run([ours, *args], stdout=w, stderr=subprocess.PIPE, text=True, timeout=30,
+                                  env=dict(os.environ, TM_CONFIG_HOME=empty))
+            os.close(w)
+            assert proc.returncode == 0 and "panicked" not in proc.stderr, (args, proc.returncode, proc.stderr)
 
     @check("ours: auth login (browser flow), refresh, logout")
     def _():

@@ -7,6 +7,7 @@
 //! module per command group).
 
 mod commands;
+mod completion;
 mod decimal;
 mod error;
 mod files;
@@ -43,7 +44,7 @@ struct Cli {
     #[arg(short = 'V', long = "version")]
     version: bool,
     /// Config TOML to read (default: <home>/config.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     config: Option<String>,
     /// Output format.
     #[arg(long, value_enum, ignore_case = true, default_value = "text")]
@@ -55,7 +56,7 @@ struct Cli {
     #[arg(long)]
     debug: bool,
     /// PEM bundle for TLS verification.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     ca_bundle: Option<String>,
     /// Default HTTP timeout in seconds.
     #[arg(long, value_name = "FLOAT")]
@@ -140,22 +141,23 @@ impl Ctx {
         )
     }
 
-    /// Writes a command's result to stdout; a closed pipe (`| head`) is not an error.
+    /// Writes a command's result to stdout.
     pub fn print(&self, text: &str) {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        output::write_stdout(text);
     }
 }
 
 fn main() -> ExitCode {
-    // The hook `tm completion SHELL` prints runs `_TM_COMPLETE=<shell>_source tm`: answer
-    // with a completion script for the whole command tree.
-    if let Some(shell) = std::env::var("_TM_COMPLETE").ok().and_then(|v| local::completion_shell(&v)) {
-        let mut script = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "tm", &mut script);
-        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
-        return ExitCode::SUCCESS;
+    // The hook `tm completion SHELL` prints runs `_TM_COMPLETE=<shell>_source tm`, and the
+    // script it loads asks `_TM_COMPLETE=<shell>_complete tm` at each <TAB>.
+    let prog = std::env::args_os()
+        .next()
+        .and_then(|p| std::path::Path::new(&p).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tm".into());
+    if let Some(request) = std::env::var(completion::complete_var(&prog)).ok().filter(|v| !v.is_empty()) {
+        let (text, status) = completion::answer(&request, &Cli::command(), &prog);
+        output::write_stdout(&text);
+        return ExitCode::from(status);
     }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -164,7 +166,7 @@ fn main() -> ExitCode {
     };
     let usage = usage_line(&matches);
     if cli.version {
-        println!("tm, version {VERSION}");
+        output::write_stdout(&format!("tm, version {VERSION}\n"));
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {

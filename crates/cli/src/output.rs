@@ -165,6 +165,13 @@ fn grid(columns: &[String], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Writes to stdout; a closed pipe (`tm … | head`) is not an error (println! would panic).
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -26,17 +26,17 @@ pub enum AuthCommand {
         #[arg(long, default_value_t = 300.0, value_name = "FLOAT")]
         max_wait_seconds: f64,
         /// Timeout of each HTTP call.
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
     /// Exchange the refresh token for new tokens.
     Refresh {
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
     /// Check the token with the server and print the profile.
     Whoami {
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
     /// Local status of the Control Plane token and gateway credentials (no network).
@@ -76,14 +76,14 @@ pub async fn run(ctx: &Ctx, command: AuthCommand) -> Result<()> {
                 ));
             }
             let token = files::access_token().map_err(|e| CliError::failed(e.message().to_owned()))?;
-            println!("{token}");
+            ctx.print(&format!("{token}\n"));
             Ok(())
         }
         AuthCommand::Logout { yes } => {
             let path = files::auth_path();
             if !path.exists() {
                 if !ctx.quiet {
-                    println!("Already logged out (no token file): {}", path.display());
+                    ctx.print(&format!("Already logged out (no token file): {}\n", path.display()));
                 }
                 return Ok(());
             }
@@ -93,7 +93,7 @@ pub async fn run(ctx: &Ctx, command: AuthCommand) -> Result<()> {
             std::fs::remove_file(&path)
                 .map_err(|e| CliError::failed(format!("Failed to delete token file: {}: {e}", path.display())))?;
             if !ctx.quiet {
-                println!("Deleted token file: {}", path.display());
+                ctx.print(&format!("Deleted token file: {}\n", path.display()));
             }
             Ok(())
         }
@@ -254,7 +254,7 @@ async fn refresh(ctx: &Ctx, timeout: Option<f64>) -> Result<()> {
         .ok_or_else(|| CliError::failed(format!("Refresh failed: invalid JSON response: {}{hints}", reply.text)))?;
     files::save_auth(&tokens)?;
     if !ctx.quiet {
-        println!("Refresh success. Tokens updated.");
+        ctx.print("Refresh success. Tokens updated.\n");
     }
     Ok(())
 }

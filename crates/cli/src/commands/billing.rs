@@ -17,7 +17,7 @@ pub struct Common {
     #[arg(long, value_name = "TEXT")]
     user_id: Option<String>,
     /// HTTP timeout for this call.
-    #[arg(long, value_name = "FLOAT")]
+    #[arg(long, value_name = "FLOAT", display_order = 900)]
     timeout: Option<f64>,
 }
 
@@ -51,7 +51,7 @@ pub enum Address {
         #[command(flatten)]
         input: Input,
         /// HTTP timeout for this call.
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
 }
@@ -109,7 +109,7 @@ pub enum PaymentIntents {
         #[command(flatten)]
         input: Input,
         /// HTTP timeout for this call.
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
     /// Confirm Stripe payment intent (POST /v1/billing/stripe/payment-intents/confirm).
@@ -171,7 +171,7 @@ pub enum Pricing {
         /// Return active pricing only.
         #[arg(long)]
         active_only: bool,
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
     /// Serverless prices.
@@ -189,7 +189,7 @@ pub enum Serverless {
         /// Only active prices.
         #[arg(long)]
         active_only: bool,
-        #[arg(long, value_name = "FLOAT")]
+        #[arg(long, value_name = "FLOAT", display_order = 900)]
         timeout: Option<f64>,
     },
 }

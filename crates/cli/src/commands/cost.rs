@@ -63,7 +63,7 @@ pub struct CostArgs {
     /// Range end (ISO 8601; default now).
     #[arg(long, value_name = "TEXT")]
     end: Option<String>,
-    #[arg(long, value_name = "FLOAT")]
+    #[arg(long, value_name = "FLOAT", display_order = 900)]
     timeout: Option<f64>,
 }
 
@@ -207,7 +207,7 @@ pub async fn run(ctx: &Ctx, args: CostArgs) -> Result<()> {
     let saving = per_model.0.iter().fold(Dec::ZERO, |acc, m| acc.add(m.saving));
 
     if ctx.format == Format::Text {
-        render_text(&label, &per_model.0, subtotal, saving, note);
+        ctx.print(&render_text(&label, &per_model.0, subtotal, saving, note));
         return Ok(());
     }
     let mut payload = view.as_object().cloned().unwrap_or_default();
@@ -385,14 +385,16 @@ fn thousands(n: i64) -> String {
     }
 }
 
-fn render_text(label: &str, per_model: &[ModelTotal], subtotal: Dec, saving: Dec, note: Option<&str>) {
-    println!("Spend + cache savings — {label}\n");
+fn render_text(label: &str, per_model: &[ModelTotal], subtotal: Dec, saving: Dec, note: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "Spend + cache savings — {label}\n");
     if per_model.is_empty() {
-        println!("  (no serverless charges in window)");
+        let _ = writeln!(out, "  (no serverless charges in window)");
         if let Some(n) = note {
-            println!("\n{n}");
+            let _ = writeln!(out, "\n{n}");
         }
-        return;
+        return out;
     }
     let headers = ["Model", "Events", "Input", "Output", "Cached", "Spend", "Cache saved"];
     let mut sorted: Vec<&ModelTotal> = per_model.iter().collect();
@@ -416,21 +418,22 @@ fn render_text(label: &str, per_model: &[ModelTotal], subtotal: Dec, saving: Dec
         .collect();
     let line =
         |cells: Vec<String>| cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
-    println!("{}", line(headers.iter().map(|h| (*h).to_owned()).collect()));
-    println!("{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    let _ = writeln!(out, "{}", line(headers.iter().map(|h| (*h).to_owned()).collect()));
+    let _ = writeln!(out, "{}", line(widths.iter().map(|w| "-".repeat(*w)).collect()));
     for r in rows {
-        println!("{}", line(r.to_vec()));
+        let _ = writeln!(out, "{}", line(r.to_vec()));
     }
-    println!("\n  {:<22} {}", "Serverless subtotal:", money(subtotal));
+    let _ = writeln!(out, "\n  {:<22} {}", "Serverless subtotal:", money(subtotal));
     let base = subtotal.add(saving);
     let mut saved = format!("  {:<22} {}", "Cache saved:", money(saving));
     if base > Dec::ZERO {
         saved += &format!("  ({}% of pre-cache serverless cost)", saving.percent_of(base));
     }
-    println!("{saved}");
+    let _ = writeln!(out, "{saved}");
     if let Some(n) = note {
-        println!("\n{n}");
+        let _ = writeln!(out, "\n{n}");
     }
+    out
 }
 
 #[cfg(test)]

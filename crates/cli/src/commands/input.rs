@@ -12,10 +12,10 @@ use crate::error::{CliError, Result};
 #[derive(Args, Debug, Clone)]
 pub struct Input {
     /// JSON request body, or @file.json (overrides flags).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", display_order = 800)]
     pub json: Option<String>,
     /// Read the JSON request body from a file (overrides flags).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", display_order = 801, value_hint = clap::ValueHint::FilePath)]
     pub file: Option<String>,
 }
 

@@ -13,17 +13,14 @@ pub fn version(ctx: &Ctx) -> Result<()> {
         std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.display().to_string())).unwrap_or_default();
     let platform = format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH);
     if ctx.format == Format::Raw {
-        println!("{VERSION}");
+        ctx.print(&format!("{VERSION}\n"));
         return Ok(());
     }
     if ctx.format == Format::Text {
-        println!("tm version\n");
-        println!("CLI version: {VERSION}");
-        println!("Runtime: Rust (native binary)");
-        println!("Distribution: standalone-binary");
-        println!("Platform: {platform}");
-        println!("Executable: {exe}");
-        println!("Package root: {root}");
+        ctx.print(&format!(
+            "tm version\n\nCLI version: {VERSION}\nRuntime: Rust (native binary)\nDistribution: standalone-binary\n\
+             Platform: {platform}\nExecutable: {exe}\nPackage root: {root}\n"
+        ));
         return Ok(());
     }
     let info = json!({
@@ -57,26 +54,17 @@ pub struct CompletionArgs {
     prog: String,
 }
 
-/// The shell a `_TM_COMPLETE=<shell>_source` request asks a script for.
-pub fn completion_shell(request: &str) -> Option<clap_complete::Shell> {
-    match request.strip_suffix("_source")? {
-        "bash" => Some(clap_complete::Shell::Bash),
-        "zsh" => Some(clap_complete::Shell::Zsh),
-        "fish" => Some(clap_complete::Shell::Fish),
-        _ => None,
-    }
-}
-
 /// Click's completion hook (one line), as the official CLI prints it; the script behind
-/// it comes from `completion_shell`.
+/// it comes from [`crate::completion`].
 pub fn completion(args: &CompletionArgs) -> Result<()> {
-    let var = format!("_{}_COMPLETE", args.prog.to_uppercase().replace('-', "_"));
+    let var = crate::completion::complete_var(&args.prog);
     let prog = &args.prog;
-    match args.shell {
-        Shell::Bash => println!("eval \"$({var}=bash_source {prog})\""),
-        Shell::Zsh => println!("eval \"$({var}=zsh_source {prog})\""),
-        Shell::Fish => println!("env {var}=fish_source {prog} | source"),
-    }
+    let hook = match args.shell {
+        Shell::Bash => format!("eval \"$({var}=bash_source {prog})\"\n"),
+        Shell::Zsh => format!("eval \"$({var}=zsh_source {prog})\"\n"),
+        Shell::Fish => format!("env {var}=fish_source {prog} | source\n"),
+    };
+    output::write_stdout(&hook);
     Ok(())
 }
 
@@ -85,7 +73,7 @@ pub enum ConfigCommand {
     /// Write the starter config.toml.
     Init {
         /// Where to write it (default: <home>/config.toml).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
         path: Option<String>,
         /// Overwrite an existing file (keeps only its [managed] values).
         #[arg(long)]
@@ -112,7 +100,7 @@ pub fn config(ctx: &Ctx, command: ConfigCommand) -> Result<()> {
             let managed = if force { settings::existing_managed(&path) } else { Default::default() };
             files::write_private(&path, &settings::template(&managed))
                 .map_err(|e| CliError::failed(format!("Failed to write config file: {}: {e}", path.display())))?;
-            println!("{}", path.display());
+            ctx.print(&format!("{}\n", path.display()));
             Ok(())
         }
         ConfigCommand::Show { sources } => {

@@ -13,7 +13,7 @@ use crate::Ctx;
 #[derive(Args, Debug, Clone)]
 pub struct Timeout {
     /// HTTP timeout for this call.
-    #[arg(long, value_name = "FLOAT")]
+    #[arg(long, value_name = "FLOAT", display_order = 900)]
     pub timeout: Option<f64>,
 }
 

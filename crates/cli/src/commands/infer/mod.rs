@@ -24,16 +24,16 @@ const HINT_401: &str = "set --api-key explicitly or configure gateway_api_key. C
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// Serverless API key (else `gateway_api_key` from config.toml).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", display_order = 3)]
     api_key: Option<String>,
     /// Serverless base URL.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", display_order = 4)]
     base_url: Option<String>,
     /// Connect (and, without streaming, read) timeout.
-    #[arg(long, value_name = "FLOAT")]
+    #[arg(long, value_name = "FLOAT", display_order = 900)]
     timeout: Option<f64>,
     /// Only `serverless` in this build.
-    #[arg(long, default_value = "serverless", value_parser = ["serverless"])]
+    #[arg(long, default_value = "serverless", value_parser = ["serverless"], display_order = 1)]
     surface: String,
 }
 
@@ -45,7 +45,7 @@ pub struct Request {
     #[command(flatten)]
     input: Input,
     /// Model name (else the body's `model`).
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, value_name = "TEXT", display_order = 2)]
     model: Option<String>,
 }
 
@@ -54,10 +54,10 @@ pub struct Generate {
     #[command(flatten)]
     request: Request,
     /// Print tokens as they arrive.
-    #[arg(long)]
+    #[arg(long, display_order = 5)]
     stream: bool,
     /// Seconds without a stream event before giving up.
-    #[arg(long, default_value_t = 300.0, value_name = "FLOAT")]
+    #[arg(long, default_value_t = 300.0, value_name = "FLOAT", display_order = 6)]
     stream_idle_timeout: f64,
 }
 
@@ -81,7 +81,7 @@ pub enum InferCommand {
     Version(Target),
     /// Local readiness for the next request (no network).
     Doctor {
-        #[arg(long, default_value = "serverless", value_parser = ["serverless"])]
+        #[arg(long, default_value = "serverless", value_parser = ["serverless"], display_order = 1)]
         surface: String,
         #[arg(long)]
         model: Option<String>,
@@ -257,7 +257,7 @@ async fn send_and_render(ctx: &Ctx, kind: Kind, t: &Target, key: &str, body: Val
         Kind::Tokenize => None,
     };
     match text.filter(|t| !t.trim().is_empty()) {
-        Some(t) => println!("{t}"),
+        Some(t) => ctx.print(&format!("{t}\n")),
         None => ctx.print(&output::yaml(&parsed)),
     }
     Ok(())
@@ -282,7 +282,7 @@ async fn get(ctx: &Ctx, path: &str, field: Option<&str>, t: Target) -> Result<()
         if let Some(field) = field {
             let parsed: Value = serde_json::from_str(&reply.text).unwrap_or(json!(null));
             if let Some(v) = parsed.get(field).and_then(Value::as_str).filter(|v| !v.is_empty()) {
-                println!("{v}");
+                ctx.print(&format!("{v}\n"));
                 return Ok(());
             }
         }
