@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
+use prometheus_client::registry::Registry;
 use tm_backend::{
     Backend, BackendError, GenerateRequest, Generation, ModelInfo, ModelMemory, Prepared, PromptInput, TokenizeInput,
     Tokenized,
 };
-use tm_scheduler::{EngineConfig, SchedulerHandle, SeqRequest, Token};
+use tm_scheduler::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, Token};
 use tracing::{info, warn};
 
-use crate::engine_model::LlamaEngineModel;
+use crate::engine_model::{ContextShape, LlamaEngineModel};
 use crate::load::load_model;
 use crate::template::{ChatTemplate, CHATML};
 
@@ -29,7 +30,17 @@ pub struct ModelConfig {
     /// Context per request (prompt + completion); capped at the model's training context.
     pub ctx_size: usize,
     pub threads: i32,
+    /// KV cells shared by running requests and cached prefixes (default: slots x context).
+    pub kv_cells: Option<usize>,
+    /// Sequences for cached prefixes beside the slots.
+    pub cache_sequences: usize,
+    /// Prompt tokens per step while others decode.
+    pub step_tokens: usize,
+    pub prefix_cache: bool,
 }
+
+/// llama.cpp's limit on sequence ids.
+const MAX_SEQUENCES: usize = 256;
 
 struct Served {
     name: String,
@@ -46,8 +57,9 @@ pub struct EmbeddedBackend {
 }
 
 impl EmbeddedBackend {
-    /// Loads every model and starts its engine thread.
-    pub fn load(configs: &[ModelConfig], show_progress: bool) -> Result<Self, String> {
+    /// Loads every model and starts its engine thread; each engine's metrics go into
+    /// `registry` with the model's name as a label.
+    pub fn load(configs: &[ModelConfig], show_progress: bool, registry: &mut Registry) -> Result<Self, String> {
         let mut models = Vec::new();
         for c in configs {
             let model = load_model(&c.path, show_progress)?;
@@ -63,14 +75,33 @@ impl EmbeddedBackend {
             };
             let template = ChatTemplate::new(&source, piece(vocab.bos()), piece(vocab.eos()))?;
             let bos_text = vocab.should_add_bos().then(|| piece(vocab.bos()));
-            let (slots, threads) = (c.slots.max(1), c.threads.max(1));
-            let engine = SchedulerHandle::spawn(
-                &c.name,
-                EngineConfig { slots, queue: c.queue, ctx_per_slot: max_context },
-                move || LlamaEngineModel::new(model, slots, max_context, threads),
-            )
-            .map_err(|e| format!("{}: {e}", c.name))?;
-            info!(model = %c.name, path = %c.path.display(), slots, max_context, threads, "model ready");
+            let slots = c.slots.clamp(1, MAX_SEQUENCES);
+            let kv_cells = c.kv_cells.unwrap_or(slots * max_context);
+            if kv_cells < max_context {
+                return Err(format!(
+                    "{}: the KV cache ({kv_cells} tokens) is smaller than one request's context ({max_context})",
+                    c.name
+                ));
+            }
+            let shape = ContextShape {
+                kv_cells,
+                sequences: (slots + c.cache_sequences).min(MAX_SEQUENCES),
+                threads: c.threads.max(1),
+            };
+            let config = EngineConfig {
+                slots,
+                queue: c.queue,
+                ctx_per_slot: max_context,
+                sequences: shape.sequences,
+                step_tokens: c.step_tokens,
+                prefix_cache: c.prefix_cache,
+            };
+            let metrics = EngineMetrics::default();
+            metrics.register(registry.sub_registry_with_label(("model".into(), c.name.clone().into())));
+            let engine = SchedulerHandle::spawn(&c.name, config, metrics, move || LlamaEngineModel::new(model, shape))
+                .map_err(|e| format!("{}: {e}", c.name))?;
+            info!(model = %c.name, path = %c.path.display(), slots, max_context, kv_cells, sequences = shape.sequences,
+                  threads = shape.threads, prefix_cache = c.prefix_cache, "model ready");
             models.push(Served { name: c.name.clone(), model, template, bos_text, max_context, engine });
         }
         Ok(EmbeddedBackend { models })

@@ -6,9 +6,10 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::DecodeError;
 use std::num::NonZeroU32;
 use tm_backend::SamplingParams;
-use tm_scheduler::{BatchEntry, Model, ModelError, SeqId, Token};
+use tm_scheduler::{BatchEntry, KvCells, Model, ModelError, SeqId, Token};
 
 use crate::load::llama_backend;
 
@@ -16,44 +17,76 @@ use crate::load::llama_backend;
 /// speed up a CPU and would delay the decode tokens sharing the step.
 pub const BATCH_TOKENS: usize = 512;
 
+/// The context's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextShape {
+    /// KV cells shared by all sequences.
+    pub kv_cells: usize,
+    /// Sequence ids (running requests and cached prefixes).
+    pub sequences: usize,
+    pub threads: i32,
+}
+
 pub struct LlamaEngineModel {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
     batch: LlamaBatch<'static>,
     /// The vocabulary's end-of-generation tokens, for `ignore_eos`.
     end_of_generation: Vec<Token>,
+    kv_cells: usize,
 }
 
 impl LlamaEngineModel {
-    /// Creates the context: one KV sequence per slot, each able to hold `ctx_per_slot`
-    /// tokens. Must run on the engine thread.
-    pub fn new(
-        model: &'static LlamaModel,
-        slots: usize,
-        ctx_per_slot: usize,
-        threads: i32,
-    ) -> Result<Self, ModelError> {
-        let backend = llama_backend().map_err(ModelError)?;
-        let n_ctx = u32::try_from(ctx_per_slot * slots).map_err(|_| ModelError("context too large".into()))?;
+    /// Creates the context. Must run on the engine thread.
+    pub fn new(model: &'static LlamaModel, shape: ContextShape) -> Result<Self, ModelError> {
+        let backend = llama_backend().map_err(ModelError::Other)?;
+        let n_ctx = u32::try_from(shape.kv_cells).map_err(|_| ModelError::other("context too large"))?;
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(BATCH_TOKENS as u32)
             .with_n_ubatch(BATCH_TOKENS as u32)
-            .with_n_seq_max(slots as u32)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            // One KV pool for all slots, so that a sequence's prefix can be trimmed and
-            // reused by the next request of that slot.
+            .with_n_seq_max(shape.sequences as u32)
+            .with_n_threads(shape.threads)
+            .with_n_threads_batch(shape.threads)
+            // One pool of KV cells for all sequences: a cell copied to several sequences is
+            // stored once, which is what sharing a cached prefix is.
             .with_kv_unified(true)
-            // Keep full-length KV for sliding-window layers (gemma 3): otherwise trimming a
-            // sequence back to a shared prefix may need entries that were already evicted.
+            // Keep full-length KV for sliding-window layers (gemma 3): otherwise a prefix's
+            // early cells may be overwritten while a longer sequence holds them.
             .with_swa_full(true);
         let ctx = model
             .new_context(backend, params)
-            .map_err(|e| ModelError(format!("cannot create llama.cpp context: {e}")))?;
+            .map_err(|e| ModelError::other(format!("cannot create llama.cpp context: {e}")))?;
         let vocab = model.vocab();
         let end_of_generation = (0..model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken(t))).collect();
-        Ok(LlamaEngineModel { model, ctx, batch: LlamaBatch::new(BATCH_TOKENS, 1), end_of_generation })
+        let kv_cells = ctx.n_ctx() as usize;
+        Ok(LlamaEngineModel { model, ctx, batch: LlamaBatch::new(BATCH_TOKENS, 1), end_of_generation, kv_cells })
+    }
+}
+
+impl KvCells for LlamaEngineModel {
+    fn remove(&mut self, seq: SeqId, from: usize) {
+        let from = u32::try_from(from).ok();
+        // Removing a whole sequence or its tail from the unified cache cannot fail.
+        let _ = self.ctx.kv_cache_seq_rm(seq, from.filter(|&p| p > 0), None);
+    }
+
+    fn copy(&mut self, src: SeqId, dst: SeqId, len: usize) -> bool {
+        let Ok(len) = u32::try_from(len) else { return false };
+        if self.ctx.kv_cache_seq_cp(src, dst, Some(0), Some(len)).is_err() {
+            return false;
+        }
+        // A sliding-window layer may have reused some of `src`'s early cells: then the
+        // copy lacks positions the new tokens would attend to.
+        if self.ctx.kv_cache_seq_pos_min(dst) != 0 {
+            let _ = self.ctx.kv_cache_seq_rm(dst, None, None);
+            return false;
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.ctx.clear_kv_cache();
     }
 }
 
@@ -64,8 +97,12 @@ impl Model for LlamaEngineModel {
         BATCH_TOKENS
     }
 
+    fn kv_capacity(&self) -> usize {
+        self.kv_cells
+    }
+
     fn new_sampler(&self, params: &SamplingParams) -> Result<LlamaSampler, ModelError> {
-        crate::sampler::build(self.model, params, &self.end_of_generation).map_err(ModelError)
+        crate::sampler::build(self.model, params, &self.end_of_generation).map_err(ModelError::Other)
     }
 
     fn decode(&mut self, entries: &[BatchEntry]) -> Result<(), ModelError> {
@@ -73,9 +110,12 @@ impl Model for LlamaEngineModel {
         for e in entries {
             self.batch
                 .add(LlamaToken(e.token), e.pos as i32, &[e.seq], e.logits)
-                .map_err(|err| ModelError(format!("batch: {err}")))?;
+                .map_err(|err| ModelError::other(format!("batch: {err}")))?;
         }
-        self.ctx.decode(&mut self.batch).map_err(|e| ModelError(format!("llama_decode: {e}")))
+        self.ctx.decode(&mut self.batch).map_err(|e| match e {
+            DecodeError::NoKvCacheSlot => ModelError::NoKvSpace,
+            e => ModelError::other(format!("llama_decode: {e}")),
+        })
     }
 
     fn sample(&mut self, sampler: &mut LlamaSampler, index: usize) -> Token {
@@ -88,16 +128,5 @@ impl Model for LlamaEngineModel {
 
     fn token_bytes(&self, token: Token) -> Vec<u8> {
         self.model.vocab().token_to_piece(LlamaToken(token), false, None)
-    }
-
-    fn truncate(&mut self, seq: SeqId, from: usize) -> bool {
-        if from == 0 {
-            return matches!(self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None), Ok(true));
-        }
-        // A sequence whose first positions were evicted cannot be resumed from a prefix.
-        if self.ctx.kv_cache_seq_pos_min(seq) > 0 {
-            return false;
-        }
-        self.ctx.kv_cache_seq_rm(seq, Some(from as u32), None).is_ok()
     }
 }

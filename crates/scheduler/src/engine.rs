@@ -1,40 +1,47 @@
 //! The batching loop. Each step builds one batch from every running sequence (its next
 //! decode token, or a chunk of its prompt) so that many requests share one forward pass,
-//! and new requests join between steps.
+//! and new requests join between steps with the longest cached prefix of their prompt.
 
 use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
+use std::time::Instant;
 
 use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage};
 use tracing::{debug, warn};
 
-use crate::handle::Job;
-use crate::model::{BatchEntry, Model, SeqId, Token};
+use crate::handle::{Job, SeqRequest};
+use crate::metrics::{EngineMetrics, Tier};
+use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
+use crate::prefix::{common_prefix, Match, NodeId, PrefixTree};
 use crate::text::{StopMatcher, Utf8Decoder};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Sequences decoded together (KV-cache sequence ids).
+    /// Requests decoded together.
     pub slots: usize,
     /// Requests admitted beyond the slots, waiting for one.
     pub queue: usize,
-    /// Tokens one sequence may hold in the KV cache (prompt + completion).
+    /// Tokens one request may hold (prompt + completion).
     pub ctx_per_slot: usize,
+    /// Sequence ids: `slots` for running requests and the rest for cached prefixes.
+    pub sequences: usize,
+    /// Prompt tokens per step while other sequences decode: a long prompt is computed in
+    /// chunks of this size so that running streams keep going between them. With nothing
+    /// decoding, a step takes as many as the model's batch holds.
+    pub step_tokens: usize,
+    /// Reuse the KV of earlier prompts (off: every prompt is computed in full).
+    pub prefix_cache: bool,
 }
 
-/// A KV-cache sequence and what it holds.
-struct Slot<S> {
-    seq: SeqId,
-    /// Tokens whose KV entries are in the cache, in position order. Kept after a request
-    /// ends so that the next request sharing the prefix skips recomputing it.
-    cached: Vec<Token>,
-    active: Option<Active<S>>,
-}
-
-/// A request that holds a slot.
+/// A request that holds a sequence.
 struct Active<S> {
     job: Job,
     sampler: S,
+    seq: SeqId,
+    /// Its leaf in the prefix tree.
+    leaf: NodeId,
+    /// Tokens the sequence holds in the KV cache (its next position).
+    len: usize,
     /// Next prompt index to feed; equals the prompt length once prefill is done.
     next_prompt: usize,
     /// The sampled token to feed next step, once prefill is done.
@@ -43,12 +50,14 @@ struct Active<S> {
     logits_at: Option<usize>,
     generated: u32,
     cached_tokens: usize,
+    /// When the last token was sampled (or the request submitted).
+    last_token: Instant,
     decoder: Utf8Decoder,
     stop: StopMatcher,
 }
 
 impl<S> Active<S> {
-    /// What the request has used so far: a prompt is counted once it holds a slot.
+    /// What the request has used so far: a prompt is counted once it holds a sequence.
     fn usage(&self) -> TokenUsage {
         TokenUsage {
             prompt_tokens: self.job.request.prompt.len() as u64,
@@ -56,149 +65,315 @@ impl<S> Active<S> {
             completion_tokens: u64::from(self.generated),
         }
     }
+
+    /// Cells it may still add: the rest of its prompt and every token it may generate.
+    fn cells_to_come(&self, ctx_per_slot: usize) -> usize {
+        worst_case(&self.job.request, ctx_per_slot).saturating_sub(self.len)
+    }
+
+    fn prefilling(&self) -> bool {
+        self.next_prompt < self.job.request.prompt.len()
+    }
 }
 
-pub(crate) fn run<M: Model>(mut model: M, config: EngineConfig, jobs: std_mpsc::Receiver<Job>) {
-    let mut slots: Vec<Slot<M::Sampler>> =
-        (0..config.slots).map(|i| Slot { seq: i as SeqId, cached: Vec::new(), active: None }).collect();
-    let mut waiting: VecDeque<Job> = VecDeque::new();
-    let mut batch: Vec<BatchEntry> = Vec::with_capacity(model.batch_capacity());
+struct Engine<M: Model> {
+    model: M,
+    config: EngineConfig,
+    tree: PrefixTree,
+    /// Running requests, oldest first: prompt chunks go to the oldest.
+    running: Vec<Active<M::Sampler>>,
+    waiting: VecDeque<Job>,
+    batch: Vec<BatchEntry>,
+    metrics: EngineMetrics,
+}
+
+pub(crate) fn run<M: Model>(model: M, config: EngineConfig, metrics: EngineMetrics, jobs: std_mpsc::Receiver<Job>) {
+    let batch = Vec::with_capacity(model.batch_capacity());
+    let tree = PrefixTree::new(config.sequences.max(config.slots));
+    let mut engine = Engine { model, config, tree, running: Vec::new(), waiting: VecDeque::new(), batch, metrics };
+    engine.report();
     loop {
-        let busy = slots.iter().any(|s| s.active.is_some()) || !waiting.is_empty();
-        if !busy {
+        if engine.running.is_empty() && engine.waiting.is_empty() {
             match jobs.recv() {
-                Ok(job) => waiting.push_back(job),
+                Ok(job) => engine.waiting.push_back(job),
                 Err(_) => return, // every handle is gone: shut down
             }
         }
         while let Ok(job) = jobs.try_recv() {
-            waiting.push_back(job);
+            engine.waiting.push_back(job);
         }
-        // Departed clients are never scheduled.
-        waiting.retain(|j| !j.events.is_closed());
-        for slot in &mut slots {
-            if slot.active.as_ref().is_some_and(|a| a.job.events.is_closed()) {
-                finish(slot, FinishReason::Cancelled);
-            }
-        }
-        admit(&mut slots, &mut waiting, &mut model);
-
-        build_batch(&mut slots, &mut batch, model.batch_capacity());
-        if batch.is_empty() {
-            continue;
-        }
-        if let Err(e) = model.decode(&batch) {
-            warn!(error = %e, tokens = batch.len(), "decode failed; failing the batch");
-            for slot in slots.iter_mut().filter(|s| s.active.is_some()) {
-                fail(slot, &e.0, &mut model);
-            }
-            continue;
-        }
-        for slot in &mut slots {
-            sample_and_emit(slot, &mut model, config.ctx_per_slot);
-        }
+        engine.step();
+        engine.report();
     }
 }
 
-/// Moves waiting requests into free slots, preferring the slot whose cached tokens share
-/// the longest prefix with the prompt.
-fn admit<M: Model>(slots: &mut [Slot<M::Sampler>], waiting: &mut VecDeque<Job>, model: &mut M) {
-    while let Some(job) = waiting.front() {
-        let prompt = &job.request.prompt;
-        let best = slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.active.is_none())
-            .map(|(i, s)| (i, common_prefix(&s.cached, prompt)))
-            .max_by_key(|&(i, len)| (len, std::cmp::Reverse(i)));
-        let Some((index, prefix)) = best else { return };
-        let Some(mut job) = waiting.pop_front() else { return };
-        let slot = &mut slots[index];
-        let sampler = match model.new_sampler(&job.request.sampling) {
+impl<M: Model> Engine<M> {
+    fn step(&mut self) {
+        // Departed clients are never scheduled, and running ones stop here.
+        self.waiting.retain(|j| !j.events.is_closed());
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].job.events.is_closed() {
+                self.finish(i, FinishReason::Cancelled);
+            } else {
+                i += 1;
+            }
+        }
+        self.admit();
+        self.build_batch();
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut decoded = self.model.decode(&self.batch);
+        // The model may pack cells less tightly than the count of tokens: make room.
+        while decoded == Err(ModelError::NoKvSpace) {
+            let Some(victim) = self.tree.lru_idle_leaf(None) else { break };
+            let freed = self.tree.release(victim, &mut self.model);
+            self.metrics.evicted_tokens.inc_by(freed as u64);
+            decoded = self.model.decode(&self.batch);
+        }
+        if let Err(e) = decoded {
+            warn!(error = %e, tokens = self.batch.len(), "decode failed; failing the batch");
+            self.fail_all(&e);
+            return;
+        }
+        let mut i = 0;
+        while i < self.running.len() {
+            if !self.sample_and_emit(i) {
+                i += 1;
+            }
+        }
+    }
+
+    fn report(&self) {
+        let m = &self.metrics;
+        m.kv(self.tree.cells(), self.tree.idle_cells(), self.model.kv_capacity());
+        m.queue_depth.set(self.waiting.len() as i64);
+        m.running.set(self.running.len() as i64);
+        #[cfg(test)]
+        self.tree.check();
+    }
+
+    /// Moves waiting requests into sequences, oldest first, while slots and KV cells
+    /// allow. A request that shares a long prefix with a prompt still being computed waits
+    /// for it instead of computing the same tokens alongside.
+    fn admit(&mut self) {
+        let mut i = 0;
+        while self.running.len() < self.config.slots && i < self.waiting.len() {
+            let prompt = &self.waiting[i].request.prompt;
+            let limit = prompt.len().saturating_sub(1); // the last token's logits start generation
+            if self.config.prefix_cache {
+                let cached = self.tree.find(prompt, limit).len;
+                if self.running.iter().any(|a| a.prefilling() && worth_waiting_for(a, prompt, limit, cached)) {
+                    i += 1;
+                    continue;
+                }
+            }
+            match self.make_room(i) {
+                Room::Ready(seq, m) => {
+                    let Some(job) = self.waiting.remove(i) else { return };
+                    self.start(job, seq, m);
+                }
+                Room::Later => return,
+                Room::Never => {
+                    let Some(mut job) = self.waiting.remove(i) else { return };
+                    let message = "the request does not fit in the KV cache (raise the KV cache size)";
+                    let _ = job.events.send(GenerationEvent::Failed(message.into()));
+                    job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
+                }
+            }
+        }
+    }
+
+    /// Finds the cached prefix of waiting request `i` and a sequence for it, dropping idle
+    /// cached prefixes (least recently used first) until its worst case fits in the KV
+    /// cells beside what running requests may still add.
+    fn make_room(&mut self, i: usize) -> Room {
+        let request = &self.waiting[i].request;
+        let limit = if self.config.prefix_cache { request.prompt.len().saturating_sub(1) } else { 0 };
+        let capacity = self.model.kv_capacity();
+        let ctx = self.config.ctx_per_slot;
+        let promised: usize = self.running.iter().map(|a| a.cells_to_come(ctx)).sum();
+        loop {
+            // Dropping a leaf may merge nodes on the path: find the prefix again each time.
+            let m = self.tree.find(&request.prompt, limit);
+            let need = worst_case(request, ctx) - m.len;
+            let seq = self.tree.idle_owner_at_end(m).or_else(|| self.tree.free_sequence());
+            if let Some(seq) = seq.filter(|_| self.tree.cells() + promised + need <= capacity) {
+                return Room::Ready(seq, m);
+            }
+            // With nothing running, even the prefix itself may go: there is no one to wait for.
+            let victim = self.tree.lru_idle_leaf(Some(m)).or_else(|| {
+                if self.running.is_empty() {
+                    self.tree.lru_idle_leaf(None)
+                } else {
+                    None
+                }
+            });
+            let Some(victim) = victim else {
+                return if self.running.is_empty() { Room::Never } else { Room::Later };
+            };
+            let freed = self.tree.release(victim, &mut self.model);
+            self.metrics.evicted_tokens.inc_by(freed as u64);
+        }
+    }
+
+    fn start(&mut self, mut job: Job, seq: SeqId, m: Match) {
+        let sampler = match self.model.new_sampler(&job.request.sampling) {
             Ok(s) => s,
             Err(e) => {
-                let _ = job.events.send(GenerationEvent::Failed(e.0));
+                let _ = job.events.send(GenerationEvent::Failed(e.to_string()));
                 job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
-                continue;
+                return;
             }
         };
-        // Keep at least one prompt token to compute: its logits start the generation.
-        let mut reuse = prefix.min(job.request.prompt.len().saturating_sub(1));
-        if reuse < slot.cached.len() && !model.truncate(slot.seq, reuse) {
-            reuse = 0;
-            model.truncate(slot.seq, 0);
-        }
-        slot.cached.truncate(reuse);
-        debug!(seq = slot.seq, prompt = job.request.prompt.len(), reused = reuse, "admitted");
+        self.tree.touch(m);
+        let (leaf, reused) = self.tree.start(seq, m, &mut self.model);
+        debug!(seq, prompt = job.request.prompt.len(), reused, "admitted");
+        self.metrics.admitted(job.request.prompt.len(), reused, Tier::Kv);
+        let last_token = job.submitted;
         let stop = StopMatcher::new(job.request.stop.clone());
-        slot.active = Some(Active {
+        self.running.push(Active {
             job,
             sampler,
-            next_prompt: reuse,
+            seq,
+            leaf,
+            len: reused,
+            next_prompt: reused,
             pending: None,
             logits_at: None,
             generated: 0,
-            cached_tokens: reuse,
+            cached_tokens: reused,
+            last_token,
             decoder: Utf8Decoder::default(),
             stop,
         });
     }
-}
 
-fn common_prefix(a: &[Token], b: &[Token]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// One token per decoding sequence first (they are latency-bound), then prompt chunks in
-/// the remaining budget.
-fn build_batch<S>(slots: &mut [Slot<S>], batch: &mut Vec<BatchEntry>, capacity: usize) {
-    batch.clear();
-    for slot in slots.iter_mut() {
-        let Some(active) = slot.active.as_mut() else { continue };
-        active.logits_at = None;
-        if let Some(token) = active.pending.take() {
-            active.logits_at = Some(batch.len());
-            batch.push(BatchEntry { token, pos: slot.cached.len(), seq: slot.seq, logits: true });
-            slot.cached.push(token);
-        }
-    }
-    for slot in slots.iter_mut() {
-        let Some(active) = slot.active.as_mut() else { continue };
-        let prompt = &active.job.request.prompt;
-        while active.next_prompt < prompt.len() && batch.len() < capacity {
-            let token = prompt[active.next_prompt];
-            active.next_prompt += 1;
-            let last = active.next_prompt == prompt.len();
-            if last {
-                active.logits_at = Some(batch.len());
+    /// One token per decoding sequence first (they are latency-bound), then prompt chunks,
+    /// oldest request first, within the step's budget.
+    fn build_batch(&mut self) {
+        let capacity = self.model.batch_capacity();
+        self.batch.clear();
+        for a in &mut self.running {
+            a.logits_at = None;
+            if let Some(token) = a.pending.take() {
+                a.logits_at = Some(self.batch.len());
+                self.batch.push(BatchEntry { token, pos: a.len, seq: a.seq, logits: true });
+                self.tree.extend(a.leaf, &[token]);
+                a.len += 1;
             }
-            batch.push(BatchEntry { token, pos: slot.cached.len(), seq: slot.seq, logits: last });
-            slot.cached.push(token);
         }
+        let decoding = self.batch.len();
+        let mut budget = if decoding == 0 {
+            capacity
+        } else {
+            // A quarter of the step at least, so that prompts progress under many streams.
+            let step = self.config.step_tokens.max(4);
+            step.saturating_sub(decoding).max(step / 4).min(capacity - decoding)
+        };
+        for a in &mut self.running {
+            let prompt = &a.job.request.prompt;
+            let take = (prompt.len() - a.next_prompt).min(budget);
+            if take == 0 {
+                continue;
+            }
+            budget -= take;
+            let chunk = &prompt[a.next_prompt..a.next_prompt + take];
+            for (k, &token) in chunk.iter().enumerate() {
+                let last = a.next_prompt + k + 1 == prompt.len();
+                if last {
+                    a.logits_at = Some(self.batch.len());
+                }
+                self.batch.push(BatchEntry { token, pos: a.len + k, seq: a.seq, logits: last });
+            }
+            self.tree.extend(a.leaf, chunk);
+            a.next_prompt += take;
+            a.len += take;
+        }
+    }
+
+    /// Samples running request `i`'s next token and emits its text. Returns true when the
+    /// request ended (and was removed).
+    fn sample_and_emit(&mut self, i: usize) -> bool {
+        let a = &mut self.running[i];
+        let Some(index) = a.logits_at.take() else { return false };
+        let token = self.model.sample(&mut a.sampler, index);
+        let now = Instant::now();
+        self.metrics.token(now - a.last_token, a.generated == 0);
+        a.last_token = now;
+        a.generated += 1;
+        if self.model.is_end_of_generation(token) && !a.job.request.sampling.ignore_eos {
+            flush(a);
+            self.finish(i, FinishReason::Stop);
+            return true;
+        }
+        let text = a.decoder.push(&self.model.token_bytes(token));
+        let matched = a.stop.push(&text);
+        send_text(a, matched.text);
+        if matched.stopped {
+            self.finish(i, FinishReason::Stop);
+            return true;
+        }
+        // The sampled token still has to be fed, so it needs a free position in the context.
+        if a.generated >= a.job.request.max_tokens || a.len + 1 >= self.config.ctx_per_slot {
+            flush(a);
+            self.finish(i, FinishReason::Length);
+            return true;
+        }
+        a.pending = Some(token);
+        false
+    }
+
+    /// Ends running request `i`; what its sequence computed stays cached (unless the cache
+    /// is off).
+    fn finish(&mut self, i: usize, reason: FinishReason) {
+        let mut a = self.running.remove(i);
+        let usage = a.usage();
+        debug!(seq = a.seq, ?reason, ?usage, "finished");
+        let _ = a.job.events.send(GenerationEvent::Finished { reason, usage });
+        a.job.send_receipt(Receipt { usage, finish: Some(reason) });
+        self.tree.park(a.leaf, &mut self.model);
+        if !self.config.prefix_cache {
+            while let Some(leaf) = self.tree.lru_idle_leaf(None) {
+                self.tree.release(leaf, &mut self.model);
+            }
+        }
+    }
+
+    /// A failed decode leaves the KV state unknown: every running request fails and the
+    /// cache starts over.
+    fn fail_all(&mut self, error: &ModelError) {
+        for mut a in self.running.drain(..) {
+            let _ = a.job.events.send(GenerationEvent::Failed(error.to_string()));
+            let usage = a.usage();
+            a.job.send_receipt(Receipt { usage, finish: None });
+        }
+        self.model.clear();
+        self.tree.clear();
     }
 }
 
-fn sample_and_emit<M: Model>(slot: &mut Slot<M::Sampler>, model: &mut M, ctx_per_slot: usize) {
-    let Some(active) = slot.active.as_mut() else { return };
-    let Some(index) = active.logits_at.take() else { return };
-    let token = model.sample(&mut active.sampler, index);
-    active.generated += 1;
-    if model.is_end_of_generation(token) && !active.job.request.sampling.ignore_eos {
-        flush(active);
-        return finish(slot, FinishReason::Stop);
-    }
-    let text = active.decoder.push(&model.token_bytes(token));
-    let matched = active.stop.push(&text);
-    send_text(active, matched.text);
-    if matched.stopped {
-        return finish(slot, FinishReason::Stop);
-    }
-    // The sampled token still has to be fed, so it needs a free position in the context.
-    if active.generated >= active.job.request.max_tokens || slot.cached.len() + 1 >= ctx_per_slot {
-        flush(active);
-        return finish(slot, FinishReason::Length);
-    }
-    active.pending = Some(token);
+/// Whether a waiting request can start.
+enum Room {
+    Ready(SeqId, Match),
+    /// Not before running requests end.
+    Later,
+    /// Not even in an empty cache.
+    Never,
+}
+
+/// The most cells a request's sequence may hold: generation stops at the context's end.
+fn worst_case(request: &SeqRequest, ctx_per_slot: usize) -> usize {
+    (request.prompt.len() + request.max_tokens as usize).min(ctx_per_slot.max(request.prompt.len() + 1))
+}
+
+/// Whether a prompt should wait for running request `a`'s prefill: `a` is about to compute
+/// more of this prompt than is cached. Waiting costs nothing: `a` is older, so its prompt
+/// gets each step's budget first, and the tokens would be computed twice otherwise.
+fn worth_waiting_for<S>(a: &Active<S>, prompt: &[Token], limit: usize, cached: usize) -> bool {
+    let shared = common_prefix(&a.job.request.prompt, prompt).min(limit);
+    shared > a.len.max(cached)
 }
 
 fn send_text<S>(active: &Active<S>, text: String) {
@@ -217,24 +392,4 @@ fn flush<S>(active: &mut Active<S>) {
         text.push_str(&active.stop.finish());
     }
     send_text(active, text);
-}
-
-/// Ends the slot's request; the slot keeps its cached tokens for prefix reuse.
-fn finish<S>(slot: &mut Slot<S>, reason: FinishReason) {
-    let Some(mut active) = slot.active.take() else { return };
-    let usage = active.usage();
-    debug!(seq = slot.seq, ?reason, ?usage, "finished");
-    let _ = active.job.events.send(GenerationEvent::Finished { reason, usage });
-    active.job.send_receipt(Receipt { usage, finish: Some(reason) });
-}
-
-fn fail<M: Model>(slot: &mut Slot<M::Sampler>, error: &str, model: &mut M) {
-    if let Some(mut active) = slot.active.take() {
-        let _ = active.job.events.send(GenerationEvent::Failed(error.to_owned()));
-        let usage = active.usage();
-        active.job.send_receipt(Receipt { usage, finish: None });
-    }
-    // The KV state of a failed batch is unknown: forget it.
-    model.truncate(slot.seq, 0);
-    slot.cached.clear();
 }

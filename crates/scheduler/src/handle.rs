@@ -1,11 +1,13 @@
 //! The thread-safe front of an engine: bounded admission and submission.
 
 use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Instant;
 
 use tm_backend::{BackendError, FinishReason, GenerationEvent, Receipt, SamplingParams};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{self, EngineConfig};
+use crate::metrics::EngineMetrics;
 use crate::model::{Model, ModelError, Token};
 
 /// A tokenized request for the engine.
@@ -26,6 +28,7 @@ pub(crate) struct Job {
     /// Taken when the engine reports what the request used; a job dropped with it still
     /// here never ran (its client left while it waited), and reports nothing used.
     pub receipt: Option<oneshot::Sender<Receipt>>,
+    pub submitted: Instant,
     pub _permit: OwnedSemaphorePermit,
 }
 
@@ -54,7 +57,12 @@ pub struct SchedulerHandle {
 impl SchedulerHandle {
     /// Starts the engine thread. `make_model` runs on that thread (a llama.cpp context
     /// must be created and used on one thread); this returns once it has succeeded.
-    pub fn spawn<M, F>(name: &str, config: EngineConfig, make_model: F) -> Result<Self, ModelError>
+    pub fn spawn<M, F>(
+        name: &str,
+        config: EngineConfig,
+        metrics: EngineMetrics,
+        make_model: F,
+    ) -> Result<Self, ModelError>
     where
         M: Model,
         F: FnOnce() -> Result<M, ModelError> + Send + 'static,
@@ -67,14 +75,14 @@ impl SchedulerHandle {
             .spawn(move || match make_model() {
                 Ok(model) => {
                     let _ = ready_tx.send(Ok(()));
-                    engine::run(model, config, job_rx);
+                    engine::run(model, config, metrics, job_rx);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                 }
             })
-            .map_err(|e| ModelError(format!("cannot start engine thread: {e}")))?;
-        ready_rx.recv().map_err(|_| ModelError("engine thread exited during start".into()))??;
+            .map_err(|e| ModelError::other(format!("cannot start engine thread: {e}")))?;
+        ready_rx.recv().map_err(|_| ModelError::other("engine thread exited during start"))??;
         Ok(SchedulerHandle { jobs, permits: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
@@ -91,7 +99,7 @@ impl SchedulerHandle {
             .map_err(|_| BackendError::Overloaded { capacity: self.capacity, retry_after_secs: 1 })?;
         let (events, rx) = mpsc::unbounded_channel();
         let (receipt, receipt_rx) = oneshot::channel();
-        let job = Job { request, events, receipt: Some(receipt), _permit: permit };
+        let job = Job { request, events, receipt: Some(receipt), submitted: Instant::now(), _permit: permit };
         self.jobs.send(job).map_err(|_| BackendError::Unavailable)?;
         Ok((rx, receipt_rx))
     }

@@ -4,19 +4,26 @@
 //! - [`model`]: the [`Model`] trait the loop drives (llama.cpp in production, a fake in
 //!   tests) and the batch it decodes.
 //! - [`text`]: incremental UTF-8 decoding and stop-string matching across token boundaries.
-//! - [`engine`]: the loop: admission into KV slots with per-slot prefix reuse, one mixed
-//!   decode batch per step (decode tokens of running sequences plus prefill chunks of new
-//!   ones), sampling, cancellation of sequences whose receiver is gone.
+//! - [`prefix`]: the radix tree of cached prompt prefixes over a shared pool of KV cells,
+//!   with least-recently-used eviction.
+//! - [`engine`]: the loop: admission with the longest cached prefix (copied into the new
+//!   sequence, not recomputed) within the KV budget, one mixed decode batch per step
+//!   (decode tokens of running sequences plus prompt chunks within a token budget, oldest
+//!   first), sampling, cancellation of sequences whose receiver is gone.
 //! - [`handle`]: the thread-safe front: bounded admission (slots + queue) and submission.
+//! - [`metrics`]: what each engine reports on the Prometheus endpoint.
 
 pub mod engine;
 pub mod handle;
+pub mod metrics;
 pub mod model;
+pub mod prefix;
 pub mod text;
 
 pub use engine::EngineConfig;
 pub use handle::{SchedulerHandle, SeqRequest};
-pub use model::{BatchEntry, Model, ModelError, SeqId, Token};
+pub use metrics::{EngineMetrics, Tier};
+pub use model::{BatchEntry, KvCells, Model, ModelError, SeqId, Token};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 use tm_backend::SamplingParams;
 
 pub type Token = i32;
-/// A KV-cache sequence id; the engine uses one per slot (0..slots).
+/// A KV-cache sequence id: `0..EngineConfig::sequences`.
 pub type SeqId = i32;
 
 /// One token of a decode batch.
@@ -18,17 +18,44 @@ pub struct BatchEntry {
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct ModelError(pub String);
+pub enum ModelError {
+    /// The KV cache has no free cell for a batch token.
+    #[error("no free KV cache cell for the batch")]
+    NoKvSpace,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ModelError {
+    pub fn other(message: impl Into<String>) -> Self {
+        ModelError::Other(message.into())
+    }
+}
+
+/// Sequence operations on a KV cache whose cells may belong to several sequences at once
+/// (llama.cpp's unified KV cache): what prefix reuse is built from.
+pub trait KvCells {
+    /// Drops the cells of `seq` at positions `>= from` (a cell no sequence holds is free).
+    fn remove(&mut self, seq: SeqId, from: usize);
+    /// Makes `src`'s cells at positions `< len` cells of `dst` too (`dst` holds none): no
+    /// data moves. False when that cannot give `dst` a usable prefix (then the caller
+    /// computes it).
+    fn copy(&mut self, src: SeqId, dst: SeqId, len: usize) -> bool;
+    /// Empties the cache.
+    fn clear(&mut self);
+}
 
 /// What the engine needs from a model. Not `Send`: a model lives and dies on the engine
 /// thread (llama.cpp contexts are not thread-safe).
-pub trait Model {
+pub trait Model: KvCells {
     /// Per-request sampling state (penalty history, grammar, RNG).
     type Sampler;
 
     /// Most tokens one [`Model::decode`] call accepts.
     fn batch_capacity(&self) -> usize;
+
+    /// KV cells in the context: tokens all sequences may hold together.
+    fn kv_capacity(&self) -> usize;
 
     fn new_sampler(&self, params: &SamplingParams) -> Result<Self::Sampler, ModelError>;
 
@@ -43,8 +70,4 @@ pub trait Model {
 
     /// The text bytes of a token as generated output (special tokens render empty).
     fn token_bytes(&self, token: Token) -> Vec<u8>;
-
-    /// Drops the KV entries of `seq` at positions `>= from`. Returns false when that is not
-    /// possible for this sequence; the engine then clears it and recomputes the prompt.
-    fn truncate(&mut self, seq: SeqId, from: usize) -> bool;
 }

@@ -1,27 +1,111 @@
-//! Engine tests against a fake model whose KV bookkeeping is checked on every decode.
+//! Engine tests against a fake model that keeps a unified KV cache as llama.cpp does (cells
+//! with positions and sets of sequences) and checks every decode against it. Its next
+//! token is a hash of everything its sequence can see, so a wrong cache hit changes the
+//! output.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tm_backend::{BackendError, FinishReason, GenerationEvent, Receipt, SamplingParams, TokenUsage};
 
-use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
-use crate::{EngineConfig, SchedulerHandle, SeqRequest};
+use crate::model::{BatchEntry, KvCells, Model, ModelError, SeqId, Token};
+use crate::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, Tier};
 
-/// Token 0 ends generation; token t renders as the letter `a + t % 26`; the next token
-/// after t is `t % 25 + 1`, so output is deterministic and never ends by itself.
+#[derive(Debug, Clone)]
+struct Cell {
+    pos: usize,
+    token: Token,
+    seqs: BTreeSet<SeqId>,
+}
+
+/// The fake's KV cache, shared with the test.
+#[derive(Debug, Default)]
+struct Kv {
+    cells: Vec<Option<Cell>>,
+    batches: Vec<Vec<BatchEntry>>,
+}
+
+impl Kv {
+    fn used(&self) -> usize {
+        self.cells.iter().flatten().count()
+    }
+
+    /// The tokens `seq` sees, in position order; they must be positions 0..n.
+    fn visible(&self, seq: SeqId) -> Vec<Token> {
+        let mut cells: Vec<&Cell> = self.cells.iter().flatten().filter(|c| c.seqs.contains(&seq)).collect();
+        cells.sort_by_key(|c| c.pos);
+        for (i, c) in cells.iter().enumerate() {
+            assert_eq!(c.pos, i, "sequence {seq} has a gap at {i}");
+        }
+        cells.iter().map(|c| c.token).collect()
+    }
+}
+
+/// The next token after a context: never 0 (the end-of-generation token).
+fn next_token(context: &[Token]) -> Token {
+    let h = context.iter().fold(17u64, |h, &t| h.wrapping_mul(31).wrapping_add(t as u64 + 7));
+    (h % 25) as Token + 1
+}
+
+fn letter(t: Token) -> char {
+    (b'a' + (t % 26) as u8) as char
+}
+
+/// What greedy generation of `n` tokens after `prompt` gives, computed directly.
+fn reference(prompt: &[Token], n: usize) -> String {
+    let mut context = prompt.to_vec();
+    let mut text = String::new();
+    for _ in 0..n {
+        let t = next_token(&context);
+        text.push(letter(t));
+        context.push(t);
+    }
+    text
+}
+
 struct FakeModel {
-    kv: HashMap<SeqId, Vec<Token>>,
+    kv: Arc<Mutex<Kv>>,
     next: Vec<Token>,
-    batches: Arc<Mutex<Vec<Vec<BatchEntry>>>>,
     /// When set, every decode waits for one message (or for the sender to go away).
     gate: Option<std_mpsc::Receiver<()>>,
+}
+
+impl KvCells for FakeModel {
+    fn remove(&mut self, seq: SeqId, from: usize) {
+        for cell in self.kv.lock().unwrap().cells.iter_mut() {
+            if let Some(c) = cell {
+                if c.pos >= from {
+                    c.seqs.remove(&seq);
+                }
+                if c.seqs.is_empty() {
+                    *cell = None;
+                }
+            }
+        }
+    }
+    fn copy(&mut self, src: SeqId, dst: SeqId, len: usize) -> bool {
+        let mut kv = self.kv.lock().unwrap();
+        assert!(kv.visible(dst).is_empty(), "copy into a sequence that holds cells");
+        for c in kv.cells.iter_mut().flatten() {
+            if c.seqs.contains(&src) && c.pos < len {
+                c.seqs.insert(dst);
+            }
+        }
+        true
+    }
+    fn clear(&mut self) {
+        self.kv.lock().unwrap().cells.iter_mut().for_each(|c| *c = None);
+    }
 }
 
 impl Model for FakeModel {
     type Sampler = ();
     fn batch_capacity(&self) -> usize {
         8
+    }
+    fn kv_capacity(&self) -> usize {
+        self.kv.lock().unwrap().cells.len()
     }
     fn new_sampler(&self, _: &SamplingParams) -> Result<(), ModelError> {
         Ok(())
@@ -32,15 +116,16 @@ impl Model for FakeModel {
                 self.gate = None;
             }
         }
-        assert!(batch.len() <= self.batch_capacity());
+        assert!(!batch.is_empty() && batch.len() <= self.batch_capacity());
+        let mut kv = self.kv.lock().unwrap();
         self.next.clear();
         for e in batch {
-            let kv = self.kv.entry(e.seq).or_default();
-            assert_eq!(e.pos, kv.len(), "positions must be contiguous per sequence");
-            kv.push(e.token);
-            self.next.push(e.token % 25 + 1);
+            assert_eq!(kv.visible(e.seq).len(), e.pos, "positions must be contiguous per sequence");
+            let Some(free) = kv.cells.iter().position(Option::is_none) else { return Err(ModelError::NoKvSpace) };
+            kv.cells[free] = Some(Cell { pos: e.pos, token: e.token, seqs: BTreeSet::from([e.seq]) });
+            self.next.push(next_token(&kv.visible(e.seq)));
         }
-        self.batches.lock().unwrap().push(batch.to_vec());
+        kv.batches.push(batch.to_vec());
         Ok(())
     }
     fn sample(&mut self, _: &mut (), index: usize) -> Token {
@@ -50,28 +135,67 @@ impl Model for FakeModel {
         token == 0
     }
     fn token_bytes(&self, token: Token) -> Vec<u8> {
-        vec![b'a' + (token % 26) as u8]
-    }
-    fn truncate(&mut self, seq: SeqId, from: usize) -> bool {
-        self.kv.entry(seq).or_default().truncate(from);
-        true
+        vec![letter(token) as u8]
     }
 }
 
 struct Harness {
     handle: SchedulerHandle,
-    batches: Arc<Mutex<Vec<Vec<BatchEntry>>>>,
+    kv: Arc<Mutex<Kv>>,
+    metrics: EngineMetrics,
 }
 
-fn start(slots: usize, queue: usize, gate: Option<std_mpsc::Receiver<()>>) -> Harness {
-    let batches = Arc::new(Mutex::new(Vec::new()));
-    let b = batches.clone();
-    let config = EngineConfig { slots, queue, ctx_per_slot: 64 };
-    let handle = SchedulerHandle::spawn("fake", config, move || {
-        Ok(FakeModel { kv: HashMap::new(), next: Vec::new(), batches: b, gate })
+struct Setup {
+    slots: usize,
+    queue: usize,
+    cells: usize,
+    sequences: usize,
+    step_tokens: usize,
+    prefix_cache: bool,
+    gate: Option<std_mpsc::Receiver<()>>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { slots: 2, queue: 4, cells: 256, sequences: 8, step_tokens: 8, prefix_cache: true, gate: None }
+    }
+}
+
+fn start(setup: Setup) -> Harness {
+    let kv = Arc::new(Mutex::new(Kv { cells: vec![None; setup.cells], batches: Vec::new() }));
+    let config = EngineConfig {
+        slots: setup.slots,
+        queue: setup.queue,
+        ctx_per_slot: 64,
+        sequences: setup.sequences,
+        step_tokens: setup.step_tokens,
+        prefix_cache: setup.prefix_cache,
+    };
+    let metrics = EngineMetrics::default();
+    let (k, gate) = (kv.clone(), setup.gate);
+    let handle = SchedulerHandle::spawn("fake", config, metrics.clone(), move || {
+        Ok(FakeModel { kv: k, next: Vec::new(), gate })
     })
     .unwrap();
-    Harness { handle, batches }
+    Harness { handle, kv, metrics }
+}
+
+impl Harness {
+    /// Waits until the engine is idle and checks that its count of used cells is the
+    /// fake's.
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.handle.in_flight() > 0 || self.metrics.running.get() > 0 {
+            assert!(Instant::now() < deadline, "requests did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(self.metrics.kv_used_cells.get() as usize, self.kv.lock().unwrap().used(), "KV accounting");
+    }
+
+    fn decoded_tokens(&self) -> usize {
+        self.kv.lock().unwrap().batches.iter().map(Vec::len).sum()
+    }
 }
 
 fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest {
@@ -100,14 +224,19 @@ fn collect((mut rx, receipt): Submitted) -> (String, FinishReason, TokenUsage) {
     }
 }
 
+fn run(h: &Harness, prompt: &[Token], max_tokens: u32) -> (String, TokenUsage) {
+    let (text, _, usage) = collect(h.handle.submit(request(prompt, max_tokens, &[])).unwrap());
+    (text, usage)
+}
+
 #[test]
 fn generates_up_to_max_tokens_with_exact_usage() {
-    let h = start(2, 2, None);
+    let h = start(Setup::default());
     let (text, reason, usage) = collect(h.handle.submit(request(&[1, 2, 3], 4, &[])).unwrap());
-    // After token 3 comes 4, 5, 6, 7: letters e f g h.
-    assert_eq!(text, "efgh");
+    assert_eq!(text, reference(&[1, 2, 3], 4));
     assert_eq!(reason, FinishReason::Length);
     assert_eq!(usage, TokenUsage { prompt_tokens: 3, cached_tokens: 0, completion_tokens: 4 });
+    h.settle();
 }
 
 #[test]
@@ -115,59 +244,215 @@ fn concurrent_requests_share_decode_batches() {
     // The gate holds the engine's first step until all three are queued: the fake model
     // is instant, so otherwise one request may finish before the next one arrives.
     let (gate_tx, gate_rx) = std_mpsc::channel();
-    let h = start(4, 4, Some(gate_rx));
+    let h = start(Setup { slots: 4, gate: Some(gate_rx), ..Setup::default() });
     let rxs: Vec<_> = (0..3).map(|i| h.handle.submit(request(&[i + 1], 6, &[])).unwrap()).collect();
     drop(gate_tx);
-    for rx in rxs {
-        assert_eq!(collect(rx).1, FinishReason::Length);
+    for (i, rx) in rxs.into_iter().enumerate() {
+        let (text, reason, _) = collect(rx);
+        assert_eq!((text.as_str(), reason), (reference(&[i as Token + 1], 6).as_str(), FinishReason::Length));
     }
-    let batches = h.batches.lock().unwrap();
-    let max_seqs =
-        batches.iter().map(|b| b.iter().map(|e| e.seq).collect::<std::collections::HashSet<_>>().len()).max().unwrap();
-    assert!(max_seqs >= 2, "no batch mixed sequences: {batches:?}");
+    let kv = h.kv.lock().unwrap();
+    let max_seqs = kv.batches.iter().map(|b| b.iter().map(|e| e.seq).collect::<BTreeSet<_>>().len()).max().unwrap();
+    assert!(max_seqs >= 2, "no batch mixed sequences: {:?}", kv.batches);
 }
 
 #[test]
 fn long_prompts_are_prefilled_in_chunks_within_capacity() {
-    let h = start(1, 1, None);
+    let h = start(Setup { slots: 1, ..Setup::default() });
     let prompt: Vec<Token> = (1..=20).collect();
-    let (_, _, usage) = collect(h.handle.submit(request(&prompt, 2, &[])).unwrap());
+    let (text, usage) = run(&h, &prompt, 2);
+    assert_eq!(text, reference(&prompt, 2));
     assert_eq!(usage.prompt_tokens, 20);
-    let batches = h.batches.lock().unwrap();
-    assert!(batches.iter().all(|b| b.len() <= 8));
-    assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 20 + 1);
+    let kv = h.kv.lock().unwrap();
+    assert!(kv.batches.iter().all(|b| b.len() <= 8));
+    assert_eq!(kv.batches.iter().map(Vec::len).sum::<usize>(), 20 + 1);
 }
 
 #[test]
 fn stop_strings_end_generation_and_are_not_emitted() {
-    let h = start(1, 1, None);
-    // Output letters: e f g h i j ...; stop on "gh" spans two tokens.
-    let (text, reason, usage) = collect(h.handle.submit(request(&[3], 10, &["gh"])).unwrap());
-    assert_eq!(text, "ef");
+    let h = start(Setup { slots: 1, ..Setup::default() });
+    let full = reference(&[3], 10);
+    // A stop string across two tokens: the third and fourth letters.
+    let stop = &full[2..4];
+    let (text, reason, usage) = collect(h.handle.submit(request(&[3], 10, &[stop])).unwrap());
+    assert_eq!(text, full[..full.find(stop).unwrap()]);
     assert_eq!(reason, FinishReason::Stop);
-    assert_eq!(usage.completion_tokens, 4);
+    assert!(usage.completion_tokens >= 4);
 }
 
 #[test]
-fn prefix_is_reused_and_does_not_change_output() {
-    let h = start(2, 2, None);
-    let first = collect(h.handle.submit(request(&[5, 6, 7, 8], 3, &[])).unwrap());
-    assert_eq!(first.2.cached_tokens, 0);
-    let again = collect(h.handle.submit(request(&[5, 6, 7, 8], 3, &[])).unwrap());
+fn a_repeated_or_extended_prompt_reuses_its_kv_and_gives_the_same_output() {
+    let h = start(Setup::default());
+    let first = run(&h, &[5, 6, 7, 8], 3);
+    assert_eq!(first.1.cached_tokens, 0);
+    let again = run(&h, &[5, 6, 7, 8], 3);
     // All but the last prompt token come from the cache.
-    assert_eq!(again.2.cached_tokens, 3);
+    assert_eq!(again.1.cached_tokens, 3);
     assert_eq!(again.0, first.0);
-    // Generated tokens fed back are cached too, so diverge right after the prompt.
-    let extended = collect(h.handle.submit(request(&[5, 6, 7, 8, 20, 21], 3, &[])).unwrap());
-    assert_eq!(extended.2.cached_tokens, 4);
-    let other = collect(h.handle.submit(request(&[9, 9], 3, &[])).unwrap());
-    assert_eq!(other.2.cached_tokens, 0);
+    // Generated tokens were fed back and are cached too: a follow-up turn that contains
+    // the first answer reuses it.
+    let answer: Vec<Token> = first.0.bytes().map(|b| Token::from(b - b'a')).collect();
+    let turn = [&[5, 6, 7, 8][..], &answer[..2], &[20, 21]].concat();
+    let follow = run(&h, &turn, 3);
+    assert_eq!(follow.1.cached_tokens, 6);
+    assert_eq!(follow.0, reference(&turn, 3));
+    let other = run(&h, &[9, 9], 3);
+    assert_eq!(other.1.cached_tokens, 0);
+    assert_eq!(h.metrics.hit_tokens(Tier::Kv), 9);
+    h.settle();
 }
 
 #[test]
-fn overload_is_refused_and_cancellation_frees_the_slot() {
+fn prefixes_are_shared_across_sequences_running_or_finished() {
+    let system: Vec<Token> = (1..=20).collect();
+    let ask = |q: Token| [&system[..], &[q, q + 1]].concat();
     let (gate_tx, gate_rx) = std_mpsc::channel();
-    let h = start(1, 0, Some(gate_rx));
+    let h = start(Setup { slots: 3, gate: Some(gate_rx), ..Setup::default() });
+    // The first request is mid-way through its answer (its prompt computed) when two
+    // more arrive: they copy the system prompt from its running sequence.
+    let (mut long, long_receipt) = h.handle.submit(request(&ask(30), 40, &[])).unwrap();
+    for _ in 0..5 {
+        gate_tx.send(()).unwrap();
+    }
+    let mut long_text = match long.blocking_recv() {
+        Some(GenerationEvent::Text(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    let (a, b) =
+        (h.handle.submit(request(&ask(31), 5, &[])).unwrap(), h.handle.submit(request(&ask(32), 5, &[])).unwrap());
+    drop(gate_tx);
+    let (a, b) = (collect(a), collect(b));
+    assert_eq!((a.2.cached_tokens, b.2.cached_tokens), (20, 20));
+    assert_eq!((a.0, b.0), (reference(&ask(31), 5), reference(&ask(32), 5)));
+    long_text += &collect((long, long_receipt)).0;
+    assert_eq!(long_text, reference(&ask(30), 40));
+    // And from finished ones.
+    let c = run(&h, &ask(33), 5);
+    assert_eq!((c.0, c.1.cached_tokens), (reference(&ask(33), 5), 20));
+    h.settle();
+    // The system prompt's cells are shared: 20 + four tails, not four copies.
+    let used = h.kv.lock().unwrap().used();
+    assert_eq!(used, 20 + (2 + 39) + 3 * (2 + 4), "{used}");
+}
+
+#[test]
+fn a_prompt_waits_for_a_running_prefill_of_its_prefix_instead_of_repeating_it() {
+    let shared: Vec<Token> = (1..=40).collect();
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let h = start(Setup { slots: 4, gate: Some(gate_rx), ..Setup::default() });
+    let prompts: Vec<Vec<Token>> = (0..3).map(|q| [&shared[..], &[50 + q, 60]].concat()).collect();
+    let rxs: Vec<_> = prompts.iter().map(|p| h.handle.submit(request(p, 2, &[])).unwrap()).collect();
+    drop(gate_tx);
+    let results: Vec<_> = rxs.into_iter().map(collect).collect();
+    for (p, (text, _, usage)) in prompts.iter().zip(&results) {
+        assert_eq!(*text, reference(p, 2));
+        assert!(usage.cached_tokens == 0 || usage.cached_tokens == 40, "{usage:?}");
+    }
+    assert_eq!(results.iter().filter(|r| r.2.cached_tokens == 40).count(), 2);
+    // The shared 40 tokens were computed once: 42 + 2 + 2 prompt tokens and 3 fed tokens.
+    assert_eq!(h.decoded_tokens(), 42 + 2 + 2 + 3);
+}
+
+#[test]
+fn cache_off_computes_every_prompt_and_gives_the_same_output() {
+    let on = start(Setup::default());
+    let off = start(Setup { prefix_cache: false, ..Setup::default() });
+    let prompts: [&[Token]; 3] = [&[4, 5, 6, 7], &[4, 5, 6, 7], &[4, 5, 6, 9, 9]];
+    for p in prompts {
+        let (a, b) = (run(&on, p, 4), run(&off, p, 4));
+        assert_eq!(a.0, b.0);
+        assert_eq!(b.1.cached_tokens, 0);
+    }
+    off.settle();
+    assert_eq!(off.kv.lock().unwrap().used(), 0, "nothing is kept with the cache off");
+}
+
+#[test]
+fn a_tiny_kv_budget_evicts_least_recently_used_prefixes_and_stays_correct() {
+    // 40 cells, requests of up to 24: most prefixes are evicted soon after they are made.
+    let h = start(Setup { slots: 2, cells: 40, sequences: 4, ..Setup::default() });
+    let mut rng = 7u64;
+    let mut next = || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng >> 33) as usize
+    };
+    let bases: Vec<Vec<Token>> = (0..4).map(|b| (0..10).map(|i| (b * 10 + i + 1) as Token).collect()).collect();
+    for round in 0..40 {
+        let base = &bases[next() % bases.len()];
+        let prompt: Vec<Token> =
+            base.iter().copied().chain((0..next() % 6).map(|i| (round * 7 + i) as Token)).collect();
+        let max = 1 + (next() % 8) as u32;
+        let rxs: Vec<_> = (0..2).map(|_| h.handle.submit(request(&prompt, max, &[])).unwrap()).collect();
+        for rx in rxs {
+            let (text, _, usage) = collect(rx);
+            assert_eq!(text, reference(&prompt, max as usize), "round {round}");
+            assert!(usage.cached_tokens < prompt.len() as u64);
+        }
+    }
+    h.settle();
+    assert!(h.metrics.evicted_tokens.get() > 0, "the budget never forced an eviction");
+    assert!(h.metrics.hit_tokens(Tier::Kv) > 0, "nothing was reused");
+    assert!(h.kv.lock().unwrap().used() <= 40);
+}
+
+#[test]
+fn disconnected_streams_leave_reusable_kv_and_no_leak() {
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let h = start(Setup { slots: 2, cells: 64, sequences: 3, gate: Some(gate_rx), ..Setup::default() });
+    let prompt: Vec<Token> = (1..=10).collect();
+    let (mut events, receipt) = h.handle.submit(request(&prompt, 50, &[])).unwrap();
+    for _ in 0..4 {
+        gate_tx.send(()).unwrap();
+    }
+    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    drop(events);
+    drop(gate_tx);
+    let receipt = receipt.blocking_recv().unwrap();
+    assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
+    h.settle();
+    // What the dropped stream computed is cached, and a request needing the whole budget
+    // still runs (the cached cells are freed for it).
+    let again = run(&h, &prompt, 3);
+    assert_eq!(again.1.cached_tokens, 9);
+    let big: Vec<Token> = (100..140).collect();
+    assert_eq!(run(&h, &big, 20).0, reference(&big, 20));
+    h.settle();
+    assert_eq!(h.handle.in_flight(), 0);
+}
+
+#[test]
+fn prompt_chunks_go_to_the_oldest_request_and_respect_the_step_budget() {
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let h = start(Setup { slots: 3, step_tokens: 4, gate: Some(gate_rx), ..Setup::default() });
+    let decoding = h.handle.submit(request(&[1], 30, &[])).unwrap();
+    gate_tx.send(()).unwrap();
+    gate_tx.send(()).unwrap();
+    let a: Vec<Token> = (10..30).collect();
+    let b: Vec<Token> = (40..60).collect();
+    let (ra, rb) = (h.handle.submit(request(&a, 1, &[])).unwrap(), h.handle.submit(request(&b, 1, &[])).unwrap());
+    drop(gate_tx);
+    let (first_a, first_b) = (collect(ra), collect(rb));
+    assert_eq!((first_a.0, first_b.0), (reference(&a, 1), reference(&b, 1)));
+    collect(decoding);
+    let kv = h.kv.lock().unwrap();
+    let first_with = |seq_tokens: &[Token]| {
+        kv.batches.iter().position(|batch| batch.iter().any(|e| seq_tokens.contains(&e.token))).unwrap()
+    };
+    // The older prompt is computed first; while the first request decodes, a step holds
+    // its one token and at most 4 - 1 prompt tokens.
+    assert!(first_with(&a) < first_with(&b));
+    for batch in &kv.batches {
+        // Sequence 0 is the first request's; from position 1 on, its entries are decodes.
+        if batch.iter().any(|e| e.seq == 0 && e.pos >= 1) {
+            assert!(batch.len() <= 4, "{batch:?}");
+        }
+    }
+}
+
+#[test]
+fn overload_is_refused_and_cancellation_frees_the_sequence() {
+    let (gate_tx, gate_rx) = std_mpsc::channel();
+    let h = start(Setup { slots: 1, queue: 0, gate: Some(gate_rx), ..Setup::default() });
     let first = h.handle.submit(request(&[1], 1000, &[])).unwrap();
     match h.handle.submit(request(&[1], 1, &[])) {
         Err(BackendError::Overloaded { capacity: 1, .. }) => {}
@@ -186,22 +471,17 @@ fn overload_is_refused_and_cancellation_frees_the_slot() {
     assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
     assert_eq!(receipt.usage.prompt_tokens, 1);
     assert!((1..100).contains(&receipt.usage.completion_tokens), "{receipt:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while h.handle.in_flight() > 0 {
-        assert!(std::time::Instant::now() < deadline, "slot was not freed");
-        std::thread::yield_now();
-    }
-    let (_, reason, _) = collect(h.handle.submit(request(&[1], 2, &[])).unwrap());
+    h.settle();
+    let (_, reason, _) = collect(h.handle.submit(request(&[2], 2, &[])).unwrap());
     assert_eq!(reason, FinishReason::Length);
     // The cancelled request stopped long before its 1000 tokens.
-    let decoded: usize = h.batches.lock().unwrap().iter().map(Vec::len).sum();
-    assert!(decoded < 100, "decoded {decoded} tokens after cancel");
+    assert!(h.decoded_tokens() < 100, "decoded {} tokens after cancel", h.decoded_tokens());
 }
 
 #[test]
 fn a_request_that_leaves_while_queued_used_nothing() {
     let (gate_tx, gate_rx) = std_mpsc::channel();
-    let h = start(1, 1, Some(gate_rx));
+    let h = start(Setup { slots: 1, queue: 1, gate: Some(gate_rx), ..Setup::default() });
     let running = h.handle.submit(request(&[1], 5, &[])).unwrap();
     let (events, receipt) = h.handle.submit(request(&[2, 3], 5, &[])).unwrap();
     drop(events);
@@ -214,11 +494,33 @@ fn a_request_that_leaves_while_queued_used_nothing() {
 }
 
 #[test]
-fn waiting_requests_get_a_slot_when_one_frees() {
-    let h = start(1, 3, None);
+fn waiting_requests_get_a_sequence_when_one_frees() {
+    let h = start(Setup { slots: 1, queue: 3, ..Setup::default() });
     let rxs: Vec<_> = (0..4).map(|i| h.handle.submit(request(&[i + 1], 3, &[])).unwrap()).collect();
     for rx in rxs {
         assert_eq!(collect(rx).1, FinishReason::Length);
     }
+    h.settle();
     assert_eq!(h.handle.in_flight(), 0);
+    let mut registry = prometheus_client::registry::Registry::default();
+    h.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("time_to_first_token_seconds_count 4\n"), "{text}");
+    assert!(text.contains("inter_token_latency_seconds_count 8\n"), "{text}");
+    assert!(text.contains("prefix_cache_hit_tokens_total{tier=\"kv\"} 0\n"), "{text}");
+}
+
+#[test]
+fn a_request_larger_than_the_whole_cache_fails_instead_of_waiting_forever() {
+    let h = start(Setup { cells: 16, ..Setup::default() });
+    let prompt: Vec<Token> = (1..=20).collect();
+    let (mut events, receipt) = h.handle.submit(request(&prompt, 2, &[])).unwrap();
+    match events.blocking_recv() {
+        Some(GenerationEvent::Failed(e)) => assert!(e.contains("KV cache"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(receipt.blocking_recv().unwrap().usage, TokenUsage::default());
+    // Smaller ones still run.
+    assert_eq!(run(&h, &[1, 2, 3], 4).0, reference(&[1, 2, 3], 4));
 }

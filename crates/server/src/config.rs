@@ -57,6 +57,9 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_CTX_SIZE", default_value_t = 4096)]
     pub ctx_size: usize,
 
+    #[command(flatten)]
+    pub cache: CacheArgs,
+
     /// Lifetime of Control Plane access tokens, in seconds (refresh tokens live 30 days).
     #[arg(long, env = "TENSORMESH_ACCESS_TOKEN_TTL", default_value_t = 3600)]
     pub access_token_ttl: u64,
@@ -68,6 +71,28 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = "TENSORMESH_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+}
+
+/// The engine's KV cache and prompt scheduling.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// KV cache size per model, in tokens: running requests and cached prompt prefixes
+    /// share it. Default: --parallel x --ctx-size.
+    #[arg(long, env = "TENSORMESH_KV_CACHE_TOKENS")]
+    pub kv_cache_tokens: Option<usize>,
+
+    /// Reuse the KV of earlier prompts' prefixes (`false`: compute every prompt in full).
+    #[arg(long, env = "TENSORMESH_PREFIX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefix_cache: bool,
+
+    /// Cached prefixes kept beside the running requests (each holds a sequence).
+    #[arg(long, env = "TENSORMESH_CACHE_SEQUENCES", default_value_t = 32)]
+    pub cache_sequences: usize,
+
+    /// Prompt tokens computed per step while other requests are generating, so that a
+    /// long prompt does not stall running streams.
+    #[arg(long, env = "TENSORMESH_STEP_TOKENS", default_value_t = 256)]
+    pub step_tokens: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use prometheus_client::registry::Registry;
 use tm_backend::Backend;
 use tm_control::accounts::{Bootstrap, Bootstrapped};
 use tm_control::billing::price::nanos_from_usd;
@@ -115,15 +116,28 @@ fn redact(url: &str) -> String {
 /// it); API keys, prices and balances are `control`'s.
 pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Inference> {
     let configs = model_configs(args)?;
-    let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::load(&configs, true))
-        .await
-        .context("model loading panicked")?
-        .map_err(anyhow::Error::msg)?;
-    inference_app(args, control, Arc::new(backend)).await
+    let (backend, metrics) = tokio::task::spawn_blocking(move || {
+        let mut metrics = Registry::with_prefix("tensormesh");
+        EmbeddedBackend::load(&configs, true, &mut metrics).map(|b| (b, metrics))
+    })
+    .await
+    .context("model loading panicked")?
+    .map_err(anyhow::Error::msg)?;
+    inference_app_with_metrics(args, control, Arc::new(backend), metrics).await
 }
 
 /// The inference router over any backend (tests and benchmarks bring their own).
 pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn Backend>) -> Result<Inference> {
+    inference_app_with_metrics(args, control, backend, Registry::with_prefix("tensormesh")).await
+}
+
+/// The inference router, exposing `metrics` on `GET /metrics`.
+pub async fn inference_app_with_metrics(
+    args: &ServeArgs,
+    control: Control,
+    backend: Arc<dyn Backend>,
+    metrics: Registry,
+) -> Result<Inference> {
     let models: Vec<String> = backend.models().into_iter().map(|m| m.id).collect();
     prepare_billing(&control, &args.billing, &models).await?;
     let b = &args.billing;
@@ -132,7 +146,7 @@ pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn 
         per_user: Limits { requests_per_minute: b.user_rpm, tokens_per_minute: b.user_tpm },
     };
     let (gateway, settler) = Gateway::new(control.clone(), limits);
-    let state = AppState { backend, gateway, control, started: inference::unix_now() };
+    let state = AppState { backend, gateway, control, started: inference::unix_now(), metrics: Arc::new(metrics) };
     let router = inference::router(state.clone(), RouterConfig { body_limit: args.max_body_bytes });
     Ok(Inference { router, settler, state })
 }
@@ -146,7 +160,19 @@ pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
         .iter()
         .map(|spec| {
             let (name, path) = models::resolve(&dir, spec)?;
-            Ok(ModelConfig { name, path, slots: args.parallel, queue: args.queue, ctx_size: args.ctx_size, threads })
+            let cache = &args.cache;
+            Ok(ModelConfig {
+                name,
+                path,
+                slots: args.parallel,
+                queue: args.queue,
+                ctx_size: args.ctx_size,
+                threads,
+                kv_cells: cache.kv_cache_tokens,
+                cache_sequences: cache.cache_sequences,
+                step_tokens: cache.step_tokens,
+                prefix_cache: cache.prefix_cache,
+            })
         })
         .collect()
 }

@@ -14,7 +14,7 @@ use super::error::ApiError;
 
 /// Routes anyone may call without a key (spec/api-contract.md §2.2).
 const PUBLIC_ROUTES: &[(Method, &str)] =
-    &[(Method::GET, "/v1/models"), (Method::GET, "/health"), (Method::GET, "/version")];
+    &[(Method::GET, "/v1/models"), (Method::GET, "/health"), (Method::GET, "/version"), (Method::GET, "/metrics")];
 
 pub async fn require_key(State(control): State<Control>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let public = PUBLIC_ROUTES.iter().any(|(m, p)| req.method() == m && req.uri().path() == *p);

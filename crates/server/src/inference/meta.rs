@@ -1,11 +1,13 @@
-//! The public GETs: `/v1/models`, `/health`, `/version`.
+//! The public GETs: `/v1/models`, `/health`, `/version`, `/metrics`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 use tm_api::{ModelCard, ModelList, Version};
 
+use super::error::ApiError;
 use super::AppState;
 
 /// The served models that have an active price (the others are refused).
@@ -40,4 +42,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
 
 pub async fn version() -> Json<Version> {
     Json(Version { version: env!("CARGO_PKG_VERSION") })
+}
+
+/// The engines' metrics in the Prometheus (OpenMetrics) text format.
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.metrics)
+        .map_err(|e| ApiError::Internal(format!("cannot encode metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
 }

@@ -18,6 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::routing::{get, post};
 use axum::{middleware, Extension, Router};
+use prometheus_client::registry::Registry;
 use tm_backend::Backend;
 use tm_control::Control;
 use tm_gateway::Gateway;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub control: Control,
     /// Unix time the server started; reported as the models' `created`.
     pub started: u64,
+    /// What `GET /metrics` reports.
+    pub metrics: Arc<Registry>,
 }
 
 pub struct RouterConfig {
@@ -53,6 +56,7 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         .route("/v1/models", get(meta::models))
         .route("/health", get(meta::health))
         .route("/version", get(meta::version))
+        .route("/metrics", get(meta::metrics))
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Layers run bottom-up: the request id is set first so every response (errors,

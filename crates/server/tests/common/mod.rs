@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tm_server::config::{AdminArgs, BillingArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
+use tm_server::config::{AdminArgs, BillingArgs, CacheArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 
 pub const MODEL: &str = "gemma-3-270m";
@@ -31,11 +31,19 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Per key (requests, tokens) per minute; 0 = unlimited.
     pub key_limits: (u64, u64),
+    pub cache: CacheArgs,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { parallel: 4, queue: 8, ctx_size: 512, max_body_bytes: 64 * 1024, key_limits: (0, 0) }
+        Options {
+            parallel: 4,
+            queue: 8,
+            ctx_size: 512,
+            max_body_bytes: 64 * 1024,
+            key_limits: (0, 0),
+            cache: CacheArgs { kv_cache_tokens: None, prefix_cache: true, cache_sequences: 32, step_tokens: 256 },
+        }
     }
 }
 
@@ -76,6 +84,7 @@ pub fn serve_args(o: &Options) -> ServeArgs {
         parallel: o.parallel,
         queue: o.queue,
         ctx_size: o.ctx_size,
+        cache: o.cache.clone(),
         access_token_ttl: 3600,
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: 5,

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cache;
 mod concurrency;
 mod errors;
 mod generation;
