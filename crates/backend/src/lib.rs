@@ -40,4 +40,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Requests admitted and not yet finished, over all models.
     fn in_flight(&self) -> usize;
+
+    /// Called once when the server stops, after the last request: a backend saves what
+    /// it wants the next process to find (the embedded engine: its cached prefixes).
+    async fn shutdown(&self) {}
 }

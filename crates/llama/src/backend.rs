@@ -10,7 +10,7 @@ use tm_backend::{
     Backend, BackendError, GenerateRequest, Generation, ModelInfo, ModelMemory, Prepared, PromptInput, TokenizeInput,
     Tokenized,
 };
-use tm_scheduler::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, Token};
+use tm_scheduler::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, SpillConfig, Token};
 use tracing::{info, warn};
 
 use crate::engine_model::{ContextShape, LlamaEngineModel};
@@ -37,6 +37,9 @@ pub struct ModelConfig {
     /// Prompt tokens per step while others decode.
     pub step_tokens: usize,
     pub prefix_cache: bool,
+    /// Where evicted prefixes are saved; the disk tier gets a directory per model file
+    /// inside `spill.dir`.
+    pub spill: SpillConfig,
 }
 
 /// llama.cpp's limit on sequence ids.
@@ -95,6 +98,7 @@ impl EmbeddedBackend {
                 sequences: shape.sequences,
                 step_tokens: c.step_tokens,
                 prefix_cache: c.prefix_cache,
+                spill: SpillConfig { dir: spill_dir(&c.spill, &c.name, &c.path)?, ..c.spill.clone() },
             };
             let metrics = EngineMetrics::default();
             metrics.register(registry.sub_registry_with_label(("model".into(), c.name.clone().into())));
@@ -225,6 +229,34 @@ impl Backend for EmbeddedBackend {
     fn in_flight(&self) -> usize {
         self.models.iter().map(|m| m.engine.in_flight()).sum()
     }
+
+    async fn shutdown(&self) {
+        for m in &self.models {
+            m.engine.shutdown().await;
+        }
+    }
+}
+
+/// The disk tier's directory for one model file: `<dir>/<name>-<fingerprint>`, where the
+/// fingerprint (size and the first MiB of the file, hashed) keeps snapshots of one model
+/// from ever loading into another.
+fn spill_dir(spill: &SpillConfig, name: &str, path: &std::path::Path) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = spill.dir.as_ref().filter(|_| spill.disk_bytes > 0) else { return Ok(None) };
+    let read = || -> std::io::Result<String> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut head = Vec::with_capacity(1 << 20);
+        file.by_ref().take(1 << 20).read_to_end(&mut head)?;
+        let mut h = sha2::Sha256::new();
+        h.update(file.metadata()?.len().to_le_bytes());
+        h.update(&head);
+        Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+    };
+    let fingerprint = read().map_err(|e| format!("{name}: cannot read {}: {e}", path.display()))?;
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    Ok(Some(dir.join(format!("{safe}-{fingerprint}"))))
 }
 
 /// Weights as loaded, and an f16 KV cache (keys and values, every layer, the KV heads'

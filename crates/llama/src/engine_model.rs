@@ -6,10 +6,11 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::DecodeError;
+use llama_cpp_2::{DecodeError, LlamaStateSeqFlags, SeqState};
 use std::num::NonZeroU32;
+use std::path::Path;
 use tm_backend::SamplingParams;
-use tm_scheduler::{BatchEntry, KvCells, Model, ModelError, SeqId, Token};
+use tm_scheduler::{BatchEntry, KvCells, KvSnapshots, Model, ModelError, SeqId, Token};
 
 use crate::load::llama_backend;
 
@@ -87,6 +88,43 @@ impl KvCells for LlamaEngineModel {
 
     fn clear(&mut self) {
         self.ctx.clear_kv_cache();
+    }
+}
+
+/// Snapshots are llama.cpp's per-sequence state: in memory as an opaque [`SeqState`],
+/// on disk as its sequence state file (which also records the tokens).
+impl KvSnapshots for LlamaEngineModel {
+    type Snapshot = SeqState;
+
+    fn snapshot(&mut self, seq: SeqId) -> Option<SeqState> {
+        self.ctx.state_seq_get(seq, LlamaStateSeqFlags::empty()).ok()
+    }
+
+    fn snapshot_bytes(snapshot: &SeqState) -> u64 {
+        snapshot.byte_len() as u64
+    }
+
+    fn restore(&mut self, snapshot: &SeqState, seq: SeqId) -> bool {
+        let restored = self.ctx.state_seq_set(snapshot, seq).is_ok();
+        if !restored {
+            let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+        }
+        restored
+    }
+
+    fn save_file(&mut self, seq: SeqId, tokens: &[Token], path: &Path) -> Option<u64> {
+        let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
+        self.ctx.state_seq_save_file(path, seq, &tokens).ok().map(|n| n as u64)
+    }
+
+    fn load_file(&mut self, path: &Path, seq: SeqId, tokens: &[Token]) -> bool {
+        match self.ctx.state_seq_load_file(path, seq, tokens.len()) {
+            Ok((read, _)) if read.iter().map(|t| t.0).eq(tokens.iter().copied()) => true,
+            _ => {
+                let _ = self.ctx.kv_cache_seq_rm(seq, None, None);
+                false
+            }
+        }
     }
 }
 

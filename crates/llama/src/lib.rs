@@ -16,3 +16,4 @@ pub mod sampler;
 pub mod template;
 
 pub use backend::{EmbeddedBackend, ModelConfig};
+pub use tm_scheduler::SpillConfig;

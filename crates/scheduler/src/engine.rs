@@ -9,10 +9,11 @@ use std::time::Instant;
 use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage};
 use tracing::{debug, warn};
 
-use crate::handle::{Job, SeqRequest};
+use crate::handle::{Job, Message, SeqRequest};
 use crate::metrics::{EngineMetrics, Tier};
 use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
 use crate::prefix::{common_prefix, Match, NodeId, PrefixTree};
+use crate::spill::{SpillConfig, SpillMatch, SpillStore};
 use crate::text::{StopMatcher, Utf8Decoder};
 
 #[derive(Debug, Clone)]
@@ -31,7 +32,14 @@ pub struct EngineConfig {
     pub step_tokens: usize,
     /// Reuse the KV of earlier prompts (off: every prompt is computed in full).
     pub prefix_cache: bool,
+    /// Where evicted prefixes go (with the prefix cache on).
+    pub spill: SpillConfig,
 }
+
+/// A spilled prefix is restored rather than the context's shorter one used when it holds
+/// at least this many more prompt tokens (restoring costs milliseconds, computing tokens
+/// tens of milliseconds each).
+const RESTORE_GAIN: usize = 16;
 
 /// A request that holds a sequence.
 struct Active<S> {
@@ -76,7 +84,7 @@ impl<S> Active<S> {
     }
 }
 
-struct Engine<M: Model> {
+pub(crate) struct Engine<M: Model> {
     model: M,
     config: EngineConfig,
     tree: PrefixTree,
@@ -85,22 +93,46 @@ struct Engine<M: Model> {
     waiting: VecDeque<Job>,
     batch: Vec<BatchEntry>,
     metrics: EngineMetrics,
+    spill: SpillStore<M::Snapshot>,
 }
 
-pub(crate) fn run<M: Model>(model: M, config: EngineConfig, metrics: EngineMetrics, jobs: std_mpsc::Receiver<Job>) {
+/// Where a new request's cached prefix comes from.
+enum Begin {
+    Cached(Match),
+    Spilled(SpillMatch),
+}
+
+/// The engine state for `model`, with the spill tier's files indexed.
+pub(crate) fn new<M: Model>(model: M, config: EngineConfig, metrics: EngineMetrics) -> Engine<M> {
     let batch = Vec::with_capacity(model.batch_capacity());
     let tree = PrefixTree::new(config.sequences.max(config.slots));
-    let mut engine = Engine { model, config, tree, running: Vec::new(), waiting: VecDeque::new(), batch, metrics };
+    let spill = SpillStore::open(if config.prefix_cache { config.spill.clone() } else { SpillConfig::default() });
+    let engine = Engine { model, config, tree, running: Vec::new(), waiting: VecDeque::new(), batch, metrics, spill };
     engine.report();
+    engine
+}
+
+/// The engine thread's loop, until shutdown or until every handle is gone.
+pub(crate) fn run<M: Model>(mut engine: Engine<M>, jobs: std_mpsc::Receiver<Message>) {
     loop {
-        if engine.running.is_empty() && engine.waiting.is_empty() {
-            match jobs.recv() {
-                Ok(job) => engine.waiting.push_back(job),
-                Err(_) => return, // every handle is gone: shut down
+        let next = if engine.running.is_empty() && engine.waiting.is_empty() {
+            jobs.recv().ok()
+        } else {
+            jobs.try_recv().ok()
+        };
+        match next {
+            Some(Message::Job(job)) => {
+                engine.waiting.push_back(job);
+                continue; // take every queued message before the step
             }
-        }
-        while let Ok(job) = jobs.try_recv() {
-            engine.waiting.push_back(job);
+            Some(Message::Shutdown(done)) => {
+                engine.shut_down();
+                let _ = done.send(());
+                return;
+            }
+            // Every handle is gone (when idle) or nothing is queued (when busy).
+            None if engine.running.is_empty() && engine.waiting.is_empty() => return,
+            None => {}
         }
         engine.step();
         engine.report();
@@ -128,8 +160,7 @@ impl<M: Model> Engine<M> {
         // The model may pack cells less tightly than the count of tokens: make room.
         while decoded == Err(ModelError::NoKvSpace) {
             let Some(victim) = self.tree.lru_idle_leaf(None) else { break };
-            let freed = self.tree.release(victim, &mut self.model);
-            self.metrics.evicted_tokens.inc_by(freed as u64);
+            self.evict(victim);
             decoded = self.model.decode(&self.batch);
         }
         if let Err(e) = decoded {
@@ -148,6 +179,7 @@ impl<M: Model> Engine<M> {
     fn report(&self) {
         let m = &self.metrics;
         m.kv(self.tree.cells(), self.tree.idle_cells(), self.model.kv_capacity());
+        m.spill(self.spill.stats());
         m.queue_depth.set(self.waiting.len() as i64);
         m.running.set(self.running.len() as i64);
         #[cfg(test)]
@@ -170,9 +202,12 @@ impl<M: Model> Engine<M> {
                 }
             }
             match self.make_room(i) {
-                Room::Ready(seq, m) => {
+                Room::Ready(seq, begin) => {
                     let Some(job) = self.waiting.remove(i) else { return };
-                    self.start(job, seq, m);
+                    if let Err(job) = self.start(job, seq, begin) {
+                        // Its spilled prefix did not load (and is gone): look again.
+                        self.waiting.insert(i, job);
+                    }
                 }
                 Room::Later => return,
                 Room::Never => {
@@ -197,10 +232,23 @@ impl<M: Model> Engine<M> {
         loop {
             // Dropping a leaf may merge nodes on the path: find the prefix again each time.
             let m = self.tree.find(&request.prompt, limit);
-            let need = worst_case(request, ctx) - m.len;
-            let seq = self.tree.idle_owner_at_end(m).or_else(|| self.tree.free_sequence());
+            let worst = worst_case(request, ctx);
+            let spilled = self.spill.find(&request.prompt, limit).filter(|s| s.len >= m.len + RESTORE_GAIN);
+            if let Some(s) = spilled {
+                // The evictions below spill too; they must not push out what this restores.
+                self.spill.touch(s);
+            }
+            let (seq, need, begin) = match spilled {
+                // A snapshot is restored whole before it is trimmed to the prompt.
+                Some(s) => (self.tree.free_sequence(), worst.max(s.held), Begin::Spilled(s)),
+                None => (
+                    self.tree.idle_owner_at_end(m).or_else(|| self.tree.free_sequence()),
+                    worst - m.len,
+                    Begin::Cached(m),
+                ),
+            };
             if let Some(seq) = seq.filter(|_| self.tree.cells() + promised + need <= capacity) {
-                return Room::Ready(seq, m);
+                return Room::Ready(seq, begin);
             }
             // With nothing running, even the prefix itself may go: there is no one to wait for.
             let victim = self.tree.lru_idle_leaf(Some(m)).or_else(|| {
@@ -213,24 +261,57 @@ impl<M: Model> Engine<M> {
             let Some(victim) = victim else {
                 return if self.running.is_empty() { Room::Never } else { Room::Later };
             };
-            let freed = self.tree.release(victim, &mut self.model);
-            self.metrics.evicted_tokens.inc_by(freed as u64);
+            evict(&mut self.tree, &mut self.spill, &mut self.model, &self.metrics, victim);
         }
     }
 
-    fn start(&mut self, mut job: Job, seq: SeqId, m: Match) {
+    /// Drops an idle cached prefix, saving it to the spill tier first.
+    fn evict(&mut self, victim: NodeId) {
+        evict(&mut self.tree, &mut self.spill, &mut self.model, &self.metrics, victim);
+    }
+
+    /// Ends the engine: requests still running are cancelled and what the cache holds is
+    /// written to the disk tier, so that the next process starts warm.
+    fn shut_down(&mut self) {
+        while !self.running.is_empty() {
+            self.finish(0, FinishReason::Cancelled);
+        }
+        self.waiting.clear();
+        for leaf in self.tree.idle_leaves() {
+            if let (Some(owner), tokens) = self.tree.leaf_path(leaf) {
+                if !self.spill.on_disk(&tokens) {
+                    self.spill.save(&mut self.model, owner, tokens, false);
+                }
+            }
+        }
+        self.report();
+    }
+
+    /// Starts `job` on sequence `seq` from its cached prefix. Gives the job back when its
+    /// spilled prefix fails to load.
+    fn start(&mut self, mut job: Job, seq: SeqId, begin: Begin) -> Result<(), Job> {
         let sampler = match self.model.new_sampler(&job.request.sampling) {
             Ok(s) => s,
             Err(e) => {
                 let _ = job.events.send(GenerationEvent::Failed(e.to_string()));
                 job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
-                return;
+                return Ok(());
             }
         };
-        self.tree.touch(m);
-        let (leaf, reused) = self.tree.start(seq, m, &mut self.model);
-        debug!(seq, prompt = job.request.prompt.len(), reused, "admitted");
-        self.metrics.admitted(job.request.prompt.len(), reused, Tier::Kv);
+        let (leaf, reused, tier) = match begin {
+            Begin::Cached(m) => {
+                self.tree.touch(m);
+                let (leaf, reused) = self.tree.start(seq, m, &mut self.model);
+                (leaf, reused, Tier::Kv)
+            }
+            Begin::Spilled(s) => {
+                let Some(tier) = self.spill.restore(&mut self.model, s, seq) else { return Err(job) };
+                self.model.remove(seq, s.len);
+                (self.tree.adopt(seq, &job.request.prompt[..s.len]), s.len, tier)
+            }
+        };
+        debug!(seq, prompt = job.request.prompt.len(), reused, tier = tier.label(), "admitted");
+        self.metrics.admitted(job.request.prompt.len(), reused, tier);
         let last_token = job.submitted;
         let stop = StopMatcher::new(job.request.stop.clone());
         self.running.push(Active {
@@ -248,6 +329,7 @@ impl<M: Model> Engine<M> {
             decoder: Utf8Decoder::default(),
             stop,
         });
+        Ok(())
     }
 
     /// One token per decoding sequence first (they are latency-bound), then prompt chunks,
@@ -336,7 +418,7 @@ impl<M: Model> Engine<M> {
         self.tree.park(a.leaf, &mut self.model);
         if !self.config.prefix_cache {
             while let Some(leaf) = self.tree.lru_idle_leaf(None) {
-                self.tree.release(leaf, &mut self.model);
+                let _ = self.tree.release(leaf, &mut self.model);
             }
         }
     }
@@ -354,9 +436,27 @@ impl<M: Model> Engine<M> {
     }
 }
 
+/// Drops an idle cached prefix from `tree`, saving it to `spill` first. (A function of the
+/// fields it needs, so that callers may hold a borrow of the waiting queue.)
+fn evict<M: Model>(
+    tree: &mut PrefixTree,
+    spill: &mut SpillStore<M::Snapshot>,
+    model: &mut M,
+    metrics: &EngineMetrics,
+    victim: NodeId,
+) {
+    if spill.enabled() {
+        if let (Some(owner), tokens) = tree.leaf_path(victim) {
+            spill.save(model, owner, tokens, true);
+        }
+    }
+    let freed = tree.release(victim, model);
+    metrics.evicted_tokens.inc_by(freed as u64);
+}
+
 /// Whether a waiting request can start.
 enum Room {
-    Ready(SeqId, Match),
+    Ready(SeqId, Begin),
     /// Not before running requests end.
     Later,
     /// Not even in an empty cache.

@@ -46,10 +46,17 @@ impl Drop for Job {
     }
 }
 
+/// What the engine thread receives.
+pub(crate) enum Message {
+    Job(Job),
+    /// Stop: save what the cache holds (to the disk tier) and say so.
+    Shutdown(oneshot::Sender<()>),
+}
+
 /// Submits requests to one engine thread. Cheap to clone.
 #[derive(Clone)]
 pub struct SchedulerHandle {
-    jobs: std_mpsc::Sender<Job>,
+    jobs: std_mpsc::Sender<Message>,
     permits: Arc<Semaphore>,
     capacity: usize,
 }
@@ -67,15 +74,16 @@ impl SchedulerHandle {
         M: Model,
         F: FnOnce() -> Result<M, ModelError> + Send + 'static,
     {
-        let (jobs, job_rx) = std_mpsc::channel::<Job>();
+        let (jobs, job_rx) = std_mpsc::channel::<Message>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let capacity = config.slots + config.queue;
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
             .spawn(move || match make_model() {
                 Ok(model) => {
+                    let engine = engine::new(model, config, metrics);
                     let _ = ready_tx.send(Ok(()));
-                    engine::run(model, config, metrics, job_rx);
+                    engine::run(engine, job_rx);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -100,8 +108,17 @@ impl SchedulerHandle {
         let (events, rx) = mpsc::unbounded_channel();
         let (receipt, receipt_rx) = oneshot::channel();
         let job = Job { request, events, receipt: Some(receipt), submitted: Instant::now(), _permit: permit };
-        self.jobs.send(job).map_err(|_| BackendError::Unavailable)?;
+        self.jobs.send(Message::Job(job)).map_err(|_| BackendError::Unavailable)?;
         Ok((rx, receipt_rx))
+    }
+
+    /// Stops the engine once it has saved its cached prefixes to the disk tier (running
+    /// requests are cancelled first). Later submissions are refused.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.jobs.send(Message::Shutdown(done)).is_ok() {
+            let _ = finished.await;
+        }
     }
 
     /// Requests admitted and not yet finished (running + waiting).

@@ -6,6 +6,7 @@
 //! - [`text`]: incremental UTF-8 decoding and stop-string matching across token boundaries.
 //! - [`prefix`]: the radix tree of cached prompt prefixes over a shared pool of KV cells,
 //!   with least-recently-used eviction.
+//! - [`spill`]: evicted prefixes saved to host memory and disk, restored on a later hit.
 //! - [`engine`]: the loop: admission with the longest cached prefix (copied into the new
 //!   sequence, not recomputed) within the KV budget, one mixed decode batch per step
 //!   (decode tokens of running sequences plus prompt chunks within a token budget, oldest
@@ -18,12 +19,14 @@ pub mod handle;
 pub mod metrics;
 pub mod model;
 pub mod prefix;
+pub mod spill;
 pub mod text;
 
 pub use engine::EngineConfig;
 pub use handle::{SchedulerHandle, SeqRequest};
 pub use metrics::{EngineMetrics, Tier};
-pub use model::{BatchEntry, KvCells, Model, ModelError, SeqId, Token};
+pub use model::{BatchEntry, KvCells, KvSnapshots, Model, ModelError, SeqId, Token};
+pub use spill::SpillConfig;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::spill::SpillStats;
+
 type Labels = Vec<(&'static str, &'static str)>;
 type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -59,6 +61,8 @@ pub struct EngineMetrics {
     pub running: Gauge,
     pub ttft: Histogram,
     pub inter_token: Histogram,
+    spill_bytes: Family<Labels, Gauge>,
+    spill_entries: Family<Labels, Gauge>,
 }
 
 impl Default for EngineMetrics {
@@ -85,6 +89,8 @@ impl Default for EngineMetrics {
             ttft: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             // 1 ms .. ~16 s
             inter_token: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            spill_bytes: Family::default(),
+            spill_entries: Family::default(),
         }
     }
 }
@@ -130,6 +136,21 @@ impl EngineMetrics {
             "Between consecutive tokens of one request",
             self.inter_token.clone(),
         );
+        registry.register("kv_spill_bytes", "Bytes of spilled KV snapshots, by tier", self.spill_bytes.clone());
+        registry.register("kv_spill_entries", "Spilled KV snapshots, by tier", self.spill_entries.clone());
+        for tier in [Tier::Ram, Tier::Disk] {
+            let _ = self.spill_bytes.get_or_create(&tier.labels());
+            let _ = self.spill_entries.get_or_create(&tier.labels());
+        }
+    }
+
+    pub fn spill(&self, stats: SpillStats) {
+        for (tier, bytes, entries) in
+            [(Tier::Ram, stats.ram_bytes, stats.ram_entries), (Tier::Disk, stats.disk_bytes, stats.disk_entries)]
+        {
+            self.spill_bytes.get_or_create(&tier.labels()).set(bytes as i64);
+            self.spill_entries.get_or_create(&tier.labels()).set(entries as i64);
+        }
     }
 
     /// An admitted prompt of `prompt` tokens, `reused` of them from `tier`.

@@ -2,6 +2,8 @@
 
 use tm_backend::SamplingParams;
 
+pub use crate::spill::KvSnapshots;
+
 pub type Token = i32;
 /// A KV-cache sequence id: `0..EngineConfig::sequences`.
 pub type SeqId = i32;
@@ -47,7 +49,7 @@ pub trait KvCells {
 
 /// What the engine needs from a model. Not `Send`: a model lives and dies on the engine
 /// thread (llama.cpp contexts are not thread-safe).
-pub trait Model: KvCells {
+pub trait Model: KvCells + KvSnapshots {
     /// Per-request sampling state (penalty history, grammar, RNG).
     type Sampler;
 

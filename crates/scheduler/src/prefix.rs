@@ -216,6 +216,25 @@ impl PrefixTree {
         (leaf, reused)
     }
 
+    /// Starts running sequence `seq` on `tokens` it already holds (restored from a
+    /// snapshot): a new path from the root, beside any cached one that starts alike.
+    pub fn adopt(&mut self, seq: SeqId, tokens: &[Token]) -> NodeId {
+        debug_assert!(self.leaf_of[seq as usize].is_none(), "sequence {seq} is in use");
+        let now = self.tick();
+        let leaf = self.alloc(Node {
+            parent: ROOT,
+            children: Vec::new(),
+            start: 0,
+            tokens: tokens.to_vec(),
+            owner: Some(seq),
+            running: true,
+            last_used: now,
+        });
+        self.node_mut(ROOT).children.push(leaf);
+        self.cells += tokens.len();
+        leaf
+    }
+
     /// Makes the first `offset` tokens of `id` a node of their own, with `id` (keeping its
     /// identity, owner and children) as its child; returns the node ending at `offset`. A
     /// running leaf is split even at its end, so that it goes on growing alone.
@@ -260,6 +279,11 @@ impl PrefixTree {
             // It computed nothing of its own: drop it, its parent holds the same path.
             let _ = self.release(leaf, kv);
         }
+    }
+
+    /// Every idle leaf (what the cache holds apart from running requests).
+    pub fn idle_leaves(&self) -> Vec<NodeId> {
+        self.live().filter(|(id, n)| *id != ROOT && n.owner.is_some() && !n.running).map(|(id, _)| id).collect()
     }
 
     /// The least recently used idle leaf that is not on the path to `keep`.

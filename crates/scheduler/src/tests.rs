@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use tm_backend::{BackendError, FinishReason, GenerationEvent, Receipt, SamplingParams, TokenUsage};
 
-use crate::model::{BatchEntry, KvCells, Model, ModelError, SeqId, Token};
-use crate::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, Tier};
+use crate::model::{BatchEntry, KvCells, KvSnapshots, Model, ModelError, SeqId, Token};
+use crate::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, SpillConfig, Tier};
 
 #[derive(Debug, Clone)]
 struct Cell {
@@ -99,6 +99,52 @@ impl KvCells for FakeModel {
     }
 }
 
+impl FakeModel {
+    /// The cells of `seq` as (position, token).
+    fn cells_of(&self, seq: SeqId) -> Vec<(usize, Token)> {
+        let kv = self.kv.lock().unwrap();
+        kv.visible(seq).into_iter().enumerate().collect()
+    }
+
+    /// Gives `seq` new cells holding `cells`; false when there is no room.
+    fn insert(&mut self, seq: SeqId, cells: &[(usize, Token)]) -> bool {
+        let mut kv = self.kv.lock().unwrap();
+        if kv.cells.iter().filter(|c| c.is_none()).count() < cells.len() {
+            return false;
+        }
+        for &(pos, token) in cells {
+            let free = kv.cells.iter().position(Option::is_none).unwrap();
+            kv.cells[free] = Some(Cell { pos, token, seqs: BTreeSet::from([seq]) });
+        }
+        true
+    }
+}
+
+impl KvSnapshots for FakeModel {
+    type Snapshot = Vec<(usize, Token)>;
+    fn snapshot(&mut self, seq: SeqId) -> Option<Self::Snapshot> {
+        Some(self.cells_of(seq))
+    }
+    fn snapshot_bytes(snapshot: &Self::Snapshot) -> u64 {
+        8 * snapshot.len() as u64
+    }
+    fn restore(&mut self, snapshot: &Self::Snapshot, seq: SeqId) -> bool {
+        self.insert(seq, snapshot)
+    }
+    fn save_file(&mut self, seq: SeqId, tokens: &[Token], path: &std::path::Path) -> Option<u64> {
+        let cells = self.cells_of(seq);
+        assert_eq!(cells.iter().map(|c| c.1).collect::<Vec<_>>(), tokens);
+        let text: Vec<String> = tokens.iter().map(Token::to_string).collect();
+        std::fs::write(path, text.join(",")).ok()?;
+        Some(std::fs::metadata(path).ok()?.len())
+    }
+    fn load_file(&mut self, path: &std::path::Path, seq: SeqId, tokens: &[Token]) -> bool {
+        let Ok(text) = std::fs::read_to_string(path) else { return false };
+        let read: Vec<Token> = text.split(',').filter_map(|t| t.parse().ok()).collect();
+        read == tokens && self.insert(seq, &read.into_iter().enumerate().collect::<Vec<_>>())
+    }
+}
+
 impl Model for FakeModel {
     type Sampler = ();
     fn batch_capacity(&self) -> usize {
@@ -152,12 +198,22 @@ struct Setup {
     sequences: usize,
     step_tokens: usize,
     prefix_cache: bool,
+    spill: SpillConfig,
     gate: Option<std_mpsc::Receiver<()>>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { slots: 2, queue: 4, cells: 256, sequences: 8, step_tokens: 8, prefix_cache: true, gate: None }
+        Setup {
+            slots: 2,
+            queue: 4,
+            cells: 256,
+            sequences: 8,
+            step_tokens: 8,
+            prefix_cache: true,
+            spill: SpillConfig::default(),
+            gate: None,
+        }
     }
 }
 
@@ -170,6 +226,7 @@ fn start(setup: Setup) -> Harness {
         sequences: setup.sequences,
         step_tokens: setup.step_tokens,
         prefix_cache: setup.prefix_cache,
+        spill: setup.spill,
     };
     let metrics = EngineMetrics::default();
     let (k, gate) = (kv.clone(), setup.gate);
@@ -523,4 +580,94 @@ fn a_request_larger_than_the_whole_cache_fails_instead_of_waiting_forever() {
     assert_eq!(receipt.blocking_recv().unwrap().usage, TokenUsage::default());
     // Smaller ones still run.
     assert_eq!(run(&h, &[1, 2, 3], 4).0, reference(&[1, 2, 3], 4));
+}
+
+/// Fills a tiny cache with `others` so that `first` is evicted.
+fn push_out(h: &Harness, others: &[Vec<Token>]) {
+    for p in others {
+        assert_eq!(run(h, p, 4).0, reference(p, 4));
+    }
+}
+
+fn prompt_from(start: Token, n: usize) -> Vec<Token> {
+    (start..start + n as Token).collect()
+}
+
+#[test]
+fn an_evicted_prefix_is_restored_from_memory() {
+    let spill = SpillConfig { ram_bytes: 1 << 20, dir: None, disk_bytes: 0 };
+    let h = start(Setup { cells: 60, spill, ..Setup::default() });
+    let first = prompt_from(1, 40);
+    let cold = run(&h, &first, 4);
+    push_out(&h, &[prompt_from(100, 40), prompt_from(200, 40)]);
+    let again = run(&h, &first, 4);
+    assert_eq!(again, (cold.0.clone(), TokenUsage { prompt_tokens: 40, cached_tokens: 39, completion_tokens: 4 }));
+    assert_eq!(h.metrics.hit_tokens(Tier::Ram), 39);
+    // A longer prompt starting with it restores it too.
+    let longer = [&first[..], &[7, 7, 7]].concat();
+    let (text, usage) = run(&h, &longer, 4);
+    assert_eq!(text, reference(&longer, 4));
+    assert!(usage.cached_tokens >= 40, "{usage:?}");
+    h.settle();
+}
+
+#[test]
+fn spilled_prefixes_survive_a_restart_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = SpillConfig { ram_bytes: 0, dir: Some(dir.path().to_path_buf()), disk_bytes: 1 << 20 };
+    let first = prompt_from(1, 40);
+    let second = prompt_from(300, 36);
+    let cold = {
+        let h = start(Setup { cells: 60, spill: spill.clone(), ..Setup::default() });
+        let cold = run(&h, &first, 4);
+        push_out(&h, &[prompt_from(100, 40)]); // evicted: written at once
+        assert_eq!(run(&h, &second, 2).0, reference(&second, 2)); // still cached at shutdown
+        futures_block_on(h.handle.shutdown());
+        cold
+    };
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(files >= 4, "expected .kv and .tokens files, found {files}");
+    // A damaged index is dropped at start, not trusted.
+    std::fs::write(dir.path().join("junk.tokens"), b"TMKV").unwrap();
+    let h = start(Setup { cells: 60, spill, ..Setup::default() });
+    assert!(!dir.path().join("junk.tokens").exists());
+    let again = run(&h, &first, 4);
+    assert_eq!((again.0, again.1.cached_tokens), (cold.0, 39));
+    let (text, usage) = run(&h, &second, 2);
+    assert_eq!((text, usage.cached_tokens), (reference(&second, 2), 35));
+    assert_eq!(h.metrics.hit_tokens(Tier::Disk), 39 + 35);
+}
+
+#[test]
+fn spill_budgets_drop_the_least_recently_used_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for about two 40-token snapshots in each tier (fake: 8 bytes a token in memory,
+    // ~3 bytes a token on disk).
+    let spill = SpillConfig { ram_bytes: 700, dir: Some(dir.path().to_path_buf()), disk_bytes: 300 };
+    let h = start(Setup { cells: 60, spill, ..Setup::default() });
+    let prompts: Vec<Vec<Token>> = (0..6).map(|i| prompt_from(1 + 100 * i, 40)).collect();
+    push_out(&h, &prompts);
+    h.settle();
+    let text = {
+        let mut registry = prometheus_client::registry::Registry::default();
+        h.metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name}\n{text}"))
+    };
+    assert!(value("kv_spill_bytes{tier=\"ram\"}") <= 700.0);
+    assert!(value("kv_spill_bytes{tier=\"disk\"}") <= 300.0);
+    assert!(value("kv_spill_entries{tier=\"ram\"}") >= 1.0);
+    // The oldest are gone, the newest evicted one comes back.
+    assert_eq!(run(&h, &prompts[0], 4).1.cached_tokens, 0);
+    assert_eq!(run(&h, &prompts[4], 4).1.cached_tokens, 39);
+}
+
+fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 }

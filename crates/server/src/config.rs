@@ -93,6 +93,19 @@ pub struct CacheArgs {
     /// long prompt does not stall running streams.
     #[arg(long, env = "TENSORMESH_STEP_TOKENS", default_value_t = 256)]
     pub step_tokens: usize,
+
+    /// Host memory for KV snapshots of evicted prefixes, per model, in MiB (0: none).
+    #[arg(long, env = "TENSORMESH_KV_SPILL_RAM_MB", default_value_t = 512)]
+    pub kv_spill_ram_mb: u64,
+
+    /// Disk space for KV snapshots of evicted prefixes (and, at shutdown, of every cached
+    /// one), per model, in MiB (0: none). They survive restarts.
+    #[arg(long, env = "TENSORMESH_KV_SPILL_DISK_MB", default_value_t = 2048)]
+    pub kv_spill_disk_mb: u64,
+
+    /// Where the disk tier keeps its files. Default: DATA_DIR/kv-cache.
+    #[arg(long, env = "TENSORMESH_KV_SPILL_DIR")]
+    pub kv_spill_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -232,6 +232,7 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.control_addr))?;
     let (inference_addr, control_addr) = (inference.local_addr()?, control_listener.local_addr()?);
+    let backend = serving.backend.clone();
     let control_app = serve::build_control(&args, control.clone(), control_addr, Some(serving));
 
     println!("inference: http://{inference_addr}");
@@ -279,6 +280,8 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
     };
     // Requests that ended during the drain are settled before the database closes.
     let (result, ()) = tokio::join!(servers, settler.run(servers_done.clone().cancelled_owned()));
+    // The engines save their cached prefixes for the next start.
+    backend.shutdown().await;
     control.store().close().await;
     result.map(|_| ())
 }

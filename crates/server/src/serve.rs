@@ -14,7 +14,7 @@ use tm_control::billing::Price;
 use tm_control::clock::Clock;
 use tm_control::{Control, Settings};
 use tm_gateway::{Gateway, LimitSettings, Limits, Settler};
-use tm_llama::{EmbeddedBackend, ModelConfig};
+use tm_llama::{EmbeddedBackend, ModelConfig, SpillConfig};
 use tm_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -172,6 +172,11 @@ pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
                 cache_sequences: cache.cache_sequences,
                 step_tokens: cache.step_tokens,
                 prefix_cache: cache.prefix_cache,
+                spill: SpillConfig {
+                    ram_bytes: cache.kv_spill_ram_mb << 20,
+                    dir: Some(cache.kv_spill_dir.clone().unwrap_or_else(|| args.data_dir.join("kv-cache"))),
+                    disk_bytes: cache.kv_spill_disk_mb << 20,
+                },
             })
         })
         .collect()

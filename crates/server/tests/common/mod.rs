@@ -42,7 +42,15 @@ impl Default for Options {
             ctx_size: 512,
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
-            cache: CacheArgs { kv_cache_tokens: None, prefix_cache: true, cache_sequences: 32, step_tokens: 256 },
+            cache: CacheArgs {
+                kv_cache_tokens: None,
+                prefix_cache: true,
+                cache_sequences: 32,
+                step_tokens: 256,
+                kv_spill_ram_mb: 64,
+                kv_spill_disk_mb: 0,
+                kv_spill_dir: None,
+            },
         }
     }
 }

@@ -47,10 +47,8 @@ async fn schedule_stable(off: &str, prompts: &[String], max_tokens: u32) -> Vec<
 }
 
 fn with_cache(prefix_cache: bool, kv_cache_tokens: Option<usize>) -> Options {
-    Options {
-        cache: CacheArgs { kv_cache_tokens, prefix_cache, cache_sequences: 32, step_tokens: 256 },
-        ..Options::default()
-    }
+    let defaults = Options::default();
+    Options { cache: CacheArgs { kv_cache_tokens, prefix_cache, ..defaults.cache.clone() }, ..defaults }
 }
 
 async fn complete(base: &str, prompt: &str, max_tokens: u32) -> (String, u64, u64) {
@@ -166,6 +164,10 @@ async fn a_tiny_kv_budget_evicts_and_stays_correct() {
     let text = metrics(&tiny).await;
     assert!(metric(&text, &format!("tensormesh_kv_cache_evicted_tokens_total{{model=\"{MODEL}\"}}")) > 0.0, "{text}");
     assert!(metric(&text, &format!("tensormesh_kv_cache_used_cells{{model=\"{MODEL}\"}}")) <= 512.0);
+    // Evicted prefixes came back from host memory, with the same output as computing them.
+    let ram_hits =
+        metric(&text, &format!("tensormesh_prefix_cache_hit_tokens_total{{model=\"{MODEL}\",tier=\"ram\"}}"));
+    assert!(ram_hits > 0.0, "{text}");
 }
 
 #[tokio::test]
@@ -195,4 +197,63 @@ async fn a_client_that_leaves_mid_stream_frees_its_kv() {
     let (_, prompt_tokens, _) = complete(&base, &big, 500 - tokens(&base, &big).await.len() as u32).await;
     assert!(prompt_tokens > 150);
     wait_idle(&base).await;
+}
+
+/// The real binary on `data_dir` with the disk tier only; returns it and its base URL.
+fn serve_binary(data_dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tensormesh"))
+        .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
+        .args(["--model", MODEL, "--parallel", "2", "--ctx-size", "512", "--threads", "2"])
+        .args(["--kv-spill-ram-mb", "0", "--kv-spill-disk-mb", "64"])
+        .arg("--models-dir")
+        .arg(crate::common::models_dir())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("TENSORMESH_ADMIN_API_KEY", crate::common::KEY)
+        .env_remove("TENSORMESH_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("the server exited before printing its address").unwrap();
+        if let Some(url) = line.strip_prefix("inference: ") {
+            break url.to_owned();
+        }
+    };
+    // Keep reading stdout so that the server never blocks on it.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, base)
+}
+
+async fn stop(mut child: std::process::Child) {
+    assert!(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn cached_prefixes_survive_a_restart_through_the_disk_tier() {
+    let data_dir = std::env::temp_dir().join(format!("tm-spill-{}", uuid::Uuid::new_v4()));
+    let prompt = format!("{}Again, item 3 is", inventory());
+    let (server, base) = serve_binary(&data_dir);
+    let (cold, prompt_tokens, cached) = complete(&base, &prompt, 12).await;
+    assert_eq!(cached, 0);
+    stop(server).await; // the cached prefix is written at shutdown
+    let files = std::fs::read_dir(data_dir.join("kv-cache")).unwrap().flatten().next().unwrap().path();
+    assert!(std::fs::read_dir(&files).unwrap().count() >= 2, "no snapshot files in {}", files.display());
+
+    let (server, base) = serve_binary(&data_dir);
+    let (warm, _, cached) = complete(&base, &prompt, 12).await;
+    assert_eq!(cached, prompt_tokens - 1, "the first request after the restart did not restore the prefix");
+    assert_eq!(warm, cold);
+    let text = metrics(&base).await;
+    assert_eq!(
+        metric(&text, &format!("tensormesh_prefix_cache_hit_tokens_total{{model=\"{MODEL}\",tier=\"disk\"}}")),
+        cached as f64
+    );
+    assert!(metric(&text, &format!("tensormesh_kv_spill_entries{{model=\"{MODEL}\",tier=\"disk\"}}")) >= 1.0);
+    stop(server).await;
 }
