@@ -99,7 +99,13 @@ pub(crate) struct Engine<M: Model> {
 /// Where a new request's cached prefix comes from.
 enum Begin {
     Cached(Match),
+    /// A snapshot to restore into the sequence.
     Spilled(SpillMatch),
+    /// Restored: the sequence holds the prompt's first `len` tokens.
+    Restored {
+        len: usize,
+        tier: Tier,
+    },
 }
 
 /// The engine state for `model`, with the spill tier's files indexed.
@@ -202,12 +208,17 @@ impl<M: Model> Engine<M> {
                 }
             }
             match self.make_room(i) {
+                Room::Ready(seq, Begin::Spilled(s)) => {
+                    // A snapshot that does not load is dropped: then look again.
+                    if let Some(tier) = self.spill.restore(&mut self.model, s, seq) {
+                        self.model.remove(seq, s.len);
+                        let Some(job) = self.waiting.remove(i) else { return };
+                        self.start(job, seq, Begin::Restored { len: s.len, tier });
+                    }
+                }
                 Room::Ready(seq, begin) => {
                     let Some(job) = self.waiting.remove(i) else { return };
-                    if let Err(job) = self.start(job, seq, begin) {
-                        // Its spilled prefix did not load (and is gone): look again.
-                        self.waiting.insert(i, job);
-                    }
+                    self.start(job, seq, begin);
                 }
                 Room::Later => return,
                 Room::Never => {
@@ -287,15 +298,17 @@ impl<M: Model> Engine<M> {
         self.report();
     }
 
-    /// Starts `job` on sequence `seq` from its cached prefix. Gives the job back when its
-    /// spilled prefix fails to load.
-    fn start(&mut self, mut job: Job, seq: SeqId, begin: Begin) -> Result<(), Job> {
+    /// Starts `job` on sequence `seq` from its cached prefix.
+    fn start(&mut self, mut job: Job, seq: SeqId, begin: Begin) {
         let sampler = match self.model.new_sampler(&job.request.sampling) {
             Ok(s) => s,
             Err(e) => {
                 let _ = job.events.send(GenerationEvent::Failed(e.to_string()));
                 job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
-                return Ok(());
+                if matches!(begin, Begin::Restored { .. }) {
+                    self.model.remove(seq, 0);
+                }
+                return;
             }
         };
         let (leaf, reused, tier) = match begin {
@@ -304,11 +317,8 @@ impl<M: Model> Engine<M> {
                 let (leaf, reused) = self.tree.start(seq, m, &mut self.model);
                 (leaf, reused, Tier::Kv)
             }
-            Begin::Spilled(s) => {
-                let Some(tier) = self.spill.restore(&mut self.model, s, seq) else { return Err(job) };
-                self.model.remove(seq, s.len);
-                (self.tree.adopt(seq, &job.request.prompt[..s.len]), s.len, tier)
-            }
+            Begin::Restored { len, tier } => (self.tree.adopt(seq, &job.request.prompt[..len]), len, tier),
+            Begin::Spilled(_) => unreachable!("a snapshot is restored before its request starts"),
         };
         debug!(seq, prompt = job.request.prompt.len(), reused, tier = tier.label(), "admitted");
         self.metrics.admitted(job.request.prompt.len(), reused, tier);
@@ -329,7 +339,6 @@ impl<M: Model> Engine<M> {
             decoder: Utf8Decoder::default(),
             stop,
         });
-        Ok(())
     }
 
     /// One token per decoding sequence first (they are latency-bound), then prompt chunks,
