@@ -40,6 +40,8 @@ pub struct ModelConfig {
     /// Where evicted prefixes are saved; the disk tier gets a directory per model file
     /// inside `spill.dir`.
     pub spill: SpillConfig,
+    /// Cached tokens kept in the context while requests run (the rest go to memory).
+    pub idle_tokens: usize,
 }
 
 /// llama.cpp's limit on sequence ids.
@@ -99,6 +101,7 @@ impl EmbeddedBackend {
                 step_tokens: c.step_tokens,
                 prefix_cache: c.prefix_cache,
                 spill: SpillConfig { dir: spill_dir(&c.spill, &c.name, &c.path)?, ..c.spill.clone() },
+                idle_tokens: c.idle_tokens,
             };
             let metrics = EngineMetrics::default();
             metrics.register(registry.sub_registry_with_label(("model".into(), c.name.clone().into())));

@@ -13,7 +13,7 @@ use crate::handle::{Job, Message, SeqRequest};
 use crate::metrics::{EngineMetrics, Tier};
 use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
 use crate::prefix::{common_prefix, Match, NodeId, PrefixTree};
-use crate::spill::{SpillConfig, SpillMatch, SpillStore};
+use crate::spill::{SpillConfig, SpillMatch, SpillStore, MIN_SPILL_TOKENS};
 use crate::text::{StopMatcher, Utf8Decoder};
 
 #[derive(Debug, Clone)]
@@ -34,6 +34,11 @@ pub struct EngineConfig {
     pub prefix_cache: bool,
     /// Where evicted prefixes go (with the prefix cache on).
     pub spill: SpillConfig,
+    /// Cached tokens that no running request reads, kept in the context while requests
+    /// run; beyond it they move to the host-memory tier (when it is on). Every cell in the
+    /// context costs each step's attention a look (llama.cpp scans the whole used range of
+    /// the unified cache, masked), while restoring a snapshot costs a few milliseconds.
+    pub idle_tokens: usize,
 }
 
 /// A spilled prefix is restored rather than the context's shorter one used when it holds
@@ -158,6 +163,7 @@ impl<M: Model> Engine<M> {
             }
         }
         self.admit();
+        self.spill_idle();
         self.build_batch();
         if self.batch.is_empty() {
             return;
@@ -276,13 +282,26 @@ impl<M: Model> Engine<M> {
         }
     }
 
+    /// While requests run, moves cached prefixes beyond `idle_tokens` out of the context
+    /// to the host-memory tier, least recently used first.
+    fn spill_idle(&mut self) {
+        if self.running.is_empty() || !self.spill.in_memory() {
+            return;
+        }
+        while self.tree.idle_cells() > self.config.idle_tokens {
+            let Some(victim) = self.tree.lru_idle_leaf(None) else { break };
+            self.evict(victim);
+        }
+    }
+
     /// Drops an idle cached prefix, saving it to the spill tier first.
     fn evict(&mut self, victim: NodeId) {
         evict(&mut self.tree, &mut self.spill, &mut self.model, &self.metrics, victim);
     }
 
-    /// Ends the engine: requests still running are cancelled and what the cache holds is
-    /// written to the disk tier, so that the next process starts warm.
+    /// Ends the engine: requests still running are cancelled and what the cache holds (in
+    /// the context and in memory) is written to the disk tier, so that the next process
+    /// starts warm.
     fn shut_down(&mut self) {
         while !self.running.is_empty() {
             self.finish(0, FinishReason::Cancelled);
@@ -290,11 +309,13 @@ impl<M: Model> Engine<M> {
         self.waiting.clear();
         for leaf in self.tree.idle_leaves() {
             if let (Some(owner), tokens) = self.tree.leaf_path(leaf) {
-                if !self.spill.on_disk(&tokens) {
-                    self.spill.save(&mut self.model, owner, tokens, false);
-                }
+                self.spill.persist(&mut self.model, owner, tokens);
             }
         }
+        // Then the memory tier, through an emptied context.
+        self.model.clear();
+        self.tree.clear();
+        self.spill.persist_memory(&mut self.model, 0);
         self.report();
     }
 
@@ -454,12 +475,17 @@ fn evict<M: Model>(
     metrics: &EngineMetrics,
     victim: NodeId,
 ) {
-    if spill.enabled() {
+    // A short leaf is an answer's tail or a question after a shared prefix: not worth a
+    // snapshot of the whole path (the prefix is saved when its own turn comes).
+    if spill.enabled() && tree.own_tokens(victim) >= MIN_SPILL_TOKENS {
         if let (Some(owner), tokens) = tree.leaf_path(victim) {
-            spill.save(model, owner, tokens, true);
+            spill.save(model, owner, tokens);
         }
     }
     let freed = tree.release(victim, model);
+    // With the victim's cells free, a memory copy over budget can pass through the
+    // context on its way to a file.
+    spill.enforce_budgets(model, tree.free_sequence());
     metrics.evicted_tokens.inc_by(freed as u64);
 }
 

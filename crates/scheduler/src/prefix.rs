@@ -91,9 +91,23 @@ impl PrefixTree {
         self.leaf_of.iter().position(Option::is_none).map(|s| s as SeqId)
     }
 
-    /// Cells held by idle leaves only (what eviction could free).
+    /// Cells no running sequence reads: what cached prefixes alone hold (and what
+    /// eviction could free).
     pub fn idle_cells(&self) -> usize {
-        self.live().filter(|(_, n)| n.owner.is_some() && !n.running).map(|(_, n)| n.tokens.len()).sum()
+        let mut in_use = vec![false; self.nodes.len()];
+        for (id, n) in self.live() {
+            if n.running {
+                for node in self.path(id) {
+                    in_use[node] = true;
+                }
+            }
+        }
+        self.live().filter(|(id, _)| !in_use[*id]).map(|(_, n)| n.tokens.len()).sum()
+    }
+
+    /// The tokens a leaf holds beyond its parent (what dropping it frees).
+    pub fn own_tokens(&self, leaf: NodeId) -> usize {
+        self.node(leaf).tokens.len()
     }
 
     fn live(&self) -> impl Iterator<Item = (NodeId, &Node)> {

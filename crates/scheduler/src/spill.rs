@@ -5,22 +5,24 @@
 //!
 //! Each entry is one token path with up to two copies: in memory (the model's snapshot
 //! type) and on disk (`<id>.kv`, the model's own file format, beside `<id>.tokens`, our
-//! index of what it holds). Memory copies are dropped least recently used first when
-//! over budget, files likewise; an entry lives while it has a copy.
+//! index of what it holds). An evicted prefix goes to memory; a memory copy pushed out by
+//! its budget, least recently used first, moves to a file (or to a file at once when there
+//! is no memory tier), and at shutdown whatever the context and memory hold is written
+//! too. Files over their budget are deleted oldest first; an entry lives while it has a
+//! copy.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::metrics::Tier;
-use crate::model::{SeqId, Token};
+use crate::model::{KvCells, SeqId, Token};
 use crate::prefix::common_prefix;
 
 /// Saving and restoring one sequence's KV outside the context.
-pub trait KvSnapshots {
+pub trait KvSnapshots: KvCells {
     /// A sequence's KV in host memory.
     type Snapshot;
     /// Copies out everything `seq` holds.
@@ -105,7 +107,12 @@ impl<S> SpillStore<S> {
     }
 
     pub fn enabled(&self) -> bool {
-        self.config.ram_bytes > 0 || self.disk_dir().is_some()
+        self.in_memory() || self.disk_dir().is_some()
+    }
+
+    /// Whether snapshots are kept in host memory.
+    pub fn in_memory(&self) -> bool {
+        self.config.ram_bytes > 0
     }
 
     /// Indexes the snapshot files in `dir`, oldest first; drops incomplete ones.
@@ -133,7 +140,7 @@ impl<S> SpillStore<S> {
             self.entries.push(Entry { tokens, ram: None, file: Some((id, size)), last_used: self.clock });
         }
         debug!(entries = self.entries.len(), bytes = self.disk_used, "indexed spilled KV snapshots");
-        self.enforce_budgets();
+        self.trim_files();
     }
 
     /// The entry holding the longest prefix of `prompt[..limit]`.
@@ -153,10 +160,11 @@ impl<S> SpillStore<S> {
         self.entries[m.entry].last_used = self.clock;
     }
 
-    /// Saves what `seq` holds (`tokens`, its whole path) before it is dropped, to the disk
-    /// tier and, with `ram`, to memory, unless a saved entry already covers it. An entry it
-    /// extends is replaced.
-    pub fn save<M: KvSnapshots<Snapshot = S>>(&mut self, model: &mut M, seq: SeqId, tokens: Vec<Token>, ram: bool) {
+    /// Saves what `seq` holds (`tokens`, its whole path) before it is dropped: to memory
+    /// (to a file when there is no memory tier), unless an entry already covers it. Entries
+    /// it extends are replaced. The budgets are the caller's to enforce, once the context
+    /// has room again (`enforce_budgets`).
+    pub fn save<M: KvSnapshots<Snapshot = S>>(&mut self, model: &mut M, seq: SeqId, tokens: Vec<Token>) {
         if !self.enabled() || tokens.len() < MIN_SPILL_TOKENS {
             return;
         }
@@ -166,21 +174,66 @@ impl<S> SpillStore<S> {
             return;
         }
         let mut entry = Entry { tokens, ram: None, file: None, last_used: self.clock };
-        if ram && self.config.ram_bytes > 0 {
+        if self.in_memory() {
             if let Some(snapshot) = model.snapshot(seq) {
                 let bytes = M::snapshot_bytes(&snapshot);
                 self.ram_used += bytes;
                 entry.ram = Some((snapshot, bytes));
             }
-        }
-        if let Some(dir) = self.disk_dir().map(Path::to_path_buf) {
+        } else if let Some(dir) = self.disk_dir().map(Path::to_path_buf) {
             entry.file = write_files(model, seq, &entry.tokens, &dir);
-            if let Some((_, size)) = &entry.file {
-                self.disk_used += size;
-            }
         }
+        self.insert(entry);
+    }
+
+    /// Writes what `seq` holds to a file (at shutdown: the cache's content for the next
+    /// process), unless a file already covers it.
+    pub fn persist<M: KvSnapshots<Snapshot = S>>(&mut self, model: &mut M, seq: SeqId, tokens: Vec<Token>) {
+        let Some(dir) = self.disk_dir().map(Path::to_path_buf) else { return };
+        if tokens.len() < MIN_SPILL_TOKENS || self.on_disk(&tokens) {
+            return;
+        }
+        self.clock += 1;
+        let file = write_files(model, seq, &tokens, &dir);
+        self.insert(Entry { tokens, ram: None, file, last_used: self.clock });
+        self.trim_files();
+    }
+
+    /// Writes every memory copy that has no file yet to one, restoring each into `scratch`
+    /// (a sequence that holds nothing) to do so.
+    pub fn persist_memory<M: KvSnapshots<Snapshot = S>>(&mut self, model: &mut M, scratch: SeqId) {
+        for i in 0..self.entries.len() {
+            self.demote(i, model, scratch);
+        }
+    }
+
+    /// Gives entry `i`'s memory copy a file (through `scratch`); false when it cannot.
+    fn demote<M: KvSnapshots<Snapshot = S>>(&mut self, i: usize, model: &mut M, scratch: SeqId) -> bool {
+        let Some(dir) = self.disk_dir().map(Path::to_path_buf) else { return false };
+        let e = &self.entries[i];
+        if e.file.is_some() {
+            return true;
+        }
+        let Some((snapshot, _)) = &e.ram else { return false };
+        if !model.restore(snapshot, scratch) {
+            return false;
+        }
+        let file = write_files(model, scratch, &e.tokens, &dir);
+        model.remove(scratch, 0);
+        if let Some((_, size)) = &file {
+            self.disk_used += size;
+        }
+        let written = file.is_some();
+        self.entries[i].file = file;
+        written
+    }
+
+    fn insert(&mut self, entry: Entry<S>) {
         if entry.ram.is_none() && entry.file.is_none() {
             return;
+        }
+        if let Some((_, size)) = &entry.file {
+            self.disk_used += size;
         }
         // Entries this one extends hold nothing it does not.
         let covered: Vec<usize> =
@@ -189,7 +242,6 @@ impl<S> SpillStore<S> {
             self.remove(i);
         }
         self.entries.push(entry);
-        self.enforce_budgets();
     }
 
     /// Restores entry `m` into `seq`, from memory when it is there, else from its file.
@@ -226,14 +278,23 @@ impl<S> SpillStore<S> {
         }
     }
 
-    /// Drops memory copies, then files, least recently used first, until within budget.
-    fn enforce_budgets(&mut self) {
+    /// Drops memory copies (moving them to files through `scratch`, a sequence that holds
+    /// nothing, when it can), then files, least recently used first, until within budget.
+    pub fn enforce_budgets<M: KvSnapshots<Snapshot = S>>(&mut self, model: &mut M, scratch: Option<SeqId>) {
         while self.ram_used > self.config.ram_bytes {
             let Some(i) = self.lru(|e| e.ram.is_some()) else { break };
+            if let Some(scratch) = scratch {
+                self.demote(i, model, scratch);
+            }
             if let Some((_, bytes)) = self.entries[i].ram.take() {
                 self.ram_used -= bytes;
             }
         }
+        self.trim_files();
+    }
+
+    /// Deletes files, least recently used first, until within the disk budget.
+    fn trim_files(&mut self) {
         while self.disk_used > self.config.disk_bytes {
             let Some(i) = self.lru(|e| e.file.is_some()) else { break };
             if let Some((id, size)) = self.entries[i].file.take() {
@@ -274,9 +335,8 @@ fn write_files<M: KvSnapshots>(model: &mut M, seq: SeqId, tokens: &[Token], dir:
     let size = model.save_file(seq, tokens, &kv_tmp)?;
     let written = fs::rename(&kv_tmp, base.with_extension("kv")).and_then(|()| {
         let index_tmp = base.with_extension("tokens.tmp");
-        let mut f = fs::File::create(&index_tmp)?;
-        f.write_all(&encode_index(tokens, size))?;
-        f.sync_all()?;
+        // No fsync: a file cut short by a crash fails the size check at the next start.
+        fs::write(&index_tmp, encode_index(tokens, size))?;
         fs::rename(&index_tmp, base.with_extension("tokens"))
     });
     match written {

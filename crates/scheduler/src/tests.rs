@@ -199,6 +199,7 @@ struct Setup {
     step_tokens: usize,
     prefix_cache: bool,
     spill: SpillConfig,
+    idle_tokens: usize,
     gate: Option<std_mpsc::Receiver<()>>,
 }
 
@@ -212,6 +213,7 @@ impl Default for Setup {
             step_tokens: 8,
             prefix_cache: true,
             spill: SpillConfig::default(),
+            idle_tokens: 1024,
             gate: None,
         }
     }
@@ -227,6 +229,7 @@ fn start(setup: Setup) -> Harness {
         step_tokens: setup.step_tokens,
         prefix_cache: setup.prefix_cache,
         spill: setup.spill,
+        idle_tokens: setup.idle_tokens,
     };
     let metrics = EngineMetrics::default();
     let (k, gate) = (kv.clone(), setup.gate);
@@ -670,4 +673,48 @@ fn spill_budgets_drop_the_least_recently_used_snapshots() {
 
 fn futures_block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+}
+
+#[test]
+fn while_requests_run_idle_prefixes_beyond_the_budget_move_to_memory() {
+    let spill = SpillConfig { ram_bytes: 1 << 20, dir: None, disk_bytes: 0 };
+    let h = start(Setup { spill, idle_tokens: 8, ..Setup::default() });
+    let first = prompt_from(1, 40);
+    let cold = run(&h, &first, 4);
+    // While another request runs, the first one's 43 cells are not kept in the context.
+    let other = prompt_from(500, 10);
+    assert_eq!(run(&h, &other, 4).0, reference(&other, 4));
+    h.settle();
+    assert!(h.kv.lock().unwrap().used() <= 13 + 8, "{} cells in use", h.kv.lock().unwrap().used());
+    // And it comes back from memory.
+    let again = run(&h, &first, 4);
+    assert_eq!((again.0, again.1.cached_tokens), (cold.0, 39));
+    assert_eq!(h.metrics.hit_tokens(Tier::Ram), 39);
+}
+
+#[test]
+fn memory_copies_pushed_out_by_the_budget_and_left_at_shutdown_go_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // Memory holds about two 40-token snapshots; the disk, all of them.
+    let spill = SpillConfig { ram_bytes: 700, dir: Some(dir.path().to_path_buf()), disk_bytes: 1 << 20 };
+    let prompts: Vec<Vec<Token>> = (0..6).map(|i| prompt_from(1 + 100 * i, 40)).collect();
+    let colds = {
+        let h = start(Setup { cells: 60, spill: spill.clone(), ..Setup::default() });
+        let colds: Vec<String> = prompts.iter().map(|p| run(&h, p, 4).0).collect();
+        h.settle();
+        // The oldest was pushed out of memory to a file, not lost.
+        let oldest = run(&h, &prompts[0], 4);
+        assert_eq!((oldest.0.as_str(), oldest.1.cached_tokens), (colds[0].as_str(), 39));
+        assert_eq!(h.metrics.hit_tokens(Tier::Disk), 39);
+        futures_block_on(h.handle.shutdown());
+        colds
+    };
+    // After a restart every prefix, whether it was in the context, in memory or on disk,
+    // comes back from its file.
+    let h = start(Setup { cells: 60, spill, ..Setup::default() });
+    for (p, cold) in prompts.iter().zip(&colds).rev() {
+        let again = run(&h, p, 4);
+        assert_eq!((&again.0, again.1.cached_tokens), (cold, 39));
+    }
+    assert_eq!(h.metrics.hit_tokens(Tier::Disk), 6 * 39);
 }

@@ -94,6 +94,12 @@ pub struct CacheArgs {
     #[arg(long, env = "TENSORMESH_STEP_TOKENS", default_value_t = 256)]
     pub step_tokens: usize,
 
+    /// Cached tokens that running requests do not read, kept in the KV cache while
+    /// requests run; the rest move to host memory (every cached cell slows each step's
+    /// attention a little; restoring a snapshot takes milliseconds).
+    #[arg(long, env = "TENSORMESH_KV_IDLE_TOKENS", default_value_t = 1024)]
+    pub kv_idle_tokens: usize,
+
     /// Host memory for KV snapshots of evicted prefixes, per model, in MiB (0: none).
     #[arg(long, env = "TENSORMESH_KV_SPILL_RAM_MB", default_value_t = 512)]
     pub kv_spill_ram_mb: u64,

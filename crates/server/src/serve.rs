@@ -177,6 +177,7 @@ pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
                     dir: Some(cache.kv_spill_dir.clone().unwrap_or_else(|| args.data_dir.join("kv-cache"))),
                     disk_bytes: cache.kv_spill_disk_mb << 20,
                 },
+                idle_tokens: cache.kv_idle_tokens,
             })
         })
         .collect()
