@@ -1,21 +1,22 @@
 //! `tm-bench`: starts our server and llama.cpp's `llama-server` on the same GGUF with the
-//! same threads and slots, runs the same bounded load against each over loopback, and
-//! prints the figures side by side with ratios (> 1 means we are better).
+//! same threads and slots, runs the same bounded load against each over loopback, one
+//! server at a time, and prints the figures side by side with ratios (> 1: we are better).
 //!
-//! Figures: prompt tokens/s (one unique ~500-token prompt at a time), decode tokens/s of
-//! one stream, aggregate decode tokens/s and TTFT p50/p99 at 4 and 8 concurrent streams,
-//! and each server's peak RSS.
+//! Suites: `speed` (prompt and decode tokens/s, aggregate tokens/s and TTFT at 4 and 8
+//! streams, peak RSS) and `cache` (workloads whose prompts share prefixes, also against
+//! our server with its prefix cache off; see `cache.rs`).
 
+mod cache;
 mod load;
+mod requests;
 mod servers;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
-use load::Figures;
-use servers::{Server, ServerKind};
+use servers::{Launch, Server, ServerKind};
 
 #[derive(Parser, Debug, Clone)]
 pub struct Args {
@@ -33,7 +34,8 @@ pub struct Args {
     /// Engine slots of both servers; must be >= the largest concurrency.
     #[arg(long, default_value_t = 8)]
     pub parallel: u32,
-    /// Context per slot.
+    /// Context per slot in the speed suite (the cache suite uses 2048: its system prompt
+    /// is 1,500 tokens).
     #[arg(long, default_value_t = 1024)]
     pub ctx_per_slot: u32,
     /// Requests per client in the concurrency runs.
@@ -42,6 +44,36 @@ pub struct Args {
     /// Tokens generated per request in the decode runs.
     #[arg(long, default_value_t = 64)]
     pub gen_tokens: u32,
+    #[arg(long, value_enum, default_value = "all")]
+    pub suite: Suite,
+    /// System-prompt questions asked with our cache off (each computes the whole prompt;
+    /// its mean TTFT does not depend on how many).
+    #[arg(long, default_value_t = 10)]
+    pub cache_off_questions: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    Speed,
+    Cache,
+    All,
+}
+
+/// One figure of one server.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: &'static str,
+    pub value: f64,
+    pub higher_is_better: bool,
+}
+
+impl Row {
+    pub fn higher(name: &'static str, value: f64) -> Row {
+        Row { name, value, higher_is_better: true }
+    }
+    pub fn lower(name: &'static str, value: f64) -> Row {
+        Row { name, value, higher_is_better: false }
+    }
 }
 
 fn default_model() -> PathBuf {
@@ -61,43 +93,60 @@ async fn main() -> Result<()> {
         "{} is missing: run `tensormesh model pull qwen2.5-coder-0.5b-instruct`",
         model.display()
     );
-    println!(
-        "model {} | threads {} | slots {} | ctx/slot {}",
-        model.display(),
-        args.threads,
-        args.parallel,
-        args.ctx_per_slot
-    );
-
-    let mut results: Vec<(&str, Figures)> = Vec::new();
-    let mut kinds = vec![ServerKind::Tensormesh];
-    if args.llama_server.is_some() {
-        kinds.push(ServerKind::LlamaServer);
+    println!("model {} | threads {} | slots {}", model.display(), args.threads, args.parallel);
+    let reference = args.llama_server.is_some();
+    // One server at a time: they would otherwise compete for the same cores.
+    if args.suite != Suite::Cache {
+        let mut results = Vec::new();
+        for kind in [ServerKind::Tensormesh { cache: true }, ServerKind::LlamaServer] {
+            if kind == ServerKind::LlamaServer && !reference {
+                continue;
+            }
+            let server = Server::start(&Launch::new(kind, &args, &model, args.ctx_per_slot)).await?;
+            println!("\n== speed: {} ({}), ctx/slot {}", kind.label(), server.base, args.ctx_per_slot);
+            results.push((kind, load::run(&server, args.rounds, args.gen_tokens).await?));
+        }
+        print_table("speed", &results);
     }
-    // One server at a time: they would otherwise compete for the same 2 cores.
-    for kind in kinds {
-        let server = Server::start(kind, &args, &model).await?;
-        println!("\n== {} ({})", kind.label(), server.base);
-        let figures = load::run_all(&server, &args).await?;
-        results.push((kind.label(), figures));
-        drop(server);
+    if args.suite != Suite::Speed {
+        let mut results = Vec::new();
+        for kind in
+            [ServerKind::Tensormesh { cache: true }, ServerKind::Tensormesh { cache: false }, ServerKind::LlamaServer]
+        {
+            if kind == ServerKind::LlamaServer && !reference {
+                continue;
+            }
+            println!("\n== cache: {}, ctx/slot 2048", kind.label());
+            let questions =
+                if kind == (ServerKind::Tensormesh { cache: false }) { args.cache_off_questions } else { 50 };
+            results.push((kind, cache::run(&Launch::new(kind, &args, &model, 2048), questions).await?));
+        }
+        print_table("cache", &results);
     }
-    print_table(&results);
     Ok(())
 }
 
-fn print_table(results: &[(&str, Figures)]) {
-    let ours = &results[0].1;
-    let reference = results.get(1).map(|r| &r.1);
-    println!("\n{:<34} {:>12} {:>14} {:>8}", "figure", "tensormesh", "llama-server", "ratio");
-    for (i, (name, value, higher_is_better)) in ours.rows().into_iter().enumerate() {
-        match reference.map(|r| r.rows()[i].1) {
-            Some(theirs) => {
-                let ratio = if higher_is_better { value / theirs } else { theirs / value };
-                println!("{name:<34} {value:>12.1} {theirs:>14.1} {ratio:>7.2}x");
-            }
-            None => println!("{name:<34} {value:>12.1}"),
-        }
+/// Our figures beside the others', with ratios: vs llama-server, and vs our cache off.
+fn print_table(suite: &str, results: &[(ServerKind, Vec<Row>)]) {
+    let find = |k: ServerKind| results.iter().find(|(kind, _)| *kind == k).map(|(_, rows)| rows);
+    let Some(ours) = find(ServerKind::Tensormesh { cache: true }) else { return };
+    let others: Vec<(ServerKind, &Vec<Row>)> = [ServerKind::LlamaServer, ServerKind::Tensormesh { cache: false }]
+        .into_iter()
+        .filter_map(|k| Some((k, find(k)?)))
+        .collect();
+    print!("\n{suite:<42} {:>12}", "tensormesh");
+    for (k, _) in &others {
+        print!(" {:>22} {:>8}", k.label(), "ratio");
     }
-    println!("(ratio > 1: tensormesh is better; for TTFT and RSS lower is better)");
+    println!();
+    for (i, row) in ours.iter().enumerate() {
+        print!("{:<42} {:>12.1}", row.name, row.value);
+        for (_, rows) in &others {
+            let theirs = rows[i].value;
+            let ratio = if row.higher_is_better { row.value / theirs } else { theirs / row.value };
+            print!(" {theirs:>22.1} {ratio:>7.2}x");
+        }
+        println!();
+    }
+    println!("(ratio > 1: tensormesh is better; for TTFT and RSS lower is better, so ratio = theirs / ours)");
 }

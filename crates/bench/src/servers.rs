@@ -1,6 +1,6 @@
 //! Starting and stopping the servers under test.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,16 +13,38 @@ pub const KEY: &str = "tm-bench-key-0123456789";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {
-    Tensormesh,
+    /// Ours, with the prefix cache on or off.
+    Tensormesh {
+        cache: bool,
+    },
     LlamaServer,
 }
 
 impl ServerKind {
     pub fn label(self) -> &'static str {
         match self {
-            ServerKind::Tensormesh => "tensormesh",
+            ServerKind::Tensormesh { cache: true } => "tensormesh",
+            ServerKind::Tensormesh { cache: false } => "tensormesh, cache off",
             ServerKind::LlamaServer => "llama-server",
         }
+    }
+}
+
+/// How to start a server: the same GGUF, threads and slots for every kind.
+#[derive(Debug, Clone)]
+pub struct Launch<'a> {
+    pub kind: ServerKind,
+    pub args: &'a Args,
+    pub model: &'a Path,
+    pub ctx_per_slot: u32,
+    /// Ours keeps its database and KV snapshot files here (kept across a restart).
+    pub data_dir: PathBuf,
+}
+
+impl Launch<'_> {
+    pub fn new<'a>(kind: ServerKind, args: &'a Args, model: &'a Path, ctx_per_slot: u32) -> Launch<'a> {
+        let data_dir = std::env::temp_dir().join(format!("tm-bench-{}", uuid::Uuid::new_v4()));
+        Launch { kind, args, model, ctx_per_slot, data_dir }
     }
 }
 
@@ -34,20 +56,21 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(kind: ServerKind, args: &Args, model: &Path) -> Result<Server> {
+    pub async fn start(launch: &Launch<'_>) -> Result<Server> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let (t, np, ctx) = (args.threads.to_string(), args.parallel.to_string(), args.ctx_per_slot);
-        let mut cmd = match kind {
-            ServerKind::Tensormesh => {
+        let args = launch.args;
+        let (t, np, ctx) = (args.threads.to_string(), args.parallel.to_string(), launch.ctx_per_slot);
+        let mut cmd = match launch.kind {
+            ServerKind::Tensormesh { cache } => {
                 let mut c = Command::new(&args.tensormesh);
-                let data_dir = std::env::temp_dir().join(format!("tm-bench-{}", uuid::Uuid::new_v4()));
                 c.args(["serve", "--inference-addr", &addr, "--control-addr", "127.0.0.1:0"])
                     .args(["--threads", &t, "--parallel", &np, "--ctx-size", &ctx.to_string(), "--queue", "64"])
+                    .args(["--prefix-cache", if cache { "true" } else { "false" }])
                     .arg("--data-dir")
-                    .arg(data_dir)
+                    .arg(&launch.data_dir)
                     .arg("--model")
-                    .arg(format!("bench={}", model.display()))
+                    .arg(format!("bench={}", launch.model.display()))
                     .env("TENSORMESH_ADMIN_API_KEY", KEY)
                     .env_remove("TENSORMESH_DATABASE_URL");
                 c
@@ -55,10 +78,11 @@ impl Server {
             ServerKind::LlamaServer => {
                 let Some(bin) = &args.llama_server else { bail!("no llama-server binary") };
                 let mut c = Command::new(bin);
+                // Its prompt cache (per slot, and --cache-ram's host copies) is on by default.
                 c.args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", &t, "-tb", &t, "-np", &np])
                     .args(["-c", &(ctx * args.parallel).to_string(), "-b", "512", "-ub", "512", "--api-key", KEY])
                     .arg("-m")
-                    .arg(model)
+                    .arg(launch.model)
                     .args(["-a", "bench"]);
                 c
             }
@@ -67,7 +91,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("cannot start {}", kind.label()))?;
+            .with_context(|| format!("cannot start {}", launch.kind.label()))?;
         let server = Server { base: format!("http://{addr}"), model: "bench".into(), child };
         server.wait_ready().await?;
         Ok(server)
@@ -95,6 +119,20 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and waits for it to exit.
+    pub async fn stop(mut self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("the server did not exit within 60 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 }
 
