@@ -97,7 +97,7 @@ pub struct CacheArgs {
     /// Cached tokens that running requests do not read, kept in the KV cache while
     /// requests run; the rest move to host memory (every cached cell slows each step's
     /// attention a little; restoring a snapshot takes milliseconds).
-    #[arg(long, env = "TENSORMESH_KV_IDLE_TOKENS", default_value_t = 1024)]
+    #[arg(long, env = "TENSORMESH_KV_IDLE_TOKENS", default_value_t = 256)]
     pub kv_idle_tokens: usize,
 
     /// Host memory for KV snapshots of evicted prefixes, per model, in MiB (0: none).

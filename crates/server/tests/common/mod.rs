@@ -47,7 +47,7 @@ impl Default for Options {
                 prefix_cache: true,
                 cache_sequences: 32,
                 step_tokens: 256,
-                kv_idle_tokens: 1024,
+                kv_idle_tokens: 256,
                 kv_spill_ram_mb: 64,
                 kv_spill_disk_mb: 0,
                 kv_spill_dir: None,
