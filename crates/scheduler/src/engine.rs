@@ -285,7 +285,8 @@ impl<M: Model> Engine<M> {
     /// While requests run, moves cached prefixes beyond `idle_tokens` out of the context
     /// to the host-memory tier, least recently used first.
     fn spill_idle(&mut self) {
-        if self.running.is_empty() || !self.spill.in_memory() {
+        // Idle cells are a part of all cells: nothing to count while all fit.
+        if self.running.is_empty() || !self.spill.in_memory() || self.tree.cells() <= self.config.idle_tokens {
             return;
         }
         while self.tree.idle_cells() > self.config.idle_tokens {

@@ -97,8 +97,11 @@ impl PrefixTree {
         let mut in_use = vec![false; self.nodes.len()];
         for (id, n) in self.live() {
             if n.running {
-                for node in self.path(id) {
+                // Up to the first node another running path already marked.
+                let mut node = id;
+                while node != ROOT && !in_use[node] {
                     in_use[node] = true;
+                    node = self.node(node).parent;
                 }
             }
         }

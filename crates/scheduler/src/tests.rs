@@ -455,20 +455,27 @@ fn a_tiny_kv_budget_evicts_least_recently_used_prefixes_and_stays_correct() {
     assert!(h.kv.lock().unwrap().used() <= 40);
 }
 
+/// Lets the engine take `steps` steps, reads the first text, then leaves as a client that
+/// disconnects does; returns the receipt, which says the request was cancelled.
+fn leave_after_first_text(gate: std_mpsc::Sender<()>, steps: usize, (mut events, receipt): Submitted) -> Receipt {
+    for _ in 0..steps {
+        gate.send(()).unwrap();
+    }
+    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    drop(events);
+    drop(gate);
+    let receipt = receipt.blocking_recv().unwrap();
+    assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
+    receipt
+}
+
 #[test]
 fn disconnected_streams_leave_reusable_kv_and_no_leak() {
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 2, cells: 64, sequences: 3, gate: Some(gate_rx), ..Setup::default() });
     let prompt: Vec<Token> = (1..=10).collect();
-    let (mut events, receipt) = h.handle.submit(request(&prompt, 50, &[])).unwrap();
-    for _ in 0..4 {
-        gate_tx.send(()).unwrap();
-    }
-    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Text(_))));
-    drop(events);
-    drop(gate_tx);
-    let receipt = receipt.blocking_recv().unwrap();
-    assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
+    let submitted = h.handle.submit(request(&prompt, 50, &[])).unwrap();
+    leave_after_first_text(gate_tx, 4, submitted);
     h.settle();
     // What the dropped stream computed is cached, and a request needing the whole budget
     // still runs (the cached cells are freed for it).
@@ -520,15 +527,8 @@ fn overload_is_refused_and_cancellation_frees_the_sequence() {
     }
     // Once it runs, the client leaves; the engine notices at the next step and releases
     // the permit.
-    let (mut events, receipt) = first;
-    gate_tx.send(()).unwrap();
-    gate_tx.send(()).unwrap();
-    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Text(_))));
-    drop(events);
-    drop(gate_tx);
     // The receipt still tells what was computed: the prompt and the tokens made so far.
-    let receipt = receipt.blocking_recv().unwrap();
-    assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
+    let receipt = leave_after_first_text(gate_tx, 2, first);
     assert_eq!(receipt.usage.prompt_tokens, 1);
     assert!((1..100).contains(&receipt.usage.completion_tokens), "{receipt:?}");
     h.settle();
