@@ -26,6 +26,11 @@ pub enum BackendError {
     #[error("The engine is not running")]
     Unavailable,
 
+    /// Every upstream engine tried failed before answering (refused the connection, 5xx,
+    /// timed out, sent a malformed stream); nothing reached the client.
+    #[error("The upstream engines failed: {0}")]
+    UpstreamFailed(String),
+
     #[error("internal engine error: {0}")]
     Internal(String),
 }

@@ -1,14 +1,18 @@
 //! The engine seam. The HTTP layer speaks only to [`Backend`]; the embedded llama.cpp engine
-//! implements it today, an upstream proxy (vLLM / SGLang / llama-server) will tomorrow.
+//! implements it today, `tm-upstream` forwards to
+//! fleets of OpenAI-compatible engines (vLLM / SGLang / llama-server), and [`ByModel`] puts
+//! several behind one seam.
 //!
 //! - [`types`]: engine-neutral requests, events and model descriptions.
 //! - [`validate`]: wire sampling fields -> [`SamplingParams`], with errors naming the field.
 //! - [`error`]: [`BackendError`], mapped to HTTP in exactly one place by the server.
 
+pub mod by_model;
 pub mod error;
 pub mod types;
 pub mod validate;
 
+pub use by_model::ByModel;
 pub use error::BackendError;
 pub use types::*;
 
@@ -37,6 +41,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// True when every model can take work.
     fn healthy(&self) -> bool;
+
+    /// True when `model` can take work.
+    fn model_healthy(&self, _model: &str) -> bool {
+        self.healthy()
+    }
 
     /// Requests admitted and not yet finished, over all models.
     fn in_flight(&self) -> usize;

@@ -69,6 +69,8 @@ pub struct GenerateRequest {
     pub max_tokens: Option<u32>,
     /// Stop strings; generation ends before the first occurrence, which is not returned.
     pub stop: Vec<String>,
+    /// The gateway's id of the request (sent upstream as `x-request-id`, retries included).
+    pub request_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +165,16 @@ pub struct ModelInfo {
     pub owned_by: String,
     /// What serving it takes, when the backend knows.
     pub memory: Option<ModelMemory>,
+    /// The engines behind it, for a model served by upstream endpoints (empty: embedded).
+    pub endpoints: Vec<EndpointHealth>,
+}
+
+/// One upstream endpoint of a model, as health checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    pub url: String,
+    pub healthy: bool,
+    pub in_flight: usize,
 }
 
 /// Memory a served model needs: its weights, and its KV cache per token of context.

@@ -166,6 +166,7 @@ impl Backend for EmbeddedBackend {
                 max_context: m.max_context as u64,
                 owned_by: "tensormesh".into(),
                 memory: Some(memory(m.model)),
+                endpoints: Vec::new(),
             })
             .collect()
     }

@@ -37,9 +37,15 @@ pub struct ServeArgs {
     pub models_dir: ModelsDirArg,
 
     /// A model to serve: NAME=PATH to a GGUF file, or the NAME of a pulled model.
-    /// Repeatable. Default: qwen2.5-coder-0.5b-instruct.
+    /// Repeatable. Default: qwen2.5-coder-0.5b-instruct, unless --upstreams serves models.
     #[arg(long = "model", env = "TENSORMESH_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
+
+    /// A fleet file (TOML): models served by upstream OpenAI-compatible engines (vLLM,
+    /// SGLang, llama-server, other tensormesh nodes), with routing, timeouts and retries.
+    /// See the README's "Upstream fleets".
+    #[arg(long, env = "TENSORMESH_UPSTREAMS")]
+    pub upstreams: Option<PathBuf>,
 
     /// CPU threads per model for llama.cpp. Default: all cores.
     #[arg(long, env = "TENSORMESH_THREADS")]

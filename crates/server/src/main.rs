@@ -219,8 +219,8 @@ fn init_tracing() {
 }
 
 async fn serve_main(args: ServeArgs) -> Result<()> {
-    // A missing model is reported before anything is created on disk.
-    serve::model_configs(&args)?;
+    // A missing model or a bad fleet file is reported before anything is created on disk.
+    serve::served_models(&args)?;
     let control = serve::open_control(&args, Arc::new(SystemClock)).await?;
     let first_admin = serve::bootstrap(&control, &args.admin, &args.billing).await?;
     let serve::Inference { router: inference_app, settler, state: serving } =

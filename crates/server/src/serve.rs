@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use prometheus_client::registry::Registry;
-use tm_backend::Backend;
+use tm_backend::{Backend, ByModel};
 use tm_control::accounts::{Bootstrap, Bootstrapped};
 use tm_control::billing::price::nanos_from_usd;
 use tm_control::billing::Price;
@@ -16,6 +16,7 @@ use tm_control::{Control, Settings};
 use tm_gateway::{Gateway, LimitSettings, Limits, Settler};
 use tm_llama::{EmbeddedBackend, ModelConfig, SpillConfig};
 use tm_store::Store;
+use tm_upstream::{FleetConfig, UpstreamBackend};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -112,18 +113,34 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// The inference router for `args` with its models loaded, and its settler (to run beside
-/// it); API keys, prices and balances are `control`'s.
+/// The inference router for `args` with its models loaded (embedded, and the fleets of
+/// `--upstreams`), and its settler (to run beside it); API keys, prices and balances are
+/// `control`'s.
 pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Inference> {
-    let configs = model_configs(args)?;
-    let (backend, metrics) = tokio::task::spawn_blocking(move || {
+    let (configs, fleet) = served_models(args)?;
+    let (embedded, mut metrics) = tokio::task::spawn_blocking(move || {
         let mut metrics = Registry::with_prefix("tensormesh");
         EmbeddedBackend::load(&configs, true, &mut metrics).map(|b| (b, metrics))
     })
     .await
     .context("model loading panicked")?
     .map_err(anyhow::Error::msg)?;
-    inference_app_with_metrics(args, control, Arc::new(backend), metrics).await
+    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
+    if !embedded.models().is_empty() {
+        backends.push(Arc::new(embedded));
+    }
+    if !fleet.models.is_empty() {
+        let upstream = UpstreamBackend::connect(fleet, &mut metrics).await.map_err(anyhow::Error::msg)?;
+        for m in upstream.models() {
+            info!(model = %m.id, endpoints = m.endpoints.len(), max_context = m.max_context, "serving from upstream engines");
+        }
+        backends.push(Arc::new(upstream));
+    }
+    let backend: Arc<dyn Backend> = match backends.len() {
+        1 => backends.remove(0),
+        _ => Arc::new(ByModel::new(backends).map_err(anyhow::Error::msg)?),
+    };
+    inference_app_with_metrics(args, control, backend, metrics).await
 }
 
 /// The inference router over any backend (tests and benchmarks bring their own).
@@ -149,6 +166,18 @@ pub async fn inference_app_with_metrics(
     let state = AppState { backend, gateway, control, started: inference::unix_now(), metrics: Arc::new(metrics) };
     let router = inference::router(state.clone(), RouterConfig { body_limit: args.max_body_bytes });
     Ok(Inference { router, settler, state })
+}
+
+/// What `args` serve: the embedded models (found on disk, else an error naming the pull
+/// command) and the upstream fleets. Without `--model`, a fleet file that declares models
+/// replaces the default embedded model instead of adding to it.
+pub fn served_models(args: &ServeArgs) -> Result<(Vec<ModelConfig>, FleetConfig)> {
+    let fleet = match &args.upstreams {
+        Some(path) => FleetConfig::load(path)?,
+        None => FleetConfig::default(),
+    };
+    let embedded = if fleet.models.is_empty() || !args.models.is_empty() { model_configs(args)? } else { Vec::new() };
+    Ok((embedded, fleet))
 }
 
 /// The models `args` name, each found on disk (else an error naming the pull command).

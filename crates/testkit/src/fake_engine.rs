@@ -58,7 +58,13 @@ impl Drop for Slot {
 #[async_trait]
 impl Backend for FakeEngine {
     fn models(&self) -> Vec<ModelInfo> {
-        vec![ModelInfo { id: FAKE_MODEL.into(), max_context: MAX_CONTEXT, owned_by: "testkit".into(), memory: None }]
+        vec![ModelInfo {
+            id: FAKE_MODEL.into(),
+            max_context: MAX_CONTEXT,
+            owned_by: "testkit".into(),
+            memory: None,
+            endpoints: Vec::new(),
+        }]
     }
 
     async fn prepare(&self, req: GenerateRequest) -> Result<Prepared, BackendError> {

@@ -168,6 +168,7 @@ async fn direct_chat(State(backend): State<Arc<dyn Backend>>, Json(body): Json<V
         sampling: SamplingParams::default(),
         max_tokens: body["max_tokens"].as_u64().map(|m| m as u32),
         stop: Vec::new(),
+        request_id: String::new(),
     };
     let mut text = String::new();
     let mut usage = json!(null);

@@ -221,16 +221,21 @@ fn serving(state: &ControlState) -> Result<&crate::inference::AppState, CpError>
     })
 }
 
-/// The served models and whether the inference side is healthy, read once per request.
+/// The served models and which of them can take work now (for a fleet: at least one
+/// endpoint passes its checks), read once per request.
 struct Served {
     ids: Vec<String>,
-    healthy: bool,
+    up: Vec<String>,
 }
 
 fn served(state: &ControlState) -> Served {
     match &state.serving {
-        Some(s) => Served { ids: s.backend.models().into_iter().map(|m| m.id).collect(), healthy: s.backend.healthy() },
-        None => Served { ids: Vec::new(), healthy: false },
+        Some(s) => {
+            let ids: Vec<String> = s.backend.models().into_iter().map(|m| m.id).collect();
+            let up = ids.iter().filter(|id| s.backend.model_healthy(id)).cloned().collect();
+            Served { ids, up }
+        }
+        None => Served { ids: Vec::new(), up: Vec::new() },
     }
 }
 
@@ -242,7 +247,7 @@ fn models(state: &ControlState, rows: &[DeploymentRow]) -> Vec<Value> {
 fn model(d: &DeploymentRow, served: &Served) -> Value {
     let status = if d.deleted_at.is_some() {
         "MODEL_STATUS_DELETED"
-    } else if served.healthy && served.ids.contains(&d.model_path) {
+    } else if served.up.contains(&d.model_path) {
         "MODEL_STATUS_UP"
     } else {
         "MODEL_STATUS_DOWN"

@@ -91,6 +91,9 @@ impl ApiError {
                 msg,
                 Some(*retry_after_secs),
             ),
+            ApiError::Backend(B::UpstreamFailed(_)) => {
+                (StatusCode::BAD_GATEWAY, "server_error", None, Some("upstream_failed"), msg, None)
+            }
             ApiError::Backend(B::Unavailable) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error", None, Some("unavailable"), msg, Some(5))
             }

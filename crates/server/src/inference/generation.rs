@@ -29,6 +29,7 @@ pub async fn start(
         sampling: valid.sampling,
         max_tokens: max_tokens_override.or(valid.max_tokens),
         stop: valid.stop,
+        request_id: caller.request_id.clone(),
     };
     let prepared = state.backend.prepare(request).await?;
     Ok(state.gateway.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await?)

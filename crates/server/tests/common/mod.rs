@@ -89,6 +89,7 @@ pub fn serve_args(o: &Options) -> ServeArgs {
         },
         models_dir: ModelsDirArg { path: Some(models_dir()) },
         models: vec![MODEL.into()],
+        upstreams: None,
         threads: Some(2),
         parallel: o.parallel,
         queue: o.queue,

@@ -16,6 +16,7 @@ mod models;
 mod observability;
 mod secrets;
 mod support;
+mod upstream;
 
 use reqwest::{Method, Response};
 use serde_json::{json, Value};

@@ -11,3 +11,4 @@ mod errors;
 mod generation;
 mod shutdown;
 mod tokens;
+mod upstream;

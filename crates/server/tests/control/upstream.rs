@@ -1,0 +1,167 @@
+//! Billing of requests served by upstream engines, over real HTTP through the gateway,
+//! with the fault-injecting fake engine: each fault's status or event, and what is billed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tm_control::billing::Price;
+use tm_control::Control;
+use tm_testkit::fake_upstream::{FakeUpstream, Fault, FAKE_UPSTREAM_MODEL};
+use tm_upstream::{FleetConfig, UpstreamBackend};
+
+use crate::common::{client, start_with, Engine, Options};
+use crate::metering::{domain, funded_user, wait_until_settled};
+
+const MODEL: &str = "fleet-model";
+const CREDIT: i64 = 1_000_000_000;
+
+async fn fleet(url: &str) -> Arc<UpstreamBackend> {
+    let text = format!(
+        "[[model]]\nname = \"{MODEL}\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n\
+         [model.timeouts]\nidle_ms = 300\nfirst_byte_ms = 1000\n[[model.endpoint]]\nurl = \"{url}\"\n"
+    );
+    let config = FleetConfig::parse(&text, "test").unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    Arc::new(UpstreamBackend::connect(config, &mut registry).await.unwrap())
+}
+
+struct Answer {
+    status: u16,
+    request_id: String,
+    /// SSE data payloads, or the JSON body of an error.
+    events: Vec<Value>,
+}
+
+async fn stream(base: &str, key: &str, content: &str) -> Answer {
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}], "stream": true,
+                      "stream_options": {"include_usage": true}});
+    let r = client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let text = r.text().await.unwrap();
+    let events = if status == 200 {
+        text.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    } else {
+        vec![serde_json::from_str(&text).unwrap()]
+    };
+    Answer { status, request_id, events }
+}
+
+/// The usage row of a request: (prompt, cached, completion, status, cost).
+async fn billed(control: &Control, user: &str, request_id: &str) -> Option<(i64, i64, i64, String, i64)> {
+    let rows = control.store().usage().records(user).await.unwrap();
+    rows.into_iter()
+        .find(|r| r.request_id == request_id)
+        .map(|r| (r.prompt_tokens, r.cached_tokens, r.completion_tokens, r.status, r.cost_nanos))
+}
+
+fn text_of(events: &[Value]) -> String {
+    events.iter().filter_map(|e| e.pointer("/choices/0/delta/content").and_then(Value::as_str)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
+    let db = tm_testkit::sqlite();
+    let fake = FakeUpstream::start(6).await;
+    let servers = start_with(&db, Engine::Given(fleet(&fake.url).await), Options::default());
+    let base = servers.inference.unwrap();
+    let control = domain(&db).await;
+    let (user, keys) = funded_user(&control, "fleet@example.com", CREDIT, 1).await;
+    let key = &keys[0];
+    // The seeded default prices (serve_args): 0.10 and 0.40 USD per 1M tokens, cached free.
+    let price = Price { input: 100_000_000, output: 400_000_000, cached: 0 };
+    let cost = |p: i64, c: i64, n: i64| price.cost(p as u64, c as u64, n as u64);
+
+    // Served: the engine's usage, cached tokens included, is what the client sees and pays.
+    let a = stream(&base, key, "alpha beta gamma delta").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(text_of(&a.events), "w0 w1 w2 w3 w4 w5 ");
+    let usage = &a.events.last().unwrap()["usage"];
+    assert_eq!((usage["prompt_tokens"].as_i64(), usage["completion_tokens"].as_i64()), (Some(4), Some(6)));
+    let b = stream(&base, key, "alpha beta gamma epsilon").await;
+    assert_eq!(b.events.last().unwrap()["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
+    wait_until_settled(&control).await;
+    assert_eq!(billed(&control, &user, &a.request_id).await, Some((4, 0, 6, "stop".into(), cost(4, 0, 6))));
+    assert_eq!(billed(&control, &user, &b.request_id).await, Some((4, 3, 6, "stop".into(), cost(4, 3, 6))));
+    assert_eq!(fake.generations()[0].request_id.as_deref(), Some(a.request_id.as_str()), "same id upstream");
+
+    // 500 before any byte (one endpoint, nothing to retry on): 502, nothing billed.
+    fake.set_fault(Fault::Status(500), 1);
+    let failed = stream(&base, key, "one").await;
+    assert_eq!(failed.status, 502);
+    assert_eq!(failed.events[0]["error"]["code"], "upstream_failed");
+    // Reset after two words: the stream ends with an error event; the prompt and the two
+    // words delivered are billed, counted by the engine's tokenizer.
+    fake.set_fault(Fault::ResetAfter(2), 1);
+    let reset = stream(&base, key, "one two three").await;
+    assert_eq!(reset.status, 200);
+    assert_eq!(text_of(&reset.events), "w0 w1 ");
+    assert!(reset.events.last().unwrap().get("error").is_some(), "{:?}", reset.events);
+    // Stall past the idle timeout: the same.
+    fake.set_fault(Fault::StallAfter(1), 1);
+    let stalled = stream(&base, key, "one two").await;
+    assert_eq!(text_of(&stalled.events), "w0 ");
+    assert!(stalled.events.last().unwrap()["error"]["message"].as_str().unwrap().contains("sent nothing"));
+    // Malformed SSE: the same.
+    fake.set_fault(Fault::MalformedAfter(3), 1);
+    let malformed = stream(&base, key, "x").await;
+    assert_eq!(text_of(&malformed.events), "w0 w1 w2 ");
+    // No usage from the engine: counted, and the client sees the counted usage.
+    fake.set_fault(Fault::NoUsage, 1);
+    let counted = stream(&base, key, "five little words are here").await;
+    assert_eq!(counted.events.last().unwrap()["usage"]["prompt_tokens"], 5);
+    assert_eq!(counted.events.last().unwrap()["usage"]["completion_tokens"], 6);
+
+    wait_until_settled(&control).await;
+    assert_eq!(billed(&control, &user, &failed.request_id).await, None);
+    assert_eq!(billed(&control, &user, &reset.request_id).await, Some((3, 0, 2, "failed".into(), cost(3, 0, 2))));
+    assert_eq!(billed(&control, &user, &stalled.request_id).await, Some((2, 0, 1, "failed".into(), cost(2, 0, 1))));
+    assert_eq!(billed(&control, &user, &malformed.request_id).await, Some((1, 0, 3, "failed".into(), cost(1, 0, 3))));
+    assert_eq!(billed(&control, &user, &counted.request_id).await, Some((5, 0, 6, "stop".into(), cost(5, 0, 6))));
+
+    // A client that leaves mid-stream pays for what it was sent, and the engine's request
+    // is closed.
+    fake.set_words(1000);
+    fake.set_word_delay(Duration::from_millis(10));
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "go on"}], "stream": true});
+    let r = client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let mut chunks = r.bytes_stream();
+    let mut seen = String::new();
+    while seen.matches("\"content\":\"w").count() < 3 {
+        seen.push_str(&String::from_utf8_lossy(&chunks.next().await.unwrap().unwrap()));
+    }
+    drop(chunks);
+    let abandoned = fake.streams_abandoned();
+    for _ in 0..200 {
+        if fake.streams_abandoned() > abandoned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(fake.streams_abandoned() > abandoned, "the upstream request was not closed");
+    let mut row = None;
+    for _ in 0..200 {
+        row = billed(&control, &user, &request_id).await;
+        if row.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (prompt, _, completion, status, _) = row.expect("the abandoned request was never billed");
+    wait_until_settled(&control).await;
+    assert_eq!((prompt, status.as_str()), (2, "cancelled"));
+    assert!((3..100).contains(&completion), "billed {completion} completion tokens");
+
+    // The balance is the credit less exactly what the usage rows say.
+    let rows = control.store().usage().records(&user).await.unwrap();
+    let account = control.store().ledger().account(&user).await.unwrap();
+    assert_eq!(account.held_nanos, 0);
+    assert_eq!(CREDIT - account.balance_nanos, rows.iter().map(|r| r.cost_nanos).sum::<i64>());
+}

@@ -1,0 +1,132 @@
+//! Models served by fleets of OpenAI-compatible engines (vLLM, SGLang, llama-server or
+//! other tensormesh nodes), behind the same [`Backend`] seam as the embedded engine, so
+//! that auth, limits, holds and settlement are the gateway's as before.
+//!
+//! - [`config`]: the fleet file.
+//! - [`route`]: prefix-aware, least-loaded and round-robin choice of an endpoint.
+//! - [`pool`]: endpoint load, health (active checks, passive ejection), the retry budget.
+//! - `attempt` / `relay`: one request's tries before the first byte, then the stream.
+//! - [`wire`]: request bodies sent upstream, SSE events read back.
+
+mod attempt;
+pub mod config;
+mod fleet;
+pub mod metrics;
+pub mod pool;
+mod relay;
+pub mod route;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use tm_backend::{
+    Backend, BackendError, EndpointHealth, GenerateRequest, ModelInfo, Prepared, TokenizeInput, Tokenized,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::FleetConfig;
+use fleet::FleetModel;
+use metrics::UpstreamMetrics;
+
+pub struct UpstreamBackend {
+    models: Vec<Arc<FleetModel>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl UpstreamBackend {
+    /// Builds the fleets `config` declares (asking the engines for their context length
+    /// where the file does not give it) and starts their health checks.
+    pub async fn connect(
+        config: FleetConfig,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Self, String> {
+        let metrics = UpstreamMetrics::default();
+        metrics.register(registry);
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let mut models = Vec::new();
+        for m in config.models {
+            let model = Arc::new(FleetModel::new(m, metrics.clone(), tasks.clone()).await?);
+            tasks.spawn(model.clone().check_health(stop.clone()));
+            models.push(model);
+        }
+        Ok(UpstreamBackend { models, tasks, stop })
+    }
+
+    fn model(&self, name: &str) -> Result<&Arc<FleetModel>, BackendError> {
+        self.models.iter().find(|m| m.name == name).ok_or_else(|| BackendError::ModelNotFound(name.to_owned()))
+    }
+}
+
+#[async_trait]
+impl Backend for UpstreamBackend {
+    fn models(&self) -> Vec<ModelInfo> {
+        let now = Instant::now();
+        self.models
+            .iter()
+            .map(|m| ModelInfo {
+                id: m.name.clone(),
+                max_context: m.max_context,
+                owned_by: "upstream".into(),
+                memory: None,
+                endpoints: m
+                    .router
+                    .endpoints()
+                    .iter()
+                    .map(|e| {
+                        let s = e.status(now);
+                        EndpointHealth { url: s.url, healthy: s.healthy, in_flight: s.in_flight }
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    async fn prepare(&self, request: GenerateRequest) -> Result<Prepared, BackendError> {
+        let model = self.model(&request.model)?.clone();
+        if let Some(n) = request.max_tokens.map(u64::from).filter(|&n| n >= model.max_context) {
+            return Err(BackendError::ContextLengthExceeded {
+                max_context: model.max_context,
+                requested: n,
+                prompt: 0,
+                completion: n,
+            });
+        }
+        // The prompt's exact size is the engine's to say; the hold covers the most it can be.
+        let prompt_bound = FleetModel::prompt_bound(&request.prompt);
+        let max_completion = request.max_tokens.map_or(model.max_context, u64::from);
+        Ok(Prepared::new(model.name.clone(), prompt_bound, max_completion, model.launch(request)))
+    }
+
+    async fn tokenize(&self, request: TokenizeInput) -> Result<Tokenized, BackendError> {
+        self.model(&request.model)?.tokenize(&request.prompt, request.add_special, request.add_generation_prompt).await
+    }
+
+    async fn detokenize(&self, model: &str, tokens: &[i64]) -> Result<String, BackendError> {
+        self.model(model)?.detokenize(tokens).await
+    }
+
+    fn healthy(&self) -> bool {
+        self.models.iter().all(|m| self.model_healthy(&m.name))
+    }
+
+    fn model_healthy(&self, model: &str) -> bool {
+        let now = Instant::now();
+        self.model(model).is_ok_and(|m| m.router.endpoints().iter().any(|e| e.healthy(now)))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.models.iter().flat_map(|m| m.router.endpoints()).map(|e| e.in_flight()).sum()
+    }
+
+    async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        // Relays end with their clients; one stalled upstream must not hold the exit.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.tasks.wait()).await;
+    }
+}

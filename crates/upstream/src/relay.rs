@@ -1,0 +1,140 @@
+//! Relaying an opened response to the client: text as it arrives, the idle timeout, the
+//! client leaving (which closes the upstream request), and the receipt at the end however
+//! it ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::attempt::{error_chain, Opened};
+use crate::fleet::FleetModel;
+use crate::wire::{parse_event, Chunk};
+
+/// How a relayed response ended.
+enum End {
+    /// `[DONE]`, or the stream closed after a finish reason.
+    Finished(FinishReason),
+    /// The client went away; the upstream request is closed by dropping it.
+    Cancelled,
+    /// The upstream failed after the first event: the client gets an error event.
+    Failed { message: String, outcome: &'static str },
+}
+
+pub async fn relay(
+    model: Arc<FleetModel>,
+    opened: Opened,
+    request: tm_backend::GenerateRequest,
+    events: mpsc::UnboundedSender<GenerationEvent>,
+    receipt: oneshot::Sender<Receipt>,
+) {
+    let Opened { slot, mut bytes, mut reader, first } = opened;
+    let endpoint = slot.endpoint().clone();
+    let idle = model.config.timeouts.idle();
+    let mut state = Relayed::default();
+    let mut end = state.take(first, &events);
+    while end.is_none() {
+        // A complete event may already be buffered behind the first one.
+        if let Some(event) = reader.next_event() {
+            end = match event.and_then(|data| parse_event(&data)) {
+                Ok(chunks) => state.take(chunks, &events),
+                Err(message) => Some(End::Failed { message, outcome: "malformed" }),
+            };
+            continue;
+        }
+        tokio::select! {
+            () = events.closed() => end = Some(End::Cancelled),
+            next = tokio::time::timeout(idle, bytes.next()) => match next {
+                Err(_) => end = Some(End::Failed {
+                    message: format!("the model's engine sent nothing for {} ms", idle.as_millis()),
+                    outcome: "idle_timeout",
+                }),
+                Ok(Some(Ok(b))) => reader.push(&b),
+                Ok(Some(Err(e))) => end = Some(End::Failed {
+                    message: format!("the connection to the model's engine broke: {}", error_chain(&e)),
+                    outcome: "broken_stream",
+                }),
+                Ok(None) => end = Some(match state.finish {
+                    Some(reason) if !reader.has_partial() => End::Finished(reason),
+                    _ => End::Failed {
+                        message: "the model's engine closed the stream before the end of the response".into(),
+                        outcome: "broken_stream",
+                    },
+                }),
+            },
+        }
+    }
+    // Closing the connection is how an engine learns that its request is abandoned.
+    drop(bytes);
+    drop(slot);
+    let end = end.unwrap_or(End::Cancelled);
+    let now = Instant::now();
+    match &end {
+        End::Finished(_) => {
+            endpoint.record_success();
+            model.metrics.attempt(&model.name, &endpoint.base, "ok");
+        }
+        End::Cancelled => model.metrics.attempt(&model.name, &endpoint.base, "cancelled"),
+        End::Failed { message, outcome } => {
+            warn!(model = %model.name, endpoint = %endpoint.base, request_id = %request.request_id, error = %message,
+                  "upstream failed mid-response");
+            model.metrics.attempt(&model.name, &endpoint.base, outcome);
+            if endpoint.record_failure(&model.config.health, now) {
+                model.metrics.ejected(&model.name, &endpoint.base);
+            }
+        }
+    }
+    // What the client pays for: the engine's usage when it reported one, else the prompt
+    // and the text it received, counted with the model's tokenizer.
+    let usage = match state.usage {
+        Some(u) => u,
+        None => model.count_usage(&request, &state.text).await,
+    };
+    let finish = match end {
+        End::Finished(reason) => {
+            let _ = events.send(GenerationEvent::Finished { reason, usage });
+            Some(reason)
+        }
+        End::Cancelled => Some(FinishReason::Cancelled),
+        End::Failed { message, .. } => {
+            let _ = events.send(GenerationEvent::Failed(message));
+            None
+        }
+    };
+    let _ = receipt.send(Receipt { usage, finish });
+}
+
+/// What has been relayed so far.
+#[derive(Default)]
+struct Relayed {
+    /// Kept only for counting when the engine reports no usage.
+    text: String,
+    finish: Option<FinishReason>,
+    usage: Option<TokenUsage>,
+}
+
+impl Relayed {
+    /// Relays one event's chunks; returns how the response ended, if it did.
+    fn take(&mut self, chunks: Vec<Chunk>, events: &mpsc::UnboundedSender<GenerationEvent>) -> Option<End> {
+        for chunk in chunks {
+            match chunk {
+                Chunk::Delta { text, finish } => {
+                    if !text.is_empty() {
+                        self.text.push_str(&text);
+                        if events.send(GenerationEvent::Text(text)).is_err() {
+                            return Some(End::Cancelled);
+                        }
+                    }
+                    self.finish = finish.or(self.finish);
+                }
+                Chunk::Usage(u) => self.usage = Some(u),
+                Chunk::Done => return Some(End::Finished(self.finish.unwrap_or(FinishReason::Stop))),
+                Chunk::Error(message) => return Some(End::Failed { message, outcome: "error_event" }),
+            }
+        }
+        None
+    }
+}

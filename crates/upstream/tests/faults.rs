@@ -1,0 +1,296 @@
+//! The upstream backend against fault-injecting fake engines on loopback: each fault has
+//! a stated outcome (error before bytes, or an event) and a stated receipt (what is billed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tm_backend::{
+    Backend, BackendError, FinishReason, GenerateRequest, GenerationEvent, PromptInput, Receipt, SamplingParams,
+    TokenUsage,
+};
+use tm_testkit::fake_upstream::{FakeUpstream, Fault, FAKE_UPSTREAM_MODEL};
+use tm_upstream::{FleetConfig, UpstreamBackend};
+
+const MODEL: &str = "fleet-model";
+
+/// A fleet file for `urls` with short timeouts; `extra` is TOML for the model table.
+fn config(urls: &[&str], extra: &str) -> FleetConfig {
+    let mut text = format!(
+        "[[model]]\nname = \"{MODEL}\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n{extra}\n\
+         [model.timeouts]\nconnect_ms = 500\nfirst_byte_ms = 1000\nidle_ms = 300\n\
+         [model.health]\ninterval_ms = 60000\neject_after_failures = 2\neject_ms = 60000\n"
+    );
+    if !extra.contains("[model.retry]") {
+        text.push_str("[model.retry]\nattempts = 3\nmin_per_second = 100\n");
+    }
+    for url in urls {
+        text.push_str(&format!("[[model.endpoint]]\nurl = \"{url}\"\n"));
+    }
+    FleetConfig::parse(&text, "test").unwrap()
+}
+
+async fn backend(urls: &[&str], extra: &str) -> Arc<UpstreamBackend> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    Arc::new(UpstreamBackend::connect(config(urls, extra), &mut registry).await.unwrap())
+}
+
+fn chat(content: &str, max_tokens: Option<u32>) -> GenerateRequest {
+    GenerateRequest {
+        model: MODEL.into(),
+        prompt: PromptInput::Chat(vec![json!({"role": "user", "content": content})]),
+        sampling: SamplingParams::default(),
+        max_tokens,
+        stop: Vec::new(),
+        request_id: format!("req-{}", content.len()),
+    }
+}
+
+/// What one request produced: the text, the last event, and the receipt.
+#[derive(Debug)]
+struct Outcome {
+    text: String,
+    last: Option<GenerationEvent>,
+    receipt: Receipt,
+}
+
+async fn run(backend: &UpstreamBackend, request: GenerateRequest) -> Result<Outcome, BackendError> {
+    let mut g = backend.generate(request).await?;
+    let mut text = String::new();
+    let mut last = None;
+    while let Some(e) = g.events.recv().await {
+        match &e {
+            GenerationEvent::Text(t) => text.push_str(t),
+            _ => last = Some(e.clone()),
+        }
+    }
+    Ok(Outcome { text, last, receipt: g.receipt.await.unwrap() })
+}
+
+fn usage(prompt: u64, cached: u64, completion: u64) -> TokenUsage {
+    TokenUsage { prompt_tokens: prompt, cached_tokens: cached, completion_tokens: completion }
+}
+
+#[tokio::test]
+async fn a_stream_is_relayed_with_the_engines_usage_and_cached_tokens() {
+    let fake = FakeUpstream::start(5).await;
+    let b = backend(&[&fake.url], "").await;
+    let o = run(&b, chat("one two three four", None)).await.unwrap();
+    assert_eq!(o.text, "w0 w1 w2 w3 w4 ");
+    assert_eq!(o.last, Some(GenerationEvent::Finished { reason: FinishReason::Stop, usage: usage(4, 0, 5) }));
+    assert_eq!(o.receipt, Receipt { usage: usage(4, 0, 5), finish: Some(FinishReason::Stop) });
+    let seen = &fake.generations()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.request_id.as_deref(), Some("req-18"));
+    assert_eq!(seen.body["model"], FAKE_UPSTREAM_MODEL);
+    assert_eq!(seen.body["stream"], true);
+    assert_eq!(seen.body["stream_options"]["include_usage"], true);
+    // The engine's prefix cache shows in the usage, and so in billing.
+    let o = run(&b, chat("one two three five", Some(2))).await.unwrap();
+    assert_eq!(o.receipt, Receipt { usage: usage(4, 3, 2), finish: Some(FinishReason::Length) });
+    assert_eq!(b.models()[0].max_context, 8192, "discovered from the engine's /v1/models");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_the_next_endpoint() {
+    let refusing = FakeUpstream::refusing_url().await;
+    let fake = FakeUpstream::start(3).await;
+    let b = backend(&[&refusing, &fake.url], "routing = \"round-robin\"").await;
+    for i in 0..4 {
+        let o = run(&b, chat(&format!("request {i}"), None)).await.unwrap();
+        assert_eq!(o.receipt.usage.completion_tokens, 3);
+    }
+    assert_eq!(fake.generations().len(), 4);
+    // Alone, it is a 502-class error naming the cause, and nothing runs.
+    let b = backend(&[&refusing], "").await;
+    match run(&b, chat("hello", None)).await {
+        Err(BackendError::UpstreamFailed(m)) => assert!(m.contains("refused") || m.contains("connect"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_500_before_bytes_is_retried_and_repeated_failures_eject_the_endpoint() {
+    let failing = FakeUpstream::start(3).await;
+    failing.set_fault(Fault::Status(500), u64::MAX);
+    let good = FakeUpstream::start(3).await;
+    let b = backend(&[&failing.url, &good.url], "routing = \"round-robin\"").await;
+    for i in 0..6 {
+        let o = run(&b, chat(&format!("request {i}"), None)).await.unwrap();
+        assert_eq!(o.receipt.usage.completion_tokens, 3);
+    }
+    // Two failures in a row eject it: later requests are not sent there at all.
+    assert_eq!(failing.generations().len(), 2);
+    assert_eq!(good.generations().len(), 6);
+    assert!(!b.models()[0].endpoints[0].healthy);
+    // The retry carried the same request id.
+    assert_eq!(failing.generations()[0].request_id, good.generations()[0].request_id);
+}
+
+#[tokio::test]
+async fn the_engines_4xx_is_the_clients_and_is_not_retried() {
+    let refusing = FakeUpstream::start(3).await;
+    refusing.set_fault(Fault::Status(400), u64::MAX);
+    let other = FakeUpstream::start(3).await;
+    let b = backend(&[&refusing.url, &other.url], "routing = \"least-loaded\"").await;
+    match run(&b, chat("x", None)).await {
+        Err(BackendError::InvalidInput { param, message }) => {
+            assert_eq!(param, "messages");
+            assert!(message.contains("injected 400"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(other.generations().len(), 0);
+}
+
+#[tokio::test]
+async fn a_reset_mid_stream_ends_with_an_error_event_and_bills_what_was_delivered() {
+    let fake = FakeUpstream::start(10).await;
+    fake.set_fault(Fault::ResetAfter(2), 1);
+    let spare = FakeUpstream::start(10).await;
+    let b = backend(&[&fake.url, &spare.url], "routing = \"least-loaded\"").await;
+    let o = run(&b, chat("p q r", None)).await.unwrap();
+    assert_eq!(o.text, "w0 w1 ");
+    assert!(
+        matches!(o.last, Some(GenerationEvent::Failed(ref m)) if m.contains("broke") || m.contains("closed")),
+        "{o:?}"
+    );
+    // Counted by the engine's tokenizer: the prompt and the two words delivered.
+    assert_eq!(o.receipt, Receipt { usage: usage(3, 0, 2), finish: None });
+    assert_eq!(spare.generations().len(), 0, "no retry after the first byte");
+}
+
+#[tokio::test]
+async fn a_stall_past_the_idle_timeout_fails_and_closes_the_upstream_request() {
+    let fake = FakeUpstream::start(10).await;
+    fake.set_fault(Fault::StallAfter(3), 1);
+    let b = backend(&[&fake.url], "").await;
+    let o = run(&b, chat("p q", None)).await.unwrap();
+    assert_eq!(o.text, "w0 w1 w2 ");
+    assert!(matches!(o.last, Some(GenerationEvent::Failed(ref m)) if m.contains("nothing for 300 ms")), "{o:?}");
+    assert_eq!(o.receipt, Receipt { usage: usage(2, 0, 3), finish: None });
+    wait_for(|| fake.streams_abandoned() == 1).await;
+}
+
+#[tokio::test]
+async fn malformed_sse_fails_the_stream_and_bills_what_was_delivered() {
+    let fake = FakeUpstream::start(10).await;
+    fake.set_fault(Fault::MalformedAfter(1), 1);
+    let b = backend(&[&fake.url], "").await;
+    let o = run(&b, chat("p", None)).await.unwrap();
+    assert_eq!(o.text, "w0 ");
+    assert!(matches!(o.last, Some(GenerationEvent::Failed(ref m)) if m.contains("malformed")), "{o:?}");
+    assert_eq!(o.receipt, Receipt { usage: usage(1, 0, 1), finish: None });
+}
+
+#[tokio::test]
+async fn missing_usage_is_counted_with_the_engines_tokenizer() {
+    let fake = FakeUpstream::start(4).await;
+    fake.set_fault(Fault::NoUsage, 1);
+    let b = backend(&[&fake.url], "").await;
+    let o = run(&b, chat("five words in this prompt", None)).await.unwrap();
+    assert_eq!(o.last, Some(GenerationEvent::Finished { reason: FinishReason::Stop, usage: usage(5, 0, 4) }));
+    assert_eq!(o.receipt.usage, usage(5, 0, 4));
+    assert_eq!(fake.tokenize_calls(), 2, "prompt and completion");
+}
+
+#[tokio::test]
+async fn a_slow_first_byte_past_the_timeout_is_retried_elsewhere_and_within_it_is_waited_for() {
+    let slow = FakeUpstream::start(2).await;
+    slow.set_fault(Fault::SlowFirstByte(Duration::from_millis(1500)), 1);
+    let fast = FakeUpstream::start(2).await;
+    let b = backend(&[&slow.url, &fast.url], "routing = \"round-robin\"").await;
+    let o = run(&b, chat("hi", None)).await.unwrap();
+    assert_eq!(o.receipt.usage, usage(1, 0, 2));
+    assert_eq!(fast.generations().len(), 1);
+    assert_eq!(slow.generations()[0].request_id, fast.generations()[0].request_id);
+
+    slow.set_fault(Fault::SlowFirstByte(Duration::from_millis(400)), 1);
+    let b = backend(&[&slow.url], "").await;
+    let o = run(&b, chat("hi", None)).await.unwrap();
+    assert_eq!(o.receipt.usage, usage(1, 0, 2));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_closes_the_upstream_request_and_pays_for_what_it_got() {
+    let fake = FakeUpstream::start(1000).await;
+    fake.set_word_delay(Duration::from_millis(5));
+    let b = backend(&[&fake.url], "").await;
+    let mut g = b.generate(chat("a b c d", None)).await.unwrap();
+    let mut delivered = String::new();
+    while delivered.split_whitespace().count() < 3 {
+        if let Some(GenerationEvent::Text(t)) = g.events.recv().await {
+            delivered.push_str(&t);
+        }
+    }
+    drop(g.events);
+    let receipt = g.receipt.await.unwrap();
+    assert_eq!(receipt.finish, Some(FinishReason::Cancelled));
+    assert_eq!(receipt.usage.prompt_tokens, 4);
+    assert!((3..1000).contains(&receipt.usage.completion_tokens), "{receipt:?}");
+    wait_for(|| fake.streams_abandoned() == 1).await;
+    assert_eq!(b.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn busy_engines_everywhere_are_a_503_with_retry_after() {
+    let a = FakeUpstream::start(2).await;
+    a.set_fault(Fault::Status(429), u64::MAX);
+    let b2 = FakeUpstream::start(2).await;
+    b2.set_fault(Fault::Status(429), u64::MAX);
+    let b = backend(&[&a.url, &b2.url], "").await;
+    assert!(matches!(run(&b, chat("x", None)).await, Err(BackendError::Overloaded { retry_after_secs: 1, .. })));
+    assert!(b.models()[0].endpoints.iter().all(|e| e.healthy), "busy is not broken");
+}
+
+#[tokio::test]
+async fn retries_stop_when_the_budget_is_spent() {
+    let refusing = FakeUpstream::refusing_url().await;
+    let fake = FakeUpstream::start(2).await;
+    let b = backend(
+        &[&refusing, &fake.url],
+        "routing = \"round-robin\"\n[model.retry]\nattempts = 3\nbudget_ratio = 0.0\nmin_per_second = 0",
+    )
+    .await;
+    match run(&b, chat("x", None)).await {
+        Err(BackendError::UpstreamFailed(m)) => assert!(m.contains("retry budget"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Six conversations of four growing turns over three fresh fakes: the cached tokens the
+/// engines report, and how many endpoints got requests.
+async fn conversations(routing: &str) -> (u64, usize) {
+    let fakes = [FakeUpstream::start(2).await, FakeUpstream::start(2).await, FakeUpstream::start(2).await];
+    let urls: Vec<&str> = fakes.iter().map(|f| f.url.as_str()).collect();
+    let b = backend(&urls, &format!("routing = \"{routing}\"\nprefix_block_bytes = 64")).await;
+    let mut cached = 0;
+    for c in 0..6 {
+        for turn in 0..4 {
+            let question =
+                format!("Conversation {c} begins here. ") + &"and then some more words ".repeat(turn * 10 + 5);
+            cached += run(&b, chat(&question, Some(2))).await.unwrap().receipt.usage.cached_tokens;
+        }
+    }
+    (cached, fakes.iter().filter(|f| !f.generations().is_empty()).count())
+}
+
+#[tokio::test]
+async fn prefix_routing_keeps_conversations_where_their_prefix_is_cached() {
+    let (prefix, used) = conversations("prefix").await;
+    let (round_robin, _) = conversations("round-robin").await;
+    assert_eq!(used, 3, "new conversations are spread by load");
+    assert!(prefix > round_robin, "prefix-aware {prefix} cached tokens vs round robin {round_robin}");
+}
+
+async fn wait_for(condition: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not met within 5 s");
+}
