@@ -16,12 +16,12 @@ use crate::requests::{chatml, client, mean, stream_completion, Stream};
 use crate::servers::{Launch, Server};
 use crate::Row;
 
-fn tag() -> String {
+pub(crate) fn tag() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// About `tokens` Qwen tokens of plain prose, different for every `seed`.
-fn prose(seed: &str, tokens: usize) -> String {
+pub(crate) fn prose(seed: &str, tokens: usize) -> String {
     const WORDS: &[&str] = &[
         "river", "market", "engine", "harbor", "lantern", "orchard", "signal", "granite", "meadow", "compass",
         "ledger", "canvas", "thunder", "velvet", "quarry", "summit", "anchor", "beacon", "cobalt", "delta",

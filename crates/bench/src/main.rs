@@ -4,11 +4,13 @@
 //!
 //! Suites: `speed` (prompt and decode tokens/s, aggregate tokens/s and TTFT at 4 and 8
 //! streams, peak RSS) and `cache` (workloads whose prompts share prefixes, also against
-//! our server with its prefix cache off; see `cache.rs`).
+//! our server with its prefix cache off; see `cache.rs`), and `routing` (a front server
+//! over local nodes, prefix-aware routing vs round robin; see `routing.rs`).
 
 mod cache;
 mod load;
 mod requests;
+mod routing;
 mod servers;
 
 use std::path::PathBuf;
@@ -50,12 +52,17 @@ pub struct Args {
     /// its mean TTFT does not depend on how many).
     #[arg(long, default_value_t = 10)]
     pub cache_off_questions: usize,
+    /// Upstream nodes in the routing suite (threads are split between them).
+    #[arg(long, default_value_t = 2)]
+    pub nodes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Suite {
     Speed,
     Cache,
+    /// A front server over local nodes: prefix-aware routing vs round robin.
+    Routing,
     All,
 }
 
@@ -96,7 +103,7 @@ async fn main() -> Result<()> {
     println!("model {} | threads {} | slots {}", model.display(), args.threads, args.parallel);
     let reference = args.llama_server.is_some();
     // One server at a time: they would otherwise compete for the same cores.
-    if args.suite != Suite::Cache {
+    if matches!(args.suite, Suite::Speed | Suite::All) {
         let mut results = Vec::new();
         for kind in [ServerKind::Tensormesh { cache: true }, ServerKind::LlamaServer] {
             if kind == ServerKind::LlamaServer && !reference {
@@ -108,7 +115,7 @@ async fn main() -> Result<()> {
         }
         print_table("speed", &results);
     }
-    if args.suite != Suite::Speed {
+    if matches!(args.suite, Suite::Cache | Suite::All) {
         let mut results = Vec::new();
         for kind in
             [ServerKind::Tensormesh { cache: true }, ServerKind::Tensormesh { cache: false }, ServerKind::LlamaServer]
@@ -122,6 +129,9 @@ async fn main() -> Result<()> {
             results.push((kind, cache::run(&Launch::new(kind, &args, &model, 2048), questions).await?));
         }
         print_table("cache", &results);
+    }
+    if matches!(args.suite, Suite::Routing | Suite::All) {
+        routing::run(&args, &model, args.nodes).await?;
     }
     Ok(())
 }

@@ -39,12 +39,16 @@ pub struct Launch<'a> {
     pub ctx_per_slot: u32,
     /// Ours keeps its database and KV snapshot files here (kept across a restart).
     pub data_dir: PathBuf,
+    /// llama.cpp threads (default: `--threads`).
+    pub threads: u32,
+    /// Ours only: serve the fleets of this file instead of the embedded model.
+    pub fleet_file: Option<PathBuf>,
 }
 
 impl Launch<'_> {
     pub fn new<'a>(kind: ServerKind, args: &'a Args, model: &'a Path, ctx_per_slot: u32) -> Launch<'a> {
         let data_dir = std::env::temp_dir().join(format!("tm-bench-{}", uuid::Uuid::new_v4()));
-        Launch { kind, args, model, ctx_per_slot, data_dir }
+        Launch { kind, args, model, ctx_per_slot, data_dir, threads: args.threads, fleet_file: None }
     }
 }
 
@@ -60,7 +64,7 @@ impl Server {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let args = launch.args;
-        let (t, np, ctx) = (args.threads.to_string(), args.parallel.to_string(), launch.ctx_per_slot);
+        let (t, np, ctx) = (launch.threads.to_string(), args.parallel.to_string(), launch.ctx_per_slot);
         let mut cmd = match launch.kind {
             ServerKind::Tensormesh { cache } => {
                 let mut c = Command::new(&args.tensormesh);
@@ -69,10 +73,12 @@ impl Server {
                     .args(["--prefix-cache", if cache { "true" } else { "false" }])
                     .arg("--data-dir")
                     .arg(&launch.data_dir)
-                    .arg("--model")
-                    .arg(format!("bench={}", launch.model.display()))
                     .env("TENSORMESH_ADMIN_API_KEY", KEY)
                     .env_remove("TENSORMESH_DATABASE_URL");
+                match &launch.fleet_file {
+                    Some(file) => c.arg("--upstreams").arg(file),
+                    None => c.arg("--model").arg(format!("bench={}", launch.model.display())),
+                };
                 c
             }
             ServerKind::LlamaServer => {

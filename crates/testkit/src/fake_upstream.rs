@@ -7,6 +7,7 @@
 //! word per SSE event. Cached tokens are the words a prompt shares, from its start, with
 //! the longest earlier prompt it saw, like an engine's prefix cache. `/tokenize` counts
 //! the same way, so usage the gateway counts itself matches what the engine reports.
+//! Requests without `"stream": true` get the whole answer as one JSON body.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -229,6 +230,22 @@ async fn generate(
     let usage = json!({"prompt_tokens": prompt.len(), "completion_tokens": words,
         "total_tokens": prompt.len() + words, "prompt_tokens_details": {"cached_tokens": cached}});
     let delay = Duration::from_millis(shared.word_delay_ms.load(Ordering::SeqCst));
+    if body["stream"] != true {
+        // Not streamed: the whole answer at once (faults after the first byte do not apply).
+        if !delay.is_zero() {
+            tokio::time::sleep(delay * words as u32).await;
+        }
+        let text: String = (0..words).map(|i| format!("w{i} ")).collect();
+        let choice = if chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+        } else {
+            json!({"index": 0, "text": text, "finish_reason": finish})
+        };
+        let object = if chat { "chat.completion" } else { "text_completion" };
+        return Json(json!({"id": "fake", "object": object, "created": 0, "model": body["model"],
+                           "choices": [choice], "usage": usage}))
+        .into_response();
+    }
     shared.streams_started.fetch_add(1, Ordering::SeqCst);
     let guard = StreamGuard { shared: shared.clone(), finished: false };
     let chunk = move |text: Option<String>, finish: Option<&str>| {

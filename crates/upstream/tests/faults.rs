@@ -294,3 +294,35 @@ async fn wait_for(condition: impl Fn() -> bool) {
     }
     panic!("condition not met within 5 s");
 }
+
+#[tokio::test]
+async fn active_health_checks_take_an_endpoint_out_and_back() {
+    let sick = FakeUpstream::start(2).await;
+    let well = FakeUpstream::start(2).await;
+    let text = format!(
+        "[[model]]\nname = \"{MODEL}\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\nrouting = \"round-robin\"\n\
+         [model.health]\ninterval_ms = 20\ntimeout_ms = 200\n\
+         [[model.endpoint]]\nurl = \"{}\"\n[[model.endpoint]]\nurl = \"{}\"\n",
+        sick.url, well.url
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let b = UpstreamBackend::connect(FleetConfig::parse(&text, "test").unwrap(), &mut registry).await.unwrap();
+    sick.set_healthy(false);
+    wait_for(|| !b.models()[0].endpoints[0].healthy).await;
+    assert!(b.model_healthy(MODEL), "one endpoint is enough");
+    for i in 0..4 {
+        run(&b, chat(&format!("q{i}"), None)).await.unwrap();
+    }
+    assert_eq!(sick.generations().len(), 0, "an endpoint failing its checks gets no requests");
+    // With every endpoint failing its checks the model is down, but a request still tries.
+    well.set_healthy(false);
+    wait_for(|| !b.model_healthy(MODEL)).await;
+    assert!(!b.healthy());
+    assert!(run(&b, chat("anyway", None)).await.is_ok());
+    sick.set_healthy(true);
+    wait_for(|| b.models()[0].endpoints[0].healthy).await;
+    assert!(b.model_healthy(MODEL));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(text.contains("upstream_endpoint_healthy"), "{text}");
+}

@@ -1,6 +1,9 @@
 //! `tm-gateway-bench`: what the gateway path (auth, rate limits, price, hold, settlement
 //! and usage record) adds to a request, against a trivial backend (the stand-in engine,
-//! one token, no delay) called directly over the same HTTP, in the same run.
+//! one token, no delay) called directly over the same HTTP, in the same run. With
+//! `--upstream`, the backend is tm-upstream in front of a fake OpenAI-compatible engine
+//! (mock), compared with calling that engine directly and, with `--litellm`, with LiteLLM's
+//! proxy configured for the same engine.
 //!
 //! Both servers run in this process on their own runtime; the load generator runs on
 //! another. Each is driven twice: closed loop (the most requests per second at a fixed
@@ -20,8 +23,13 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tm_backend::{Backend, GenerateRequest, GenerationEvent, PromptInput, SamplingParams};
 use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
+use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
+use tm_upstream::{FleetConfig, UpstreamBackend};
 
-const KEY: &str = "tm-bench-gateway-key-0123456789";
+/// The bearer key of every target (LiteLLM's master key wants an `sk-` prefix).
+const KEY: &str = "sk-tm-bench-gateway-key-0123456789";
+/// The fleet model's name at the gateway and at LiteLLM.
+const FLEET_MODEL: &str = "fleet";
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -44,77 +52,227 @@ struct Args {
     /// PostgreSQL; default: SQLite in a temp dir.
     #[arg(long)]
     database_url: Option<String>,
+    /// Serve through tm-upstream in front of a fake OpenAI-compatible engine (mock) on
+    /// loopback; "direct" is then that engine called without the gateway.
+    #[arg(long)]
+    upstream: bool,
+    /// With --upstream: LiteLLM's `litellm` executable (`pip install 'litellm[proxy]'`),
+    /// run as a proxy for the same fake engine and measured in the same run.
+    #[arg(long)]
+    litellm: Option<std::path::PathBuf>,
+    /// With --litellm: a second open-loop rate, one LiteLLM can sustain.
+    #[arg(long, default_value_t = 50)]
+    low_rate: u64,
+    /// With --litellm: its proxy's worker processes.
+    #[arg(long, default_value_t = 2)]
+    litellm_workers: u32,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let servers =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
-    let backend: Arc<dyn Backend> = Arc::new(FakeEngine::new(Duration::ZERO, 100_000));
     let data_dir = std::env::temp_dir().join(format!("tm-gateway-bench-{}", uuid::Uuid::new_v4().simple()));
-    let (gateway_url, direct_url, control, tasks) = servers.block_on(start(&args, &data_dir, backend))?;
+    // The backend behind the gateway, and what "direct" is: the same backend behind a bare
+    // handler, or (--upstream) the fake engine itself, called without the gateway.
+    let (backend, fake, model): (Arc<dyn Backend>, Option<FakeUpstream>, &str) = if args.upstream {
+        servers.block_on(async {
+            let fake = FakeUpstream::start(1).await;
+            let fleet = format!(
+                "[[model]]\nname = \"{FLEET_MODEL}\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n\
+                 [[model.endpoint]]\nurl = \"{}\"\nmax_concurrency = 100000\n",
+                fake.url
+            );
+            let config = FleetConfig::parse(&fleet, "bench")?;
+            let mut registry = prometheus_client::registry::Registry::default();
+            let backend = UpstreamBackend::connect(config, &mut registry).await.map_err(anyhow::Error::msg)?;
+            anyhow::Ok((Arc::new(backend) as Arc<dyn Backend>, Some(fake), FLEET_MODEL))
+        })?
+    } else {
+        (Arc::new(FakeEngine::new(Duration::ZERO, 100_000)), None, FAKE_MODEL)
+    };
+    let direct_of_fake = fake.as_ref().map(|f| f.url.clone());
+    let (gateway_url, direct_url, control, tasks) =
+        servers.block_on(start(&args, &data_dir, backend, direct_of_fake))?;
+    let litellm = match (&args.litellm, &fake) {
+        (Some(bin), Some(fake)) => Some(LiteLlm::start(bin, &fake.url, &data_dir, args.litellm_workers)?),
+        (Some(_), None) => anyhow::bail!("--litellm needs --upstream (it proxies the same fake engine)"),
+        _ => None,
+    };
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     client.block_on(async {
         let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).build()?;
+        let backend_name = if args.upstream {
+            "the fake upstream engine (mock: 1 token, no delay), via tm-upstream"
+        } else {
+            "the stand-in engine (1 token, no delay)"
+        };
         println!(
-            "trivial backend: {FAKE_MODEL} (1 token, no delay) | server threads {} | db {}",
+            "backend: {backend_name} | server threads {} | db {}",
             args.server_threads,
             if args.database_url.is_some() { "postgresql" } else { "sqlite" }
         );
-        // Warm both paths (connections, caches) before measuring.
-        for url in [&direct_url, &gateway_url] {
-            closed_loop(&http, url, 8, 500).await?;
+        let mut targets = vec![("direct", direct_url.clone()), ("gateway", gateway_url.clone())];
+        if let Some(l) = &litellm {
+            l.wait_ready(&http).await?;
+            targets.push(("litellm", l.url.clone()));
         }
-        let direct_rps = closed_loop(&http, &direct_url, args.concurrency, args.requests).await?;
-        let gateway_rps = closed_loop(&http, &gateway_url, args.concurrency, args.requests).await?;
-        // Alternated and averaged, so neither side always runs on a warmer machine.
-        let (mut direct, mut gateway) = (Vec::new(), Vec::new());
+        // Warm every path (connections, caches) before measuring.
+        for (_, url) in &targets {
+            closed_loop(&http, url, model, 8, 500).await?;
+        }
+        let mut rps = Vec::new();
+        for (_, url) in &targets {
+            rps.push(closed_loop(&http, url, model, args.concurrency, args.requests).await?);
+        }
+        // Alternated and averaged, so that no side always runs on a warmer machine.
+        let mut runs: Vec<Vec<Latency>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..2 {
-            direct.push(open_loop(&http, &direct_url, args.rate, args.seconds).await?);
-            gateway.push(open_loop(&http, &gateway_url, args.rate, args.seconds).await?);
+            for (i, (_, url)) in targets.iter().enumerate() {
+                runs[i].push(open_loop(&http, url, model, args.rate, args.seconds).await?);
+            }
         }
-        let (direct, gateway) = (Latency::mean(&direct), Latency::mean(&gateway));
+        let latency: Vec<Latency> = runs.iter().map(|r| Latency::mean(r)).collect();
         servers_settled(&control).await?;
 
-        println!("\n{:<44} {:>10} {:>10} {:>8}", "figure", "direct", "gateway", "ratio");
-        println!(
-            "{:<44} {:>10.0} {:>10.0} {:>7.2}x",
-            format!("requests/s, closed loop, {} clients", args.concurrency),
-            direct_rps,
-            gateway_rps,
-            gateway_rps / direct_rps
-        );
-        for (name, d, g) in [("p50", direct.p50, gateway.p50), ("p99", direct.p99, gateway.p99)] {
+        print!("\n{:<44}", "figure");
+        for (name, _) in &targets {
+            print!(" {name:>10}");
+        }
+        println!();
+        print!("{:<44}", format!("requests/s, closed loop, {} clients", args.concurrency));
+        for r in &rps {
+            print!(" {r:>10.0}");
+        }
+        println!();
+        type Pick = fn(&Latency) -> f64;
+        let figures: [(&str, Pick); 2] = [("p50", |l| l.p50), ("p99", |l| l.p99)];
+        for (name, pick) in figures {
+            print!("{:<44}", format!("latency {name} ms at {} req/s", args.rate));
+            for l in &latency {
+                print!(" {:>10.3}", pick(l));
+            }
+            println!();
+        }
+        print!("{:<44}", "errors (non-200)");
+        for l in &latency {
+            print!(" {:>10}", l.errors);
+        }
+        println!();
+        for (i, (name, _)) in targets.iter().enumerate().skip(1) {
             println!(
-                "{:<44} {:>10.3} {:>10.3} {:>7.2}x",
-                format!("latency {name} ms at {} req/s", args.rate),
-                d,
-                g,
-                d / g
+                "added by {name} at {} req/s: p50 {:.3} ms, p99 {:.3} ms; closed-loop throughput {:.2}x direct",
+                args.rate,
+                latency[i].p50 - latency[0].p50,
+                latency[i].p99 - latency[0].p99,
+                rps[i] / rps[0]
             );
         }
-        println!("{:<44} {:>10} {:>10}", "errors (non-200)", direct.errors, gateway.errors);
-        println!(
-            "added by the gateway at {} req/s: p50 {:.3} ms, p99 {:.3} ms",
-            args.rate,
-            gateway.p50 - direct.p50,
-            gateway.p99 - direct.p99
-        );
+        if targets.len() == 3 {
+            println!(
+                "litellm / gateway at {} req/s: latency p50 {:.1}x, p99 {:.1}x; closed-loop throughput gateway / litellm {:.1}x",
+                args.rate,
+                latency[2].p50 / latency[1].p50,
+                latency[2].p99 / latency[1].p99,
+                rps[1] / rps[2]
+            );
+            // Also at a rate LiteLLM sustains, so that its latency is not only its queue.
+            let mut runs: Vec<Vec<Latency>> = targets.iter().map(|_| Vec::new()).collect();
+            for _ in 0..2 {
+                for (i, (_, url)) in targets.iter().enumerate() {
+                    runs[i].push(open_loop(&http, url, model, args.low_rate, args.seconds).await?);
+                }
+            }
+            let l: Vec<Latency> = runs.iter().map(|r| Latency::mean(r)).collect();
+            for (i, (name, _)) in targets.iter().enumerate() {
+                println!(
+                    "at {} req/s: {name:<8} p50 {:.3} ms, p99 {:.3} ms, errors {} (added p50 {:.3} ms, p99 {:.3} ms)",
+                    args.low_rate,
+                    l[i].p50,
+                    l[i].p99,
+                    l[i].errors,
+                    l[i].p50 - l[0].p50,
+                    l[i].p99 - l[0].p99
+                );
+            }
+            println!(
+                "litellm / gateway at {} req/s: latency p50 {:.1}x, p99 {:.1}x",
+                args.low_rate,
+                l[2].p50 / l[1].p50,
+                l[2].p99 / l[1].p99
+            );
+            servers_settled(&control).await?;
+        }
         let rows = control.store().usage().records(&admin_id(&control).await?).await?.len();
         println!("usage records written: {rows} (every gateway request that got a 200, warm-up included)");
-        println!("(ratio > 1: the gateway is as fast as direct; latency ratio = direct / gateway)");
         anyhow::Ok(())
     })?;
+    drop(litellm);
     drop(tasks);
+    drop(fake);
     drop(servers);
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
 
+/// LiteLLM's proxy (`pip install 'litellm[proxy]'`), configured for the same fake engine.
+struct LiteLlm {
+    url: String,
+    child: std::process::Child,
+}
+
+impl LiteLlm {
+    fn start(bin: &std::path::Path, fake: &str, dir: &std::path::Path, workers: u32) -> Result<LiteLlm> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("litellm.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "model_list:\n  - model_name: {FLEET_MODEL}\n    litellm_params:\n      model: openai/{FAKE_UPSTREAM_MODEL}\n      api_base: {fake}/v1\n      api_key: none\ngeneral_settings:\n  master_key: {KEY}\nlitellm_settings:\n  telemetry: false\n"
+            ),
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", &workers.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        Ok(LiteLlm { url: format!("http://127.0.0.1:{port}"), child })
+    }
+
+    async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
+        for _ in 0..1200 {
+            if let Ok(r) = http.get(format!("{}/health/liveliness", self.url)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("litellm did not start within 120 s")
+    }
+}
+
+impl Drop for LiteLlm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The two servers and the settler, as tasks of a set that ends them when dropped.
 type Started = (String, String, tm_control::Control, tokio::task::JoinSet<()>);
 
-async fn start(args: &Args, data_dir: &std::path::Path, backend: Arc<dyn Backend>) -> Result<Started> {
+/// `direct`: an existing server to compare with; default, the backend behind a bare handler.
+async fn start(
+    args: &Args,
+    data_dir: &std::path::Path,
+    backend: Arc<dyn Backend>,
+    direct: Option<String>,
+) -> Result<Started> {
     #[derive(Parser)]
     struct Wrap {
         #[command(flatten)]
@@ -146,16 +304,23 @@ async fn start(args: &Args, data_dir: &std::path::Path, backend: Arc<dyn Backend
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(settler.run(std::future::pending()));
     let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let direct = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let urls = (format!("http://{}", gateway.local_addr()?), format!("http://{}", direct.local_addr()?));
+    let gateway_url = format!("http://{}", gateway.local_addr()?);
     tasks.spawn(async move {
         let _ = axum::serve(gateway, app).await;
     });
-    let direct_app = Router::new().route("/v1/chat/completions", post(direct_chat)).with_state(backend);
-    tasks.spawn(async move {
-        let _ = axum::serve(direct, direct_app).await;
-    });
-    Ok((urls.0, urls.1, control, tasks))
+    let direct_url = match direct {
+        Some(url) => url,
+        None => {
+            let direct = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", direct.local_addr()?);
+            let direct_app = Router::new().route("/v1/chat/completions", post(direct_chat)).with_state(backend);
+            tasks.spawn(async move {
+                let _ = axum::serve(direct, direct_app).await;
+            });
+            url
+        }
+    };
+    Ok((gateway_url, direct_url, control, tasks))
 }
 
 /// The same backend behind a bare handler: parse, generate, answer. No auth, limits or
@@ -189,22 +354,28 @@ async fn direct_chat(State(backend): State<Arc<dyn Backend>>, Json(body): Json<V
     )
 }
 
-fn body() -> Value {
-    json!({"model": FAKE_MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]})
+fn body(model: &str) -> Value {
+    json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]})
 }
 
-async fn one(http: &reqwest::Client, url: &str) -> Result<bool> {
-    let r = http.post(format!("{url}/v1/chat/completions")).bearer_auth(KEY).json(&body()).send().await?;
+async fn one(http: &reqwest::Client, url: &str, model: &str) -> Result<bool> {
+    let r = http.post(format!("{url}/v1/chat/completions")).bearer_auth(KEY).json(&body(model)).send().await?;
     let ok = r.status() == 200;
     r.bytes().await?;
     Ok(ok)
 }
 
 /// Requests per second with `concurrency` clients each sending back to back.
-async fn closed_loop(http: &reqwest::Client, url: &str, concurrency: usize, requests: usize) -> Result<f64> {
+async fn closed_loop(
+    http: &reqwest::Client,
+    url: &str,
+    model: &str,
+    concurrency: usize,
+    requests: usize,
+) -> Result<f64> {
     let started = Instant::now();
     let results: Vec<Result<bool>> =
-        futures::stream::iter(0..requests).map(|_| one(http, url)).buffer_unordered(concurrency).collect().await;
+        futures::stream::iter(0..requests).map(|_| one(http, url, model)).buffer_unordered(concurrency).collect().await;
     let failed = results.iter().filter(|r| !matches!(r, Ok(true))).count();
     anyhow::ensure!(failed == 0, "{failed} of {requests} requests to {url} failed");
     Ok(requests as f64 / started.elapsed().as_secs_f64())
@@ -229,7 +400,7 @@ impl Latency {
 
 /// Latencies (ms) of `rate` requests per second for `seconds`, each measured from when it
 /// was due.
-async fn open_loop(http: &reqwest::Client, url: &str, rate: u64, seconds: u64) -> Result<Latency> {
+async fn open_loop(http: &reqwest::Client, url: &str, model: &str, rate: u64, seconds: u64) -> Result<Latency> {
     let total = rate * seconds;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
@@ -242,7 +413,7 @@ async fn open_loop(http: &reqwest::Client, url: &str, rate: u64, seconds: u64) -
         tokio::select! {
             () = tokio::time::sleep_until(due.into()), if sent < total => {
                 sent += 1;
-                in_flight.push(async move { (due, one(http, url).await) });
+                in_flight.push(async move { (due, one(http, url, model).await) });
             }
             Some((due, result)) = in_flight.next() => {
                 latencies.push(due.elapsed().as_secs_f64() * 1000.0);
