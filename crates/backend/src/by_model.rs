@@ -1,6 +1,7 @@
 //! Several backends behind one seam, each request going to the one serving its model
 //! (the embedded engine's models and the upstream fleets' side by side).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,27 +10,26 @@ use crate::{Backend, BackendError, GenerateRequest, ModelInfo, Prepared, Tokeniz
 
 pub struct ByModel {
     backends: Vec<Arc<dyn Backend>>,
+    /// Model name -> index in `backends` (a backend's models are fixed when it is built).
+    serving: HashMap<String, usize>,
 }
 
 impl ByModel {
     /// Fails when two backends serve a model of the same name.
     pub fn new(backends: Vec<Arc<dyn Backend>>) -> Result<ByModel, String> {
-        let mut seen = std::collections::HashSet::new();
-        for b in &backends {
+        let mut serving = HashMap::new();
+        for (i, b) in backends.iter().enumerate() {
             for m in b.models() {
-                if !seen.insert(m.id.clone()) {
+                if serving.insert(m.id.clone(), i).is_some() {
                     return Err(format!("the model `{}` is declared twice (a model name serves one backend)", m.id));
                 }
             }
         }
-        Ok(ByModel { backends })
+        Ok(ByModel { backends, serving })
     }
 
     fn serving(&self, model: &str) -> Result<&Arc<dyn Backend>, BackendError> {
-        self.backends
-            .iter()
-            .find(|b| b.models().iter().any(|m| m.id == model))
-            .ok_or_else(|| BackendError::ModelNotFound(model.to_owned()))
+        self.serving.get(model).map(|&i| &self.backends[i]).ok_or_else(|| BackendError::ModelNotFound(model.to_owned()))
     }
 }
 

@@ -27,9 +27,13 @@ pub enum BackendError {
     Unavailable,
 
     /// Every upstream engine tried failed before answering (refused the connection, 5xx,
-    /// timed out, sent a malformed stream); nothing reached the client.
+    /// sent a malformed stream); nothing reached the client.
     #[error("The upstream engines failed: {0}")]
     UpstreamFailed(String),
+
+    /// Every upstream engine tried sent nothing within the first-byte timeout.
+    #[error("The upstream engines did not answer in time: {0}")]
+    UpstreamTimeout(String),
 
     #[error("internal engine error: {0}")]
     Internal(String),

@@ -1,7 +1,6 @@
-//! The engine seam. The HTTP layer speaks only to [`Backend`]; the embedded llama.cpp engine
-//! implements it today, `tm-upstream` forwards to
-//! fleets of OpenAI-compatible engines (vLLM / SGLang / llama-server), and [`ByModel`] puts
-//! several behind one seam.
+//! The engine seam. The HTTP layer speaks only to [`Backend`]: the embedded llama.cpp engine
+//! implements it, `tm-upstream` forwards to fleets of OpenAI-compatible engines (vLLM /
+//! SGLang / llama-server), and [`ByModel`] puts several behind one seam.
 //!
 //! - [`types`]: engine-neutral requests, events and model descriptions.
 //! - [`validate`]: wire sampling fields -> [`SamplingParams`], with errors naming the field.

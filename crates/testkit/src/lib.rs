@@ -1,9 +1,8 @@
 //! Test furniture: [`fake_engine::FakeEngine`], a stand-in backend for gateway tests and
-//! benchmarks, [`fake_upstream::FakeUpstream`], a fault-injectable OpenAI-compatible engine
-//! on loopback for upstream tests, and fresh databases: a SQLite file in a temp dir, and a
-//! new database on the
-//! PostgreSQL server at `TENSORMESH_TEST_POSTGRES_URL` (default the local one,
-//! `postgres://postgres@127.0.0.1:5432/postgres`).
+//! benchmarks; [`fake_upstream::FakeUpstream`], a fault-injectable OpenAI-compatible engine
+//! on loopback for upstream tests; and fresh databases: a SQLite file in a temp dir, and a
+//! new database on the PostgreSQL server at `TENSORMESH_TEST_POSTGRES_URL` (default the
+//! local one, `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
 //! When no PostgreSQL answers, the Postgres half is skipped with a note on stderr, unless
 //! `TENSORMESH_REQUIRE_POSTGRES=1` (set by `scripts/test`, which makes sure one runs).

@@ -105,6 +105,7 @@ impl FleetModel {
         let first_byte = self.config.timeouts.first_byte();
         let mut failures = Vec::new();
         let mut only_busy = true;
+        let mut only_timeouts = true;
         for (attempt, &i) in candidates.iter().take(self.config.retry.attempts as usize).enumerate() {
             if attempt > 0 {
                 if !self.budget.try_retry(Instant::now()) {
@@ -137,6 +138,7 @@ impl FleetModel {
             };
             self.metrics.attempt(&self.name, &endpoint.base, outcome);
             only_busy &= !endpoint_fault;
+            only_timeouts &= outcome == "first_byte_timeout";
             if endpoint_fault && endpoint.record_failure(&self.config.health, Instant::now()) {
                 warn!(model = %self.name, endpoint = %endpoint.base, "endpoint ejected after failing requests in a row");
                 self.metrics.ejected(&self.name, &endpoint.base);
@@ -144,15 +146,15 @@ impl FleetModel {
             warn!(model = %self.name, request_id = %request.request_id, error = %message, "upstream attempt failed");
             failures.push(message);
         }
-        if only_busy && !failures.is_empty() {
+        // Nothing failed for a reason of its own: the endpoints were busy or full.
+        if only_busy {
             let capacity = endpoints.iter().map(|e| e.max_concurrency).sum();
             return Err(BackendError::Overloaded { capacity, retry_after_secs: 1 });
         }
-        Err(BackendError::UpstreamFailed(if failures.is_empty() {
-            "no endpoint had a free slot".into()
-        } else {
-            failures.join("; ")
-        }))
+        if only_timeouts {
+            return Err(BackendError::UpstreamTimeout(failures.join("; ")));
+        }
+        Err(BackendError::UpstreamFailed(failures.join("; ")))
     }
 
     fn spawn_relay(self: Arc<Self>, opened: attempt::Opened, request: GenerateRequest) -> Generation {

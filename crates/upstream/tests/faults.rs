@@ -211,6 +211,23 @@ async fn a_slow_first_byte_past_the_timeout_is_retried_elsewhere_and_within_it_i
     let b = backend(&[&slow.url], "").await;
     let o = run(&b, chat("hi", None)).await.unwrap();
     assert_eq!(o.receipt.usage, usage(1, 0, 2));
+    // With nowhere else to go it is a timeout (504).
+    slow.set_fault(Fault::SlowFirstByte(Duration::from_millis(1500)), 1);
+    assert!(matches!(run(&b, chat("hi", None)).await, Err(BackendError::UpstreamTimeout(_))));
+}
+
+#[tokio::test]
+async fn the_retry_budget_caps_attempts_when_every_replica_fails() {
+    let a = FakeUpstream::start(2).await;
+    let b2 = FakeUpstream::start(2).await;
+    a.set_fault(Fault::Status(500), u64::MAX);
+    b2.set_fault(Fault::Status(500), u64::MAX);
+    let b = backend(&[&a.url, &b2.url], "[model.retry]\nattempts = 2\nbudget_ratio = 0.2\nmin_per_second = 0").await;
+    for i in 0..200 {
+        assert!(matches!(run(&b, chat(&format!("r{i}"), None)).await, Err(BackendError::UpstreamFailed(_))));
+    }
+    let attempts = a.generations().len() + b2.generations().len();
+    assert!((200..=240).contains(&attempts), "{attempts} upstream attempts for 200 requests");
 }
 
 #[tokio::test]

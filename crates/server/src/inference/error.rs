@@ -91,8 +91,12 @@ impl ApiError {
                 msg,
                 Some(*retry_after_secs),
             ),
+            // Another replica, or the same one a moment later, may well answer.
             ApiError::Backend(B::UpstreamFailed(_)) => {
-                (StatusCode::BAD_GATEWAY, "server_error", None, Some("upstream_failed"), msg, None)
+                (StatusCode::BAD_GATEWAY, "server_error", None, Some("upstream_failed"), msg, Some(1))
+            }
+            ApiError::Backend(B::UpstreamTimeout(_)) => {
+                (StatusCode::GATEWAY_TIMEOUT, "server_error", None, Some("upstream_timeout"), msg, Some(1))
             }
             ApiError::Backend(B::Unavailable) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error", None, Some("unavailable"), msg, Some(5))

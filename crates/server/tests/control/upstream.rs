@@ -15,12 +15,16 @@ use crate::common::{client, start_with, Engine, Options};
 use crate::metering::{domain, funded_user, wait_until_settled};
 
 const MODEL: &str = "fleet-model";
+const DEAD: &str = "dead-model";
 const CREDIT: i64 = 1_000_000_000;
 
+/// `MODEL` on the fake engine at `url`, and `DEAD` on a port where nothing listens.
 async fn fleet(url: &str) -> Arc<UpstreamBackend> {
+    let dead = FakeUpstream::refusing_url().await;
     let text = format!(
         "[[model]]\nname = \"{MODEL}\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n\
-         [model.timeouts]\nidle_ms = 300\nfirst_byte_ms = 1000\n[[model.endpoint]]\nurl = \"{url}\"\n"
+         [model.timeouts]\nidle_ms = 300\nfirst_byte_ms = 1000\n[[model.endpoint]]\nurl = \"{url}\"\n\
+         [[model]]\nname = \"{DEAD}\"\nmax_context = 4096\n[[model.endpoint]]\nurl = \"{dead}\"\n"
     );
     let config = FleetConfig::parse(&text, "test").unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
@@ -30,16 +34,22 @@ async fn fleet(url: &str) -> Arc<UpstreamBackend> {
 struct Answer {
     status: u16,
     request_id: String,
+    retry_after: Option<String>,
     /// SSE data payloads, or the JSON body of an error.
     events: Vec<Value>,
 }
 
 async fn stream(base: &str, key: &str, content: &str) -> Answer {
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": content}], "stream": true,
+    stream_model(base, key, MODEL, content).await
+}
+
+async fn stream_model(base: &str, key: &str, model: &str, content: &str) -> Answer {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": content}], "stream": true,
                       "stream_options": {"include_usage": true}});
     let r = client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
     let status = r.status().as_u16();
     let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     let text = r.text().await.unwrap();
     let events = if status == 200 {
         text.split("\n\n")
@@ -50,7 +60,7 @@ async fn stream(base: &str, key: &str, content: &str) -> Answer {
     } else {
         vec![serde_json::from_str(&text).unwrap()]
     };
-    Answer { status, request_id, events }
+    Answer { status, request_id, retry_after, events }
 }
 
 /// The usage row of a request: (prompt, cached, completion, status, cost).
@@ -96,6 +106,19 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     let failed = stream(&base, key, "one").await;
     assert_eq!(failed.status, 502);
     assert_eq!(failed.events[0]["error"]["code"], "upstream_failed");
+    assert_eq!(failed.retry_after.as_deref(), Some("1"));
+    // Connection refused: the same.
+    let refused = stream_model(&base, key, DEAD, "one").await;
+    assert_eq!((refused.status, refused.retry_after.as_deref()), (502, Some("1")), "{:?}", refused.events);
+    // Nothing within the first-byte timeout: 504.
+    fake.set_fault(Fault::SlowFirstByte(Duration::from_millis(1500)), 1);
+    let slow = stream(&base, key, "one").await;
+    assert_eq!(slow.status, 504);
+    assert_eq!(slow.events[0]["error"]["code"], "upstream_timeout");
+    // The engine busy (429): our 503 with Retry-After, not the caller's 429.
+    fake.set_fault(Fault::Status(429), 1);
+    let busy = stream(&base, key, "one").await;
+    assert_eq!((busy.status, busy.retry_after.as_deref()), (503, Some("1")));
     // Reset after two words: the stream ends with an error event; the prompt and the two
     // words delivered are billed, counted by the engine's tokenizer.
     fake.set_fault(Fault::ResetAfter(2), 1);
@@ -119,7 +142,9 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     assert_eq!(counted.events.last().unwrap()["usage"]["completion_tokens"], 6);
 
     wait_until_settled(&control).await;
-    assert_eq!(billed(&control, &user, &failed.request_id).await, None);
+    for refused in [&failed, &refused, &slow, &busy] {
+        assert_eq!(billed(&control, &user, &refused.request_id).await, None);
+    }
     assert_eq!(billed(&control, &user, &reset.request_id).await, Some((3, 0, 2, "failed".into(), cost(3, 0, 2))));
     assert_eq!(billed(&control, &user, &stalled.request_id).await, Some((2, 0, 1, "failed".into(), cost(2, 0, 1))));
     assert_eq!(billed(&control, &user, &malformed.request_id).await, Some((1, 0, 3, "failed".into(), cost(1, 0, 3))));
