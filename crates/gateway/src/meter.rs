@@ -1,6 +1,7 @@
 //! Admission and metering of one inference request.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tm_control::keys::KeyHolder;
 use tm_control::Control;
 use tm_store::rate_limits::LimitOverride;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
@@ -41,6 +43,11 @@ struct Inner {
     limits: LimitSettings,
     overrides: Mutex<HashMap<String, (LimitOverride, Instant)>>,
     settle: mpsc::UnboundedSender<Pending>,
+    /// Cancelled at the end of a shutdown's drain: running generations then end with an
+    /// error event, so that they settle before the settler stops.
+    stop: CancellationToken,
+    /// Generations admitted and not yet dropped.
+    running: Arc<AtomicUsize>,
 }
 
 /// The requests and tokens buckets of one caller, resolved once per request (defaults and
@@ -59,8 +66,28 @@ impl Gateway {
         let limiter = Arc::new(RateLimiter::default());
         let wallets = Arc::new(Wallets::default());
         let settler = Settler::new(control.clone(), limiter.clone(), wallets.clone(), rx);
-        let inner = Inner { control, limiter, wallets, limits, overrides: Mutex::default(), settle };
+        let inner = Inner {
+            control,
+            limiter,
+            wallets,
+            limits,
+            overrides: Mutex::default(),
+            settle,
+            stop: CancellationToken::new(),
+            running: Arc::default(),
+        };
         (Gateway { inner: Arc::new(inner) }, settler)
+    }
+
+    /// Ends every running generation (each gets an error event and settles what it used),
+    /// and waits until they are gone, at most `wait`. For the end of a shutdown's drain:
+    /// streams still open then would otherwise outlive the settler, unbilled.
+    pub async fn stop_generations(&self, wait: Duration) {
+        self.inner.stop.cancel();
+        let deadline = Instant::now() + wait;
+        while self.inner.running.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Counts one request against the caller's requests-per-minute limits.
@@ -141,7 +168,7 @@ impl Gateway {
             reserved_tokens: tokens,
             token_scopes: scopes.tokens.to_vec(),
         };
-        Ok(Metered::new(generation, ticket, self.inner.settle.clone()))
+        Ok(Metered::new(generation, ticket, self))
     }
 
     /// The caller's limit buckets.
@@ -230,21 +257,45 @@ pub struct Metered {
     events: mpsc::UnboundedReceiver<GenerationEvent>,
     pending: Option<Pending>,
     settle: mpsc::UnboundedSender<Pending>,
+    stop: CancellationToken,
+    stopped: bool,
+    running: Arc<AtomicUsize>,
 }
 
 impl Metered {
-    fn new(generation: Generation, ticket: Ticket, settle: mpsc::UnboundedSender<Pending>) -> Metered {
+    fn new(generation: Generation, ticket: Ticket, gateway: &Gateway) -> Metered {
         let Generation { events, receipt, .. } = generation;
-        Metered { events, pending: Some(Pending { ticket, receipt }), settle }
+        let running = gateway.inner.running.clone();
+        running.fetch_add(1, Ordering::AcqRel);
+        Metered {
+            events,
+            pending: Some(Pending { ticket, receipt }),
+            settle: gateway.inner.settle.clone(),
+            stop: gateway.inner.stop.clone(),
+            stopped: false,
+            running,
+        }
     }
 
+    /// The next event; after [`Gateway::stop_generations`], a last `Failed` instead.
     pub async fn recv(&mut self) -> Option<GenerationEvent> {
-        self.events.recv().await
+        if self.stopped {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            event = self.events.recv() => event,
+            () = self.stop.cancelled() => {
+                self.stopped = true;
+                Some(GenerationEvent::Failed("the server is shutting down".into()))
+            }
+        }
     }
 }
 
 impl Drop for Metered {
     fn drop(&mut self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
         if let Some(pending) = self.pending.take() {
             if let Err(lost) = self.settle.send(pending) {
                 // Only when the settler is gone (shutdown past its deadline): the hold stays

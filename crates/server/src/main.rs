@@ -233,6 +233,7 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.control_addr))?;
     let (inference_addr, control_addr) = (inference.local_addr()?, control_listener.local_addr()?);
     let backend = serving.backend.clone();
+    let gateway = serving.gateway.clone();
     let control_app = serve::build_control(&args, control.clone(), control_addr, Some(serving));
 
     println!("inference: http://{inference_addr}");
@@ -275,6 +276,8 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
             serve::run(inference, inference_app, signal, drain),
             serve::run(control_listener, control_app, stop.clone().cancelled_owned(), drain),
         );
+        // Streams still open past the drain end now, and settle while the settler runs.
+        gateway.stop_generations(Duration::from_secs(5)).await;
         servers_done.cancel();
         result
     };

@@ -70,3 +70,66 @@ fn missing_model_names_the_pull_command() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tensormesh model pull qwen2.5-coder-0.5b-instruct"), "{err}");
 }
+
+/// The drain with streams from an upstream engine that outlast it: at the deadline the
+/// server closes them, closes their upstream requests, bills what they received, and
+/// exits 0 with no money held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_past_the_drain_deadline_bills_upstream_streams_and_exits_zero() {
+    use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
+    let fake = FakeUpstream::start(10_000).await;
+    fake.set_word_delay(Duration::from_millis(10));
+    let data_dir = std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let fleet = data_dir.join("fleet.toml");
+    let text = format!(
+        "[[model]]\nname = \"fleet\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n[[model.endpoint]]\nurl = \"{}\"\n",
+        fake.url
+    );
+    std::fs::write(&fleet, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensormesh"))
+        .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0", "--shutdown-timeout", "1"])
+        .arg("--upstreams")
+        .arg(&fleet)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env("TENSORMESH_ADMIN_API_KEY", KEY)
+        .env("TENSORMESH_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env_remove("TENSORMESH_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("server exited before printing its address").unwrap();
+        if let Some(url) = line.strip_prefix("inference: ") {
+            break url.to_owned();
+        }
+    };
+    let body = json!({"model": "fleet", "messages": [{"role": "user", "content": "a b c"}], "stream": true});
+    let streams =
+        [post(&base, "/v1/chat/completions", body.clone()).await, post(&base, "/v1/chat/completions", body).await];
+    assert!(streams.iter().all(|s| s.status() == 200));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    for s in streams {
+        // Cut at the deadline: never a normal end.
+        let text = s.text().await.unwrap_or_default();
+        assert!(!text.contains("[DONE]"));
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(fake.streams_abandoned(), 2, "the upstream requests were closed");
+    let url = format!("sqlite://{}", data_dir.join("tensormesh.db").display());
+    let store = tm_store::Store::open(&url).await.unwrap();
+    assert_eq!(store.ledger().total_held().await.unwrap(), 0);
+    let admin = store.users().by_email("admin@localhost").await.unwrap().unwrap();
+    let rows = store.usage().records(&admin.id).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in rows {
+        assert_eq!((r.prompt_tokens, r.status.as_str()), (3, "cancelled"));
+        assert!(r.completion_tokens > 10, "{r:?}");
+    }
+}
