@@ -58,7 +58,7 @@ pub async fn open(
     })?;
     let status = response.status();
     if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
+        let text = error_body(response).await;
         let message = upstream_message(&text).unwrap_or_else(|| status.to_string());
         let message = format!("{} answered {}: {message}", endpoint.base, status.as_u16());
         return Err(match status.as_u16() {
@@ -96,6 +96,21 @@ pub async fn open(
             }
         }
     }
+}
+
+/// The start of an error response's body (enough for its message; the rest is not read).
+pub async fn error_body(response: reqwest::Response) -> String {
+    const LIMIT: usize = 64 * 1024;
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= LIMIT {
+            body.truncate(LIMIT);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// `error.message` of an OpenAI-shaped error body.

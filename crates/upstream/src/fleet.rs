@@ -267,7 +267,7 @@ impl FleetModel {
                 },
                 Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
                     let status = r.status().as_u16();
-                    let text = r.text().await.unwrap_or_default();
+                    let text = attempt::error_body(r).await;
                     return Err(BackendError::invalid("body", format!("the model's engine answered {status}: {text}")));
                 }
                 Ok(r) => failures.push(format!("{}{path} answered {}", endpoint.base, r.status().as_u16())),

@@ -152,6 +152,10 @@ fn finish_reason(s: &str) -> FinishReason {
     }
 }
 
+/// An event longer than this is not a chat chunk: the upstream is broken (and memory is
+/// not spent on it).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Splits an SSE byte stream into events' `data` (joined over `data:` lines), as bytes
 /// arrive in arbitrary pieces.
 #[derive(Default)]
@@ -164,10 +168,16 @@ impl SseReader {
         self.buffer.extend_from_slice(bytes);
     }
 
-    /// The next complete event's data; `Err` when it is not UTF-8.
+    /// The next complete event's data; `Err` when it is not UTF-8 or too long.
     pub fn next_event(&mut self) -> Option<Result<String, String>> {
         loop {
-            let end = find_blank_line(&self.buffer)?;
+            let Some(end) = find_blank_line(&self.buffer) else {
+                if self.buffer.len() > MAX_EVENT_BYTES {
+                    self.buffer.clear();
+                    return Some(Err(format!("malformed event from the upstream (over {MAX_EVENT_BYTES} bytes)")));
+                }
+                return None;
+            };
             let (event, sep) = end;
             let raw: Vec<u8> = self.buffer.drain(..event + sep).take(event).collect();
             let Ok(text) = String::from_utf8(raw) else {
@@ -224,6 +234,15 @@ mod tests {
             assert_eq!(events, vec!["{\"a\":1}", "x\ny", "[DONE]"]);
             assert!(!reader.has_partial());
         }
+    }
+
+    #[test]
+    fn an_endless_event_is_an_error_not_a_growing_buffer() {
+        let mut reader = SseReader::default();
+        reader.push(b"data: ");
+        reader.push(&vec![b'x'; MAX_EVENT_BYTES]);
+        assert!(matches!(reader.next_event(), Some(Err(e)) if e.contains("over")));
+        assert!(!reader.has_partial());
     }
 
     #[test]
