@@ -61,6 +61,8 @@ struct Shared {
     streams_started: AtomicUsize,
     streams_abandoned: AtomicUsize,
     max_context: u64,
+    /// `/tokenize` and `/detokenize` speak llama-server's shapes instead of vLLM's.
+    llama_server_api: AtomicBool,
 }
 
 pub struct FakeUpstream {
@@ -85,12 +87,14 @@ impl FakeUpstream {
             streams_started: AtomicUsize::new(0),
             streams_abandoned: AtomicUsize::new(0),
             max_context: 8192,
+            llama_server_api: AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(generate))
             .route("/v1/completions", post(generate))
             .route("/tokenize", post(tokenize))
             .route("/detokenize", post(detokenize))
+            .route("/apply-template", post(apply_template))
             .route("/health", get(health))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
@@ -128,6 +132,12 @@ impl FakeUpstream {
     /// Delay between two text events.
     pub fn set_word_delay(&self, delay: Duration) {
         self.shared.word_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// llama-server's `/tokenize` (`content` only, `{"id", "piece"}` tokens), its
+    /// `/apply-template`, and `/detokenize` answering `content`.
+    pub fn set_llama_server_api(&self, on: bool) {
+        self.shared.llama_server_api.store(on, Ordering::SeqCst);
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -297,6 +307,12 @@ async fn generate(
 
 async fn tokenize(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
     record(&shared, "/tokenize", &headers, &body);
+    if shared.llama_server_api.load(Ordering::SeqCst) {
+        let words: Vec<String> =
+            body["content"].as_str().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        let tokens: Vec<Value> = words.iter().enumerate().map(|(i, w)| json!({"id": i, "piece": w})).collect();
+        return Json(json!({"tokens": tokens}));
+    }
     let words = prompt_words(&body);
     let tokens: Vec<usize> = (0..words.len()).collect();
     Json(json!({"count": words.len(), "tokens": tokens, "token_strs": words, "max_model_len": shared.max_context}))
@@ -305,7 +321,15 @@ async fn tokenize(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(bo
 async fn detokenize(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
     record(&shared, "/detokenize", &headers, &body);
     let n = body["tokens"].as_array().map_or(0, Vec::len);
-    Json(json!({"prompt": (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>().join(" ")}))
+    let text = (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>().join(" ");
+    let key = if shared.llama_server_api.load(Ordering::SeqCst) { "content" } else { "prompt" };
+    Json(json!({ key: text }))
+}
+
+/// llama-server's: the chat rendered as one prompt (here: the contents, space-separated).
+async fn apply_template(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    record(&shared, "/apply-template", &headers, &body);
+    Json(json!({"prompt": prompt_words(&body).join(" ")}))
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> StatusCode {

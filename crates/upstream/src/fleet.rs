@@ -171,12 +171,11 @@ impl FleetModel {
     /// client left): the prompt and `completion` counted by an endpoint's tokenizer, else
     /// estimated at 4 bytes a token. Either way it is logged and counted in the metrics.
     pub async fn count_usage(&self, request: &GenerateRequest, completion: &str) -> TokenUsage {
-        let prompt = self.count_tokens(tokenize_body(&self.upstream_model, &request.prompt, true)).await;
+        let prompt = self.count_tokens(&request.prompt, true).await;
         let completion_tokens = if completion.is_empty() {
             Some(0)
         } else {
-            let text = PromptInput::Text(completion.to_owned());
-            self.count_tokens(tokenize_body(&self.upstream_model, &text, false)).await
+            self.count_tokens(&PromptInput::Text(completion.to_owned()), false).await
         };
         let (usage, how) = match (prompt, completion_tokens) {
             (Some(p), Some(c)) => {
@@ -204,13 +203,14 @@ impl FleetModel {
         usage
     }
 
-    async fn count_tokens(&self, body: Value) -> Option<u64> {
-        let v = self.post_any("/tokenize", &body).await.ok()?;
-        v.get("count")
-            .and_then(Value::as_u64)
-            .or_else(|| v.get("tokens").and_then(Value::as_array).map(|t| t.len() as u64))
+    async fn count_tokens(&self, prompt: &PromptInput, add_special: bool) -> Option<u64> {
+        self.tokenize(prompt, add_special, true).await.ok().map(|t| t.tokens.len() as u64)
     }
 
+    /// The engine's tokenization of `prompt`. The body carries vLLM's fields (SGLang and
+    /// tensormesh read the same) and llama-server's (`content`, `add_special`), each side
+    /// ignoring the other's. llama-server's `/tokenize` takes no messages: a chat is first
+    /// rendered by its `/apply-template`.
     pub async fn tokenize(
         &self,
         prompt: &PromptInput,
@@ -221,13 +221,18 @@ impl FleetModel {
         body["add_generation_prompt"] = add_generation_prompt.into();
         body["return_token_strs"] = true.into();
         let v = self.post_any("/tokenize", &body).await?;
-        let tokens: Vec<i64> = v
-            .get("tokens")
-            .and_then(Value::as_array)
-            .ok_or_else(|| BackendError::UpstreamFailed("the engine's /tokenize answer has no `tokens`".into()))?
-            .iter()
-            .filter_map(Value::as_i64)
-            .collect();
+        let tokens = token_ids(&v)?;
+        if tokens.is_empty() && !prompt_is_empty(prompt) {
+            // An engine that read neither `prompt` nor `messages` (llama-server on a chat).
+            let PromptInput::Chat(messages) = prompt else {
+                return Err(BackendError::UpstreamFailed("the engine's /tokenize returned no tokens".into()));
+            };
+            let rendered = self.post_any("/apply-template", &json!({"messages": messages})).await?;
+            let text = rendered["prompt"].as_str().ok_or_else(|| {
+                BackendError::UpstreamFailed("the engine's /tokenize returned no tokens for messages".into())
+            })?;
+            return Box::pin(self.tokenize(&PromptInput::Text(text.to_owned()), add_special, false)).await;
+        }
         let token_strs = v
             .get("token_strs")
             .and_then(Value::as_array)
@@ -238,7 +243,9 @@ impl FleetModel {
 
     pub async fn detokenize(&self, tokens: &[i64]) -> Result<String, BackendError> {
         let v = self.post_any("/detokenize", &json!({"model": self.upstream_model, "tokens": tokens})).await?;
+        // vLLM and tensormesh answer `prompt`, llama-server `content`.
         v.get("prompt")
+            .or_else(|| v.get("content"))
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| BackendError::UpstreamFailed("the engine's /detokenize answer has no `prompt`".into()))
@@ -305,11 +312,29 @@ impl FleetModel {
     }
 }
 
-/// vLLM's `/tokenize` body (tensormesh takes the same).
+/// A `/tokenize` body both vLLM (`prompt` / `messages`, `add_special_tokens`) and
+/// llama-server (`content`, `add_special`) read.
 fn tokenize_body(model: &str, prompt: &PromptInput, add_special: bool) -> Value {
     match prompt {
-        PromptInput::Text(t) => json!({"model": model, "prompt": t, "add_special_tokens": add_special}),
+        PromptInput::Text(t) => json!({"model": model, "prompt": t, "content": t,
+                                       "add_special_tokens": add_special, "add_special": add_special}),
         PromptInput::Chat(m) => json!({"model": model, "messages": m, "add_special_tokens": add_special}),
+    }
+}
+
+/// Token ids of a `/tokenize` answer: plain ids, or llama-server's `{"id", "piece"}`.
+fn token_ids(v: &Value) -> Result<Vec<i64>, BackendError> {
+    let tokens = v
+        .get("tokens")
+        .and_then(Value::as_array)
+        .ok_or_else(|| BackendError::UpstreamFailed("the engine's /tokenize answer has no `tokens`".into()))?;
+    Ok(tokens.iter().filter_map(|t| t.as_i64().or_else(|| t.get("id").and_then(Value::as_i64))).collect())
+}
+
+fn prompt_is_empty(prompt: &PromptInput) -> bool {
+    match prompt {
+        PromptInput::Text(t) => t.is_empty(),
+        PromptInput::Chat(m) => m.is_empty(),
     }
 }
 

@@ -343,3 +343,36 @@ async fn active_health_checks_take_an_endpoint_out_and_back() {
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("upstream_endpoint_healthy"), "{text}");
 }
+
+#[tokio::test]
+async fn llama_server_shaped_tokenizers_are_spoken_too() {
+    let fake = FakeUpstream::start(4).await;
+    fake.set_llama_server_api(true);
+    fake.set_fault(Fault::NoUsage, 1);
+    let b = backend(&[&fake.url], "").await;
+    // The chat is rendered by /apply-template, then tokenized from `content`.
+    let o = run(&b, chat("five words in this prompt", None)).await.unwrap();
+    assert_eq!(o.receipt.usage, usage(5, 0, 4));
+    let t = b
+        .tokenize(tm_backend::TokenizeInput {
+            model: MODEL.into(),
+            prompt: PromptInput::Text("one two three".into()),
+            add_special: true,
+            add_generation_prompt: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(t.tokens, vec![0, 1, 2]);
+    assert_eq!(b.detokenize(MODEL, &[7, 8]).await.unwrap(), "t0 t1");
+    // An engine that returns no tokens for a non-empty prompt is an error, never a count of 0.
+    fake.set_llama_server_api(false);
+    let empty = b
+        .tokenize(tm_backend::TokenizeInput {
+            model: MODEL.into(),
+            prompt: PromptInput::Text("   ".into()),
+            add_special: true,
+            add_generation_prompt: true,
+        })
+        .await;
+    assert!(matches!(empty, Err(BackendError::UpstreamFailed(_))), "{empty:?}");
+}
