@@ -190,3 +190,51 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     assert_eq!(account.held_nanos, 0);
     assert_eq!(CREDIT - account.balance_nanos, rows.iter().map(|r| r.cost_nanos).sum::<i64>());
 }
+
+/// A deployment of a fleet model is `MODEL_STATUS_UP` while one of its endpoints passes
+/// its health checks, and `MODEL_STATUS_DOWN` when none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_models_status_follows_its_endpoints_health() {
+    use reqwest::Method;
+
+    let db = tm_testkit::sqlite();
+    let fake = FakeUpstream::start(2).await;
+    let text = format!(
+        "[[model]]\nname = \"{MODEL}\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n\
+         [model.health]\ninterval_ms = 20\n[[model.endpoint]]\nurl = \"{}\"\n",
+        fake.url
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let backend = UpstreamBackend::connect(FleetConfig::parse(&text, "test").unwrap(), &mut registry).await.unwrap();
+    let servers = start_with(&db, Engine::Given(Arc::new(backend)), Options::default());
+    let cp = servers.control.as_str();
+    let admin = crate::admin_login(cp).await;
+    let new = json!({"modelName": "via-fleet", "modelPath": MODEL});
+    let (status, made) = crate::call(cp, &admin.access, Method::POST, "/v1/models", Some(new)).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["model"]["modelId"].as_str().unwrap().to_owned();
+    let status_now = || async {
+        let (_, got) = crate::call(cp, &admin.access, Method::GET, &format!("/v1/models/{id}"), None).await;
+        got["model"]["status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(status_now().await, "MODEL_STATUS_UP");
+    fake.set_healthy(false);
+    let mut seen = String::new();
+    for _ in 0..200 {
+        seen = status_now().await;
+        if seen == "MODEL_STATUS_DOWN" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, "MODEL_STATUS_DOWN");
+    fake.set_healthy(true);
+    for _ in 0..200 {
+        seen = status_now().await;
+        if seen == "MODEL_STATUS_UP" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen, "MODEL_STATUS_UP");
+}
