@@ -121,6 +121,30 @@ pub struct Receipt {
     pub usage: TokenUsage,
     /// None when the generation failed.
     pub finish: Option<FinishReason>,
+    /// Who counted `usage`; kept in the usage record.
+    pub source: UsageSource,
+}
+
+/// Who counted a request's tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UsageSource {
+    /// The engine that ran it (the embedded engine, or an upstream's usage report).
+    #[default]
+    Engine,
+    /// The gateway, with the model's tokenizer: the upstream reported none.
+    Counted,
+    /// The gateway, at 4 bytes a token: the upstream reported none and could not count.
+    Estimated,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageSource::Engine => "engine",
+            UsageSource::Counted => "counted",
+            UsageSource::Estimated => "estimated",
+        }
+    }
 }
 
 /// An admitted generation.

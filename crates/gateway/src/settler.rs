@@ -146,6 +146,7 @@ impl Settler {
                 cached_tokens = r.cached_tokens,
                 completion_tokens = r.completion_tokens,
                 status = %r.status,
+                usage_source = %r.usage_source,
                 latency_ms = r.finished_at - r.started_at,
                 "request finished"
             );
@@ -205,5 +206,6 @@ fn usage_row(t: &Ticket, r: &Receipt, finished_at: i64) -> UsageRow {
         status: r.finish.map_or("failed", |f| f.as_openai()).to_owned(),
         started_at: t.started_at,
         finished_at,
+        usage_source: r.source.as_str().to_owned(),
     }
 }

@@ -231,7 +231,7 @@ impl<M: Model> Engine<M> {
                     let Some(mut job) = self.waiting.remove(i) else { return };
                     let message = "the request does not fit in the KV cache (raise the KV cache size)";
                     let _ = job.events.send(GenerationEvent::Failed(message.into()));
-                    job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
+                    job.send_receipt(Receipt::default());
                 }
             }
         }
@@ -326,7 +326,7 @@ impl<M: Model> Engine<M> {
             Ok(s) => s,
             Err(e) => {
                 let _ = job.events.send(GenerationEvent::Failed(e.to_string()));
-                job.send_receipt(Receipt { usage: TokenUsage::default(), finish: None });
+                job.send_receipt(Receipt::default());
                 if matches!(begin, Begin::Restored { .. }) {
                     self.model.remove(seq, 0);
                 }
@@ -445,7 +445,7 @@ impl<M: Model> Engine<M> {
         let usage = a.usage();
         debug!(seq = a.seq, ?reason, ?usage, "finished");
         let _ = a.job.events.send(GenerationEvent::Finished { reason, usage });
-        a.job.send_receipt(Receipt { usage, finish: Some(reason) });
+        a.job.send_receipt(Receipt { usage, finish: Some(reason), ..Default::default() });
         self.tree.park(a.leaf, &mut self.model);
         if !self.config.prefix_cache {
             while let Some(leaf) = self.tree.lru_idle_leaf(None) {
@@ -460,7 +460,7 @@ impl<M: Model> Engine<M> {
         for mut a in self.running.drain(..) {
             let _ = a.job.events.send(GenerationEvent::Failed(error.to_string()));
             let usage = a.usage();
-            a.job.send_receipt(Receipt { usage, finish: None });
+            a.job.send_receipt(Receipt { usage, finish: None, ..Default::default() });
         }
         self.model.clear();
         self.tree.clear();

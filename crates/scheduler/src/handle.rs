@@ -42,7 +42,7 @@ impl Job {
 
 impl Drop for Job {
     fn drop(&mut self) {
-        self.send_receipt(Receipt { usage: Default::default(), finish: Some(FinishReason::Cancelled) });
+        self.send_receipt(Receipt { finish: Some(FinishReason::Cancelled), ..Default::default() });
     }
 }
 

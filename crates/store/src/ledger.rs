@@ -83,6 +83,8 @@ pub struct UsageRow {
     pub status: String,
     pub started_at: i64,
     pub finished_at: i64,
+    /// `engine`, or `counted` / `estimated` by the gateway (an upstream reported no usage).
+    pub usage_source: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,9 +221,9 @@ impl Ledger<'_> {
         if !usage.is_empty() {
             let sql = format!(
                 "INSERT INTO usage_records (request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, \
-                 completion_tokens, cost_nanos, cache_saving_nanos, status, started_at, finished_at) VALUES {} \
-                 ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
-                (0..usage.len()).map(|r| format!("({})", placeholders(12, 1 + 12 * r))).collect::<Vec<_>>().join(", ")
+                 completion_tokens, cost_nanos, cache_saving_nanos, status, started_at, finished_at, usage_source) \
+                 VALUES {} ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+                (0..usage.len()).map(|r| format!("({})", placeholders(13, 1 + 13 * r))).collect::<Vec<_>>().join(", ")
             );
             let mut insert = sqlx::query_scalar::<_, String>(&sql);
             for u in usage {
@@ -237,7 +239,8 @@ impl Ledger<'_> {
                     .bind(u.cache_saving_nanos)
                     .bind(&u.status)
                     .bind(u.started_at)
-                    .bind(u.finished_at);
+                    .bind(u.finished_at)
+                    .bind(&u.usage_source);
             }
             let mut inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
             for (i, u) in usage.iter().enumerate() {

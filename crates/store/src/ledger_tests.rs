@@ -41,6 +41,7 @@ fn usage(request_id: &str, user_id: &str, cost: i64) -> UsageRow {
         status: "stop".into(),
         started_at: 1,
         finished_at: 2,
+        usage_source: "engine".into(),
     }
 }
 

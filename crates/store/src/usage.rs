@@ -105,7 +105,7 @@ impl Usage<'_> {
     pub async fn records(&self, user_id: &str) -> Result<Vec<UsageRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, completion_tokens, \
-             cost_nanos, cache_saving_nanos, status, started_at, finished_at FROM usage_records \
+             cost_nanos, cache_saving_nanos, status, started_at, finished_at, usage_source FROM usage_records \
              WHERE user_id = $1 ORDER BY finished_at, request_id",
         )
         .bind(user_id)
@@ -116,7 +116,7 @@ impl Usage<'_> {
     pub async fn by_request(&self, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT request_id, user_id, api_key_id, model, prompt_tokens, cached_tokens, completion_tokens, \
-             cost_nanos, cache_saving_nanos, status, started_at, finished_at FROM usage_records \
+             cost_nanos, cache_saving_nanos, status, started_at, finished_at, usage_source FROM usage_records \
              WHERE request_id = $1",
         )
         .bind(request_id)

@@ -115,7 +115,7 @@ impl Backend for FakeEngine {
                     usage.completion_tokens += 1;
                 }
                 let _ = events.send(GenerationEvent::Finished { reason: finish, usage });
-                let _ = receipt_tx.send(Receipt { usage, finish: Some(finish) });
+                let _ = receipt_tx.send(Receipt { usage, finish: Some(finish), ..Default::default() });
             };
             if delay.is_zero() {
                 // Instant: everything is queued before the caller reads (a trivial backend).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tm_backend::{BackendError, GenerateRequest, Generation, PromptInput, TokenUsage, Tokenized};
+use tm_backend::{BackendError, GenerateRequest, Generation, PromptInput, TokenUsage, Tokenized, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -170,16 +170,16 @@ impl FleetModel {
     /// Usage for a response whose engine reported none (it omitted it, failed, or the
     /// client left): the prompt and `completion` counted by an endpoint's tokenizer, else
     /// estimated at 4 bytes a token. Either way it is logged and counted in the metrics.
-    pub async fn count_usage(&self, request: &GenerateRequest, completion: &str) -> TokenUsage {
+    pub async fn count_usage(&self, request: &GenerateRequest, completion: &str) -> (TokenUsage, UsageSource) {
         let prompt = self.count_tokens(&request.prompt, true).await;
         let completion_tokens = if completion.is_empty() {
             Some(0)
         } else {
             self.count_tokens(&PromptInput::Text(completion.to_owned()), false).await
         };
-        let (usage, how) = match (prompt, completion_tokens) {
+        let (usage, source) = match (prompt, completion_tokens) {
             (Some(p), Some(c)) => {
-                (TokenUsage { prompt_tokens: p, cached_tokens: 0, completion_tokens: c }, "tokenizer")
+                (TokenUsage { prompt_tokens: p, cached_tokens: 0, completion_tokens: c }, UsageSource::Counted)
             }
             _ => {
                 let bytes = match &request.prompt {
@@ -193,14 +193,15 @@ impl FleetModel {
                         cached_tokens: 0,
                         completion_tokens: estimate(completion.len()),
                     },
-                    "estimate",
+                    UsageSource::Estimated,
                 )
             }
         };
+        let how = source.as_str();
         info!(model = %self.name, request_id = %request.request_id, how, prompt_tokens = usage.prompt_tokens,
               completion_tokens = usage.completion_tokens, "the engine reported no usage; counted by the gateway");
         self.metrics.usage_counted(&self.name, how);
-        usage
+        (usage, source)
     }
 
     async fn count_tokens(&self, prompt: &PromptInput, add_special: bool) -> Option<u64> {

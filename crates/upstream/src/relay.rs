@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage};
+use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -89,8 +89,8 @@ pub async fn relay(
     }
     // What the client pays for: the engine's usage when it reported one, else the prompt
     // and the text it received, counted with the model's tokenizer.
-    let usage = match state.usage {
-        Some(u) => u,
+    let (usage, source) = match state.usage {
+        Some(u) => (u, UsageSource::Engine),
         None => model.count_usage(&request, &state.text).await,
     };
     let finish = match end {
@@ -104,7 +104,7 @@ pub async fn relay(
             None
         }
     };
-    let _ = receipt.send(Receipt { usage, finish });
+    let _ = receipt.send(Receipt { usage, finish, source });
 }
 
 /// What has been relayed so far.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tm_backend::{
     Backend, BackendError, FinishReason, GenerateRequest, GenerationEvent, PromptInput, Receipt, SamplingParams,
-    TokenUsage,
+    TokenUsage, UsageSource,
 };
 use tm_testkit::fake_upstream::{FakeUpstream, Fault, FAKE_UPSTREAM_MODEL};
 use tm_upstream::{FleetConfig, UpstreamBackend};
@@ -80,7 +80,10 @@ async fn a_stream_is_relayed_with_the_engines_usage_and_cached_tokens() {
     let o = run(&b, chat("one two three four", None)).await.unwrap();
     assert_eq!(o.text, "w0 w1 w2 w3 w4 ");
     assert_eq!(o.last, Some(GenerationEvent::Finished { reason: FinishReason::Stop, usage: usage(4, 0, 5) }));
-    assert_eq!(o.receipt, Receipt { usage: usage(4, 0, 5), finish: Some(FinishReason::Stop) });
+    assert_eq!(
+        o.receipt,
+        Receipt { usage: usage(4, 0, 5), finish: Some(FinishReason::Stop), source: UsageSource::Engine }
+    );
     let seen = &fake.generations()[0];
     assert_eq!(seen.path, "/v1/chat/completions");
     assert_eq!(seen.request_id.as_deref(), Some("req-18"));
@@ -89,7 +92,10 @@ async fn a_stream_is_relayed_with_the_engines_usage_and_cached_tokens() {
     assert_eq!(seen.body["stream_options"]["include_usage"], true);
     // The engine's prefix cache shows in the usage, and so in billing.
     let o = run(&b, chat("one two three five", Some(2))).await.unwrap();
-    assert_eq!(o.receipt, Receipt { usage: usage(4, 3, 2), finish: Some(FinishReason::Length) });
+    assert_eq!(
+        o.receipt,
+        Receipt { usage: usage(4, 3, 2), finish: Some(FinishReason::Length), source: UsageSource::Engine }
+    );
     assert_eq!(b.models()[0].max_context, 8192, "discovered from the engine's /v1/models");
 }
 
@@ -158,7 +164,7 @@ async fn a_reset_mid_stream_ends_with_an_error_event_and_bills_what_was_delivere
         "{o:?}"
     );
     // Counted by the engine's tokenizer: the prompt and the two words delivered.
-    assert_eq!(o.receipt, Receipt { usage: usage(3, 0, 2), finish: None });
+    assert_eq!(o.receipt, Receipt { usage: usage(3, 0, 2), finish: None, source: UsageSource::Counted });
     assert_eq!(spare.generations().len(), 0, "no retry after the first byte");
 }
 
@@ -170,7 +176,7 @@ async fn a_stall_past_the_idle_timeout_fails_and_closes_the_upstream_request() {
     let o = run(&b, chat("p q", None)).await.unwrap();
     assert_eq!(o.text, "w0 w1 w2 ");
     assert!(matches!(o.last, Some(GenerationEvent::Failed(ref m)) if m.contains("nothing for 300 ms")), "{o:?}");
-    assert_eq!(o.receipt, Receipt { usage: usage(2, 0, 3), finish: None });
+    assert_eq!(o.receipt, Receipt { usage: usage(2, 0, 3), finish: None, source: UsageSource::Counted });
     wait_for(|| fake.streams_abandoned() == 1).await;
 }
 
@@ -182,7 +188,7 @@ async fn malformed_sse_fails_the_stream_and_bills_what_was_delivered() {
     let o = run(&b, chat("p", None)).await.unwrap();
     assert_eq!(o.text, "w0 ");
     assert!(matches!(o.last, Some(GenerationEvent::Failed(ref m)) if m.contains("malformed")), "{o:?}");
-    assert_eq!(o.receipt, Receipt { usage: usage(1, 0, 1), finish: None });
+    assert_eq!(o.receipt, Receipt { usage: usage(1, 0, 1), finish: None, source: UsageSource::Counted });
 }
 
 #[tokio::test]
@@ -192,7 +198,7 @@ async fn missing_usage_is_counted_with_the_engines_tokenizer() {
     let b = backend(&[&fake.url], "").await;
     let o = run(&b, chat("five words in this prompt", None)).await.unwrap();
     assert_eq!(o.last, Some(GenerationEvent::Finished { reason: FinishReason::Stop, usage: usage(5, 0, 4) }));
-    assert_eq!(o.receipt.usage, usage(5, 0, 4));
+    assert_eq!((o.receipt.usage, o.receipt.source), (usage(5, 0, 4), UsageSource::Counted));
     assert_eq!(fake.tokenize_calls(), 2, "prompt and completion");
 }
 

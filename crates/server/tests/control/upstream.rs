@@ -63,12 +63,12 @@ async fn stream_model(base: &str, key: &str, model: &str, content: &str) -> Answ
     Answer { status, request_id, retry_after, events }
 }
 
-/// The usage row of a request: (prompt, cached, completion, status, cost).
-async fn billed(control: &Control, user: &str, request_id: &str) -> Option<(i64, i64, i64, String, i64)> {
+/// The usage row of a request: (prompt, cached, completion, status, cost, who counted).
+async fn billed(control: &Control, user: &str, request_id: &str) -> Option<(i64, i64, i64, String, i64, String)> {
     let rows = control.store().usage().records(user).await.unwrap();
     rows.into_iter()
         .find(|r| r.request_id == request_id)
-        .map(|r| (r.prompt_tokens, r.cached_tokens, r.completion_tokens, r.status, r.cost_nanos))
+        .map(|r| (r.prompt_tokens, r.cached_tokens, r.completion_tokens, r.status, r.cost_nanos, r.usage_source))
 }
 
 fn text_of(events: &[Value]) -> String {
@@ -97,8 +97,14 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     let b = stream(&base, key, "alpha beta gamma epsilon").await;
     assert_eq!(b.events.last().unwrap()["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
     wait_until_settled(&control).await;
-    assert_eq!(billed(&control, &user, &a.request_id).await, Some((4, 0, 6, "stop".into(), cost(4, 0, 6))));
-    assert_eq!(billed(&control, &user, &b.request_id).await, Some((4, 3, 6, "stop".into(), cost(4, 3, 6))));
+    assert_eq!(
+        billed(&control, &user, &a.request_id).await,
+        Some((4, 0, 6, "stop".into(), cost(4, 0, 6), "engine".into()))
+    );
+    assert_eq!(
+        billed(&control, &user, &b.request_id).await,
+        Some((4, 3, 6, "stop".into(), cost(4, 3, 6), "engine".into()))
+    );
     assert_eq!(fake.generations()[0].request_id.as_deref(), Some(a.request_id.as_str()), "same id upstream");
 
     // 500 before any byte (one endpoint, nothing to retry on): 502, nothing billed.
@@ -145,10 +151,22 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     for refused in [&failed, &refused, &slow, &busy] {
         assert_eq!(billed(&control, &user, &refused.request_id).await, None);
     }
-    assert_eq!(billed(&control, &user, &reset.request_id).await, Some((3, 0, 2, "failed".into(), cost(3, 0, 2))));
-    assert_eq!(billed(&control, &user, &stalled.request_id).await, Some((2, 0, 1, "failed".into(), cost(2, 0, 1))));
-    assert_eq!(billed(&control, &user, &malformed.request_id).await, Some((1, 0, 3, "failed".into(), cost(1, 0, 3))));
-    assert_eq!(billed(&control, &user, &counted.request_id).await, Some((5, 0, 6, "stop".into(), cost(5, 0, 6))));
+    assert_eq!(
+        billed(&control, &user, &reset.request_id).await,
+        Some((3, 0, 2, "failed".into(), cost(3, 0, 2), "counted".into()))
+    );
+    assert_eq!(
+        billed(&control, &user, &stalled.request_id).await,
+        Some((2, 0, 1, "failed".into(), cost(2, 0, 1), "counted".into()))
+    );
+    assert_eq!(
+        billed(&control, &user, &malformed.request_id).await,
+        Some((1, 0, 3, "failed".into(), cost(1, 0, 3), "counted".into()))
+    );
+    assert_eq!(
+        billed(&control, &user, &counted.request_id).await,
+        Some((5, 0, 6, "stop".into(), cost(5, 0, 6), "counted".into()))
+    );
 
     // A client that leaves mid-stream pays for what it was sent, and the engine's request
     // is closed.
@@ -179,9 +197,9 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (prompt, _, completion, status, _) = row.expect("the abandoned request was never billed");
+    let (prompt, _, completion, status, _, source) = row.expect("the abandoned request was never billed");
     wait_until_settled(&control).await;
-    assert_eq!((prompt, status.as_str()), (2, "cancelled"));
+    assert_eq!((prompt, status.as_str(), source.as_str()), (2, "cancelled", "counted"));
     assert!((3..100).contains(&completion), "billed {completion} completion tokens");
 
     // The balance is the credit less exactly what the usage rows say.
