@@ -85,7 +85,12 @@ impl FleetModel {
 
     /// Routes `request`, tries endpoints until one sends its first event, and relays the
     /// rest in a tracked task.
-    pub async fn launch(self: Arc<Self>, request: GenerateRequest) -> Result<Generation, BackendError> {
+    /// `prompt_bound`: [`Self::prompt_bound`] of the request, as sized by `prepare`.
+    pub async fn launch(
+        self: Arc<Self>,
+        request: GenerateRequest,
+        prompt_bound: u64,
+    ) -> Result<Generation, BackendError> {
         let now = Instant::now();
         self.budget.record_request(now);
         let hashes = block_hashes(&wire::routing_key(&request.prompt), self.config.prefix_block_bytes);
@@ -121,7 +126,7 @@ impl FleetModel {
             let (message, endpoint_fault, outcome) = match opened.await {
                 Ok(Ok(opened)) => {
                     self.router.served(&hashes, i);
-                    return Ok(self.spawn_relay(opened, request));
+                    return Ok(self.spawn_relay(opened, request, prompt_bound));
                 }
                 Ok(Err(AttemptError::Refused(e))) => {
                     self.metrics.attempt(&self.name, &endpoint.base, "refused");
@@ -157,11 +162,16 @@ impl FleetModel {
         Err(BackendError::UpstreamFailed(failures.join("; ")))
     }
 
-    fn spawn_relay(self: Arc<Self>, opened: attempt::Opened, request: GenerateRequest) -> Generation {
+    /// `prompt_tokens` is a bound: the prompt's size is only known from the engine's usage,
+    /// at the end.
+    fn spawn_relay(
+        self: Arc<Self>,
+        opened: attempt::Opened,
+        request: GenerateRequest,
+        prompt_tokens: u64,
+    ) -> Generation {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (receipt_tx, receipt) = oneshot::channel();
-        // The prompt's size is only known from the engine's usage, at the end.
-        let prompt_tokens = Self::prompt_bound(&request.prompt);
         let tasks = self.tasks.clone();
         tasks.spawn(relay(self, opened, request, events_tx, receipt_tx));
         Generation { prompt_tokens, events, receipt }

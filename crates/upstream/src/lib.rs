@@ -99,7 +99,7 @@ impl Backend for UpstreamBackend {
         // The prompt's exact size is the engine's to say; the hold covers the most it can be.
         let prompt_bound = FleetModel::prompt_bound(&request.prompt);
         let max_completion = request.max_tokens.map_or(model.max_context, u64::from);
-        Ok(Prepared::new(model.name.clone(), prompt_bound, max_completion, model.launch(request)))
+        Ok(Prepared::new(model.name.clone(), prompt_bound, max_completion, model.launch(request, prompt_bound)))
     }
 
     async fn tokenize(&self, request: TokenizeInput) -> Result<Tokenized, BackendError> {

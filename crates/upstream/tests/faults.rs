@@ -69,6 +69,15 @@ async fn run(backend: &UpstreamBackend, request: GenerateRequest) -> Result<Outc
     Ok(Outcome { text, last, receipt: g.receipt.await.unwrap() })
 }
 
+fn text_input(text: &str) -> tm_backend::TokenizeInput {
+    tm_backend::TokenizeInput {
+        model: MODEL.into(),
+        prompt: PromptInput::Text(text.into()),
+        add_special: true,
+        add_generation_prompt: true,
+    }
+}
+
 fn usage(prompt: u64, cached: u64, completion: u64) -> TokenUsage {
     TokenUsage { prompt_tokens: prompt, cached_tokens: cached, completion_tokens: completion }
 }
@@ -359,26 +368,11 @@ async fn llama_server_shaped_tokenizers_are_spoken_too() {
     // The chat is rendered by /apply-template, then tokenized from `content`.
     let o = run(&b, chat("five words in this prompt", None)).await.unwrap();
     assert_eq!(o.receipt.usage, usage(5, 0, 4));
-    let t = b
-        .tokenize(tm_backend::TokenizeInput {
-            model: MODEL.into(),
-            prompt: PromptInput::Text("one two three".into()),
-            add_special: true,
-            add_generation_prompt: true,
-        })
-        .await
-        .unwrap();
+    let t = b.tokenize(text_input("one two three")).await.unwrap();
     assert_eq!(t.tokens, vec![0, 1, 2]);
     assert_eq!(b.detokenize(MODEL, &[7, 8]).await.unwrap(), "t0 t1");
     // An engine that returns no tokens for a non-empty prompt is an error, never a count of 0.
     fake.set_llama_server_api(false);
-    let empty = b
-        .tokenize(tm_backend::TokenizeInput {
-            model: MODEL.into(),
-            prompt: PromptInput::Text("   ".into()),
-            add_special: true,
-            add_generation_prompt: true,
-        })
-        .await;
+    let empty = b.tokenize(text_input("   ")).await;
     assert!(matches!(empty, Err(BackendError::UpstreamFailed(_))), "{empty:?}");
 }

@@ -1,6 +1,7 @@
 //! Billing of requests served by upstream engines, over real HTTP through the gateway,
 //! with the fault-injecting fake engine: each fault's status or event, and what is billed.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tm_control::Control;
 use tm_testkit::fake_upstream::{FakeUpstream, Fault, FAKE_UPSTREAM_MODEL};
 use tm_upstream::{FleetConfig, UpstreamBackend};
 
-use crate::common::{client, start_with, Engine, Options};
+use crate::common::{client, sse_data, start_with, Engine, Options};
 use crate::metering::{domain, funded_user, wait_until_settled};
 
 const MODEL: &str = "fleet-model";
@@ -50,15 +51,10 @@ async fn stream_model(base: &str, key: &str, model: &str, content: &str) -> Answ
     let status = r.status().as_u16();
     let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
-    let text = r.text().await.unwrap();
     let events = if status == 200 {
-        text.split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect()
+        sse_data(r).await.iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect()
     } else {
-        vec![serde_json::from_str(&text).unwrap()]
+        vec![r.json().await.unwrap()]
     };
     Answer { status, request_id, retry_after, events }
 }
@@ -69,6 +65,17 @@ async fn billed(control: &Control, user: &str, request_id: &str) -> Option<(i64,
     rows.into_iter()
         .find(|r| r.request_id == request_id)
         .map(|r| (r.prompt_tokens, r.cached_tokens, r.completion_tokens, r.status, r.cost_nanos, r.usage_source))
+}
+
+/// Polls `probe` every 25 ms, for at most 5 s, until it yields something.
+async fn eventually<T, F: Future<Output = Option<T>>>(mut probe: impl FnMut() -> F) -> Option<T> {
+    for _ in 0..200 {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
 }
 
 fn text_of(events: &[Value]) -> String {
@@ -182,21 +189,9 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     }
     drop(chunks);
     let abandoned = fake.streams_abandoned();
-    for _ in 0..200 {
-        if fake.streams_abandoned() > abandoned {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(fake.streams_abandoned() > abandoned, "the upstream request was not closed");
-    let mut row = None;
-    for _ in 0..200 {
-        row = billed(&control, &user, &request_id).await;
-        if row.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let closed = eventually(|| async { (fake.streams_abandoned() > abandoned).then_some(()) }).await;
+    assert!(closed.is_some(), "the upstream request was not closed");
+    let row = eventually(|| billed(&control, &user, &request_id)).await;
     let (prompt, _, completion, status, _, source) = row.expect("the abandoned request was never billed");
     wait_until_settled(&control).await;
     assert_eq!((prompt, status.as_str(), source.as_str()), (2, "cancelled", "counted"));
@@ -235,24 +230,11 @@ async fn a_fleet_models_status_follows_its_endpoints_health() {
         let (_, got) = crate::call(cp, &admin.access, Method::GET, &format!("/v1/models/{id}"), None).await;
         got["model"]["status"].as_str().unwrap().to_owned()
     };
+    let becomes =
+        |expected: &'static str| eventually(move || async move { (status_now().await == expected).then_some(()) });
     assert_eq!(status_now().await, "MODEL_STATUS_UP");
     fake.set_healthy(false);
-    let mut seen = String::new();
-    for _ in 0..200 {
-        seen = status_now().await;
-        if seen == "MODEL_STATUS_DOWN" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(seen, "MODEL_STATUS_DOWN");
+    becomes("MODEL_STATUS_DOWN").await.expect("the model never went DOWN");
     fake.set_healthy(true);
-    for _ in 0..200 {
-        seen = status_now().await;
-        if seen == "MODEL_STATUS_UP" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(seen, "MODEL_STATUS_UP");
+    becomes("MODEL_STATUS_UP").await.expect("the model never came back UP");
 }

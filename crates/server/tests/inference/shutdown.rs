@@ -1,22 +1,23 @@
 //! The real binary: flags, the startup banner, and SIGTERM draining in-flight streams.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Lines};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::common::{models_dir, post, ADMIN_PASSWORD, KEY, MODEL};
 
-#[tokio::test]
-async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
+/// `tensormesh serve` on ephemeral ports with the test admin, its stdout read up to the
+/// inference address: the process, the rest of its stdout, and that address.
+fn spawn_serve<S: AsRef<OsStr>>(data_dir: &Path, args: &[S]) -> (Child, Lines<BufReader<ChildStdout>>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensormesh"))
         .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
-        .args(["--model", MODEL, "--parallel", "2", "--ctx-size", "256"])
-        .arg("--models-dir")
-        .arg(models_dir())
+        .args(args)
         .arg("--data-dir")
-        .arg(std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4())))
+        .arg(data_dir)
         .env("TENSORMESH_ADMIN_API_KEY", KEY)
         .env("TENSORMESH_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env_remove("TENSORMESH_DATABASE_URL")
@@ -24,14 +25,31 @@ async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = stdout.lines();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = loop {
         let line = lines.next().expect("server exited before printing its address").unwrap();
         if let Some(url) = line.strip_prefix("inference: ") {
             break url.to_owned();
         }
     };
+    (child, lines, base)
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
+    let data_dir = std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4()));
+    let models = models_dir();
+    let args: [&OsStr; 8] = [
+        "--model".as_ref(),
+        MODEL.as_ref(),
+        "--parallel".as_ref(),
+        "2".as_ref(),
+        "--ctx-size".as_ref(),
+        "256".as_ref(),
+        "--models-dir".as_ref(),
+        models.as_os_str(),
+    ];
+    let (mut child, mut lines, base) = spawn_serve(&data_dir, &args);
     let control = lines.next().unwrap().unwrap();
     assert!(control.starts_with("control: http://127.0.0.1:"), "{control}");
     // The banner says where the admin's secrets came from, and never prints them.
@@ -87,26 +105,10 @@ async fn sigterm_past_the_drain_deadline_bills_upstream_streams_and_exits_zero()
         fake.url
     );
     std::fs::write(&fleet, text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tensormesh"))
-        .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0", "--shutdown-timeout", "1"])
-        .arg("--upstreams")
-        .arg(&fleet)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("TENSORMESH_ADMIN_API_KEY", KEY)
-        .env("TENSORMESH_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env_remove("TENSORMESH_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("server exited before printing its address").unwrap();
-        if let Some(url) = line.strip_prefix("inference: ") {
-            break url.to_owned();
-        }
-    };
+    let (mut child, _lines, base) = spawn_serve(
+        &data_dir,
+        &[OsStr::new("--shutdown-timeout"), OsStr::new("1"), OsStr::new("--upstreams"), fleet.as_os_str()],
+    );
     let body = json!({"model": "fleet", "messages": [{"role": "user", "content": "a b c"}], "stream": true});
     let streams =
         [post(&base, "/v1/chat/completions", body.clone()).await, post(&base, "/v1/chat/completions", body).await];

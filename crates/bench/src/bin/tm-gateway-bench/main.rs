@@ -10,21 +10,25 @@
 //! concurrency) and open loop at a fixed rate (latency measured from each request's
 //! scheduled start, so queueing behind a slow one counts).
 
+mod litellm;
+mod load;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use clap::Parser;
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use serde_json::{json, Value};
 use tm_backend::{Backend, GenerateRequest, GenerationEvent, PromptInput, SamplingParams};
 use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
 use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
 use tm_upstream::{FleetConfig, UpstreamBackend};
+
+use litellm::LiteLlm;
+use load::{closed_loop, open_loop, Latency};
 
 /// The bearer key of every target (LiteLLM's master key wants an `sk-` prefix).
 const KEY: &str = "sk-tm-bench-gateway-key-0123456789";
@@ -215,54 +219,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// LiteLLM's proxy (`pip install 'litellm[proxy]'`), configured for the same fake engine.
-struct LiteLlm {
-    url: String,
-    child: std::process::Child,
-}
-
-impl LiteLlm {
-    fn start(bin: &std::path::Path, fake: &str, dir: &std::path::Path, workers: u32) -> Result<LiteLlm> {
-        std::fs::create_dir_all(dir)?;
-        let config = dir.join("litellm.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "model_list:\n  - model_name: {FLEET_MODEL}\n    litellm_params:\n      model: openai/{FAKE_UPSTREAM_MODEL}\n      api_base: {fake}/v1\n      api_key: none\ngeneral_settings:\n  master_key: {KEY}\nlitellm_settings:\n  telemetry: false\n"
-            ),
-        )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = std::process::Command::new(bin)
-            .arg("--config")
-            .arg(&config)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--num_workers", &workers.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        Ok(LiteLlm { url: format!("http://127.0.0.1:{port}"), child })
-    }
-
-    async fn wait_ready(&self, http: &reqwest::Client) -> Result<()> {
-        for _ in 0..1200 {
-            if let Ok(r) = http.get(format!("{}/health/liveliness", self.url)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        anyhow::bail!("litellm did not start within 120 s")
-    }
-}
-
-impl Drop for LiteLlm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The two servers and the settler, as tasks of a set that ends them when dropped.
 type Started = (String, String, tm_control::Control, tokio::task::JoinSet<()>);
 
@@ -352,80 +308,6 @@ async fn direct_chat(State(backend): State<Arc<dyn Backend>>, Json(body): Json<V
     Json(
         json!({"object": "chat.completion", "choices": [{"message": {"role": "assistant", "content": text}}], "usage": usage}),
     )
-}
-
-fn body(model: &str) -> Value {
-    json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]})
-}
-
-async fn one(http: &reqwest::Client, url: &str, model: &str) -> Result<bool> {
-    let r = http.post(format!("{url}/v1/chat/completions")).bearer_auth(KEY).json(&body(model)).send().await?;
-    let ok = r.status() == 200;
-    r.bytes().await?;
-    Ok(ok)
-}
-
-/// Requests per second with `concurrency` clients each sending back to back.
-async fn closed_loop(
-    http: &reqwest::Client,
-    url: &str,
-    model: &str,
-    concurrency: usize,
-    requests: usize,
-) -> Result<f64> {
-    let started = Instant::now();
-    let results: Vec<Result<bool>> =
-        futures::stream::iter(0..requests).map(|_| one(http, url, model)).buffer_unordered(concurrency).collect().await;
-    let failed = results.iter().filter(|r| !matches!(r, Ok(true))).count();
-    anyhow::ensure!(failed == 0, "{failed} of {requests} requests to {url} failed");
-    Ok(requests as f64 / started.elapsed().as_secs_f64())
-}
-
-struct Latency {
-    p50: f64,
-    p99: f64,
-    errors: usize,
-}
-
-impl Latency {
-    fn mean(runs: &[Latency]) -> Latency {
-        let n = runs.len() as f64;
-        Latency {
-            p50: runs.iter().map(|r| r.p50).sum::<f64>() / n,
-            p99: runs.iter().map(|r| r.p99).sum::<f64>() / n,
-            errors: runs.iter().map(|r| r.errors).sum(),
-        }
-    }
-}
-
-/// Latencies (ms) of `rate` requests per second for `seconds`, each measured from when it
-/// was due.
-async fn open_loop(http: &reqwest::Client, url: &str, model: &str, rate: u64, seconds: u64) -> Result<Latency> {
-    let total = rate * seconds;
-    let period = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = Instant::now();
-    let mut in_flight = FuturesUnordered::new();
-    let mut latencies = Vec::with_capacity(total as usize);
-    let mut errors = 0;
-    let mut sent = 0;
-    while sent < total || !in_flight.is_empty() {
-        let due = start + period * sent as u32;
-        tokio::select! {
-            () = tokio::time::sleep_until(due.into()), if sent < total => {
-                sent += 1;
-                in_flight.push(async move { (due, one(http, url, model).await) });
-            }
-            Some((due, result)) = in_flight.next() => {
-                latencies.push(due.elapsed().as_secs_f64() * 1000.0);
-                if !matches!(result, Ok(true)) {
-                    errors += 1;
-                }
-            }
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
-    Ok(Latency { p50: at(0.50), p99: at(0.99), errors })
 }
 
 async fn admin_id(control: &tm_control::Control) -> Result<String> {
