@@ -13,6 +13,53 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// Report the chosen tokens' log-probabilities.
+    pub logprobs: Option<bool>,
+    /// And this many alternatives at each place (0-20; needs `logprobs`).
+    pub top_logprobs: Option<i64>,
+    pub tools: Option<Vec<ChatTool>>,
+    pub tool_choice: Option<ToolChoiceParam>,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// A chat tool: `{"type": "function", "function": {...}}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ChatTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: Option<FunctionDefinition>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct FunctionDefinition {
+    pub name: String,
+    pub description: Option<String>,
+    /// A JSON Schema for the arguments; absent means no arguments.
+    pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: `"none"` / `"auto"` / `"required"`, or a named function, in the chat
+/// shape (`{"type": "function", "function": {"name": ...}}`) or the Responses shape
+/// (`{"type": "function", "name": ...}`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ToolChoiceParam {
+    Mode(String),
+    Named(NamedToolChoice),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct NamedToolChoice {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: Option<ToolChoiceFunction>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ToolChoiceFunction {
+    pub name: String,
 }
 
 /// One chat message. `content` may be a string, null, or an array of content parts.
@@ -60,6 +107,8 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub echo: bool,
     pub suffix: Option<String>,
+    /// Log-probabilities of the chosen tokens and this many alternatives (0-5).
+    pub logprobs: Option<i64>,
 }
 
 /// A completions prompt: a string, or a list of strings (one choice each in OpenAI; we
@@ -81,6 +130,39 @@ pub struct ResponsesRequest {
     #[serde(default)]
     pub stream: bool,
     pub previous_response_id: Option<String>,
+    pub tools: Option<Vec<ResponsesTool>>,
+    pub tool_choice: Option<ToolChoiceParam>,
+    pub parallel_tool_calls: Option<bool>,
+    pub text: Option<ResponsesText>,
+}
+
+/// A Responses tool: a function is `{"type": "function", "name", "parameters", ...}`
+/// (flat, unlike chat's); hosted tools (`web_search`...) are parsed to be refused by name.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ResponsesTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+    pub strict: Option<bool>,
+}
+
+/// `text`: the Responses API's output options.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ResponsesText {
+    pub format: Option<ResponsesTextFormat>,
+}
+
+/// `text.format`: `{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema",
+/// "name", "schema", "strict"}` (flat, unlike chat's `response_format`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ResponsesTextFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+    pub schema: Option<Value>,
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -90,14 +172,19 @@ pub enum ResponsesInput {
     Items(Vec<ResponsesInputItem>),
 }
 
-/// A Responses input item. Messages (`type` absent or `"message"`) are supported; their
-/// content is a string or a list of `input_text`/`output_text` parts.
+/// A Responses input item: a message (`type` absent or `"message"`, content a string or a
+/// list of `input_text`/`output_text` parts), an earlier `function_call` of the model
+/// (`call_id`, `name`, `arguments`), or a `function_call_output` (`call_id`, `output`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ResponsesInputItem {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub role: Option<String>,
     pub content: Option<MessageContent>,
+    pub call_id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: Option<String>,
+    pub output: Option<MessageContent>,
 }
 
 /// The sampling and length fields shared by chat, completions and responses. Parsed from
@@ -122,11 +209,8 @@ pub struct SamplingRequest {
     pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
     pub ignore_eos: Option<bool>,
     // Parsed only to be refused when they would change the result.
-    pub logprobs: Option<Value>,
-    pub top_logprobs: Option<Value>,
-    pub tools: Option<Vec<Value>>,
-    pub tool_choice: Option<Value>,
     pub functions: Option<Vec<Value>>,
+    pub function_call: Option<Value>,
     pub best_of: Option<i64>,
     pub mirostat_target: Option<f64>,
     pub mirostat_lr: Option<f64>,
@@ -148,10 +232,21 @@ impl Stop {
     }
 }
 
+/// `response_format`: `{"type": "text" | "json_object"}` or `{"type": "json_schema",
+/// "json_schema": {"name", "schema", "strict", "description"}}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ResponseFormat {
     #[serde(rename = "type")]
     pub kind: String,
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    pub description: Option<String>,
+    pub schema: Option<Value>,
+    pub strict: Option<bool>,
 }
 
 /// `POST /tokenize`: either `prompt` or `messages`.

@@ -7,14 +7,18 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use prometheus_client::registry::Registry;
 use tm_backend::{
-    Backend, BackendError, GenerateRequest, Generation, ModelInfo, ModelMemory, Prepared, PromptInput, TokenizeInput,
-    Tokenized,
+    Backend, BackendError, GenerateRequest, ModelInfo, ModelMemory, OutputFormat, Prepared, PromptInput,
+    SamplingParams, TokenizeInput, Tokenized, ToolChoice, Tools,
 };
 use tm_scheduler::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, SpillConfig, Token};
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::constraint::{GrammarEngine, Grammars, CALL_OPEN};
 use crate::engine_model::{ContextShape, LlamaEngineModel};
 use crate::load::load_model;
+use crate::output::Calls;
+use crate::sampler::SamplerSpec;
 use crate::template::{ChatTemplate, CHATML};
 
 /// How to serve one model.
@@ -42,6 +46,8 @@ pub struct ModelConfig {
     pub spill: SpillConfig,
     /// Cached tokens kept in the context while requests run (the rest go to memory).
     pub idle_tokens: usize,
+    /// What enforces structured outputs.
+    pub grammar_engine: GrammarEngine,
 }
 
 /// llama.cpp's limit on sequence ids.
@@ -54,11 +60,17 @@ struct Served {
     /// The BOS token's text, when the vocabulary adds one; templates often emit it.
     bos_text: Option<String>,
     max_context: usize,
-    engine: SchedulerHandle,
+    engine: SchedulerHandle<SamplerSpec>,
+    grammars: Grammars,
+    /// The tool-call opener, when the vocabulary has it as one token: never picked under
+    /// `tool_choice: none`.
+    call_token: Option<Token>,
 }
 
 pub struct EmbeddedBackend {
     models: Vec<Served>,
+    /// Each request's task joining its choices (see `output`).
+    tasks: TaskTracker,
 }
 
 impl EmbeddedBackend {
@@ -107,11 +119,25 @@ impl EmbeddedBackend {
             metrics.register(registry.sub_registry_with_label(("model".into(), c.name.clone().into())));
             let engine = SchedulerHandle::spawn(&c.name, config, metrics, move || LlamaEngineModel::new(model, shape))
                 .map_err(|e| format!("{}: {e}", c.name))?;
+            let grammars = Grammars::new(model, c.grammar_engine).map_err(|e| format!("{}: {e}", c.name))?;
+            let call_token = match vocab.tokenize(CALL_OPEN.as_bytes(), false, true).as_slice() {
+                [one] => Some(one.0),
+                _ => None,
+            };
             info!(model = %c.name, path = %c.path.display(), slots, max_context, kv_cells, sequences = shape.sequences,
                   threads = shape.threads, prefix_cache = c.prefix_cache, "model ready");
-            models.push(Served { name: c.name.clone(), model, template, bos_text, max_context, engine });
+            models.push(Served {
+                name: c.name.clone(),
+                model,
+                template,
+                bos_text,
+                max_context,
+                engine,
+                grammars,
+                call_token,
+            });
         }
-        Ok(EmbeddedBackend { models })
+        Ok(EmbeddedBackend { models, tasks: TaskTracker::new() })
     }
 
     fn get(&self, name: &str) -> Result<&Served, BackendError> {
@@ -125,11 +151,13 @@ impl Served {
         prompt: &PromptInput,
         add_special: bool,
         add_generation_prompt: bool,
+        tools: Option<&Tools>,
     ) -> Result<Vec<Token>, BackendError> {
         let (text, add_special) = match prompt {
             PromptInput::Text(t) => (t.clone(), add_special),
             PromptInput::Chat(messages) => {
-                let text = self.template.render(messages, add_generation_prompt)?;
+                let (messages, declared) = crate::tools::prompt_parts(messages, tools, self.template.native_tools);
+                let text = self.template.render(&messages, declared.as_deref(), add_generation_prompt)?;
                 // Templates that write the BOS text themselves must not get a second one.
                 let has_bos = self.bos_text.as_ref().is_some_and(|b| !b.is_empty() && text.starts_with(b.as_str()));
                 (text, !has_bos)
@@ -173,7 +201,8 @@ impl Backend for EmbeddedBackend {
 
     async fn prepare(&self, req: GenerateRequest) -> Result<Prepared, BackendError> {
         let served = self.get(&req.model)?;
-        let prompt = served.tokenize(&req.prompt, true, true)?;
+        let tools = req.output.tools.as_ref();
+        let prompt = served.tokenize(&req.prompt, true, true, tools)?;
         if prompt.is_empty() {
             return Err(BackendError::invalid("prompt", "the prompt is empty"));
         }
@@ -191,17 +220,52 @@ impl Backend for EmbeddedBackend {
         }
         let max_tokens = req.max_tokens.unwrap_or((ctx - prompt.len()) as u32);
         let prompt_tokens = prompt.len() as u64;
-        let engine = served.engine.clone();
-        let request = SeqRequest { prompt, sampling: req.sampling, max_tokens, stop: req.stop };
-        Ok(Prepared::new(req.model, prompt_tokens, u64::from(max_tokens), async move {
-            let (events, receipt) = engine.submit(request)?;
-            Ok(Generation { prompt_tokens, events, receipt })
+        let choices = req.output.choices.max(1);
+        if choices as usize > served.engine.capacity() {
+            return Err(BackendError::invalid(
+                "n",
+                format!("this server runs at most {} sequences of `{}` at once", served.engine.capacity(), req.model),
+            ));
+        }
+        let constraint = served.grammars.compile(&req.sampling.format, tools)?;
+        let calls = tools.filter(|t| t.choice != ToolChoice::None);
+        let banned: Vec<Token> = match (tools, served.call_token) {
+            (Some(t), Some(token)) if t.choice == ToolChoice::None => vec![token],
+            _ => Vec::new(),
+        };
+        let sequences: Vec<SeqRequest<SamplerSpec>> = (0..choices)
+            .map(|choice| SeqRequest {
+                prompt: prompt.clone(),
+                sampler: SamplerSpec {
+                    params: SamplingParams { seed: req.sampling.seed.wrapping_add(choice), ..req.sampling.clone() },
+                    constraint: constraint.as_ref().map(|c| c.fork()),
+                    banned: banned.clone(),
+                },
+                max_tokens,
+                stop: req.stop.clone(),
+                ignore_eos: req.sampling.ignore_eos,
+                choice,
+                logprobs: req.output.logprobs,
+                // One choice computes the prompt's; the client gets them with each.
+                prompt_logprobs: req.output.prompt_logprobs && choice == 0,
+            })
+            .collect();
+        let (engine, tasks) = (served.engine.clone(), self.tasks.clone());
+        let calls = match calls {
+            None => Calls::None,
+            Some(t) if t.choice == ToolChoice::Auto && req.sampling.format == OutputFormat::Text => Calls::TaggedOrBare,
+            Some(_) => Calls::Tagged,
+        };
+        let max_completion = u64::from(max_tokens) * u64::from(choices);
+        Ok(Prepared::new(req.model, prompt_tokens, max_completion, async move {
+            let submitted = engine.submit(sequences)?;
+            Ok(crate::output::join(&tasks, submitted, prompt_tokens, calls))
         }))
     }
 
     async fn tokenize(&self, req: TokenizeInput) -> Result<Tokenized, BackendError> {
         let served = self.get(&req.model)?;
-        let tokens = served.tokenize(&req.prompt, req.add_special, req.add_generation_prompt)?;
+        let tokens = served.tokenize(&req.prompt, req.add_special, req.add_generation_prompt, None)?;
         let vocab = served.model.vocab();
         let token_strs = tokens
             .iter()
@@ -238,6 +302,9 @@ impl Backend for EmbeddedBackend {
         for m in &self.models {
             m.engine.shutdown().await;
         }
+        // The engines cancelled what still ran: each request's task now settles it.
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 }
 

@@ -4,15 +4,14 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{DecodeError, LlamaStateSeqFlags, SeqState};
 use std::num::NonZeroU32;
 use std::path::Path;
-use tm_backend::SamplingParams;
-use tm_scheduler::{BatchEntry, KvCells, KvSnapshots, Model, ModelError, SeqId, Token};
+use tm_scheduler::{BatchEntry, KvCells, KvSnapshots, Logprobs, Model, ModelError, SeqId, Token};
 
 use crate::load::llama_backend;
+use crate::sampler::{Sampler, SamplerSpec};
 
 /// Tokens per decode call. Also llama.cpp's micro-batch: larger prompt chunks do not
 /// speed up a CPU and would delay the decode tokens sharing the step.
@@ -129,7 +128,8 @@ impl KvSnapshots for LlamaEngineModel {
 }
 
 impl Model for LlamaEngineModel {
-    type Sampler = LlamaSampler;
+    type Sampler = Sampler;
+    type SamplerSpec = SamplerSpec;
 
     fn batch_capacity(&self) -> usize {
         BATCH_TOKENS
@@ -139,8 +139,8 @@ impl Model for LlamaEngineModel {
         self.kv_cells
     }
 
-    fn new_sampler(&self, params: &SamplingParams) -> Result<LlamaSampler, ModelError> {
-        crate::sampler::build(self.model, params, &self.end_of_generation).map_err(ModelError::Other)
+    fn new_sampler(&self, spec: SamplerSpec) -> Result<Sampler, ModelError> {
+        Sampler::new(self.model, spec, &self.end_of_generation).map_err(ModelError::Other)
     }
 
     fn decode(&mut self, entries: &[BatchEntry]) -> Result<(), ModelError> {
@@ -156,8 +156,12 @@ impl Model for LlamaEngineModel {
         })
     }
 
-    fn sample(&mut self, sampler: &mut LlamaSampler, index: usize) -> Token {
-        sampler.sample(&self.ctx, index as i32).0
+    fn sample(&mut self, sampler: &mut Sampler, index: usize) -> Token {
+        sampler.sample(&self.ctx, index)
+    }
+
+    fn logprobs(&self, index: usize, token: Token, top: usize) -> Logprobs {
+        log_softmax_at(self.ctx.get_logits_ith(index as i32), token, top)
     }
 
     fn is_end_of_generation(&self, token: Token) -> bool {
@@ -166,5 +170,46 @@ impl Model for LlamaEngineModel {
 
     fn token_bytes(&self, token: Token) -> Vec<u8> {
         self.model.vocab().token_to_piece(LlamaToken(token), false, None)
+    }
+
+    fn token_label(&self, token: Token) -> Vec<u8> {
+        self.model.vocab().token_to_piece(LlamaToken(token), true, None)
+    }
+}
+
+/// `token`'s log-probability under the softmax of `logits`, and the `top` likeliest tokens.
+fn log_softmax_at(logits: &[f32], token: Token, top: usize) -> Logprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let log_z = f64::from(max) + sum.ln();
+    let logprob = |l: f32| (f64::from(l) - log_z) as f32;
+    // The top few by insertion into a short sorted list: one pass, no sort of the vocabulary.
+    let mut best: Vec<(Token, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() < top || best.last().is_some_and(|&(_, worst)| l > worst) {
+                let at = best.partition_point(|&(_, b)| b >= l);
+                best.insert(at, (i as Token, l));
+                best.truncate(top);
+            }
+        }
+    }
+    let chosen = logits.get(token as usize).copied().map_or(f32::NEG_INFINITY, logprob);
+    Logprobs { chosen, top: best.into_iter().map(|(t, l)| (t, logprob(l))).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_matches_the_definition() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        let lp = log_softmax_at(&logits, 2, 3);
+        assert!((lp.chosen - (2.0f32.exp() / z).ln()).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 2], "likeliest first, ties by id");
+        assert!((lp.top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-6);
+        assert!(log_softmax_at(&logits, 0, 0).top.is_empty());
     }
 }

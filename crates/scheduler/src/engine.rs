@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
-use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage};
+use tm_backend::{FinishReason, GenerationEvent, Output, Receipt, TokenLogprob, TokenUsage, TopLogprob};
 use tracing::{debug, warn};
 
 use crate::handle::{Job, Message, SeqRequest};
@@ -46,10 +46,14 @@ pub struct EngineConfig {
 /// tens of milliseconds each).
 const RESTORE_GAIN: usize = 16;
 
+/// Prompt tokens per step of a request that wants their log-probabilities: each needs
+/// its logits kept (a vocabulary's worth of floats).
+const PROMPT_LOGPROBS_CHUNK: usize = 64;
+
 /// A request that holds a sequence.
-struct Active<S> {
-    job: Job,
-    sampler: S,
+struct Active<M: Model> {
+    job: Job<M::SamplerSpec>,
+    sampler: M::Sampler,
     seq: SeqId,
     /// Its leaf in the prefix tree.
     leaf: NodeId,
@@ -67,9 +71,19 @@ struct Active<S> {
     last_token: Instant,
     decoder: Utf8Decoder,
     stop: StopMatcher,
+    /// Log-probabilities of sampled tokens whose text has not been sent, with the byte
+    /// range of the token's text in the decoded output.
+    logprobs: VecDeque<(TokenLogprob, usize, usize)>,
+    /// Bytes of token text decoded, and of text sent.
+    decoded_bytes: usize,
+    sent_bytes: usize,
+    /// The prompt's log-probabilities, gathered while it is computed (when asked for).
+    prompt_logprobs: Option<Vec<TokenLogprob>>,
+    /// This step's prompt logits: (batch index, the prompt position they predict).
+    prompt_logits: Vec<(usize, usize)>,
 }
 
-impl<S> Active<S> {
+impl<M: Model> Active<M> {
     /// What the request has used so far: a prompt is counted once it holds a sequence.
     fn usage(&self) -> TokenUsage {
         TokenUsage {
@@ -94,8 +108,8 @@ pub(crate) struct Engine<M: Model> {
     config: EngineConfig,
     tree: PrefixTree,
     /// Running requests, oldest first: prompt chunks go to the oldest.
-    running: Vec<Active<M::Sampler>>,
-    waiting: VecDeque<Job>,
+    running: Vec<Active<M>>,
+    waiting: VecDeque<Job<M::SamplerSpec>>,
     batch: Vec<BatchEntry>,
     metrics: EngineMetrics,
     spill: SpillStore<M::Snapshot>,
@@ -124,7 +138,7 @@ pub(crate) fn new<M: Model>(model: M, config: EngineConfig, metrics: EngineMetri
 }
 
 /// The engine thread's loop, until shutdown or until every handle is gone.
-pub(crate) fn run<M: Model>(mut engine: Engine<M>, jobs: std_mpsc::Receiver<Message>) {
+pub(crate) fn run<M: Model>(mut engine: Engine<M>, jobs: std_mpsc::Receiver<Message<M::SamplerSpec>>) {
     loop {
         let next = if engine.running.is_empty() && engine.waiting.is_empty() {
             jobs.recv().ok()
@@ -180,10 +194,30 @@ impl<M: Model> Engine<M> {
             self.fail_all(&e);
             return;
         }
+        self.read_prompt_logprobs();
         let mut i = 0;
         while i < self.running.len() {
             if !self.sample_and_emit(i) {
                 i += 1;
+            }
+        }
+    }
+
+    /// Takes this step's prompt log-probabilities, and sends a prompt's once it is computed.
+    fn read_prompt_logprobs(&mut self) {
+        for a in &mut self.running {
+            let Some(gathered) = a.prompt_logprobs.as_mut() else { continue };
+            let prompt = &a.job.request.prompt;
+            let top = usize::from(a.job.request.logprobs.unwrap_or(0));
+            for (index, pos) in a.prompt_logits.drain(..) {
+                gathered.push(token_logprob(&self.model, index, prompt[pos], top));
+            }
+            if !a.prefilling() {
+                let logprobs = a.prompt_logprobs.take().unwrap_or_default();
+                let _ = a.job.events.send(GenerationEvent::Output {
+                    choice: a.job.request.choice,
+                    output: Output::Prompt { logprobs },
+                });
             }
         }
     }
@@ -204,9 +238,10 @@ impl<M: Model> Engine<M> {
     fn admit(&mut self) {
         let mut i = 0;
         while self.running.len() < self.config.slots && i < self.waiting.len() {
-            let prompt = &self.waiting[i].request.prompt;
+            let request = &self.waiting[i].request;
+            let prompt = &request.prompt;
             let limit = prompt.len().saturating_sub(1); // the last token's logits start generation
-            if self.config.prefix_cache {
+            if self.config.prefix_cache && !request.prompt_logprobs {
                 let cached = self.tree.find(prompt, limit).len;
                 if self.running.iter().any(|a| a.prefilling() && worth_waiting_for(a, prompt, limit, cached)) {
                     i += 1;
@@ -228,10 +263,8 @@ impl<M: Model> Engine<M> {
                 }
                 Room::Later => return,
                 Room::Never => {
-                    let Some(mut job) = self.waiting.remove(i) else { return };
-                    let message = "the request does not fit in the KV cache (raise the KV cache size)";
-                    let _ = job.events.send(GenerationEvent::Failed(message.into()));
-                    job.send_receipt(Receipt::default());
+                    let Some(job) = self.waiting.remove(i) else { return };
+                    job.refuse("the request does not fit in the KV cache (raise the KV cache size)".into());
                 }
             }
         }
@@ -242,7 +275,10 @@ impl<M: Model> Engine<M> {
     /// cells beside what running requests may still add.
     fn make_room(&mut self, i: usize) -> Room {
         let request = &self.waiting[i].request;
-        let limit = if self.config.prefix_cache { request.prompt.len().saturating_sub(1) } else { 0 };
+        // A prompt whose log-probabilities are wanted is computed whole: a cached prefix
+        // has no logits.
+        let reuse = self.config.prefix_cache && !request.prompt_logprobs;
+        let limit = if reuse { request.prompt.len().saturating_sub(1) } else { 0 };
         let capacity = self.model.kv_capacity();
         let ctx = self.config.ctx_per_slot;
         let promised: usize = self.running.iter().map(|a| a.cells_to_come(ctx)).sum();
@@ -321,12 +357,15 @@ impl<M: Model> Engine<M> {
     }
 
     /// Starts `job` on sequence `seq` from its cached prefix.
-    fn start(&mut self, mut job: Job, seq: SeqId, begin: Begin) {
-        let sampler = match self.model.new_sampler(&job.request.sampling) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = job.events.send(GenerationEvent::Failed(e.to_string()));
-                job.send_receipt(Receipt::default());
+    fn start(&mut self, mut job: Job<M::SamplerSpec>, seq: SeqId, begin: Begin) {
+        let sampler = match job.request.sampler.take().map(|spec| self.model.new_sampler(spec)) {
+            Some(Ok(s)) => s,
+            failed => {
+                let message = match failed {
+                    Some(Err(e)) => e.to_string(),
+                    _ => "the request has no sampler".into(),
+                };
+                job.refuse(message);
                 if matches!(begin, Begin::Restored { .. }) {
                     self.model.remove(seq, 0);
                 }
@@ -346,6 +385,15 @@ impl<M: Model> Engine<M> {
         self.metrics.admitted(job.request.prompt.len(), reused, tier);
         let last_token = job.submitted;
         let stop = StopMatcher::new(job.request.stop.clone());
+        let prompt_logprobs = job.request.prompt_logprobs.then(|| {
+            let first = job.request.prompt[0];
+            vec![TokenLogprob {
+                token: String::from_utf8_lossy(&self.model.token_label(first)).into_owned(),
+                bytes: self.model.token_label(first),
+                logprob: None,
+                top: Vec::new(),
+            }]
+        });
         self.running.push(Active {
             job,
             sampler,
@@ -360,6 +408,11 @@ impl<M: Model> Engine<M> {
             last_token,
             decoder: Utf8Decoder::default(),
             stop,
+            logprobs: VecDeque::new(),
+            decoded_bytes: 0,
+            sent_bytes: 0,
+            prompt_logprobs,
+            prompt_logits: Vec::new(),
         });
     }
 
@@ -387,18 +440,23 @@ impl<M: Model> Engine<M> {
         };
         for a in &mut self.running {
             let prompt = &a.job.request.prompt;
-            let take = (prompt.len() - a.next_prompt).min(budget);
+            let every_logit = a.prompt_logprobs.is_some();
+            let cap = if every_logit { PROMPT_LOGPROBS_CHUNK } else { usize::MAX };
+            let take = (prompt.len() - a.next_prompt).min(budget).min(cap);
             if take == 0 {
                 continue;
             }
             budget -= take;
             let chunk = &prompt[a.next_prompt..a.next_prompt + take];
             for (k, &token) in chunk.iter().enumerate() {
-                let last = a.next_prompt + k + 1 == prompt.len();
+                let at = a.next_prompt + k;
+                let last = at + 1 == prompt.len();
                 if last {
                     a.logits_at = Some(self.batch.len());
+                } else if every_logit {
+                    a.prompt_logits.push((self.batch.len(), at + 1));
                 }
-                self.batch.push(BatchEntry { token, pos: a.len + k, seq: a.seq, logits: last });
+                self.batch.push(BatchEntry { token, pos: a.len + k, seq: a.seq, logits: last || every_logit });
             }
             self.tree.extend(a.leaf, chunk);
             a.next_prompt += take;
@@ -416,18 +474,25 @@ impl<M: Model> Engine<M> {
         self.metrics.token(now - a.last_token, a.generated == 0);
         a.last_token = now;
         a.generated += 1;
-        if self.model.is_end_of_generation(token) && !a.job.request.sampling.ignore_eos {
+        if self.model.is_end_of_generation(token) && !a.job.request.ignore_eos {
             flush(a);
             self.finish(i, FinishReason::Stop);
             return true;
         }
-        let text = a.decoder.push(&self.model.token_bytes(token));
+        let bytes = self.model.token_bytes(token);
+        if let Some(top) = a.job.request.logprobs {
+            let start = a.decoded_bytes;
+            a.decoded_bytes += bytes.len();
+            a.logprobs.push_back((token_logprob(&self.model, index, token, usize::from(top)), start, a.decoded_bytes));
+        }
+        let text = a.decoder.push(&bytes);
         let matched = a.stop.push(&text);
-        send_text(a, matched.text);
         if matched.stopped {
+            send_text(a, matched.text, Release::Begun);
             self.finish(i, FinishReason::Stop);
             return true;
         }
+        send_text(a, matched.text, Release::Sent);
         // The sampled token still has to be fed, so it needs a free position in the context.
         if a.generated >= a.job.request.max_tokens || a.len + 1 >= self.config.ctx_per_slot {
             flush(a);
@@ -444,7 +509,7 @@ impl<M: Model> Engine<M> {
         let mut a = self.running.remove(i);
         let usage = a.usage();
         debug!(seq = a.seq, ?reason, ?usage, "finished");
-        let _ = a.job.events.send(GenerationEvent::Finished { reason, usage });
+        let _ = a.job.events.send(GenerationEvent::ChoiceEnded { choice: a.job.request.choice, reason });
         a.job.send_receipt(Receipt { usage, finish: Some(reason), ..Default::default() });
         self.tree.park(a.leaf, &mut self.model);
         if !self.config.prefix_cache {
@@ -500,32 +565,86 @@ enum Room {
 }
 
 /// The most cells a request's sequence may hold: generation stops at the context's end.
-fn worst_case(request: &SeqRequest, ctx_per_slot: usize) -> usize {
+fn worst_case<S>(request: &SeqRequest<S>, ctx_per_slot: usize) -> usize {
     (request.prompt.len() + request.max_tokens as usize).min(ctx_per_slot.max(request.prompt.len() + 1))
 }
 
 /// Whether a prompt should wait for running request `a`'s prefill: `a` is about to compute
 /// more of this prompt than is cached. Waiting costs nothing: `a` is older, so its prompt
 /// gets each step's budget first, and the tokens would be computed twice otherwise.
-fn worth_waiting_for<S>(a: &Active<S>, prompt: &[Token], limit: usize, cached: usize) -> bool {
+fn worth_waiting_for<M: Model>(a: &Active<M>, prompt: &[Token], limit: usize, cached: usize) -> bool {
     let shared = common_prefix(&a.job.request.prompt, prompt).min(limit);
     shared > a.len.max(cached)
 }
 
-fn send_text<S>(active: &Active<S>, text: String) {
-    if !text.is_empty() {
-        let _ = active.job.events.send(GenerationEvent::Text(text));
+/// Which pending log-probabilities go with text being sent.
+enum Release {
+    /// Those of tokens whose text has been sent whole.
+    Sent,
+    /// Those of tokens whose text has begun to be sent (a stop string cut the rest).
+    Begun,
+    /// All: generation ended.
+    All,
+}
+
+fn send_text<M: Model>(active: &mut Active<M>, text: String, release: Release) {
+    active.sent_bytes += text.len();
+    let mut logprobs = Vec::new();
+    while let Some(&(_, start, end)) = active.logprobs.front() {
+        let released = match release {
+            Release::Sent => end <= active.sent_bytes,
+            Release::Begun => start < active.sent_bytes,
+            Release::All => true,
+        };
+        if !released {
+            break;
+        }
+        if let Some((lp, _, _)) = active.logprobs.pop_front() {
+            logprobs.push(lp);
+        }
+    }
+    if matches!(release, Release::Begun) {
+        active.logprobs.clear();
+    }
+    if !text.is_empty() || !logprobs.is_empty() {
+        let output = Output::Text { text, logprobs };
+        let _ = active.job.events.send(GenerationEvent::Output { choice: active.job.request.choice, output });
     }
 }
 
 /// Emits text held back by the decoder or the stop matcher when generation ends for
 /// another reason than a stop string.
-fn flush<S>(active: &mut Active<S>) {
+fn flush<M: Model>(active: &mut Active<M>) {
     let tail = active.decoder.finish();
     let matched = active.stop.push(&tail);
     let mut text = matched.text;
-    if !matched.stopped {
-        text.push_str(&active.stop.finish());
+    if matched.stopped {
+        send_text(active, text, Release::Begun);
+        return;
     }
-    send_text(active, text);
+    text.push_str(&active.stop.finish());
+    send_text(active, text, Release::All);
+}
+
+/// `token`'s log-probability entry at batch entry `index`.
+fn token_logprob<M: Model>(model: &M, index: usize, token: Token, top: usize) -> TokenLogprob {
+    let lp = model.logprobs(index, token, top);
+    let label = |t: Token| {
+        let bytes = model.token_label(t);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let (text, bytes) = label(token);
+    TokenLogprob {
+        token: text,
+        bytes,
+        logprob: Some(lp.chosen),
+        top: lp
+            .top
+            .into_iter()
+            .map(|(t, logprob)| {
+                let (token, bytes) = label(t);
+                TopLogprob { token, bytes, logprob }
+            })
+            .collect(),
+    }
 }

@@ -23,9 +23,9 @@ pub mod spill;
 pub mod text;
 
 pub use engine::EngineConfig;
-pub use handle::{SchedulerHandle, SeqRequest};
+pub use handle::{SchedulerHandle, SeqRequest, Submitted};
 pub use metrics::{EngineMetrics, Tier};
-pub use model::{BatchEntry, KvCells, KvSnapshots, Model, ModelError, SeqId, Token};
+pub use model::{BatchEntry, KvCells, KvSnapshots, Logprobs, Model, ModelError, SeqId, Token};
 pub use spill::SpillConfig;
 
 #[cfg(test)]

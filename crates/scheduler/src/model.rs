@@ -1,7 +1,5 @@
 //! The interface between the batching loop and a concrete model.
 
-use tm_backend::SamplingParams;
-
 pub use crate::spill::KvSnapshots;
 
 pub type Token = i32;
@@ -47,11 +45,24 @@ pub trait KvCells {
     fn clear(&mut self);
 }
 
+/// Log-probabilities at one place of the last decode, from the model's own distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logprobs {
+    /// Of the token that was chosen (or that came next in the prompt).
+    pub chosen: f32,
+    /// The likeliest tokens, likeliest first.
+    pub top: Vec<(Token, f32)>,
+}
+
 /// What the engine needs from a model. Not `Send`: a model lives and dies on the engine
 /// thread (llama.cpp contexts are not thread-safe).
 pub trait Model: KvCells + KvSnapshots {
     /// Per-request sampling state (penalty history, grammar, RNG).
     type Sampler;
+
+    /// How a request picks its tokens, as the caller built it before the request reached
+    /// the engine thread (where anything slow, such as compiling a grammar, must not run).
+    type SamplerSpec: Send + 'static;
 
     /// Most tokens one [`Model::decode`] call accepts.
     fn batch_capacity(&self) -> usize;
@@ -59,7 +70,7 @@ pub trait Model: KvCells + KvSnapshots {
     /// KV cells in the context: tokens all sequences may hold together.
     fn kv_capacity(&self) -> usize;
 
-    fn new_sampler(&self, params: &SamplingParams) -> Result<Self::Sampler, ModelError>;
+    fn new_sampler(&self, spec: Self::SamplerSpec) -> Result<Self::Sampler, ModelError>;
 
     /// Runs the model over a batch, appending each entry to its sequence's KV cache.
     fn decode(&mut self, batch: &[BatchEntry]) -> Result<(), ModelError>;
@@ -68,8 +79,17 @@ pub trait Model: KvCells + KvSnapshots {
     /// records it in the sampler's history.
     fn sample(&mut self, sampler: &mut Self::Sampler, index: usize) -> Token;
 
+    /// The log-probability of `token` at batch entry `index` of the last decode, and the
+    /// `top` likeliest tokens there (the entry must have had its logits computed).
+    fn logprobs(&self, index: usize, token: Token, top: usize) -> Logprobs;
+
     fn is_end_of_generation(&self, token: Token) -> bool;
 
     /// The text bytes of a token as generated output (special tokens render empty).
     fn token_bytes(&self, token: Token) -> Vec<u8>;
+
+    /// The token as a log-probability entry names it (special tokens by their text).
+    fn token_label(&self, token: Token) -> Vec<u8> {
+        self.token_bytes(token)
+    }
 }

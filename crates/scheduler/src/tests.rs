@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tm_backend::{BackendError, FinishReason, GenerationEvent, Receipt, SamplingParams, TokenUsage};
+use tm_backend::{BackendError, FinishReason, GenerationEvent, Output, Receipt, TokenLogprob, TokenUsage};
 
-use crate::model::{BatchEntry, KvCells, KvSnapshots, Model, ModelError, SeqId, Token};
+use crate::model::{BatchEntry, KvCells, KvSnapshots, Logprobs, Model, ModelError, SeqId, Token};
 use crate::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, SpillConfig, Tier};
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,13 @@ impl Kv {
         }
         cells.iter().map(|c| c.token).collect()
     }
+}
+
+/// The fake's distribution: its next token has probability 1/2, each other one of the 26
+/// tokens 1/50.
+const NEXT_LOGPROB: f32 = -std::f32::consts::LN_2;
+fn other_logprob() -> f32 {
+    (1.0f32 / 50.0).ln()
 }
 
 /// The next token after a context: never 0 (the end-of-generation token).
@@ -147,13 +154,14 @@ impl KvSnapshots for FakeModel {
 
 impl Model for FakeModel {
     type Sampler = ();
+    type SamplerSpec = ();
     fn batch_capacity(&self) -> usize {
         8
     }
     fn kv_capacity(&self) -> usize {
         self.kv.lock().unwrap().cells.len()
     }
-    fn new_sampler(&self, _: &SamplingParams) -> Result<(), ModelError> {
+    fn new_sampler(&self, _: ()) -> Result<(), ModelError> {
         Ok(())
     }
     fn decode(&mut self, batch: &[BatchEntry]) -> Result<(), ModelError> {
@@ -177,6 +185,12 @@ impl Model for FakeModel {
     fn sample(&mut self, _: &mut (), index: usize) -> Token {
         self.next[index]
     }
+    fn logprobs(&self, index: usize, token: Token, top: usize) -> Logprobs {
+        let next = self.next[index];
+        let chosen = if token == next { NEXT_LOGPROB } else { other_logprob() };
+        let others = (0..26).filter(|&t| t != next).map(|t| (t, other_logprob()));
+        Logprobs { chosen, top: std::iter::once((next, NEXT_LOGPROB)).chain(others).take(top).collect() }
+    }
     fn is_end_of_generation(&self, token: Token) -> bool {
         token == 0
     }
@@ -186,7 +200,7 @@ impl Model for FakeModel {
 }
 
 struct Harness {
-    handle: SchedulerHandle,
+    handle: SchedulerHandle<()>,
     kv: Arc<Mutex<Kv>>,
     metrics: EngineMetrics,
 }
@@ -258,44 +272,59 @@ impl Harness {
     }
 }
 
-fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest {
+fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest<()> {
     SeqRequest {
         prompt: prompt.to_vec(),
-        sampling: SamplingParams::default(),
+        sampler: (),
         max_tokens,
         stop: stop.iter().map(|s| s.to_string()).collect(),
+        ignore_eos: false,
+        choice: 0,
+        logprobs: None,
+        prompt_logprobs: false,
     }
 }
 
 type Submitted = (tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>, tokio::sync::oneshot::Receiver<Receipt>);
 
+trait SubmitOne {
+    /// One request of one choice.
+    fn submit_one(&self, request: SeqRequest<()>) -> Result<Submitted, BackendError>;
+}
+
+impl SubmitOne for SchedulerHandle<()> {
+    fn submit_one(&self, request: SeqRequest<()>) -> Result<Submitted, BackendError> {
+        let mut s = self.submit(vec![request])?;
+        Ok((s.events, s.receipts.remove(0)))
+    }
+}
+
 /// Reads a generation to its end; its receipt must agree with the final event.
 fn collect((mut rx, receipt): Submitted) -> (String, FinishReason, TokenUsage) {
     let mut text = String::new();
     loop {
-        match rx.blocking_recv().expect("stream ended without Finished") {
-            GenerationEvent::Text(t) => text.push_str(&t),
-            GenerationEvent::Finished { reason, usage } => {
-                assert_eq!(
-                    receipt.blocking_recv().unwrap(),
-                    Receipt { usage, finish: Some(reason), ..Default::default() }
-                );
-                return (text, reason, usage);
+        match rx.blocking_recv().expect("stream ended without ChoiceEnded") {
+            GenerationEvent::Output { choice: 0, output: Output::Text { text: t, .. } } => text.push_str(&t),
+            GenerationEvent::ChoiceEnded { choice: 0, reason } => {
+                let receipt = receipt.blocking_recv().unwrap();
+                assert_eq!(receipt.finish, Some(reason));
+                return (text, reason, receipt.usage);
             }
             GenerationEvent::Failed(e) => panic!("failed: {e}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 }
 
 fn run(h: &Harness, prompt: &[Token], max_tokens: u32) -> (String, TokenUsage) {
-    let (text, _, usage) = collect(h.handle.submit(request(prompt, max_tokens, &[])).unwrap());
+    let (text, _, usage) = collect(h.handle.submit_one(request(prompt, max_tokens, &[])).unwrap());
     (text, usage)
 }
 
 #[test]
 fn generates_up_to_max_tokens_with_exact_usage() {
     let h = start(Setup::default());
-    let (text, reason, usage) = collect(h.handle.submit(request(&[1, 2, 3], 4, &[])).unwrap());
+    let (text, reason, usage) = collect(h.handle.submit_one(request(&[1, 2, 3], 4, &[])).unwrap());
     assert_eq!(text, reference(&[1, 2, 3], 4));
     assert_eq!(reason, FinishReason::Length);
     assert_eq!(usage, TokenUsage { prompt_tokens: 3, cached_tokens: 0, completion_tokens: 4 });
@@ -308,7 +337,7 @@ fn concurrent_requests_share_decode_batches() {
     // is instant, so otherwise one request may finish before the next one arrives.
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 4, gate: Some(gate_rx), ..Setup::default() });
-    let rxs: Vec<_> = (0..3).map(|i| h.handle.submit(request(&[i + 1], 6, &[])).unwrap()).collect();
+    let rxs: Vec<_> = (0..3).map(|i| h.handle.submit_one(request(&[i + 1], 6, &[])).unwrap()).collect();
     drop(gate_tx);
     for (i, rx) in rxs.into_iter().enumerate() {
         let (text, reason, _) = collect(rx);
@@ -337,7 +366,7 @@ fn stop_strings_end_generation_and_are_not_emitted() {
     let full = reference(&[3], 10);
     // A stop string across two tokens: the third and fourth letters.
     let stop = &full[2..4];
-    let (text, reason, usage) = collect(h.handle.submit(request(&[3], 10, &[stop])).unwrap());
+    let (text, reason, usage) = collect(h.handle.submit_one(request(&[3], 10, &[stop])).unwrap());
     assert_eq!(text, full[..full.find(stop).unwrap()]);
     assert_eq!(reason, FinishReason::Stop);
     assert!(usage.completion_tokens >= 4);
@@ -373,16 +402,18 @@ fn prefixes_are_shared_across_sequences_running_or_finished() {
     let h = start(Setup { slots: 3, gate: Some(gate_rx), ..Setup::default() });
     // The first request is mid-way through its answer (its prompt computed) when two
     // more arrive: they copy the system prompt from its running sequence.
-    let (mut long, long_receipt) = h.handle.submit(request(&ask(30), 40, &[])).unwrap();
+    let (mut long, long_receipt) = h.handle.submit_one(request(&ask(30), 40, &[])).unwrap();
     for _ in 0..5 {
         gate_tx.send(()).unwrap();
     }
     let mut long_text = match long.blocking_recv() {
-        Some(GenerationEvent::Text(t)) => t,
+        Some(GenerationEvent::Output { output: Output::Text { text, .. }, .. }) => text,
         other => panic!("{other:?}"),
     };
-    let (a, b) =
-        (h.handle.submit(request(&ask(31), 5, &[])).unwrap(), h.handle.submit(request(&ask(32), 5, &[])).unwrap());
+    let (a, b) = (
+        h.handle.submit_one(request(&ask(31), 5, &[])).unwrap(),
+        h.handle.submit_one(request(&ask(32), 5, &[])).unwrap(),
+    );
     drop(gate_tx);
     let (a, b) = (collect(a), collect(b));
     assert_eq!((a.2.cached_tokens, b.2.cached_tokens), (20, 20));
@@ -404,7 +435,7 @@ fn a_prompt_waits_for_a_running_prefill_of_its_prefix_instead_of_repeating_it() 
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 4, gate: Some(gate_rx), ..Setup::default() });
     let prompts: Vec<Vec<Token>> = (0..3).map(|q| [&shared[..], &[50 + q, 60]].concat()).collect();
-    let rxs: Vec<_> = prompts.iter().map(|p| h.handle.submit(request(p, 2, &[])).unwrap()).collect();
+    let rxs: Vec<_> = prompts.iter().map(|p| h.handle.submit_one(request(p, 2, &[])).unwrap()).collect();
     drop(gate_tx);
     let results: Vec<_> = rxs.into_iter().map(collect).collect();
     for (p, (text, _, usage)) in prompts.iter().zip(&results) {
@@ -445,7 +476,7 @@ fn a_tiny_kv_budget_evicts_least_recently_used_prefixes_and_stays_correct() {
         let prompt: Vec<Token> =
             base.iter().copied().chain((0..next() % 6).map(|i| (round * 7 + i) as Token)).collect();
         let max = 1 + (next() % 8) as u32;
-        let rxs: Vec<_> = (0..2).map(|_| h.handle.submit(request(&prompt, max, &[])).unwrap()).collect();
+        let rxs: Vec<_> = (0..2).map(|_| h.handle.submit_one(request(&prompt, max, &[])).unwrap()).collect();
         for rx in rxs {
             let (text, _, usage) = collect(rx);
             assert_eq!(text, reference(&prompt, max as usize), "round {round}");
@@ -464,7 +495,7 @@ fn leave_after_first_text(gate: std_mpsc::Sender<()>, steps: usize, (mut events,
     for _ in 0..steps {
         gate.send(()).unwrap();
     }
-    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Text(_))));
+    assert!(matches!(events.blocking_recv(), Some(GenerationEvent::Output { .. })));
     drop(events);
     drop(gate);
     let receipt = receipt.blocking_recv().unwrap();
@@ -477,7 +508,7 @@ fn disconnected_streams_leave_reusable_kv_and_no_leak() {
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 2, cells: 64, sequences: 3, gate: Some(gate_rx), ..Setup::default() });
     let prompt: Vec<Token> = (1..=10).collect();
-    let submitted = h.handle.submit(request(&prompt, 50, &[])).unwrap();
+    let submitted = h.handle.submit_one(request(&prompt, 50, &[])).unwrap();
     leave_after_first_text(gate_tx, 4, submitted);
     h.settle();
     // What the dropped stream computed is cached, and a request needing the whole budget
@@ -494,12 +525,13 @@ fn disconnected_streams_leave_reusable_kv_and_no_leak() {
 fn prompt_chunks_go_to_the_oldest_request_and_respect_the_step_budget() {
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 3, step_tokens: 4, gate: Some(gate_rx), ..Setup::default() });
-    let decoding = h.handle.submit(request(&[1], 30, &[])).unwrap();
+    let decoding = h.handle.submit_one(request(&[1], 30, &[])).unwrap();
     gate_tx.send(()).unwrap();
     gate_tx.send(()).unwrap();
     let a: Vec<Token> = (10..30).collect();
     let b: Vec<Token> = (40..60).collect();
-    let (ra, rb) = (h.handle.submit(request(&a, 1, &[])).unwrap(), h.handle.submit(request(&b, 1, &[])).unwrap());
+    let (ra, rb) =
+        (h.handle.submit_one(request(&a, 1, &[])).unwrap(), h.handle.submit_one(request(&b, 1, &[])).unwrap());
     drop(gate_tx);
     let (first_a, first_b) = (collect(ra), collect(rb));
     assert_eq!((first_a.0, first_b.0), (reference(&a, 1), reference(&b, 1)));
@@ -523,8 +555,8 @@ fn prompt_chunks_go_to_the_oldest_request_and_respect_the_step_budget() {
 fn overload_is_refused_and_cancellation_frees_the_sequence() {
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 1, queue: 0, gate: Some(gate_rx), ..Setup::default() });
-    let first = h.handle.submit(request(&[1], 1000, &[])).unwrap();
-    match h.handle.submit(request(&[1], 1, &[])) {
+    let first = h.handle.submit_one(request(&[1], 1000, &[])).unwrap();
+    match h.handle.submit_one(request(&[1], 1, &[])) {
         Err(BackendError::Overloaded { capacity: 1, .. }) => {}
         other => panic!("expected Overloaded, got {:?}", other.map(|_| ())),
     }
@@ -535,7 +567,7 @@ fn overload_is_refused_and_cancellation_frees_the_sequence() {
     assert_eq!(receipt.usage.prompt_tokens, 1);
     assert!((1..100).contains(&receipt.usage.completion_tokens), "{receipt:?}");
     h.settle();
-    let (_, reason, _) = collect(h.handle.submit(request(&[2], 2, &[])).unwrap());
+    let (_, reason, _) = collect(h.handle.submit_one(request(&[2], 2, &[])).unwrap());
     assert_eq!(reason, FinishReason::Length);
     // The cancelled request stopped long before its 1000 tokens.
     assert!(h.decoded_tokens() < 100, "decoded {} tokens after cancel", h.decoded_tokens());
@@ -545,8 +577,8 @@ fn overload_is_refused_and_cancellation_frees_the_sequence() {
 fn a_request_that_leaves_while_queued_used_nothing() {
     let (gate_tx, gate_rx) = std_mpsc::channel();
     let h = start(Setup { slots: 1, queue: 1, gate: Some(gate_rx), ..Setup::default() });
-    let running = h.handle.submit(request(&[1], 5, &[])).unwrap();
-    let (events, receipt) = h.handle.submit(request(&[2, 3], 5, &[])).unwrap();
+    let running = h.handle.submit_one(request(&[1], 5, &[])).unwrap();
+    let (events, receipt) = h.handle.submit_one(request(&[2, 3], 5, &[])).unwrap();
     drop(events);
     drop(gate_tx);
     assert_eq!(
@@ -559,7 +591,7 @@ fn a_request_that_leaves_while_queued_used_nothing() {
 #[test]
 fn waiting_requests_get_a_sequence_when_one_frees() {
     let h = start(Setup { slots: 1, queue: 3, ..Setup::default() });
-    let rxs: Vec<_> = (0..4).map(|i| h.handle.submit(request(&[i + 1], 3, &[])).unwrap()).collect();
+    let rxs: Vec<_> = (0..4).map(|i| h.handle.submit_one(request(&[i + 1], 3, &[])).unwrap()).collect();
     for rx in rxs {
         assert_eq!(collect(rx).1, FinishReason::Length);
     }
@@ -578,7 +610,7 @@ fn waiting_requests_get_a_sequence_when_one_frees() {
 fn a_request_larger_than_the_whole_cache_fails_instead_of_waiting_forever() {
     let h = start(Setup { cells: 16, ..Setup::default() });
     let prompt: Vec<Token> = (1..=20).collect();
-    let (mut events, receipt) = h.handle.submit(request(&prompt, 2, &[])).unwrap();
+    let (mut events, receipt) = h.handle.submit_one(request(&prompt, 2, &[])).unwrap();
     match events.blocking_recv() {
         Some(GenerationEvent::Failed(e)) => assert!(e.contains("KV cache"), "{e}"),
         other => panic!("{other:?}"),
@@ -720,4 +752,119 @@ fn memory_copies_pushed_out_by_the_budget_and_left_at_shutdown_go_to_disk() {
         assert_eq!((&again.0, again.1.cached_tokens), (cold, 39));
     }
     assert_eq!(h.metrics.hit_tokens(Tier::Disk), 6 * 39);
+}
+
+/// Reads every choice of a request to its end: each choice's text and finish, and the
+/// receipts.
+fn collect_choices(submitted: crate::Submitted) -> (Vec<(String, FinishReason)>, Vec<Receipt>) {
+    let crate::Submitted { mut events, receipts } = submitted;
+    let mut choices = vec![(String::new(), None); receipts.len()];
+    while let Some(event) = events.blocking_recv() {
+        match event {
+            GenerationEvent::Output { choice, output: Output::Text { text, .. } } => {
+                choices[choice as usize].0.push_str(&text)
+            }
+            GenerationEvent::ChoiceEnded { choice, reason } => choices[choice as usize].1 = Some(reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let receipts = receipts.into_iter().map(|r| r.blocking_recv().unwrap()).collect();
+    (choices.into_iter().map(|(text, reason)| (text, reason.expect("every choice ends"))).collect(), receipts)
+}
+
+#[test]
+fn the_choices_of_a_request_compute_its_prompt_once() {
+    let h = start(Setup { slots: 4, ..Setup::default() });
+    let prompt: Vec<Token> = (1..=20).collect();
+    let choices = (0..3).map(|choice| SeqRequest { choice, ..request(&prompt, 4, &[]) }).collect();
+    let (outputs, receipts) = collect_choices(h.handle.submit(choices).unwrap());
+    for (text, reason) in &outputs {
+        assert_eq!((text.as_str(), *reason), (reference(&prompt, 4).as_str(), FinishReason::Length));
+    }
+    // The first computes the prompt; the others copy all of it but the last token, whose
+    // logits start their own generation.
+    let cached: Vec<u64> = receipts.iter().map(|r| r.usage.cached_tokens).collect();
+    assert_eq!(cached, vec![0, 19, 19]);
+    assert_eq!(h.decoded_tokens(), 20 + 2 + 3 * 3, "prompt once, 2 last tokens again, 3 fed tokens each");
+    assert_eq!(
+        Receipt::of_choices(&receipts).usage,
+        TokenUsage { prompt_tokens: 20, cached_tokens: 0, completion_tokens: 12 }
+    );
+    h.settle();
+}
+
+#[test]
+fn a_request_too_large_for_the_admission_is_refused_whole() {
+    let h = start(Setup { slots: 1, queue: 1, ..Setup::default() });
+    let choices = (0..3).map(|choice| SeqRequest { choice, ..request(&[1], 2, &[]) }).collect();
+    assert!(matches!(h.handle.submit(choices), Err(BackendError::Overloaded { capacity: 2, .. })));
+    assert_eq!(h.handle.in_flight(), 0, "no choice was left admitted");
+}
+
+/// Every output event's text and log-probabilities, in order.
+fn text_and_logprobs(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>,
+) -> Vec<(String, Vec<TokenLogprob>)> {
+    let mut out = Vec::new();
+    while let Some(event) = events.blocking_recv() {
+        match event {
+            GenerationEvent::Output { output: Output::Text { text, logprobs }, .. } => out.push((text, logprobs)),
+            GenerationEvent::ChoiceEnded { .. } => return out,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn logprobs_travel_with_their_text_and_a_stop_string_drops_its_own() {
+    let h = start(Setup::default());
+    let expected = reference(&[3], 10);
+    let with_logprobs = |stop: &[&str]| SeqRequest { logprobs: Some(3), ..request(&[3], 10, stop) };
+    let (events, _) = h.handle.submit_one(with_logprobs(&[])).unwrap();
+    let pieces = text_and_logprobs(events);
+    let entries: Vec<&TokenLogprob> = pieces.iter().flat_map(|(_, lps)| lps).collect();
+    assert_eq!(entries.len(), 10);
+    let tokens: String = entries.iter().map(|e| e.token.as_str()).collect();
+    assert_eq!(tokens, expected, "one entry per token, in order");
+    for e in &entries {
+        assert_eq!(e.logprob, Some(NEXT_LOGPROB));
+        assert_eq!(e.top.len(), 3);
+        let top = (e.top[0].token.as_str(), e.top[0].logprob);
+        assert_eq!(top, (e.token.as_str(), NEXT_LOGPROB), "greedy: the top one");
+        assert!(e.top.windows(2).all(|w| w[0].logprob >= w[1].logprob), "likeliest first");
+    }
+    // Each event carries the entries of the tokens whose text it completes.
+    for (text, lps) in &pieces {
+        assert_eq!(text.len(), lps.len(), "{pieces:?}");
+    }
+    // A stop string is not output, and neither are its tokens' entries.
+    let stop = &expected[5..7];
+    let at = expected.find(stop).unwrap();
+    let (events, _) = h.handle.submit_one(with_logprobs(&[stop])).unwrap();
+    let pieces = text_and_logprobs(events);
+    let text: String = pieces.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(text, expected[..at]);
+    assert_eq!(pieces.iter().map(|(_, l)| l.len()).sum::<usize>(), at);
+}
+
+#[test]
+fn prompt_logprobs_come_first_and_are_computed_not_reused() {
+    let h = start(Setup::default());
+    let prompt = vec![5, next_token(&[5]), 9, 9];
+    run(&h, &prompt, 2); // now cached
+    let asked = SeqRequest { logprobs: Some(2), prompt_logprobs: true, ..request(&prompt, 2, &[]) };
+    let (mut events, receipt) = h.handle.submit_one(asked).unwrap();
+    let Some(GenerationEvent::Output { output: Output::Prompt { logprobs }, .. }) = events.blocking_recv() else {
+        panic!("the prompt's log-probabilities come first")
+    };
+    let expected: Vec<Option<f32>> = (0..prompt.len())
+        .map(|k| (k > 0).then(|| if prompt[k] == next_token(&prompt[..k]) { NEXT_LOGPROB } else { other_logprob() }))
+        .collect();
+    assert_eq!(logprobs.iter().map(|e| e.logprob).collect::<Vec<_>>(), expected);
+    assert_eq!(expected[1], Some(NEXT_LOGPROB), "the test prompt has a predicted token");
+    assert!(logprobs[1..].iter().all(|e| e.top.len() == 2));
+    let (text, _, usage) = collect((events, receipt));
+    assert_eq!(text, reference(&prompt, 2));
+    assert_eq!(usage.cached_tokens, 0, "a cached prefix has no logits");
 }

@@ -66,6 +66,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub cache: CacheArgs,
 
+    /// What enforces structured outputs (`response_format` / `text.format`):
+    /// llguidance, or llama.cpp's GBNF grammars (measured against each other by
+    /// `tm-bench features`). Tool calls always use llguidance.
+    #[arg(long, env = "TENSORMESH_GRAMMAR_ENGINE", value_enum, default_value_t = GrammarEngineArg::Llguidance)]
+    pub grammar_engine: GrammarEngineArg,
+
     /// Lifetime of Control Plane access tokens, in seconds (refresh tokens live 30 days).
     #[arg(long, env = "TENSORMESH_ACCESS_TOKEN_TTL", default_value_t = 3600)]
     pub access_token_ttl: u64,
@@ -77,6 +83,21 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = "TENSORMESH_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GrammarEngineArg {
+    Llguidance,
+    Gbnf,
+}
+
+impl From<GrammarEngineArg> for tm_llama::GrammarEngine {
+    fn from(a: GrammarEngineArg) -> Self {
+        match a {
+            GrammarEngineArg::Llguidance => tm_llama::GrammarEngine::Llguidance,
+            GrammarEngineArg::Gbnf => tm_llama::GrammarEngine::Gbnf,
+        }
+    }
 }
 
 /// The engine's KV cache and prompt scheduling.

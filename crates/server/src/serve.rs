@@ -207,6 +207,7 @@ pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
                     disk_bytes: cache.kv_spill_disk_mb << 20,
                 },
                 idle_tokens: cache.kv_idle_tokens,
+                grammar_engine: args.grammar_engine.into(),
             })
         })
         .collect()

@@ -108,13 +108,14 @@ impl Backend for FakeEngine {
                     if !delay.is_zero() {
                         std::thread::sleep(delay);
                     }
-                    if events.send(GenerationEvent::Text(format!("w{i} "))).is_err() {
+                    if events.send(GenerationEvent::text(0, format!("w{i} "))).is_err() {
                         finish = FinishReason::Cancelled;
                         break;
                     }
                     usage.completion_tokens += 1;
                 }
-                let _ = events.send(GenerationEvent::Finished { reason: finish, usage });
+                let _ = events.send(GenerationEvent::ChoiceEnded { choice: 0, reason: finish });
+                let _ = events.send(GenerationEvent::Finished { usage });
                 let _ = receipt_tx.send(Receipt { usage, finish: Some(finish), ..Default::default() });
             };
             if delay.is_zero() {

@@ -96,9 +96,18 @@ impl Backend for UpstreamBackend {
                 completion: n,
             });
         }
+        if request.output.prompt_logprobs {
+            // The gateway writes the echoed prompt itself; the engines' prompt tokens would
+            // come inside their text.
+            return Err(BackendError::invalid(
+                "echo",
+                "`echo` with `logprobs` is not available for models served by upstream engines",
+            ));
+        }
         // The prompt's exact size is the engine's to say; the hold covers the most it can be.
         let prompt_bound = FleetModel::prompt_bound(&request.prompt);
-        let max_completion = request.max_tokens.map_or(model.max_context, u64::from);
+        let max_completion =
+            request.max_tokens.map_or(model.max_context, u64::from) * u64::from(request.output.choices.max(1));
         Ok(Prepared::new(model.name.clone(), prompt_bound, max_completion, model.launch(request, prompt_bound)))
     }
 

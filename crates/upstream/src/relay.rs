@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use tm_backend::{FinishReason, GenerationEvent, Receipt, TokenUsage, UsageSource};
+use std::collections::{BTreeMap, BTreeSet};
+
+use tm_backend::{FinishReason, GenerationEvent, Output, Receipt, TokenUsage, UsageSource};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -57,8 +59,8 @@ pub async fn relay(
                     message: format!("the connection to the model's engine broke: {}", error_chain(&e)),
                     outcome: "broken_stream",
                 }),
-                Ok(None) => end = Some(match state.finish {
-                    Some(reason) if !reader.has_partial() => End::Finished(reason),
+                Ok(None) => end = Some(match state.ended.get(&0) {
+                    Some(&reason) if !reader.has_partial() => End::Finished(reason),
                     _ => End::Failed {
                         message: "the model's engine closed the stream before the end of the response".into(),
                         outcome: "broken_stream",
@@ -95,7 +97,8 @@ pub async fn relay(
     };
     let finish = match end {
         End::Finished(reason) => {
-            let _ = events.send(GenerationEvent::Finished { reason, usage });
+            state.end_open_choices(&events);
+            let _ = events.send(GenerationEvent::Finished { usage });
             Some(reason)
         }
         End::Cancelled => Some(FinishReason::Cancelled),
@@ -110,9 +113,15 @@ pub async fn relay(
 /// What has been relayed so far.
 #[derive(Default)]
 struct Relayed {
-    /// Kept only for counting when the engine reports no usage.
+    /// Kept only for counting when the engine reports no usage (every choice's text and
+    /// tool calls).
     text: String,
-    finish: Option<FinishReason>,
+    /// Choices that ended, and how.
+    ended: BTreeMap<u32, FinishReason>,
+    /// Choices that sent anything.
+    seen: BTreeSet<u32>,
+    /// Tool calls begun, by (choice, index).
+    calls: BTreeSet<(u32, u32)>,
     usage: Option<TokenUsage>,
 }
 
@@ -121,20 +130,53 @@ impl Relayed {
     fn take(&mut self, chunks: Vec<Chunk>, events: &mpsc::UnboundedSender<GenerationEvent>) -> Option<End> {
         for chunk in chunks {
             match chunk {
-                Chunk::Delta { text, finish } => {
-                    if !text.is_empty() {
+                Chunk::Delta { choice, text, logprobs, tool_calls, finish } => {
+                    self.seen.insert(choice);
+                    let mut out = Vec::new();
+                    if !text.is_empty() || !logprobs.is_empty() {
                         self.text.push_str(&text);
-                        if events.send(GenerationEvent::Text(text)).is_err() {
-                            return Some(End::Cancelled);
+                        out.push(Output::Text { text, logprobs });
+                    }
+                    for call in tool_calls {
+                        if self.calls.insert((choice, call.index)) {
+                            let id = call.id.unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple()));
+                            let name = call.name.unwrap_or_default();
+                            self.text.push_str(&name);
+                            out.push(Output::ToolCall { index: call.index, id, name });
+                        }
+                        if !call.arguments.is_empty() {
+                            self.text.push_str(&call.arguments);
+                            out.push(Output::ToolArguments { index: call.index, fragment: call.arguments });
                         }
                     }
-                    self.finish = finish.or(self.finish);
+                    let mut sent =
+                        out.into_iter().map(|output| GenerationEvent::Output { choice, output }).collect::<Vec<_>>();
+                    if let Some(reason) = finish {
+                        if self.ended.insert(choice, reason).is_none() {
+                            sent.push(GenerationEvent::ChoiceEnded { choice, reason });
+                        }
+                    }
+                    if sent.into_iter().any(|e| events.send(e).is_err()) {
+                        return Some(End::Cancelled);
+                    }
                 }
                 Chunk::Usage(u) => self.usage = Some(u),
-                Chunk::Done => return Some(End::Finished(self.finish.unwrap_or(FinishReason::Stop))),
+                Chunk::Done => {
+                    return Some(End::Finished(self.ended.get(&0).copied().unwrap_or(FinishReason::Stop)));
+                }
                 Chunk::Error(message) => return Some(End::Failed { message, outcome: "error_event" }),
             }
         }
         None
+    }
+
+    /// Every choice ends before the generation does: one that sent no finish reason
+    /// stopped on its own.
+    fn end_open_choices(&mut self, events: &mpsc::UnboundedSender<GenerationEvent>) {
+        let open: Vec<u32> = self.seen.iter().copied().filter(|c| !self.ended.contains_key(c)).collect();
+        for choice in open.into_iter().chain(self.seen.is_empty().then_some(0)) {
+            self.ended.insert(choice, FinishReason::Stop);
+            let _ = events.send(GenerationEvent::ChoiceEnded { choice, reason: FinishReason::Stop });
+        }
     }
 }

@@ -45,6 +45,7 @@ fn chat(content: &str, max_tokens: Option<u32>) -> GenerateRequest {
         max_tokens,
         stop: Vec::new(),
         request_id: format!("req-{}", content.len()),
+        output: Default::default(),
     }
 }
 
@@ -62,7 +63,8 @@ async fn run(backend: &UpstreamBackend, request: GenerateRequest) -> Result<Outc
     let mut last = None;
     while let Some(e) = g.events.recv().await {
         match &e {
-            GenerationEvent::Text(t) => text.push_str(t),
+            GenerationEvent::Output { output: tm_backend::Output::Text { text: t, .. }, .. } => text.push_str(t),
+            GenerationEvent::ChoiceEnded { .. } => {}
             _ => last = Some(e.clone()),
         }
     }
@@ -88,7 +90,7 @@ async fn a_stream_is_relayed_with_the_engines_usage_and_cached_tokens() {
     let b = backend(&[&fake.url], "").await;
     let o = run(&b, chat("one two three four", None)).await.unwrap();
     assert_eq!(o.text, "w0 w1 w2 w3 w4 ");
-    assert_eq!(o.last, Some(GenerationEvent::Finished { reason: FinishReason::Stop, usage: usage(4, 0, 5) }));
+    assert_eq!(o.last, Some(GenerationEvent::Finished { usage: usage(4, 0, 5) }));
     assert_eq!(
         o.receipt,
         Receipt { usage: usage(4, 0, 5), finish: Some(FinishReason::Stop), source: UsageSource::Engine }
@@ -206,7 +208,7 @@ async fn missing_usage_is_counted_with_the_engines_tokenizer() {
     fake.set_fault(Fault::NoUsage, 1);
     let b = backend(&[&fake.url], "").await;
     let o = run(&b, chat("five words in this prompt", None)).await.unwrap();
-    assert_eq!(o.last, Some(GenerationEvent::Finished { reason: FinishReason::Stop, usage: usage(5, 0, 4) }));
+    assert_eq!(o.last, Some(GenerationEvent::Finished { usage: usage(5, 0, 4) }));
     assert_eq!((o.receipt.usage, o.receipt.source), (usage(5, 0, 4), UsageSource::Counted));
     assert_eq!(fake.tokenize_calls(), 2, "prompt and completion");
 }
@@ -253,7 +255,9 @@ async fn a_client_that_leaves_closes_the_upstream_request_and_pays_for_what_it_g
     let mut g = b.generate(chat("a b c d", None)).await.unwrap();
     let mut delivered = String::new();
     while delivered.split_whitespace().count() < 3 {
-        if let Some(GenerationEvent::Text(t)) = g.events.recv().await {
+        if let Some(GenerationEvent::Output { output: tm_backend::Output::Text { text: t, .. }, .. }) =
+            g.events.recv().await
+        {
             delivered.push_str(&t);
         }
     }

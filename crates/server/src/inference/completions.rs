@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tm_api::{Completion, CompletionChoice, CompletionRequest, Prompt, SamplingRequest};
-use tm_backend::PromptInput;
+use tm_backend::{validate, Output, OutputOptions, PromptInput};
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::generation::{self, collect, json_event, openai_sse, usage, Piece};
+use super::generation::{self, collect, json_event, openai_sse, usage, Overrides, Piece};
 use super::json::JsonBody;
+use super::logprobs;
 use super::{new_id, unix_now, AppState};
 
 pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
@@ -19,30 +20,91 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBod
         return Err(ApiError::bad_request(Some("suffix".into()), "fill-in-the-middle is not supported"));
     }
     let prompt = single_prompt(req.prompt, "prompt")?;
+    let top = validate::completion_logprobs(req.logprobs)?;
+    let with_logprobs = top.is_some();
+    let output =
+        OutputOptions { logprobs: top, prompt_logprobs: req.echo && with_logprobs, ..OutputOptions::default() };
+    // `n`, checked when the generation starts.
+    let n = sampling.n.unwrap_or(1).max(1) as u32;
     let echo = req.echo.then(|| prompt.clone());
-    let generation =
-        generation::start(&state, &caller, req.model.clone(), PromptInput::Text(prompt), sampling, None).await?;
+    let generation = generation::start(
+        &state,
+        &caller,
+        req.model.clone(),
+        PromptInput::Text(prompt),
+        sampling,
+        Overrides::default(),
+        output,
+    )
+    .await?;
     let (id, created, model) = (new_id("cmpl"), unix_now(), req.model);
-    let completion = move |text: String, finish: Option<String>| Completion {
+    let completion = move |index: u32, text: String, finish: Option<String>, logprobs| Completion {
         id: id.clone(),
         object: "text_completion",
         created,
         model: model.clone(),
-        choices: vec![CompletionChoice { index: 0, text, finish_reason: finish, logprobs: None }],
+        choices: vec![CompletionChoice { index, text, finish_reason: finish, logprobs }],
         usage: None,
     };
     if !req.stream {
-        let done = collect(generation).await?;
-        let mut out = completion(echo.unwrap_or_default() + &done.text, Some(done.finish.as_openai().into()));
+        let mut done = collect(generation).await?;
+        // One choice computed the prompt's log-probabilities; every choice echoes them.
+        let prompt_logprobs = std::mem::take(&mut done.choices[0].prompt_logprobs);
+        let choices = done
+            .choices
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let finish_reason = Some(c.finish_reason());
+                let logprobs = with_logprobs.then(|| {
+                    let entries = [prompt_logprobs.as_slice(), c.logprobs.as_slice()].concat();
+                    logprobs::completion(&entries, &mut 0)
+                });
+                CompletionChoice {
+                    index: i as u32,
+                    text: echo.clone().unwrap_or_default() + &c.text,
+                    finish_reason,
+                    logprobs,
+                }
+            })
+            .collect();
+        let mut out = completion(0, String::new(), None, None);
+        out.choices = choices;
         out.usage = Some(usage(done.usage));
         return Ok(Json(out).into_response());
     }
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let head = echo.map(|e| json_event(&completion(e, None))).into_iter().collect();
+    // Without log-probabilities the echo goes first; with them it waits for the prompt's.
+    let head = match &echo {
+        Some(e) if !with_logprobs => (0..n).map(|i| json_event(&completion(i, e.clone(), None, None))).collect(),
+        _ => Vec::new(),
+    };
+    // Characters of each choice's text so far, for `text_offset`.
+    let mut offsets = vec![0usize; n as usize];
     Ok(openai_sse(generation, include_usage, head, move |piece| match piece {
-        Piece::Text(t) => completion(t, None),
-        Piece::Finish(reason) => completion(String::new(), Some(reason.as_openai().into())),
-        Piece::Usage(u) => Completion { choices: vec![], usage: Some(u), ..completion(String::new(), None) },
+        Piece::Output { output: Output::Prompt { logprobs: entries }, .. } => {
+            let text = echo.clone().unwrap_or_default();
+            (0..n)
+                .map(|i| {
+                    let lp = logprobs::completion(&entries, &mut offsets[i as usize]);
+                    completion(i, text.clone(), None, Some(lp))
+                })
+                .collect()
+        }
+        Piece::Output { choice, output: Output::Text { text, logprobs: entries } } => {
+            let lp = with_logprobs.then(|| {
+                let offset = offsets.get_mut(choice as usize);
+                logprobs::completion(&entries, offset.unwrap_or(&mut 0))
+            });
+            vec![completion(choice, text, None, lp)]
+        }
+        Piece::Output { .. } => vec![],
+        Piece::Finish { choice, reason } => {
+            vec![completion(choice, String::new(), Some(reason.as_openai().into()), None)]
+        }
+        Piece::Usage(u) => {
+            vec![Completion { choices: vec![], usage: Some(u), ..completion(0, String::new(), None, None) }]
+        }
     }))
 }
 

@@ -5,49 +5,126 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tm_api::{SamplingRequest, Usage};
-use tm_backend::{validate, FinishReason, GenerateRequest, GenerationEvent, PromptInput, TokenUsage};
+use tm_backend::{
+    validate, FinishReason, GenerateRequest, GenerationEvent, Output, OutputFormat, OutputOptions, PromptInput,
+    TokenLogprob, TokenUsage,
+};
 use tm_gateway::Metered;
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::{random_seed, AppState};
 
+/// What a route sets in its own fields rather than in the shared sampling ones.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Responses' `max_output_tokens`.
+    pub max_tokens: Option<u32>,
+    /// Responses' `text.format`.
+    pub format: Option<OutputFormat>,
+}
+
 /// Validates the sampling fields, sizes the request, and has the gateway admit it (price,
-/// token limits, hold) and start it.
+/// token limits, hold) and start it. `output.choices` comes from the sampling fields' `n`.
 pub async fn start(
     state: &AppState,
     caller: &Caller,
     model: String,
     prompt: PromptInput,
     sampling: SamplingRequest,
-    max_tokens_override: Option<u32>,
+    overrides: Overrides,
+    output: OutputOptions,
 ) -> Result<Metered, ApiError> {
-    let valid = validate::sampling(sampling, random_seed())?;
+    let mut valid = validate::sampling(sampling, random_seed())?;
+    if let Some(format) = overrides.format {
+        valid.sampling.format = format;
+    }
     let request = GenerateRequest {
         model,
         prompt,
         sampling: valid.sampling,
-        max_tokens: max_tokens_override.or(valid.max_tokens),
+        max_tokens: overrides.max_tokens.or(valid.max_tokens),
         stop: valid.stop,
         request_id: caller.request_id.clone(),
+        output: OutputOptions { choices: valid.choices, ..output },
     };
     let prepared = state.backend.prepare(request).await?;
     Ok(state.gateway.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await?)
 }
 
+/// One finished choice.
+#[derive(Debug, Default)]
+pub struct Choice {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+    /// The prompt's, when asked for (completions `echo`).
+    pub prompt_logprobs: Vec<TokenLogprob>,
+    pub tool_calls: Vec<Call>,
+    pub finish: Option<FinishReason>,
+}
+
+/// A tool call, assembled.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+impl Choice {
+    /// Takes one output event of this choice.
+    fn take(&mut self, output: Output) {
+        match output {
+            Output::Text { text, logprobs } => {
+                self.text.push_str(&text);
+                self.logprobs.extend(logprobs);
+            }
+            Output::Prompt { logprobs } => self.prompt_logprobs = logprobs,
+            Output::ToolCall { id, name, .. } => self.tool_calls.push(Call { id, name, arguments: String::new() }),
+            Output::ToolArguments { index, fragment } => {
+                if let Some(call) = self.tool_calls.get_mut(index as usize) {
+                    call.arguments.push_str(&fragment);
+                }
+            }
+        }
+    }
+
+    pub fn finish_reason(&self) -> String {
+        self.finish.unwrap_or(FinishReason::Stop).as_openai().into()
+    }
+}
+
 /// A finished generation.
 pub struct Collected {
-    pub text: String,
-    pub finish: FinishReason,
+    pub choices: Vec<Choice>,
     pub usage: TokenUsage,
 }
 
 pub async fn collect(mut generation: Metered) -> Result<Collected, ApiError> {
-    let mut text = String::new();
+    let mut choices: Vec<Choice> = Vec::new();
+    let at = |choices: &mut Vec<Choice>, c: u32| -> usize {
+        let i = c as usize;
+        if choices.len() <= i {
+            choices.resize_with(i + 1, Choice::default);
+        }
+        i
+    };
     while let Some(event) = generation.recv().await {
         match event {
-            GenerationEvent::Text(t) => text.push_str(&t),
-            GenerationEvent::Finished { reason, usage } => return Ok(Collected { text, finish: reason, usage }),
+            GenerationEvent::Output { choice, output } => {
+                let i = at(&mut choices, choice);
+                choices[i].take(output);
+            }
+            GenerationEvent::ChoiceEnded { choice, reason } => {
+                let i = at(&mut choices, choice);
+                choices[i].finish = Some(reason);
+            }
+            GenerationEvent::Finished { usage } => {
+                if choices.is_empty() {
+                    choices.push(Choice::default());
+                }
+                return Ok(Collected { choices, usage });
+            }
             GenerationEvent::Failed(e) => return Err(ApiError::Internal(e)),
         }
     }
@@ -59,7 +136,7 @@ pub async fn collect(mut generation: Metered) -> Result<Collected, ApiError> {
 pub fn events(mut generation: Metered) -> impl Stream<Item = GenerationEvent> {
     async_stream::stream! {
         while let Some(event) = generation.recv().await {
-            let last = !matches!(event, GenerationEvent::Text(_));
+            let last = matches!(event, GenerationEvent::Finished { .. } | GenerationEvent::Failed(_));
             yield event;
             if last { break; }
         }
@@ -70,30 +147,36 @@ pub fn usage(u: TokenUsage) -> Usage {
     Usage::new(u.prompt_tokens, u.cached_tokens, u.completion_tokens)
 }
 
-/// What one OpenAI stream chunk carries (chat and completions differ only in shape).
+/// What one OpenAI stream chunk is made from (chat and completions differ only in shape).
 pub enum Piece {
-    Text(String),
-    Finish(FinishReason),
+    Output { choice: u32, output: Output },
+    Finish { choice: u32, reason: FinishReason },
     Usage(Usage),
 }
 
-/// The OpenAI SSE body shared by chat and completions: `head`, a chunk per text piece, the
-/// finish chunk, the usage chunk when asked for, then `[DONE]`. An engine failure ends the
-/// stream with an `{"error": ...}` event.
+/// The OpenAI SSE body shared by chat and completions: `head`, the chunks made from each
+/// event, the usage chunk when asked for, then `[DONE]`. An engine failure ends the stream
+/// with an `{"error": ...}` event.
 pub fn openai_sse<T: Serialize>(
     generation: Metered,
     include_usage: bool,
     head: Vec<Event>,
-    chunk: impl Fn(Piece) -> T + Send + 'static,
+    mut chunks: impl FnMut(Piece) -> Vec<T> + Send + 'static,
 ) -> Response {
     let body = events(generation).flat_map(move |event| {
         let out: Vec<Event> = match event {
-            GenerationEvent::Text(t) => vec![json_event(&chunk(Piece::Text(t)))],
-            GenerationEvent::Finished { reason, usage: u } => {
-                let mut out = vec![json_event(&chunk(Piece::Finish(reason)))];
-                if include_usage {
-                    out.push(json_event(&chunk(Piece::Usage(usage(u)))));
-                }
+            GenerationEvent::Output { choice, output } => {
+                chunks(Piece::Output { choice, output }).iter().map(json_event).collect()
+            }
+            GenerationEvent::ChoiceEnded { choice, reason } => {
+                chunks(Piece::Finish { choice, reason }).iter().map(json_event).collect()
+            }
+            GenerationEvent::Finished { usage: u } => {
+                let mut out: Vec<Event> = if include_usage {
+                    chunks(Piece::Usage(usage(u))).iter().map(json_event).collect()
+                } else {
+                    vec![]
+                };
                 out.push(Event::default().data("[DONE]"));
                 out
             }

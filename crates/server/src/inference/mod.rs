@@ -7,6 +7,7 @@ mod completions;
 pub mod error;
 mod generation;
 pub mod json;
+mod logprobs;
 mod meta;
 mod rate_limit;
 mod responses;
@@ -100,10 +101,12 @@ pub async fn one_shot_chat(
         model,
         tm_backend::PromptInput::Chat(messages),
         tm_api::SamplingRequest::default(),
-        None,
+        generation::Overrides::default(),
+        tm_backend::OutputOptions::default(),
     )
     .await?;
-    Ok(generation::collect(generation).await?.text)
+    let mut done = generation::collect(generation).await?;
+    Ok(std::mem::take(&mut done.choices[0].text))
 }
 
 /// Seconds since the Unix epoch.

@@ -12,19 +12,28 @@ use tm_server::config::{AdminArgs, BillingArgs, CacheArgs, DatabaseArgs, ModelsD
 use tm_server::{models, serve};
 
 pub const MODEL: &str = "gemma-3-270m";
+/// The default chat model: its template knows tools. For tests of what a chat model does.
+pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct";
 /// The bootstrap admin's inference key (`TENSORMESH_ADMIN_API_KEY`).
 pub const KEY: &str = "tm-test-admin-key-0123456789";
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 
 pub fn models_dir() -> PathBuf {
+    models_dir_with(MODEL)
+}
+
+/// The models directory, which must hold `model`.
+pub fn models_dir_with(model: &str) -> PathBuf {
     let dir = ModelsDirArg { path: std::env::var_os("TENSORMESH_MODELS_DIR").map(PathBuf::from) }.resolve();
-    let path = models::model_path(&dir, MODEL);
-    assert!(path.is_file(), "{} is missing: run `cargo run -p tm-server -- model pull {MODEL}` first", path.display());
+    let path = models::model_path(&dir, model);
+    assert!(path.is_file(), "{} is missing: run `cargo run -p tm-server -- model pull {model}` first", path.display());
     dir
 }
 
 pub struct Options {
+    /// The model served (one that `tensormesh model pull` knows).
+    pub model: &'static str,
     pub parallel: usize,
     pub queue: usize,
     pub ctx_size: usize,
@@ -32,16 +41,20 @@ pub struct Options {
     /// Per key (requests, tokens) per minute; 0 = unlimited.
     pub key_limits: (u64, u64),
     pub cache: CacheArgs,
+    /// `llguidance` or `gbnf`.
+    pub grammar_engine: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
+            model: MODEL,
             parallel: 4,
             queue: 8,
             ctx_size: 512,
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
+            grammar_engine: "llguidance",
             cache: CacheArgs {
                 kv_cache_tokens: None,
                 prefix_cache: true,
@@ -87,14 +100,15 @@ pub fn serve_args(o: &Options) -> ServeArgs {
             user_rpm: 0,
             user_tpm: 0,
         },
-        models_dir: ModelsDirArg { path: Some(models_dir()) },
-        models: vec![MODEL.into()],
+        models_dir: ModelsDirArg { path: Some(models_dir_with(o.model)) },
+        models: vec![o.model.into()],
         upstreams: None,
         threads: Some(2),
         parallel: o.parallel,
         queue: o.queue,
         ctx_size: o.ctx_size,
         cache: o.cache.clone(),
+        grammar_engine: clap::ValueEnum::from_str(o.grammar_engine, false).unwrap(),
         access_token_ttl: 3600,
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: 5,
@@ -111,6 +125,12 @@ pub fn start(options: Options) -> String {
 pub fn shared() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| start(Options::default()))
+}
+
+/// One server with the Qwen chat model, shared by the tests of a binary.
+pub fn shared_qwen() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| start(Options { model: QWEN, ctx_size: 2048, queue: 32, ..Options::default() }))
 }
 
 pub fn client() -> reqwest::Client {

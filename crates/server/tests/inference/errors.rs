@@ -37,12 +37,38 @@ async fn malformed_bodies_are_400_naming_the_field() {
         (format!(r#"{{"model":"{MODEL}",{msgs},"max_tokens":1.5}}"#), Some("max_tokens")),
         (format!(r#"{{"model":"{MODEL}",{msgs},"max_tokens":-3}}"#), Some("max_tokens")),
         (format!(r#"{{"model":"{MODEL}",{msgs},"max_tokens":99999999999999999999999}}"#), Some("max_tokens")),
-        (format!(r#"{{"model":"{MODEL}",{msgs},"n":2}}"#), Some("n")),
+        (format!(r#"{{"model":"{MODEL}",{msgs},"n":17}}"#), Some("n")),
+        (format!(r#"{{"model":"{MODEL}",{msgs},"n":0}}"#), Some("n")),
         (format!(r#"{{"model":"{MODEL}",{msgs},"top_p":7}}"#), Some("top_p")),
-        (format!(r#"{{"model":"{MODEL}",{msgs},"logprobs":true}}"#), Some("logprobs")),
+        (format!(r#"{{"model":"{MODEL}",{msgs},"logprobs":true,"top_logprobs":21}}"#), Some("top_logprobs")),
+        (format!(r#"{{"model":"{MODEL}",{msgs},"logprobs":"yes"}}"#), Some("logprobs")),
         (
             format!(r#"{{"model":"{MODEL}",{msgs},"response_format":{{"type":"json_schema"}}}}"#),
-            Some("response_format.type"),
+            Some("response_format.json_schema"),
+        ),
+        (
+            format!(
+                r#"{{"model":"{MODEL}",{msgs},"response_format":{{"type":"json_schema","json_schema":{{"name":"x","schema":{{"type":"object","properties":{{"a":{{"not":{{}}}}}}}}}}}}}}"#
+            ),
+            Some("response_format.json_schema.schema.properties.a.not"),
+        ),
+        (
+            format!(
+                r#"{{"model":"{MODEL}",{msgs},"tools":[{{"type":"function","function":{{"name":"f","parameters":"object"}}}}]}}"#
+            ),
+            Some("tools[0].function.parameters"),
+        ),
+        (
+            format!(
+                r#"{{"model":"{MODEL}",{msgs},"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"type":"object","if":{{}}}}}}}}]}}"#
+            ),
+            Some("tools[0].function.parameters.if"),
+        ),
+        (
+            format!(
+                r#"{{"model":"{MODEL}",{msgs},"tools":[{{"type":"function","function":{{"name":"f"}}}}],"tool_choice":{{"type":"function","function":{{"name":"g"}}}}}}"#
+            ),
+            Some("tool_choice"),
         ),
         (format!(r#"{{"model":"{MODEL}",{msgs},"logit_bias":{{"999999999":1}}}}"#), Some("logit_bias[0]")),
         (format!(r#"{{"model":"{MODEL}","messages":[]}}"#), Some("messages")),
@@ -149,7 +175,17 @@ async fn unsupported_route_options_are_refused() {
     let (status, v) =
         post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": [{"type": "function_call_output"}]}))
             .await;
+    assert_error(status, &v, 400, Some("input[0].call_id"));
+    let (status, v) =
+        post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": [{"type": "reasoning"}]})).await;
     assert_error(status, &v, 400, Some("input[0].type"));
+    let (status, v) =
+        post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": "a", "logprobs": 6})).await;
+    assert_error(status, &v, 400, Some("logprobs"));
+    let tool = json!({"type": "web_search"});
+    let (status, v) =
+        post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": "a", "tools": [tool]})).await;
+    assert_error(status, &v, 400, Some("tools[0].type"));
     let (status, v) = post_json(shared(), "/tokenize", json!({"model": MODEL})).await;
     assert_error(status, &v, 400, Some("prompt"));
 }

@@ -6,9 +6,13 @@
 mod common;
 
 mod cache;
+mod choices;
 mod concurrency;
 mod errors;
 mod generation;
+mod logprobs;
 mod shutdown;
+mod structured;
 mod tokens;
+mod tools;
 mod upstream;

@@ -290,14 +290,16 @@ async fn direct_chat(State(backend): State<Arc<dyn Backend>>, Json(body): Json<V
         max_tokens: body["max_tokens"].as_u64().map(|m| m as u32),
         stop: Vec::new(),
         request_id: String::new(),
+        output: Default::default(),
     };
     let mut text = String::new();
     let mut usage = json!(null);
     if let Ok(mut g) = backend.generate(request).await {
         while let Some(event) = g.events.recv().await {
             match event {
-                GenerationEvent::Text(t) => text.push_str(&t),
-                GenerationEvent::Finished { usage: u, .. } => {
+                GenerationEvent::Output { output: tm_backend::Output::Text { text: t, .. }, .. } => text.push_str(&t),
+                GenerationEvent::Output { .. } | GenerationEvent::ChoiceEnded { .. } => {}
+                GenerationEvent::Finished { usage: u } => {
                     usage = json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens});
                     break;
                 }
