@@ -8,6 +8,11 @@
 //! the longest earlier prompt it saw, like an engine's prefix cache. `/tokenize` counts
 //! the same way, so usage the gateway counts itself matches what the engine reports.
 //! Requests without `"stream": true` get the whole answer as one JSON body.
+//!
+//! It honours `n` (choices interleaved in the stream, usage counting each), `logprobs`
+//! (chat's and completions' shapes, every word at -0.5), and tools: with `tool_choice`
+//! `required` or a named function, each choice is one call of that (or the first)
+//! function whose arguments are `{"words": N}`, streamed in three pieces.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -234,11 +239,21 @@ async fn generate(
     };
     let max_tokens = body["max_tokens"].as_u64().map_or(usize::MAX, |n| n as usize);
     let words = shared.words.load(Ordering::SeqCst).min(max_tokens);
-    let finish = if words == max_tokens { "length" } else { "stop" };
+    let choices = body["n"].as_u64().unwrap_or(1).max(1) as usize;
+    let call = called_function(&body);
+    let with_logprobs = body.get("logprobs").is_some_and(|l| l.as_bool() == Some(true) || l.is_u64());
+    let finish = if call.is_some() {
+        "tool_calls"
+    } else if words == max_tokens {
+        "length"
+    } else {
+        "stop"
+    };
     let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
         && fault != Fault::NoUsage;
-    let usage = json!({"prompt_tokens": prompt.len(), "completion_tokens": words,
-        "total_tokens": prompt.len() + words, "prompt_tokens_details": {"cached_tokens": cached}});
+    let completion = words * choices;
+    let usage = json!({"prompt_tokens": prompt.len(), "completion_tokens": completion,
+        "total_tokens": prompt.len() + completion, "prompt_tokens_details": {"cached_tokens": cached}});
     let delay = Duration::from_millis(shared.word_delay_ms.load(Ordering::SeqCst));
     if body["stream"] != true {
         // Not streamed: the whole answer at once (faults after the first byte do not apply).
@@ -246,33 +261,71 @@ async fn generate(
             tokio::time::sleep(delay * words as u32).await;
         }
         let text: String = (0..words).map(|i| format!("w{i} ")).collect();
-        let choice = if chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
-        } else {
-            json!({"index": 0, "text": text, "finish_reason": finish})
+        let choice = |index: usize| match (&call, chat) {
+            (Some(name), _) => json!({"index": index, "finish_reason": finish, "message": {"role": "assistant",
+                "content": null, "tool_calls": [{"id": format!("call_fake{index}"), "type": "function",
+                "function": {"name": name, "arguments": format!("{{\"words\": {words}}}")}}]}}),
+            (None, true) => {
+                json!({"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+            }
+            (None, false) => json!({"index": index, "text": text, "finish_reason": finish}),
         };
         let object = if chat { "chat.completion" } else { "text_completion" };
         return Json(json!({"id": "fake", "object": object, "created": 0, "model": body["model"],
-                           "choices": [choice], "usage": usage}))
+                           "choices": (0..choices).map(choice).collect::<Vec<_>>(), "usage": usage}))
         .into_response();
     }
     shared.streams_started.fetch_add(1, Ordering::SeqCst);
     let guard = StreamGuard { shared: shared.clone(), finished: false };
-    let chunk = move |text: Option<String>, finish: Option<&str>| {
+    let chunk = move |index: usize, text: Option<String>, finish: Option<&str>| {
+        let logprobs = match (&text, with_logprobs, chat) {
+            (Some(t), true, true) => json!({"content": [{"token": t, "logprob": -0.5, "bytes": t.as_bytes(),
+                                                          "top_logprobs": [{"token": t, "logprob": -0.5, "bytes": t.as_bytes()}]}]}),
+            (Some(t), true, false) => {
+                json!({"tokens": [t], "token_logprobs": [-0.5], "top_logprobs": [{t.clone(): -0.5}],
+                                             "text_offset": [0]})
+            }
+            _ => Value::Null,
+        };
         let choice = if chat {
-            json!({"index": 0, "delta": {"content": text.unwrap_or_default()}, "finish_reason": finish})
+            json!({"index": index, "delta": {"content": text.unwrap_or_default()}, "finish_reason": finish, "logprobs": logprobs})
         } else {
-            json!({"index": 0, "text": text.unwrap_or_default(), "finish_reason": finish})
+            json!({"index": index, "text": text.unwrap_or_default(), "finish_reason": finish, "logprobs": logprobs})
         };
         format!("data: {}\n\n", json!({"id": "fake", "object": "chunk", "model": "fake", "choices": [choice]}))
+    };
+    // A tool call: its head, then its arguments in three pieces.
+    let call_chunks = move |index: usize, name: &str| -> Vec<String> {
+        let delta = |call: Value| {
+            let choice = json!({"index": index, "delta": {"tool_calls": [call]}, "finish_reason": null});
+            format!("data: {}\n\n", json!({"id": "fake", "object": "chunk", "model": "fake", "choices": [choice]}))
+        };
+        let mut out = vec![delta(json!({"index": 0, "id": format!("call_fake{index}"), "type": "function",
+                                        "function": {"name": name, "arguments": ""}}))];
+        for piece in ["{\"words\": ".to_owned(), words.to_string(), "}".to_owned()] {
+            out.push(delta(json!({"index": 0, "function": {"arguments": piece}})));
+        }
+        out
     };
     let stream = async_stream::stream! {
         // Owned by the stream, so that it drops with the response body.
         let mut guard = guard;
         if chat {
-            yield Ok::<_, std::io::Error>(format!("data: {}\n\n", json!({"id": "fake", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})));
+            for c in 0..choices {
+                yield Ok::<_, std::io::Error>(format!("data: {}\n\n", json!({"id": "fake", "choices": [{"index": c, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})));
+            }
+        }
+        if let Some(name) = &call {
+            for c in 0..choices {
+                for piece in call_chunks(c, name) {
+                    yield Ok(piece);
+                }
+            }
         }
         for i in 0..words {
+            if call.is_some() {
+                break;
+            }
             match &fault {
                 Fault::ResetAfter(k) if i == *k => {
                     // Let what was sent leave first (hyper flushes when the body waits).
@@ -292,9 +345,13 @@ async fn generate(
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            yield Ok(chunk(Some(format!("w{i} ")), None));
+            for c in 0..choices {
+                yield Ok(chunk(c, Some(format!("w{i} ")), None));
+            }
         }
-        yield Ok(chunk(None, Some(finish)));
+        for c in 0..choices {
+            yield Ok(chunk(c, None, Some(finish)));
+        }
         if include_usage {
             yield Ok(format!("data: {}\n\n", json!({"id": "fake", "choices": [], "usage": usage})));
         }
@@ -303,6 +360,17 @@ async fn generate(
     };
     let body = Body::from_stream(stream.map(|r| r.map(bytes::Bytes::from)));
     ([("content-type", "text/event-stream")], body).into_response()
+}
+
+/// The function a request makes every choice call: the named one, or the first declared
+/// under `required`.
+fn called_function(body: &Value) -> Option<String> {
+    let first = body.pointer("/tools/0/function/name").and_then(Value::as_str).map(str::to_owned);
+    match &body["tool_choice"] {
+        Value::String(mode) if mode == "required" => first,
+        named @ Value::Object(_) => named.pointer("/function/name").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
 }
 
 async fn tokenize(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {

@@ -482,3 +482,52 @@ async fn a_users_override_limits_all_their_keys() {
     }
     assert_eq!(statuses, [200, 200, 200, 429], "three per minute over both keys");
 }
+
+/// `n` choices through the real engine: the hold covers every choice's worst case (so a
+/// balance that covers one choice is refused for four), the usage row counts the prompt
+/// once and every choice's tokens, and the charge is exactly the response's usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn choices_are_held_for_together_and_billed_once_each() {
+    let db = tm_testkit::sqlite();
+    let s = start_with(&db, Engine::Real, Options::default());
+    let url = s.inference.clone().unwrap();
+    // 1,000 nano-USD a token in and out, 500 cached.
+    let price = Price { input: 1_000_000_000, output: 1_000_000_000, cached: 500_000_000 };
+    set_price(&s.control, crate::common::MODEL, price).await;
+    let control = domain(&db).await;
+    const CREDIT: i64 = 70_000;
+    let (user, keys) = funded_user(&control, "choices@example.com", CREDIT, 1).await;
+    let ask = |n: u32| {
+        json!({"model": crate::common::MODEL, "messages": [{"role": "user", "content": "Hi"}], "n": n,
+               "max_tokens": 20, "ignore_eos": true})
+    };
+    let post = |body: Value| {
+        let (url, key) = (url.clone(), keys[0].clone());
+        async move {
+            let r =
+                client().post(format!("{url}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            (r.status().as_u16(), id, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Four choices of 20 tokens: over 80,000 held, more than the balance.
+    let (status, _, v) = post(ask(4)).await;
+    assert_eq!(status, 402, "{v}");
+    // Two fit (the rendered prompt is 25 tokens: 65,000 held).
+    let (status, id, v) = post(ask(2)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    let usage = &v["usage"];
+    assert_eq!(usage["completion_tokens"], 40);
+    wait_until_settled(&control).await;
+    let rows = control.store().usage().records(&user).await.unwrap();
+    assert_eq!(rows.len(), 1, "one request, one usage row");
+    let row = &rows[0];
+    assert_eq!(row.request_id, id);
+    let (prompt, cached) =
+        (usage["prompt_tokens"].as_i64().unwrap(), usage["prompt_tokens_details"]["cached_tokens"].as_i64().unwrap());
+    assert_eq!((row.prompt_tokens, row.cached_tokens, row.completion_tokens), (prompt, cached, 40));
+    assert_eq!(row.cost_nanos, price.cost(prompt as u64, cached as u64, 40));
+    let account = control.store().ledger().account(&user).await.unwrap();
+    assert_eq!((account.balance_nanos, account.held_nanos), (CREDIT - row.cost_nanos, 0));
+}

@@ -238,3 +238,67 @@ async fn a_fleet_models_status_follows_its_endpoints_health() {
     fake.set_healthy(true);
     becomes("MODEL_STATUS_UP").await.expect("the model never came back UP");
 }
+
+/// Choices, tools and log-probabilities go to the engine as the client sent them; its
+/// calls, choices and log-probabilities come back in our shapes; every choice is billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_models_pass_tools_choices_and_logprobs_through() {
+    let db = tm_testkit::sqlite();
+    let fake = FakeUpstream::start(3).await;
+    let servers = start_with(&db, Engine::Given(fleet(&fake.url).await), Options::default());
+    let base = servers.inference.unwrap();
+    let control = domain(&db).await;
+    let (user, keys) = funded_user(&control, "agents@example.com", CREDIT, 1).await;
+    let post = |body: Value| {
+        let (base, key) = (base.clone(), keys[0].clone());
+        async move {
+            let r =
+                client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+            (r.status().as_u16(), id, r)
+        }
+    };
+    let tools = json!([{"type": "function", "function": {"name": "count", "parameters": {"type": "object"}}}]);
+
+    // Two forced calls, one per choice.
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "count these words"}], "n": 2,
+                      "tools": tools, "tool_choice": "required", "parallel_tool_calls": false});
+    let (status, id, r) = post(body).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let sent = &fake.generations()[0].body;
+    assert_eq!((sent["n"].clone(), sent["tool_choice"].clone()), (json!(2), json!("required")));
+    assert_eq!((sent["tools"].clone(), sent["parallel_tool_calls"].clone()), (tools.clone(), json!(false)));
+    for (i, choice) in v["choices"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(
+            (call["id"].clone(), call["function"]["name"].clone()),
+            (json!(format!("call_fake{i}")), json!("count"))
+        );
+        assert_eq!(call["function"]["arguments"], "{\"words\": 3}", "reassembled from the engine's pieces");
+    }
+    wait_until_settled(&control).await;
+    let billed_calls = billed(&control, &user, &id).await.unwrap();
+    assert_eq!((billed_calls.0, billed_calls.2, billed_calls.3.as_str()), (3, 6, "tool_calls"), "both choices billed");
+
+    // Streamed choices with log-probabilities.
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "a b"}], "n": 2, "stream": true,
+                      "logprobs": true, "top_logprobs": 1, "stream_options": {"include_usage": true}});
+    let (status, _, r) = post(body).await;
+    assert_eq!(status, 200);
+    let sent = &fake.generations()[1].body;
+    assert_eq!((sent["logprobs"].clone(), sent["top_logprobs"].clone()), (json!(true), json!(1)));
+    let events: Vec<Value> =
+        sse_data(r).await.iter().filter(|d| *d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect();
+    for i in 0..2 {
+        let tokens: Vec<&str> = events
+            .iter()
+            .filter(|e| e["choices"][0]["index"] == i)
+            .filter_map(|e| e["choices"][0]["logprobs"]["content"][0]["token"].as_str())
+            .collect();
+        assert_eq!(tokens, vec!["w0 ", "w1 ", "w2 "], "choice {i}");
+    }
+    assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 6);
+}
