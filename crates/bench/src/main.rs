@@ -4,10 +4,12 @@
 //!
 //! Suites: `speed` (prompt and decode tokens/s, aggregate tokens/s and TTFT at 4 and 8
 //! streams, peak RSS) and `cache` (workloads whose prompts share prefixes, also against
-//! our server with its prefix cache off; see `cache.rs`), and `routing` (a front server
-//! over local nodes, prefix-aware routing vs round robin; see `routing.rs`).
+//! our server with its prefix cache off; see `cache.rs`), `routing` (a front server
+//! over local nodes, prefix-aware routing vs round robin; see `routing.rs`), and
+//! `features` (`n`, constrained decoding, `tool_choice: auto`; see `features.rs`).
 
 mod cache;
+mod features;
 mod load;
 mod requests;
 mod routing;
@@ -63,6 +65,8 @@ pub enum Suite {
     Cache,
     /// A front server over local nodes: prefix-aware routing vs round robin.
     Routing,
+    /// `n` > 1, constrained decoding (llguidance vs GBNF vs llama-server), tools auto.
+    Features,
     All,
 }
 
@@ -132,6 +136,9 @@ async fn main() -> Result<()> {
     }
     if matches!(args.suite, Suite::Routing | Suite::All) {
         routing::run(&args, &model, args.nodes).await?;
+    }
+    if matches!(args.suite, Suite::Features | Suite::All) {
+        features::run(&args, &model).await?;
     }
     Ok(())
 }

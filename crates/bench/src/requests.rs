@@ -58,8 +58,14 @@ pub async fn stream_completion(
         "model": server.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
         "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true},
     });
+    stream(client, server, "/v1/completions", body).await
+}
+
+/// A streamed request to `path` (completions or chat), timed: text is a completion's
+/// `text`, a chat delta's `content`, or a streamed tool call's arguments.
+pub async fn stream(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> Result<Stream> {
     let started = Instant::now();
-    let r = client.post(format!("{}/v1/completions", server.base)).bearer_auth(KEY).json(&body).send().await?;
+    let r = client.post(format!("{}{path}", server.base)).bearer_auth(KEY).json(&body).send().await?;
     if !r.status().is_success() {
         bail!("{}: {}", r.status(), r.text().await?);
     }
@@ -92,7 +98,12 @@ pub async fn stream_completion(
             if let Some(n) = v["timings"]["cache_n"].as_u64() {
                 out.cached = Some(n);
             }
-            if let Some(t) = v["choices"][0]["text"].as_str().filter(|t| !t.is_empty()) {
+            let choice = &v["choices"][0];
+            let piece = choice["text"]
+                .as_str()
+                .or_else(|| choice["delta"]["content"].as_str())
+                .or_else(|| choice["delta"]["tool_calls"][0]["function"]["arguments"].as_str());
+            if let Some(t) = piece.filter(|t| !t.is_empty()) {
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = now;

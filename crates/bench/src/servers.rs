@@ -43,12 +43,23 @@ pub struct Launch<'a> {
     pub threads: u32,
     /// Ours only: serve the fleets of this file instead of the embedded model.
     pub fleet_file: Option<PathBuf>,
+    /// Ours only: `--grammar-engine` (llguidance or gbnf).
+    pub grammar_engine: Option<&'static str>,
 }
 
 impl Launch<'_> {
     pub fn new<'a>(kind: ServerKind, args: &'a Args, model: &'a Path, ctx_per_slot: u32) -> Launch<'a> {
         let data_dir = std::env::temp_dir().join(format!("tm-bench-{}", uuid::Uuid::new_v4()));
-        Launch { kind, args, model, ctx_per_slot, data_dir, threads: args.threads, fleet_file: None }
+        Launch {
+            kind,
+            args,
+            model,
+            ctx_per_slot,
+            data_dir,
+            threads: args.threads,
+            fleet_file: None,
+            grammar_engine: None,
+        }
     }
 }
 
@@ -75,6 +86,9 @@ impl Server {
                     .arg(&launch.data_dir)
                     .env("TENSORMESH_ADMIN_API_KEY", KEY)
                     .env_remove("TENSORMESH_DATABASE_URL");
+                if let Some(engine) = launch.grammar_engine {
+                    c.args(["--grammar-engine", engine]);
+                }
                 match &launch.fleet_file {
                     Some(file) => c.arg("--upstreams").arg(file),
                     None => c.arg("--model").arg(format!("bench={}", launch.model.display())),
@@ -89,7 +103,8 @@ impl Server {
                     .args(["-c", &(ctx * args.parallel).to_string(), "-b", "512", "-ub", "512", "--api-key", KEY])
                     .arg("-m")
                     .arg(launch.model)
-                    .args(["-a", "bench"]);
+                    // Its chat templates as ours: the GGUF's own Jinja (tools need it).
+                    .args(["-a", "bench", "--jinja"]);
                 c
             }
         };
