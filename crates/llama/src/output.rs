@@ -109,8 +109,10 @@ async fn relay(
                 out
             }
             GenerationEvent::Failed(e) => {
+                // The request failed: the client hears it once, and the other choices stop.
                 failed = true;
-                vec![GenerationEvent::Failed(e)]
+                let _ = client.send(GenerationEvent::Failed(e));
+                break;
             }
             other => vec![other],
         };

@@ -182,6 +182,8 @@ async fn unsupported_route_options_are_refused() {
     let (status, v) =
         post_json(shared(), "/v1/completions", json!({"model": MODEL, "prompt": "a", "logprobs": 6})).await;
     assert_error(status, &v, 400, Some("logprobs"));
+    let (status, v) = post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": "a", "n": 2})).await;
+    assert_error(status, &v, 400, Some("n"));
     let tool = json!({"type": "web_search"});
     let (status, v) =
         post_json(shared(), "/v1/responses", json!({"model": MODEL, "input": "a", "tools": [tool]})).await;
