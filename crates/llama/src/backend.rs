@@ -243,7 +243,8 @@ impl Backend for EmbeddedBackend {
                 },
                 max_tokens,
                 stop: req.stop.clone(),
-                ignore_eos: req.sampling.ignore_eos,
+                // A constraint decides where output ends (it may allow nothing but the end).
+                ignore_eos: req.sampling.ignore_eos && constraint.is_none(),
                 choice,
                 logprobs: req.output.logprobs,
                 // One choice computes the prompt's; the client gets them with each.

@@ -385,13 +385,14 @@ impl<M: Model> Engine<M> {
         self.metrics.admitted(job.request.prompt.len(), reused, tier);
         let last_token = job.submitted;
         let stop = StopMatcher::new(job.request.stop.clone());
+        // Nothing predicts a prompt's first token: its entry has no log-probability.
         let prompt_logprobs = job.request.prompt_logprobs.then(|| {
-            let first = job.request.prompt[0];
+            let bytes = self.model.token_label(job.request.prompt[0]);
             vec![TokenLogprob {
-                token: String::from_utf8_lossy(&self.model.token_label(first)).into_owned(),
-                bytes: self.model.token_label(first),
+                token: String::from_utf8_lossy(&bytes).into_owned(),
+                bytes,
                 logprob: None,
-                top: Vec::new(),
+                top: vec![],
             }]
         });
         self.running.push(Active {

@@ -88,3 +88,16 @@ async fn responses_text_format_json_schema_validates() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["param"], "text.format.schema.properties.age.not");
 }
+
+#[tokio::test]
+async fn a_constraint_ends_the_output_even_with_ignore_eos() {
+    let mut body = request(1, 9);
+    body["ignore_eos"] = true.into();
+    body["max_tokens"] = 300.into();
+    let (status, v) = post_json(shared_qwen(), "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() < 300, "{v}");
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(jsonschema::validator_for(&person()).unwrap().is_valid(&serde_json::from_str(text).unwrap()), "{text}");
+}

@@ -24,7 +24,10 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBod
     let req: ResponsesRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     if sampling.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request(Some("n".into()), "the Responses API answers with one output; use chat for `n`"));
+        return Err(ApiError::bad_request(
+            Some("n".into()),
+            "the Responses API answers with one output; use chat for `n`",
+        ));
     }
     if req.previous_response_id.is_some() {
         return Err(ApiError::bad_request(
