@@ -230,16 +230,10 @@ enum Head {
 
 /// Reads `{"name": "<name>", "arguments": ` (any whitespace between the tokens).
 fn read_head(buf: &str) -> Head {
-    let mut rest = buf;
-    for expected in ["{", "\"name\"", ":"] {
-        rest = rest.trim_start();
-        if rest.len() < expected.len() {
-            return if expected.starts_with(rest) { Head::Incomplete } else { Head::Other };
-        }
-        let Some(after) = rest.strip_prefix(expected) else { return Head::Other };
-        rest = after;
-    }
-    rest = rest.trim_start();
+    let rest = match expect(buf, &["{", "\"name\"", ":"]) {
+        Ok(rest) => rest.trim_start(),
+        Err(head) => return head,
+    };
     if rest.is_empty() {
         return Head::Incomplete;
     }
@@ -256,16 +250,24 @@ fn read_head(buf: &str) -> Head {
         return Head::Incomplete;
     };
     let Ok(name) = serde_json::from_str::<String>(&rest[..=end]) else { return Head::Other };
-    rest = &rest[end + 1..];
-    for expected in [",", "\"arguments\"", ":"] {
+    match expect(&rest[end + 1..], &[",", "\"arguments\"", ":"]) {
+        Ok(rest) => Head::Found { name, rest: rest.to_owned() },
+        Err(head) => head,
+    }
+}
+
+/// `text` after the `tokens` it starts with (whitespace around them skipped); else whether
+/// more text may still complete them.
+fn expect<'a>(text: &'a str, tokens: &[&str]) -> Result<&'a str, Head> {
+    let mut rest = text;
+    for expected in tokens {
         rest = rest.trim_start();
         if rest.len() < expected.len() {
-            return if expected.starts_with(rest) { Head::Incomplete } else { Head::Other };
+            return Err(if expected.starts_with(rest) { Head::Incomplete } else { Head::Other });
         }
-        let Some(after) = rest.strip_prefix(expected) else { return Head::Other };
-        rest = after;
+        rest = rest.strip_prefix(expected).ok_or(Head::Other)?;
     }
-    Head::Found { name, rest: rest.to_owned() }
+    Ok(rest)
 }
 
 /// Where a JSON value ends, read a character at a time.

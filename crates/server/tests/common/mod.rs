@@ -147,6 +147,14 @@ pub async fn post_json(base: &str, path: &str, body: serde_json::Value) -> (u16,
     (status, r.json().await.unwrap())
 }
 
+/// A chat completion with `key`: the status, the request id (its settlement key) and the
+/// response.
+pub async fn chat_as(base: &str, key: &str, body: &serde_json::Value) -> (u16, String, reqwest::Response) {
+    let r = client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(body).send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    (r.status().as_u16(), id, r)
+}
+
 /// Reads an SSE body into its `data:` payloads, in order (`[DONE]` included).
 pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
     let text = response.text().await.unwrap();

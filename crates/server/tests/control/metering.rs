@@ -14,7 +14,7 @@ use tm_control::{Control, Principal, Role};
 use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
 use tm_testkit::TestDb;
 
-use crate::common::{client, start_with, Engine, Options};
+use crate::common::{chat_as, client, start_with, Engine, Options};
 use crate::{admin_login, call};
 
 /// The control-plane domain on the test's database (the server has its own).
@@ -504,10 +504,8 @@ async fn choices_are_held_for_together_and_billed_once_each() {
     let post = |body: Value| {
         let (url, key) = (url.clone(), keys[0].clone());
         async move {
-            let r =
-                client().post(format!("{url}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
-            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-            (r.status().as_u16(), id, r.json::<Value>().await.unwrap())
+            let (status, id, r) = chat_as(&url, &key, &body).await;
+            (status, id, r.json::<Value>().await.unwrap())
         }
     };
     // Four choices of 20 tokens: over 80,000 held, more than the balance.

@@ -12,7 +12,7 @@ use tm_control::Control;
 use tm_testkit::fake_upstream::{FakeUpstream, Fault, FAKE_UPSTREAM_MODEL};
 use tm_upstream::{FleetConfig, UpstreamBackend};
 
-use crate::common::{client, sse_data, start_with, Engine, Options};
+use crate::common::{chat_as, client, sse_data, start_with, Engine, Options};
 use crate::metering::{domain, funded_user, wait_until_settled};
 
 const MODEL: &str = "fleet-model";
@@ -251,12 +251,7 @@ async fn fleet_models_pass_tools_choices_and_logprobs_through() {
     let (user, keys) = funded_user(&control, "agents@example.com", CREDIT, 1).await;
     let post = |body: Value| {
         let (base, key) = (base.clone(), keys[0].clone());
-        async move {
-            let r =
-                client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
-            let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-            (r.status().as_u16(), id, r)
-        }
+        async move { chat_as(&base, &key, &body).await }
     };
     let tools = json!([{"type": "function", "function": {"name": "count", "parameters": {"type": "object"}}}]);
 
