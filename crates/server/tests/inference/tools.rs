@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{post, post_json, shared_qwen, sse_data, QWEN};
+use crate::common::{post, post_json, shared, shared_qwen, sse_data, MODEL, QWEN};
 
 fn weather_schema() -> Value {
     json!({
@@ -219,4 +219,29 @@ async fn responses_function_calls_plain_streamed_and_answered() {
     assert_eq!(status, 200, "{v}");
     let text = v["output"][0]["content"][0]["text"].as_str().unwrap();
     assert!(text.contains("22"), "{v}");
+}
+
+/// Gemma's GGUF has no chat template (ChatML, no tool syntax): the tools reach it by the
+/// fallback convention, and a required call is still one that validates, as is the history.
+#[tokio::test]
+async fn a_model_without_tool_syntax_still_makes_valid_calls() {
+    let mut body =
+        ask("What is the weather like in Paris?", json!({"tool_choice": "required", "parallel_tool_calls": false}));
+    body["model"] = MODEL.into();
+    let (status, v) = post_json(shared(), "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    let calls = v["choices"][0]["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{v}");
+    assert_valid_call(&calls[0]);
+    // A history with calls and results renders for it too.
+    body["messages"] = json!([
+        {"role": "user", "content": "What is the weather like in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [calls[0].clone()]},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny"}
+    ]);
+    body["tool_choice"] = "none".into();
+    body["max_tokens"] = 8.into();
+    let (status, v) = post_json(shared(), "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
 }
