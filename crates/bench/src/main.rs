@@ -6,7 +6,8 @@
 //! streams, peak RSS) and `cache` (workloads whose prompts share prefixes, also against
 //! our server with its prefix cache off; see `cache.rs`), `routing` (a front server
 //! over local nodes, prefix-aware routing vs round robin; see `routing.rs`), and
-//! `features` (`n`, constrained decoding, `tool_choice: auto`; see `features.rs`).
+//! `features` (`n`, constrained decoding, `tool_choice: auto`; see `features.rs`), and
+//! `spec` (speculative decoding on input-grounded and open-ended workloads; `spec.rs`).
 
 mod cache;
 mod features;
@@ -14,6 +15,8 @@ mod load;
 mod requests;
 mod routing;
 mod servers;
+mod spec;
+mod spec_data;
 
 use std::path::PathBuf;
 
@@ -67,6 +70,8 @@ pub enum Suite {
     Routing,
     /// `n` > 1, constrained decoding (llguidance vs GBNF vs llama-server), tools auto.
     Features,
+    /// Speculative decoding: input-grounded and open-ended workloads, 1 and 4 streams.
+    Spec,
     All,
 }
 
@@ -139,6 +144,9 @@ async fn main() -> Result<()> {
     }
     if matches!(args.suite, Suite::Features | Suite::All) {
         features::run(&args, &model).await?;
+    }
+    if matches!(args.suite, Suite::Spec | Suite::All) {
+        spec::run(&args, &model).await?;
     }
     Ok(())
 }

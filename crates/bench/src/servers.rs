@@ -45,6 +45,8 @@ pub struct Launch<'a> {
     pub fleet_file: Option<PathBuf>,
     /// Ours only: `--grammar-engine` (llguidance or gbnf).
     pub grammar_engine: Option<&'static str>,
+    /// Ours: `--speculative` (ngram or off); llama-server: `--spec-type`.
+    pub speculative: Option<&'static str>,
 }
 
 impl Launch<'_> {
@@ -59,6 +61,7 @@ impl Launch<'_> {
             threads: args.threads,
             fleet_file: None,
             grammar_engine: None,
+            speculative: None,
         }
     }
 }
@@ -89,6 +92,9 @@ impl Server {
                 if let Some(engine) = launch.grammar_engine {
                     c.args(["--grammar-engine", engine]);
                 }
+                if let Some(spec) = launch.speculative {
+                    c.args(["--speculative", spec]);
+                }
                 match &launch.fleet_file {
                     Some(file) => c.arg("--upstreams").arg(file),
                     None => c.arg("--model").arg(format!("bench={}", launch.model.display())),
@@ -105,6 +111,9 @@ impl Server {
                     .arg(launch.model)
                     // Its chat templates as ours: the GGUF's own Jinja (tools need it).
                     .args(["-a", "bench", "--jinja"]);
+                if let Some(spec) = launch.speculative {
+                    c.args(["--spec-type", spec]);
+                }
                 c
             }
         };

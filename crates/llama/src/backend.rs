@@ -48,6 +48,8 @@ pub struct ModelConfig {
     pub idle_tokens: usize,
     /// What enforces structured outputs.
     pub grammar_engine: GrammarEngine,
+    /// Speculative decoding with drafts from each request's context.
+    pub speculative: bool,
 }
 
 /// llama.cpp's limit on sequence ids.
@@ -114,6 +116,7 @@ impl EmbeddedBackend {
                 prefix_cache: c.prefix_cache,
                 spill: SpillConfig { dir: spill_dir(&c.spill, &c.name, &c.path)?, ..c.spill.clone() },
                 idle_tokens: c.idle_tokens,
+                speculative: c.speculative,
             };
             let metrics = EngineMetrics::default();
             metrics.register(registry.sub_registry_with_label(("model".into(), c.name.clone().into())));
@@ -125,7 +128,7 @@ impl EmbeddedBackend {
                 _ => None,
             };
             info!(model = %c.name, path = %c.path.display(), slots, max_context, kv_cells, sequences = shape.sequences,
-                  threads = shape.threads, prefix_cache = c.prefix_cache, "model ready");
+                  threads = shape.threads, prefix_cache = c.prefix_cache, speculative = c.speculative, "model ready");
             models.push(Served {
                 name: c.name.clone(),
                 model,

@@ -9,6 +9,7 @@ use std::time::Instant;
 use tm_backend::{FinishReason, GenerationEvent, Output, Receipt, TokenLogprob, TokenUsage, TopLogprob};
 use tracing::{debug, warn};
 
+use crate::draft::{DraftPlan, DraftStats, Drafter, From, NgramTable, Outcome, Source, StepCosts};
 use crate::handle::{Job, Message, SeqRequest};
 use crate::metrics::{EngineMetrics, Tier};
 use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
@@ -39,6 +40,8 @@ pub struct EngineConfig {
     /// context costs each step's attention a look (llama.cpp scans the whole used range of
     /// the unified cache, masked), while restoring a snapshot costs a few milliseconds.
     pub idle_tokens: usize,
+    /// Speculative decoding with drafts from each sequence's own context (see `draft`).
+    pub speculative: bool,
 }
 
 /// A spilled prefix is restored rather than the context's shorter one used when it holds
@@ -81,6 +84,13 @@ struct Active<M: Model> {
     prompt_logprobs: Option<Vec<TokenLogprob>>,
     /// This step's prompt logits: (batch index, the prompt position they predict).
     prompt_logits: Vec<(usize, usize)>,
+    /// Drafting state (with speculation on).
+    drafter: Option<Drafter>,
+    /// This step's draft, fed after the pending token, where its logits start, and where
+    /// it came from.
+    drafted: Vec<Token>,
+    draft_logits_at: usize,
+    draft_source: Source,
 }
 
 impl<M: Model> Active<M> {
@@ -113,6 +123,14 @@ pub(crate) struct Engine<M: Model> {
     batch: Vec<BatchEntry>,
     metrics: EngineMetrics,
     spill: SpillStore<M::Snapshot>,
+    /// What earlier requests read and wrote, for drafts (with speculation on).
+    ngrams: Option<NgramTable>,
+    /// What decode steps cost by batch size, and how drafts fare, for their length.
+    costs: StepCosts,
+    draft_stats: DraftStats,
+    /// Whether this step's batch has a logit for every token (no prompt chunk): its time
+    /// then prices a decode step of its size.
+    all_logits: bool,
 }
 
 /// Where a new request's cached prefix comes from.
@@ -132,7 +150,22 @@ pub(crate) fn new<M: Model>(model: M, config: EngineConfig, metrics: EngineMetri
     let batch = Vec::with_capacity(model.batch_capacity());
     let tree = PrefixTree::new(config.sequences.max(config.slots));
     let spill = SpillStore::open(if config.prefix_cache { config.spill.clone() } else { SpillConfig::default() });
-    let engine = Engine { model, config, tree, running: Vec::new(), waiting: VecDeque::new(), batch, metrics, spill };
+    let ngrams = config.speculative.then(NgramTable::default);
+    let costs = StepCosts::new(model.batch_capacity());
+    let engine = Engine {
+        model,
+        config,
+        tree,
+        running: Vec::new(),
+        waiting: VecDeque::new(),
+        batch,
+        metrics,
+        spill,
+        ngrams,
+        costs,
+        draft_stats: DraftStats::default(),
+        all_logits: false,
+    };
     engine.report();
     engine
 }
@@ -182,7 +215,11 @@ impl<M: Model> Engine<M> {
         if self.batch.is_empty() {
             return;
         }
+        let started = Instant::now();
         let mut decoded = self.model.decode(&self.batch);
+        if decoded.is_ok() && self.all_logits {
+            self.costs.observe(self.batch.len(), started.elapsed());
+        }
         // The model may pack cells less tightly than the count of tokens: make room.
         while decoded == Err(ModelError::NoKvSpace) {
             let Some(victim) = self.tree.lru_idle_leaf(None) else { break };
@@ -385,6 +422,10 @@ impl<M: Model> Engine<M> {
         self.metrics.admitted(job.request.prompt.len(), reused, tier);
         let last_token = job.submitted;
         let stop = StopMatcher::new(job.request.stop.clone());
+        let drafter = self.config.speculative.then(|| Drafter::new(&job.request.prompt));
+        if let Some(table) = self.ngrams.as_mut() {
+            table.learn(&job.request.prompt);
+        }
         // Nothing predicts a prompt's first token: its entry has no log-probability.
         let prompt_logprobs = job.request.prompt_logprobs.then(|| {
             let bytes = self.model.token_label(job.request.prompt[0]);
@@ -414,6 +455,10 @@ impl<M: Model> Engine<M> {
             sent_bytes: 0,
             prompt_logprobs,
             prompt_logits: Vec::new(),
+            drafter,
+            drafted: Vec::new(),
+            draft_logits_at: 0,
+            draft_source: Source { from: From::Table, after: Outcome::None },
         });
     }
 
@@ -424,6 +469,7 @@ impl<M: Model> Engine<M> {
         self.batch.clear();
         for a in &mut self.running {
             a.logits_at = None;
+            a.drafted.clear();
             if let Some(token) = a.pending.take() {
                 a.logits_at = Some(self.batch.len());
                 self.batch.push(BatchEntry { token, pos: a.len, seq: a.seq, logits: true });
@@ -431,7 +477,9 @@ impl<M: Model> Engine<M> {
                 a.len += 1;
             }
         }
+        self.add_drafts(capacity);
         let decoding = self.batch.len();
+        self.all_logits = !self.running.iter().any(Active::prefilling);
         let mut budget = if decoding == 0 {
             capacity
         } else {
@@ -465,49 +513,141 @@ impl<M: Model> Engine<M> {
         }
     }
 
-    /// Samples running request `i`'s next token and emits its text. Returns true when the
-    /// request ended (and was removed).
+    /// After each decoding sequence's token, its draft: from its own context, else from
+    /// the n-gram table, cut to the step's draft length (see `draft::DraftPlan`), while
+    /// the batch has room beside a quarter of the step for prompts being computed.
+    fn add_drafts(&mut self, capacity: usize) {
+        let Some(table) = self.ngrams.as_ref() else { return };
+        let decoding = self.batch.len();
+        let reserve = if self.running.iter().any(Active::prefilling) { self.config.step_tokens / 4 } else { 0 };
+        let mut room_left = capacity.saturating_sub(decoding + reserve);
+        for a in &mut self.running {
+            let (Some(drafter), Some(_)) = (a.drafter.as_ref(), a.logits_at) else { continue };
+            // Every accepted draft token is one more sampled token and one more cell: the
+            // sampled ones stay within `max_tokens`, the cells within the context.
+            let room = ((a.job.request.max_tokens - a.generated).saturating_sub(1) as usize)
+                .min(self.config.ctx_per_slot.saturating_sub(a.len + 1))
+                .min(room_left)
+                .min(crate::draft::MAX_DRAFT);
+            let (own, matched) = drafter.lookup(room);
+            let from_table = if own.len() < room { table.chain(drafter.context(), room) } else { Vec::new() };
+            (a.drafted, a.draft_source) = if from_table.len() > own.len() {
+                (from_table, drafter.source(From::Table))
+            } else {
+                (own.to_vec(), drafter.source(From::Context(matched)))
+            };
+            room_left -= a.drafted.len();
+        }
+        let stats = &self.draft_stats;
+        let drafting: Vec<usize> = (0..self.running.len()).filter(|&i| !self.running[i].drafted.is_empty()).collect();
+        let proposals: Vec<(usize, f64)> = drafting
+            .iter()
+            .map(|&i| (self.running[i].drafted.len(), stats.acceptance(self.running[i].draft_source)))
+            .collect();
+        let lengths = if proposals.is_empty() { vec![] } else { DraftPlan::lengths(&proposals, decoding, &self.costs) };
+        for (&i, &length) in drafting.iter().zip(&lengths) {
+            self.running[i].drafted.truncate(length);
+        }
+        for a in &mut self.running {
+            a.draft_logits_at = self.batch.len();
+            for (k, &token) in a.drafted.iter().enumerate() {
+                self.batch.push(BatchEntry { token, pos: a.len + k, seq: a.seq, logits: true });
+            }
+        }
+    }
+
+    /// Samples running request `i`'s next tokens and emits their text: one, or with a
+    /// draft, one more for each draft token the samples agree with. Each sample is drawn as
+    /// without a draft, given the tokens before it, so the output's distribution is the
+    /// model's; a draft token that agrees with the sample is context already computed, the
+    /// rest of the draft is dropped from the KV cache. Returns true when the request ended
+    /// (and was removed).
     fn sample_and_emit(&mut self, i: usize) -> bool {
         let a = &mut self.running[i];
-        let Some(index) = a.logits_at.take() else { return false };
-        let token = self.model.sample(&mut a.sampler, index);
+        let Some(mut index) = a.logits_at.take() else { return false };
+        let drafted = std::mem::take(&mut a.drafted);
+        let top = a.job.request.logprobs.map(usize::from);
+        let mut sampled: Vec<(Token, Option<TokenLogprob>)> = Vec::with_capacity(drafted.len() + 1);
+        loop {
+            let token = self.model.sample(&mut a.sampler, index);
+            sampled.push((token, top.map(|top| token_logprob(&self.model, index, token, top))));
+            let k = sampled.len() - 1;
+            if drafted.get(k) != Some(&token) || self.model.is_end_of_generation(token) {
+                break;
+            }
+            index = a.draft_logits_at + k;
+        }
+        if !drafted.is_empty() {
+            let accepted = sampled.len() - 1;
+            self.tree.extend(a.leaf, &drafted[..accepted]);
+            a.len += accepted;
+            if accepted < drafted.len() {
+                self.model.remove(a.seq, a.len);
+            }
+            self.draft_stats.record(a.draft_source, drafted.len(), accepted);
+            if let Some(d) = a.drafter.as_mut() {
+                d.record(drafted.len(), accepted);
+            }
+            self.metrics.drafted(drafted.len(), accepted);
+        }
+        let last = sampled.len() - 1;
+        for (k, (token, logprob)) in sampled.into_iter().enumerate() {
+            if let Some(reason) = self.emit(i, token, logprob, k == last) {
+                self.finish(i, reason);
+                return true;
+            }
+            if k == last {
+                self.running[i].pending = Some(token);
+            }
+        }
+        false
+    }
+
+    /// Emits one sampled token of running request `i`: its text, unless it ends the
+    /// request (then how). `to_feed`: the token is not in the KV cache yet, so it needs a
+    /// free position in the context.
+    fn emit(&mut self, i: usize, token: Token, logprob: Option<TokenLogprob>, to_feed: bool) -> Option<FinishReason> {
+        let a = &mut self.running[i];
         let now = Instant::now();
         self.metrics.token(now - a.last_token, a.generated == 0);
         a.last_token = now;
         a.generated += 1;
+        if let Some(d) = a.drafter.as_mut() {
+            d.push(token);
+        }
         if self.model.is_end_of_generation(token) && !a.job.request.ignore_eos {
             flush(a);
-            self.finish(i, FinishReason::Stop);
-            return true;
+            return Some(FinishReason::Stop);
         }
         let bytes = self.model.token_bytes(token);
-        if let Some(top) = a.job.request.logprobs {
+        if let Some(lp) = logprob {
             let start = a.decoded_bytes;
             a.decoded_bytes += bytes.len();
-            a.logprobs.push_back((token_logprob(&self.model, index, token, usize::from(top)), start, a.decoded_bytes));
+            a.logprobs.push_back((lp, start, a.decoded_bytes));
         }
         let text = a.decoder.push(&bytes);
         let matched = a.stop.push(&text);
         if matched.stopped {
             send_text(a, matched.text, Release::Begun);
-            self.finish(i, FinishReason::Stop);
-            return true;
+            return Some(FinishReason::Stop);
         }
         send_text(a, matched.text, Release::Sent);
-        // The sampled token still has to be fed, so it needs a free position in the context.
-        if a.generated >= a.job.request.max_tokens || a.len + 1 >= self.config.ctx_per_slot {
+        if a.generated >= a.job.request.max_tokens || (to_feed && a.len + 1 >= self.config.ctx_per_slot) {
             flush(a);
-            self.finish(i, FinishReason::Length);
-            return true;
+            return Some(FinishReason::Length);
         }
-        a.pending = Some(token);
-        false
+        None
     }
 
     /// Ends running request `i`; what its sequence computed stays cached (unless the cache
     /// is off).
     fn finish(&mut self, i: usize, reason: FinishReason) {
         let mut a = self.running.remove(i);
+        if let (Some(table), Some(drafter)) = (self.ngrams.as_mut(), a.drafter.as_ref()) {
+            // What it wrote (and the n-grams reaching back into its prompt).
+            let from = a.job.request.prompt.len().saturating_sub(crate::draft::NGRAM);
+            table.learn(&drafter.context()[from..]);
+        }
         let usage = a.usage();
         debug!(seq = a.seq, ?reason, ?usage, "finished");
         let _ = a.job.events.send(GenerationEvent::ChoiceEnded { choice: a.job.request.choice, reason });

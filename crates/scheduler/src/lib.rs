@@ -7,6 +7,7 @@
 //! - [`prefix`]: the radix tree of cached prompt prefixes over a shared pool of KV cells,
 //!   with least-recently-used eviction.
 //! - [`spill`]: evicted prefixes saved to host memory and disk, restored on a later hit.
+//! - [`draft`]: drafts from a sequence's own context for speculative decoding.
 //! - [`engine`]: the loop: admission with the longest cached prefix (copied into the new
 //!   sequence, not recomputed) within the KV budget, one mixed decode batch per step
 //!   (decode tokens of running sequences plus prompt chunks within a token budget, oldest
@@ -14,6 +15,7 @@
 //! - [`handle`]: the thread-safe front: bounded admission (slots + queue) and submission.
 //! - [`metrics`]: what each engine reports on the Prometheus endpoint.
 
+pub mod draft;
 pub mod engine;
 pub mod handle;
 pub mod metrics;

@@ -63,6 +63,9 @@ pub struct EngineMetrics {
     pub inter_token: Histogram,
     spill_bytes: Family<Labels, Gauge>,
     spill_entries: Family<Labels, Gauge>,
+    pub drafted_tokens: Counter,
+    pub accepted_tokens: Counter,
+    pub acceptance: Ratio,
 }
 
 impl Default for EngineMetrics {
@@ -91,6 +94,9 @@ impl Default for EngineMetrics {
             inter_token: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             spill_bytes: Family::default(),
             spill_entries: Family::default(),
+            drafted_tokens: Counter::default(),
+            accepted_tokens: Counter::default(),
+            acceptance: Ratio::default(),
         }
     }
 }
@@ -124,6 +130,17 @@ impl EngineMetrics {
         registry.register("kv_cache_capacity_cells", "KV cells in the context", self.kv_capacity_cells.clone());
         registry.register("kv_cache_usage_ratio", "Used KV cells over capacity", self.kv_usage.clone());
         registry.register("kv_cache_evicted_tokens", "Cached tokens dropped to make room", self.evicted_tokens.clone());
+        registry.register(
+            "speculative_drafted_tokens",
+            "Draft tokens verified (speculative decoding with drafts from the context)",
+            self.drafted_tokens.clone(),
+        );
+        registry.register(
+            "speculative_accepted_tokens",
+            "Draft tokens the model's samples agreed with (each saved a decode step)",
+            self.accepted_tokens.clone(),
+        );
+        registry.register("speculative_acceptance_ratio", "Accepted / drafted tokens so far", self.acceptance.clone());
         registry.register("queue_depth", "Requests waiting for a sequence", self.queue_depth.clone());
         registry.register("running_sequences", "Requests being computed", self.running.clone());
         registry.register(
@@ -172,6 +189,13 @@ impl EngineMetrics {
         self.kv_idle_cells.set(idle as i64);
         self.kv_capacity_cells.set(capacity as i64);
         self.kv_usage.set(used as f64 / capacity.max(1) as f64);
+    }
+
+    /// A verified draft.
+    pub fn drafted(&self, drafted: usize, accepted: usize) {
+        let d = self.drafted_tokens.inc_by(drafted as u64) + drafted as u64;
+        let a = self.accepted_tokens.inc_by(accepted as u64) + accepted as u64;
+        self.acceptance.set(a as f64 / d.max(1) as f64);
     }
 
     pub fn token(&self, since: Duration, first: bool) {

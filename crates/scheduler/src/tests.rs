@@ -59,12 +59,29 @@ fn letter(t: Token) -> char {
     (b'a' + (t % 26) as u8) as char
 }
 
+/// A model that repeats its context: after a pair of tokens seen before, what followed
+/// its latest occurrence (else `next_token`). Drafts from the context are what it says.
+fn copying(context: &[Token]) -> Token {
+    let n = context.len();
+    if n >= 2 {
+        let pair = &context[n - 2..];
+        if let Some(p) = (0..n - 2).rev().find(|&p| &context[p..p + 2] == pair) {
+            return context[p + 2];
+        }
+    }
+    next_token(context)
+}
+
 /// What greedy generation of `n` tokens after `prompt` gives, computed directly.
 fn reference(prompt: &[Token], n: usize) -> String {
+    reference_with(next_token, prompt, n)
+}
+
+fn reference_with(predict: fn(&[Token]) -> Token, prompt: &[Token], n: usize) -> String {
     let mut context = prompt.to_vec();
     let mut text = String::new();
     for _ in 0..n {
-        let t = next_token(&context);
+        let t = predict(&context);
         text.push(letter(t));
         context.push(t);
     }
@@ -73,9 +90,14 @@ fn reference(prompt: &[Token], n: usize) -> String {
 
 struct FakeModel {
     kv: Arc<Mutex<Kv>>,
+    /// Its next token after a context (the likeliest one, when sampling).
+    predict: fn(&[Token]) -> Token,
     next: Vec<Token>,
     /// When set, every decode waits for one message (or for the sender to go away).
     gate: Option<std_mpsc::Receiver<()>>,
+    /// What a decode takes: this, plus as much again per 16 tokens (so that the engine's
+    /// measured step costs grow with the batch, as a real model's do).
+    step_time: Duration,
 }
 
 impl KvCells for FakeModel {
@@ -152,17 +174,28 @@ impl KvSnapshots for FakeModel {
     }
 }
 
+/// Sampling from the fake's distribution when a request has a seed: its prediction with
+/// probability `PREDICTED`, else any other of the tokens 1..=25, evenly. Greedy without.
+const PREDICTED: f64 = 0.6;
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
 impl Model for FakeModel {
-    type Sampler = ();
-    type SamplerSpec = ();
+    type Sampler = Option<u64>;
+    type SamplerSpec = Option<u64>;
     fn batch_capacity(&self) -> usize {
         8
     }
     fn kv_capacity(&self) -> usize {
         self.kv.lock().unwrap().cells.len()
     }
-    fn new_sampler(&self, _: ()) -> Result<(), ModelError> {
-        Ok(())
+    fn new_sampler(&self, seed: Option<u64>) -> Result<Option<u64>, ModelError> {
+        Ok(seed.map(|s| s | 1))
     }
     fn decode(&mut self, batch: &[BatchEntry]) -> Result<(), ModelError> {
         if let Some(gate) = &self.gate {
@@ -171,19 +204,28 @@ impl Model for FakeModel {
             }
         }
         assert!(!batch.is_empty() && batch.len() <= self.batch_capacity());
+        if !self.step_time.is_zero() {
+            std::thread::sleep(self.step_time + self.step_time * batch.len() as u32 / 16);
+        }
         let mut kv = self.kv.lock().unwrap();
         self.next.clear();
         for e in batch {
             assert_eq!(kv.visible(e.seq).len(), e.pos, "positions must be contiguous per sequence");
             let Some(free) = kv.cells.iter().position(Option::is_none) else { return Err(ModelError::NoKvSpace) };
             kv.cells[free] = Some(Cell { pos: e.pos, token: e.token, seqs: BTreeSet::from([e.seq]) });
-            self.next.push(next_token(&kv.visible(e.seq)));
+            self.next.push((self.predict)(&kv.visible(e.seq)));
         }
         kv.batches.push(batch.to_vec());
         Ok(())
     }
-    fn sample(&mut self, _: &mut (), index: usize) -> Token {
-        self.next[index]
+    fn sample(&mut self, rng: &mut Option<u64>, index: usize) -> Token {
+        let predicted = self.next[index];
+        let Some(state) = rng.as_mut() else { return predicted };
+        if (xorshift(state) % 1_000_000) as f64 / 1e6 < PREDICTED {
+            return predicted;
+        }
+        let others: Vec<Token> = (1..=25).filter(|&t| t != predicted).collect();
+        others[(xorshift(state) % others.len() as u64) as usize]
     }
     fn logprobs(&self, index: usize, token: Token, top: usize) -> Logprobs {
         let next = self.next[index];
@@ -200,7 +242,7 @@ impl Model for FakeModel {
 }
 
 struct Harness {
-    handle: SchedulerHandle<()>,
+    handle: SchedulerHandle<Option<u64>>,
     kv: Arc<Mutex<Kv>>,
     metrics: EngineMetrics,
 }
@@ -215,6 +257,9 @@ struct Setup {
     spill: SpillConfig,
     idle_tokens: usize,
     gate: Option<std_mpsc::Receiver<()>>,
+    speculative: bool,
+    predict: fn(&[Token]) -> Token,
+    step_time: Duration,
 }
 
 impl Default for Setup {
@@ -229,6 +274,9 @@ impl Default for Setup {
             spill: SpillConfig::default(),
             idle_tokens: 1024,
             gate: None,
+            speculative: false,
+            predict: next_token,
+            step_time: Duration::ZERO,
         }
     }
 }
@@ -244,11 +292,12 @@ fn start(setup: Setup) -> Harness {
         prefix_cache: setup.prefix_cache,
         spill: setup.spill,
         idle_tokens: setup.idle_tokens,
+        speculative: setup.speculative,
     };
     let metrics = EngineMetrics::default();
-    let (k, gate) = (kv.clone(), setup.gate);
+    let (k, gate, predict, step_time) = (kv.clone(), setup.gate, setup.predict, setup.step_time);
     let handle = SchedulerHandle::spawn("fake", config, metrics.clone(), move || {
-        Ok(FakeModel { kv: k, next: Vec::new(), gate })
+        Ok(FakeModel { kv: k, predict, next: Vec::new(), gate, step_time })
     })
     .unwrap();
     Harness { handle, kv, metrics }
@@ -272,10 +321,10 @@ impl Harness {
     }
 }
 
-fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest<()> {
+fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest<Option<u64>> {
     SeqRequest {
         prompt: prompt.to_vec(),
-        sampler: (),
+        sampler: None,
         max_tokens,
         stop: stop.iter().map(|s| s.to_string()).collect(),
         ignore_eos: false,
@@ -289,11 +338,11 @@ type Submitted = (tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>, tokio::
 
 trait SubmitOne {
     /// One request of one choice.
-    fn submit_one(&self, request: SeqRequest<()>) -> Result<Submitted, BackendError>;
+    fn submit_one(&self, request: SeqRequest<Option<u64>>) -> Result<Submitted, BackendError>;
 }
 
-impl SubmitOne for SchedulerHandle<()> {
-    fn submit_one(&self, request: SeqRequest<()>) -> Result<Submitted, BackendError> {
+impl SubmitOne for SchedulerHandle<Option<u64>> {
+    fn submit_one(&self, request: SeqRequest<Option<u64>>) -> Result<Submitted, BackendError> {
         let mut s = self.submit(vec![request])?;
         Ok((s.events, s.receipts.remove(0)))
     }
@@ -867,4 +916,109 @@ fn prompt_logprobs_come_first_and_are_computed_not_reused() {
     let (text, _, usage) = collect((events, receipt));
     assert_eq!(text, reference(&prompt, 2));
     assert_eq!(usage.cached_tokens, 0, "a cached prefix has no logits");
+}
+
+/// A decode step of the fake in speculation tests (the engine prices draft lengths by
+/// what steps take).
+const SPEC_STEP: Duration = Duration::from_micros(200);
+
+/// A prompt that repeats itself: the copying model continues the cycle, so drafts from
+/// the context are accepted.
+fn cyclic_prompt() -> Vec<Token> {
+    [(1..=12).collect::<Vec<Token>>(), vec![1, 2]].concat()
+}
+
+#[test]
+fn speculation_gives_the_same_greedy_output_in_fewer_steps() {
+    let prompt = cyclic_prompt();
+    let expected = reference_with(copying, &prompt, 30);
+    let mut steps = Vec::new();
+    for speculative in [false, true] {
+        let h = start(Setup { speculative, predict: copying, step_time: SPEC_STEP, ..Setup::default() });
+        let (text, reason, usage) = collect(h.handle.submit_one(request(&prompt, 30, &[])).unwrap());
+        assert_eq!((text.as_str(), reason), (expected.as_str(), FinishReason::Length), "speculative: {speculative}");
+        assert_eq!(usage.completion_tokens, 30, "only what was returned is counted");
+        h.settle();
+        steps.push(h.kv.lock().unwrap().batches.len());
+        if speculative {
+            assert!(h.metrics.accepted_tokens.get() > 10, "drafts were accepted");
+        }
+    }
+    assert!(steps[1] * 2 < steps[0], "decode steps without and with drafts: {steps:?}");
+}
+
+#[test]
+fn refused_drafts_leave_no_trace() {
+    // The hash model rarely repeats its context: most drafts are refused, their KV cells
+    // dropped (the fake checks every sequence's positions at each decode; `settle` checks
+    // the cell count), and the output is the model's own.
+    let h = start(Setup { speculative: true, step_time: SPEC_STEP, ..Setup::default() });
+    let prompts: Vec<Vec<Token>> = (0..6).map(|i| [cyclic_prompt(), vec![i + 3, 4, 5, 6]].concat()).collect();
+    for prompt in &prompts {
+        assert_eq!(run(&h, prompt, 40).0, reference(prompt, 40));
+    }
+    h.settle();
+    let (drafted, accepted) = (h.metrics.drafted_tokens.get(), h.metrics.accepted_tokens.get());
+    assert!(drafted > 0 && accepted < drafted, "drafted {drafted}, accepted {accepted}");
+}
+
+#[test]
+fn stop_strings_max_tokens_and_logprobs_hold_inside_an_accepted_draft() {
+    let h = start(Setup { speculative: true, predict: copying, step_time: SPEC_STEP, ..Setup::default() });
+    let prompt = cyclic_prompt();
+    let expected = reference_with(copying, &prompt, 30);
+    // A stop string in the middle of a copied run.
+    let stop = &expected[17..19];
+    let at = expected.find(stop).unwrap();
+    let (text, reason, _) = collect(h.handle.submit_one(request(&prompt, 30, &[stop])).unwrap());
+    assert_eq!((text.as_str(), reason), (&expected[..at], FinishReason::Stop));
+    // Exactly max_tokens, however long the drafts.
+    let (text, _, usage) = collect(h.handle.submit_one(request(&prompt, 11, &[])).unwrap());
+    assert_eq!((text.as_str(), usage.completion_tokens), (&expected[..11], 11));
+    // One log-probability entry per returned token.
+    let (events, _) = h.handle.submit_one(SeqRequest { logprobs: Some(1), ..request(&prompt, 25, &[]) }).unwrap();
+    let pieces = text_and_logprobs(events);
+    assert_eq!(pieces.iter().map(|(_, l)| l.len()).sum::<usize>(), 25);
+    h.settle();
+    assert!(h.metrics.accepted_tokens.get() > 0);
+}
+
+/// The accept rule keeps the model's distribution: with random sampling and drafts from
+/// the context, every generated token after the first (each verified against a draft) is
+/// the model's prediction with probability 0.6 and any other token evenly, by a
+/// chi-square test over 2,000 requests (fixed seeds: deterministic). A rule that accepted
+/// draft tokens the sample did not agree with would push the first bin far up.
+#[test]
+fn sampling_with_drafts_keeps_the_models_distribution() {
+    let setup =
+        Setup { speculative: true, predict: copying, slots: 4, queue: 8, step_time: SPEC_STEP, ..Setup::default() };
+    let h = start(setup);
+    let prompt: Vec<Token> = [vec![1, 2, 3, 4, 5, 6, 7, 8], vec![1, 2]].concat();
+    // Bin 0: the prediction; bins 1..=24: the other tokens, in order.
+    let mut bins = [0u64; 25];
+    for seed in 0..2_000u64 {
+        let asked = SeqRequest { sampler: Some(seed * 7919 + 1), ..request(&prompt, 5, &[]) };
+        let (text, _, _) = collect(h.handle.submit_one(asked).unwrap());
+        let tokens: Vec<Token> = text.bytes().map(|b| (b - b'a') as Token).collect();
+        let mut context = prompt.clone();
+        for (i, &t) in tokens.iter().enumerate() {
+            let predicted = copying(&context);
+            if i > 0 {
+                let bin = if t == predicted {
+                    0
+                } else {
+                    1 + (1..=25).filter(|&o| o != predicted).position(|o| o == t).unwrap()
+                };
+                bins[bin] += 1;
+            }
+            context.push(t);
+        }
+    }
+    let n: u64 = bins.iter().sum();
+    let expected = |bin: usize| if bin == 0 { n as f64 * PREDICTED } else { n as f64 * (1.0 - PREDICTED) / 24.0 };
+    let chi2: f64 = bins.iter().enumerate().map(|(b, &o)| (o as f64 - expected(b)).powi(2) / expected(b)).sum();
+    // 24 degrees of freedom: P(chi2 > 51.2) = 0.001.
+    assert!(chi2 < 51.2, "chi-square {chi2:.1} over {bins:?}");
+    let (drafted, accepted) = (h.metrics.drafted_tokens.get(), h.metrics.accepted_tokens.get());
+    assert!(drafted > 2_000 && accepted > 500, "drafted {drafted}, accepted {accepted}");
 }

@@ -72,6 +72,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_GRAMMAR_ENGINE", value_enum, default_value_t = GrammarEngineArg::Llguidance)]
     pub grammar_engine: GrammarEngineArg,
 
+    /// Speculative decoding: `ngram` drafts tokens from each request's own prompt and output
+    /// (prompt lookup) and verifies them in one batch; `off` decodes one token a step.
+    #[arg(long, env = "TENSORMESH_SPECULATIVE", value_enum, default_value_t = SpeculativeArg::Ngram)]
+    pub speculative: SpeculativeArg,
+
     /// Lifetime of Control Plane access tokens, in seconds (refresh tokens live 30 days).
     #[arg(long, env = "TENSORMESH_ACCESS_TOKEN_TTL", default_value_t = 3600)]
     pub access_token_ttl: u64,
@@ -83,6 +88,12 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = "TENSORMESH_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpeculativeArg {
+    Ngram,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -208,6 +208,7 @@ pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
                 },
                 idle_tokens: cache.kv_idle_tokens,
                 grammar_engine: args.grammar_engine.into(),
+                speculative: args.speculative == crate::config::SpeculativeArg::Ngram,
             })
         })
         .collect()

@@ -43,6 +43,8 @@ pub struct Options {
     pub cache: CacheArgs,
     /// `llguidance` or `gbnf`.
     pub grammar_engine: &'static str,
+    /// `ngram` or `off`.
+    pub speculative: &'static str,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
             grammar_engine: "llguidance",
+            speculative: "ngram",
             cache: CacheArgs {
                 kv_cache_tokens: None,
                 prefix_cache: true,
@@ -109,6 +112,7 @@ pub fn serve_args(o: &Options) -> ServeArgs {
         ctx_size: o.ctx_size,
         cache: o.cache.clone(),
         grammar_engine: clap::ValueEnum::from_str(o.grammar_engine, false).unwrap(),
+        speculative: clap::ValueEnum::from_str(o.speculative, false).unwrap(),
         access_token_ttl: 3600,
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: 5,

@@ -12,6 +12,7 @@ mod errors;
 mod generation;
 mod logprobs;
 mod shutdown;
+mod speculative;
 mod structured;
 mod tokens;
 mod tools;

@@ -1,0 +1,439 @@
+//! Drafts for speculative decoding, without a draft model: the tokens that followed the
+//! longest earlier occurrence of what a sequence ends with, in its own prompt and output
+//! (prompt lookup), else in what earlier requests of the model read and wrote (an n-gram
+//! table). Rewrites, quotes and conversations that revisit earlier answers repeat their
+//! context, so a draft is often the model's next tokens; the engine verifies it in one batch
+//! (see `engine`).
+//!
+//! How long a draft is worth making depends on two things this module measures as it
+//! runs: how often drafts are accepted, per token, by where they come from (a draft after
+//! a 2-token match is a guess, one after a 30-token match a copy; [`DraftStats`]), and what
+//! a decode step costs at each batch size (on a CPU the cost per token falls in steps as
+//! the batch grows: here a 64-token batch costs less than a 48-token one; [`StepCosts`]).
+//! Each step the engine picks the draft length that maximises expected tokens per second
+//! over its sequences ([`DraftPlan`]); batch sizes never measured are assumed cheap, so
+//! that they get tried once and then priced by what they cost.
+
+use std::time::Duration;
+
+use crate::model::Token;
+
+/// The shortest suffix worth looking up: a single token matches anywhere.
+const MIN_MATCH: usize = 2;
+/// Matches are measured up to this length (a longer one is as good).
+const MAX_MATCH: usize = 32;
+/// The longest draft.
+pub const MAX_DRAFT: usize = 127;
+
+/// One sequence's drafting state: what it drafts from, and how its last draft fared.
+#[derive(Debug)]
+pub struct Drafter {
+    /// The prompt, then every sampled token.
+    context: Vec<Token>,
+    last: Outcome,
+}
+
+/// How a sequence's last draft fared: a sequence copying text goes on copying, one
+/// writing new text goes on writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It has not drafted yet.
+    None,
+    /// Accepted whole.
+    Whole,
+    /// Refused before its end.
+    Cut,
+}
+
+/// Where a draft came from, and what came before it: what says how likely it is right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub from: From,
+    pub after: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// The sequence's own context, after a match of this many tokens.
+    Context(usize),
+    /// The n-gram table (a match of `NGRAM` tokens in an earlier request).
+    Table,
+}
+
+impl Drafter {
+    pub fn new(prompt: &[Token]) -> Drafter {
+        Drafter { context: prompt.to_vec(), last: Outcome::None }
+    }
+
+    /// What a draft from `from` would be: its source, given this sequence's last draft.
+    pub fn source(&self, from: From) -> Source {
+        Source { from, after: self.last }
+    }
+
+    /// How its last draft fared.
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        if drafted > 0 {
+            self.last = if accepted == drafted { Outcome::Whole } else { Outcome::Cut };
+        }
+    }
+
+    /// A sampled token, in order.
+    pub fn push(&mut self, token: Token) {
+        self.context.push(token);
+    }
+
+    pub fn context(&self) -> &[Token] {
+        &self.context
+    }
+
+    /// Up to `room` tokens that followed the longest earlier occurrence of the context's
+    /// end, in the context itself, and the length of that match.
+    pub fn lookup(&self, room: usize) -> (&[Token], usize) {
+        let Some((at, len)) = longest_match(&self.context) else { return (&[], 0) };
+        let end = (at + 1 + room).min(self.context.len());
+        (&self.context[at + 1..end], len)
+    }
+}
+
+/// How drafts fared, by source: decayed counts of draft tokens accepted and of drafts
+/// refused before their end, for the model's sequences together.
+#[derive(Debug)]
+pub struct DraftStats {
+    /// By `bucket`, then by the last draft's outcome.
+    counts: [[(f64, f64); 3]; BUCKETS],
+}
+
+impl Default for DraftStats {
+    fn default() -> Self {
+        DraftStats { counts: [[(0.0, 0.0); 3]; BUCKETS] }
+    }
+}
+
+const BUCKETS: usize = 8;
+/// Acceptance before evidence, by bucket, and how many draft tokens' worth it counts.
+const PRIOR: [f64; BUCKETS] = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.9];
+const PRIOR_WEIGHT: f64 = 4.0;
+/// Past outcomes weigh this much less at each verification of the same bucket.
+const DECAY: f64 = 0.95;
+
+impl DraftStats {
+    /// Match lengths 2, 3, 4-5, 6-7, 8-15, 16-23, 24+; the table.
+    fn bucket(from: From) -> usize {
+        match from {
+            From::Context(len) => match len {
+                0..=2 => 0,
+                3 => 1,
+                4..=5 => 2,
+                6..=7 => 3,
+                8..=15 => 4,
+                16..=23 => 5,
+                _ => 6,
+            },
+            From::Table => 7,
+        }
+    }
+
+    fn counts(&mut self, source: Source) -> &mut (f64, f64) {
+        &mut self.counts[Self::bucket(source.from)][source.after as usize]
+    }
+
+    /// The chance that a draft token from `source` is accepted, given the ones before it
+    /// were (a draft accepted whole counts no refusal). Before evidence, a prior worth a
+    /// few drafts: the longer the match, the likelier its continuation.
+    pub fn acceptance(&self, source: Source) -> f64 {
+        let bucket = Self::bucket(source.from);
+        let (accepted, refused) = self.counts[bucket][source.after as usize];
+        let prior = PRIOR[bucket];
+        (accepted + prior * PRIOR_WEIGHT) / (accepted + refused + PRIOR_WEIGHT)
+    }
+
+    /// How a draft from `source` fared.
+    pub fn record(&mut self, source: Source, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        let (a, r) = self.counts(source);
+        *a = *a * DECAY + accepted as f64;
+        *r = *r * DECAY + f64::from(u8::from(accepted < drafted));
+    }
+}
+
+/// The earlier position whose tokens, up to it, match the longest suffix of `context`
+/// (at least `MIN_MATCH`), and that length; the latest such position on ties. Drafting
+/// continues after it.
+fn longest_match(context: &[Token]) -> Option<(usize, usize)> {
+    let n = context.len();
+    let last = *context.last()?;
+    let mut best: Option<(usize, usize)> = None;
+    // Latest first; `p` is a candidate for the position of the last token.
+    for p in (0..n.saturating_sub(1)).rev() {
+        if context[p] != last {
+            continue;
+        }
+        let len = (1..=MAX_MATCH.min(p + 1)).take_while(|&k| context[p + 1 - k] == context[n - k]).last().unwrap_or(0);
+        if len >= MIN_MATCH && best.is_none_or(|(_, l)| len > l) {
+            best = Some((p, len));
+            if len == MAX_MATCH {
+                break;
+            }
+        }
+    }
+    // Nothing follows a match at the very end.
+    best.filter(|&(p, _)| p + 1 < n)
+}
+
+/// What followed each n-gram in the model's earlier requests (prompts and outputs): a
+/// hashed table of next tokens, as llama.cpp's `ngram-mod`. Long n-grams make its drafts
+/// precise; a collision only costs a refused draft.
+pub struct NgramTable {
+    next: Vec<Token>,
+}
+
+/// Tokens an n-gram spans.
+pub const NGRAM: usize = 16;
+const TABLE_SLOTS: usize = 1 << 20;
+const EMPTY: Token = -1;
+
+impl Default for NgramTable {
+    fn default() -> Self {
+        NgramTable { next: vec![EMPTY; TABLE_SLOTS] }
+    }
+}
+
+impl NgramTable {
+    fn slot(gram: &[Token]) -> usize {
+        let h =
+            gram.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| (h ^ (t as u32 as u64)).wrapping_mul(0x0100_0000_01b3));
+        (h % TABLE_SLOTS as u64) as usize
+    }
+
+    /// Learns every n-gram of `tokens` and what followed it.
+    pub fn learn(&mut self, tokens: &[Token]) {
+        for w in tokens.windows(NGRAM + 1) {
+            self.next[Self::slot(&w[..NGRAM])] = w[NGRAM];
+        }
+    }
+
+    /// Up to `room` tokens, each what followed the n-gram ending before it.
+    pub fn chain(&self, context: &[Token], room: usize) -> Vec<Token> {
+        if context.len() < NGRAM {
+            return Vec::new();
+        }
+        let mut window: Vec<Token> = context[context.len() - NGRAM..].to_vec();
+        let mut out = Vec::new();
+        while out.len() < room {
+            let next = self.next[Self::slot(&window[window.len() - NGRAM..])];
+            if next == EMPTY {
+                break;
+            }
+            out.push(next);
+            window.push(next);
+        }
+        out
+    }
+}
+
+/// What decode steps cost, by batch size, as measured (decayed averages); sizes not
+/// measured yet are estimated from the measured ones, optimistically above them.
+#[derive(Debug)]
+pub struct StepCosts {
+    /// Milliseconds by batch size (index), or 0 when never measured.
+    ms: Vec<f64>,
+    /// Every size's estimate, kept up to date with `ms`.
+    estimates: Vec<f64>,
+}
+
+/// An unmeasured size above every measured one is priced as the largest measured plus
+/// this share of a one-token step per extra token: below what any size costs here, so
+/// that larger sizes get tried once.
+const OPTIMISM: f64 = 0.05;
+
+impl StepCosts {
+    pub fn new(max_batch: usize) -> StepCosts {
+        let mut costs = StepCosts { ms: vec![0.0; max_batch + 1], estimates: Vec::new() };
+        costs.refresh();
+        costs
+    }
+
+    /// A step of `size` tokens, all with logits, took `took`.
+    pub fn observe(&mut self, size: usize, took: Duration) {
+        let Some(slot) = self.ms.get_mut(size) else { return };
+        let ms = took.as_secs_f64() * 1e3;
+        *slot = if *slot == 0.0 { ms } else { *slot * 0.7 + ms * 0.3 };
+        self.refresh();
+    }
+
+    /// Milliseconds a step of `size` tokens takes: as measured; else interpolated between
+    /// the nearest measured sizes; else, above every measured size, the largest measured
+    /// plus an optimistic share of a one-token step per extra token.
+    pub fn estimate(&self, size: usize) -> f64 {
+        self.estimates.get(size).copied().unwrap_or_else(|| self.estimates.last().copied().unwrap_or(40.0))
+    }
+
+    fn refresh(&mut self) {
+        let n = self.ms.len();
+        let one = self.ms.get(1).copied().filter(|&m| m > 0.0).unwrap_or(40.0);
+        let measured: Vec<(usize, f64)> =
+            self.ms.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(s, &m)| (s, m)).collect();
+        self.estimates = (0..n)
+            .map(|size| {
+                let at = measured.partition_point(|&(s, _)| s < size);
+                match (at.checked_sub(1).map(|i| measured[i]), measured.get(at).copied()) {
+                    (_, Some((s, ms))) if s == size => ms,
+                    (Some((lo, lo_ms)), Some((hi, hi_ms))) => {
+                        lo_ms + (hi_ms - lo_ms) * (size - lo) as f64 / (hi - lo) as f64
+                    }
+                    (Some((lo, lo_ms)), None) => lo_ms + one * OPTIMISM * (size - lo) as f64,
+                    (None, Some((hi, hi_ms))) => {
+                        one + (hi_ms - one) * size.saturating_sub(1) as f64 / (hi - 1).max(1) as f64
+                    }
+                    (None, None) => one * (1.0 + OPTIMISM * size.saturating_sub(1) as f64),
+                }
+            })
+            .collect();
+    }
+}
+
+/// Draft lengths tried (a draft is cut to the length, or shorter when it has fewer tokens).
+const LENGTHS: [usize; 14] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 63, 95, 127];
+
+/// The draft lengths of a step: the ones, among none and `LENGTHS`, that give the most
+/// expected tokens per millisecond for the whole batch. `drafts` has, for each decoding
+/// sequence, how long its draft can be and its acceptance; `decoding` counts the batch's
+/// tokens before drafts (one per decoding sequence). Starting from the best of one length
+/// for all and one sequence drafting alone, each sequence's length is changed while that
+/// helps (the cost curve is not smooth: two drafts of 32 may together reach a cheaper
+/// batch size than one of 48).
+pub struct DraftPlan;
+
+impl DraftPlan {
+    pub fn lengths(drafts: &[(usize, f64)], decoding: usize, costs: &StepCosts) -> Vec<usize> {
+        // a + a^2 + ... + a^d: each draft token is accepted only if every one before it was.
+        let gain = |a: f64, d: usize| if a >= 1.0 { d as f64 } else { a * (1.0 - a.powi(d as i32)) / (1.0 - a) };
+        let rate = |lengths: &[usize]| {
+            let expected: f64 =
+                decoding as f64 + drafts.iter().zip(lengths).map(|(&(_, a), &d)| gain(a, d)).sum::<f64>();
+            expected / costs.estimate(decoding + lengths.iter().sum::<usize>())
+        };
+        // Starting points: one length for all, or one sequence drafting alone.
+        let cut = |len: usize| drafts.iter().map(|&(available, _)| available.min(len)).collect::<Vec<_>>();
+        let alone = |s: usize, len: usize| {
+            let mut lengths = vec![0; drafts.len()];
+            lengths[s] = drafts[s].0.min(len);
+            lengths
+        };
+        let starts = LENGTHS.iter().map(|&len| cut(len)).chain(
+            (0..drafts.len()).flat_map(|s| LENGTHS.iter().map(move |&len| (s, len))).map(|(s, len)| alone(s, len)),
+        );
+        let mut best = cut(0);
+        let mut best_rate = rate(&best);
+        for lengths in starts {
+            let r = rate(&lengths);
+            if r > best_rate {
+                (best, best_rate) = (lengths, r);
+            }
+        }
+        for _ in 0..4 * drafts.len() {
+            let mut improved = false;
+            for s in 0..drafts.len() {
+                for len in std::iter::once(0).chain(LENGTHS) {
+                    let mut lengths = best.clone();
+                    lengths[s] = drafts[s].0.min(len);
+                    let r = rate(&lengths);
+                    if r > best_rate * (1.0 + 1e-9) {
+                        (best, best_rate, improved) = (lengths, r, true);
+                    }
+                }
+            }
+            if !improved {
+                break;
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_latest_match_is_continued() {
+        // ... 1 2 3 [9 9] ... 7 2 3 [5 5] ... 7 2 3 -> "2 3" occurs twice; the one preceded
+        // by 7 is the longer match.
+        let context = [1, 2, 3, 9, 9, 4, 7, 2, 3, 5, 5, 8, 7, 2, 3];
+        assert_eq!(longest_match(&context), Some((8, 3)));
+        let d = Drafter::new(&context);
+        assert_eq!(d.lookup(10), (&[5, 5, 8, 7, 2, 3][..], 3));
+        assert_eq!(d.lookup(2), (&[5, 5][..], 3));
+        // Only the last token matches: nothing.
+        assert_eq!(longest_match(&[1, 2, 3, 4, 3]), None);
+        assert!(Drafter::new(&[5]).lookup(4).0.is_empty());
+        // A long match drafts long.
+        let text: Vec<Token> = (0..200).collect();
+        let long = Drafter::new(&[text.clone(), text[..10].to_vec()].concat());
+        assert_eq!(long.lookup(MAX_DRAFT), (&text[10..10 + MAX_DRAFT], 10));
+    }
+
+    #[test]
+    fn acceptance_follows_what_drafts_did_by_source() {
+        let mut stats = DraftStats::default();
+        let source = |from: From| Source { from, after: Outcome::None };
+        let (long, short) = (source(From::Context(30)), source(From::Context(2)));
+        assert_eq!(stats.acceptance(long), 0.9, "the prior");
+        for _ in 0..10 {
+            stats.record(long, 10, 10);
+            stats.record(short, 4, 0);
+        }
+        assert!(stats.acceptance(long) > 0.95, "{}", stats.acceptance(long));
+        assert!(stats.acceptance(short) < 0.2, "{}", stats.acceptance(short));
+        assert_eq!(stats.acceptance(source(From::Table)), 0.9, "each source on its own");
+        let after_cut = Source { from: From::Context(30), after: Outcome::Cut };
+        assert_eq!(stats.acceptance(after_cut), 0.9, "and by how the sequence's last draft fared");
+    }
+
+    #[test]
+    fn the_table_drafts_what_followed_an_earlier_text() {
+        let mut table = NgramTable::default();
+        let text: Vec<Token> = (100..200).collect();
+        table.learn(&text);
+        let context: Vec<Token> = [vec![1, 2, 3], text[..30].to_vec()].concat();
+        assert_eq!(table.chain(&context, 8), text[30..38].to_vec());
+        assert!(table.chain(&[1, 2, 3], 8).is_empty(), "shorter than an n-gram");
+        assert!(table.chain(&(500..520).collect::<Vec<_>>(), 8).is_empty(), "never seen");
+    }
+
+    #[test]
+    fn the_plan_weighs_acceptance_against_what_steps_cost() {
+        // Costs as measured on the reference machine: a step of 64 is cheaper than one of 48.
+        let mut costs = StepCosts::new(512);
+        for (size, ms) in [
+            (1, 42.0),
+            (2, 60.0),
+            (3, 74.0),
+            (5, 113.0),
+            (9, 160.0),
+            (17, 250.0),
+            (33, 465.0),
+            (49, 667.0),
+            (64, 470.0),
+            (96, 700.0),
+            (128, 880.0),
+        ] {
+            costs.observe(size, Duration::from_secs_f64(ms / 1e3));
+        }
+        // Drafts that are always refused: none.
+        assert_eq!(DraftPlan::lengths(&[(127, 0.05)], 1, &costs), vec![0]);
+        // A copy the model follows: the long, cheap batch.
+        assert_eq!(DraftPlan::lengths(&[(127, 0.98)], 1, &costs), vec![63]);
+        // Two sequences: the copying one drafts, the other not.
+        let both = DraftPlan::lengths(&[(127, 0.98), (127, 0.05)], 2, &costs);
+        assert!(both[0] >= 32 && both[1] == 0, "{both:?}");
+        // Between measured sizes, costs are interpolated; above them, optimistic.
+        assert_eq!(costs.estimate(4), 93.5);
+        assert!(costs.estimate(150) < 1000.0);
+        // Unmeasured sizes are tried.
+        let fresh = StepCosts::new(512);
+        assert!(DraftPlan::lengths(&[(127, 0.5)], 1, &fresh)[0] > 0);
+    }
+}
