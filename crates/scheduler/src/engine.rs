@@ -49,6 +49,10 @@ pub struct EngineConfig {
 /// tens of milliseconds each).
 const RESTORE_GAIN: usize = 16;
 
+/// Draft tokens per step, at most: each needs its logits kept (a vocabulary's worth of
+/// floats: 128 of Qwen's are 78 MB), and a long step delays every stream.
+const MAX_STEP_DRAFTS: usize = 128;
+
 /// Prompt tokens per step of a request that wants their log-probabilities: each needs
 /// its logits kept (a vocabulary's worth of floats).
 const PROMPT_LOGPROBS_CHUNK: usize = 64;
@@ -477,9 +481,9 @@ impl<M: Model> Engine<M> {
                 a.len += 1;
             }
         }
-        self.add_drafts(capacity);
         let decoding = self.batch.len();
-        self.all_logits = !self.running.iter().any(Active::prefilling);
+        let prefilling = self.running.iter().any(Active::prefilling);
+        self.all_logits = !prefilling;
         let mut budget = if decoding == 0 {
             capacity
         } else {
@@ -487,6 +491,11 @@ impl<M: Model> Engine<M> {
             let step = self.config.step_tokens.max(4);
             step.saturating_sub(decoding).max(step / 4).min(capacity - decoding)
         };
+        // Drafts never take a prompt's share of the step: a request waiting for its first
+        // token is not slowed by others' drafts.
+        let draft_room = MAX_STEP_DRAFTS.min(capacity - decoding - if prefilling { budget } else { 0 });
+        self.add_drafts(draft_room);
+        budget = budget.min(capacity - self.batch.len());
         for a in &mut self.running {
             let prompt = &a.job.request.prompt;
             let every_logit = a.prompt_logprobs.is_some();
@@ -514,13 +523,12 @@ impl<M: Model> Engine<M> {
     }
 
     /// After each decoding sequence's token, its draft: from its own context, else from
-    /// the n-gram table, cut to the step's draft length (see `draft::DraftPlan`), while
-    /// the batch has room beside a quarter of the step for prompts being computed.
-    fn add_drafts(&mut self, capacity: usize) {
+    /// the n-gram table, cut to the step's draft lengths (see `draft::DraftPlan`), within
+    /// `room` tokens for all.
+    fn add_drafts(&mut self, room: usize) {
         let Some(table) = self.ngrams.as_ref() else { return };
         let decoding = self.batch.len();
-        let reserve = if self.running.iter().any(Active::prefilling) { self.config.step_tokens / 4 } else { 0 };
-        let mut room_left = capacity.saturating_sub(decoding + reserve);
+        let mut room_left = room;
         for a in &mut self.running {
             let (Some(drafter), Some(_)) = (a.drafter.as_ref(), a.logits_at) else { continue };
             // Every accepted draft token is one more sampled token and one more cell: the
