@@ -23,7 +23,7 @@ const MIN_MATCH: usize = 2;
 /// Matches are measured up to this length (a longer one is as good).
 const MAX_MATCH: usize = 32;
 /// The longest draft.
-pub const MAX_DRAFT: usize = 127;
+pub const MAX_DRAFT: usize = 63;
 
 /// One sequence's drafting state: what it drafts from, and how its last draft fared.
 #[derive(Debug)]
@@ -295,7 +295,7 @@ impl StepCosts {
 }
 
 /// Draft lengths tried (a draft is cut to the length, or shorter when it has fewer tokens).
-const LENGTHS: [usize; 14] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 63, 95, 127];
+const LENGTHS: [usize; 12] = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 63];
 
 /// The draft lengths of a step: the ones, among none and `LENGTHS`, that give the most
 /// expected tokens per millisecond for the whole batch. `drafts` has, for each decoding

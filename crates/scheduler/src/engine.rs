@@ -50,8 +50,10 @@ pub struct EngineConfig {
 const RESTORE_GAIN: usize = 16;
 
 /// Draft tokens per step, at most: each needs its logits kept (a vocabulary's worth of
-/// floats: 128 of Qwen's are 78 MB), and a long step delays every stream.
-const MAX_STEP_DRAFTS: usize = 128;
+/// floats: 64 of Qwen's are 39 MB, held twice by llama.cpp), and a long step delays every
+/// stream and every prompt waiting for its first token. On 2 cores a 64-token step costs
+/// about what a 32-token one does, and twice as long a draft gains nothing per token.
+const MAX_STEP_DRAFTS: usize = 64;
 
 /// Prompt tokens per step of a request that wants their log-probabilities: each needs
 /// its logits kept (a vocabulary's worth of floats).
