@@ -60,6 +60,14 @@ pub struct Args {
     /// Upstream nodes in the routing suite (threads are split between them).
     #[arg(long, default_value_t = 2)]
     pub nodes: usize,
+    /// Servers of the spec suite, comma-separated (default: all): ours-off, ours-ngram,
+    /// llama-none, llama-ngram-mod, llama-ngram-simple, llama-ngram-map-k,
+    /// llama-ngram-map-k4v, llama-ngram-cache.
+    #[arg(long, value_delimiter = ',')]
+    pub spec_setups: Vec<String>,
+    /// Keep each server's log (stderr) in this directory, as <port>.log.
+    #[arg(long)]
+    pub server_logs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

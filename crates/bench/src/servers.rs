@@ -117,9 +117,19 @@ impl Server {
                 c
             }
         };
+        // `--server-logs DIR`: each server's log in DIR/<port>.log (e.g. with
+        // RUST_LOG=info,tm_scheduler=debug, ours logs each step).
+        let log = match &launch.args.server_logs {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let file = dir.join(format!("{port}.log"));
+                Stdio::from(std::fs::File::create(&file).with_context(|| format!("{}", file.display()))?)
+            }
+            None => Stdio::null(),
+        };
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start {}", launch.kind.label()))?;
         let server = Server { base: format!("http://{addr}"), model: "bench".into(), child };

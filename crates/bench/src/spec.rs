@@ -10,8 +10,9 @@
 //! from memory.
 //!
 //! Servers, one at a time: ours with `--speculative off` and `ngram`, llama-server with
-//! `--spec-type none` (its default), `ngram-mod` and `ngram-simple` (its draftless
-//! kinds). Greedy decoding; acceptance rates beside the speeds.
+//! `--spec-type none` (its default) and each of its draftless kinds (`ngram-mod`,
+//! `ngram-simple`, `ngram-map-k`, `ngram-map-k4v`, `ngram-cache`) at their defaults;
+//! `--spec-setups` picks some. Greedy decoding; acceptance rates beside the speeds.
 
 use std::time::Instant;
 
@@ -74,19 +75,44 @@ impl Workload {
 /// A server configuration of the suite.
 #[derive(Debug, Clone, Copy)]
 struct Setup {
+    /// What `--spec-setups` calls it.
+    name: &'static str,
     label: &'static str,
     kind: ServerKind,
     /// Ours: `--speculative`; llama-server: `--spec-type`.
     spec: &'static str,
 }
 
-const SETUPS: [Setup; 5] = [
-    Setup { label: "tensormesh, speculative off", kind: ServerKind::Tensormesh { cache: true }, spec: "off" },
-    Setup { label: "tensormesh, speculative ngram", kind: ServerKind::Tensormesh { cache: true }, spec: "ngram" },
-    Setup { label: "llama-server (default)", kind: ServerKind::LlamaServer, spec: "none" },
-    Setup { label: "llama-server ngram-mod", kind: ServerKind::LlamaServer, spec: "ngram-mod" },
-    Setup { label: "llama-server ngram-simple", kind: ServerKind::LlamaServer, spec: "ngram-simple" },
+const OURS: ServerKind = ServerKind::Tensormesh { cache: true };
+const LLAMA: ServerKind = ServerKind::LlamaServer;
+
+/// Every setup, in the order they run: llama-server's draftless kinds at their defaults.
+const SETUPS: [Setup; 8] = [
+    Setup { name: "ours-off", label: "tensormesh, speculative off", kind: OURS, spec: "off" },
+    Setup { name: "ours-ngram", label: "tensormesh, speculative ngram", kind: OURS, spec: "ngram" },
+    Setup { name: "llama-none", label: "llama-server (default)", kind: LLAMA, spec: "none" },
+    Setup { name: "llama-ngram-mod", label: "llama-server ngram-mod", kind: LLAMA, spec: "ngram-mod" },
+    Setup { name: "llama-ngram-simple", label: "llama-server ngram-simple", kind: LLAMA, spec: "ngram-simple" },
+    Setup { name: "llama-ngram-map-k", label: "llama-server ngram-map-k", kind: LLAMA, spec: "ngram-map-k" },
+    Setup { name: "llama-ngram-map-k4v", label: "llama-server ngram-map-k4v", kind: LLAMA, spec: "ngram-map-k4v" },
+    Setup { name: "llama-ngram-cache", label: "llama-server ngram-cache", kind: LLAMA, spec: "ngram-cache" },
 ];
+
+/// The setups `--spec-setups` names (all when it names none).
+fn chosen(names: &[String]) -> Result<Vec<Setup>> {
+    if names.is_empty() {
+        return Ok(SETUPS.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            SETUPS.iter().find(|s| s.name == n).copied().with_context(|| {
+                let known: Vec<&str> = SETUPS.iter().map(|s| s.name).collect();
+                format!("--spec-setups: unknown setup {n:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
 
 /// One streamed chat answer, timed.
 struct Answer {
@@ -200,8 +226,8 @@ async fn measure(server: &Server) -> Result<Vec<Figures>> {
 
 pub async fn run(args: &Args, model: &std::path::Path) -> Result<()> {
     let mut results: Vec<(Setup, Vec<Figures>)> = Vec::new();
-    for setup in SETUPS {
-        if setup.kind == ServerKind::LlamaServer && args.llama_server.is_none() {
+    for setup in chosen(&args.spec_setups)? {
+        if setup.kind == LLAMA && args.llama_server.is_none() {
             continue;
         }
         let mut launch = Launch::new(setup.kind, args, model, 4096);
@@ -222,7 +248,7 @@ fn print_table(results: &[(Setup, Vec<Figures>)]) {
     let default = find("llama-server (default)");
     // llama-server's best draftless kind, per workload and stream count.
     let spec_kinds: Vec<&Vec<Figures>> =
-        ["llama-server ngram-mod", "llama-server ngram-simple"].iter().filter_map(|l| find(l)).collect();
+        results.iter().filter(|(s, _)| s.kind == LLAMA && s.spec != "none").map(|(_, f)| f).collect();
     println!(
         "\n{:<32} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "spec (decode tok/s)", "streams", "ours", "vs off", "vs llama", "vs best", "accept"

@@ -14,6 +14,7 @@
 //! over its sequences ([`DraftPlan`]); batch sizes never measured are assumed cheap, so
 //! that they get tried once and then priced by what they cost.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::model::Token;
@@ -26,12 +27,49 @@ const MAX_MATCH: usize = 32;
 pub const MAX_DRAFT: usize = 63;
 
 /// One sequence's drafting state: what it drafts from, and how its last draft fared.
+///
+/// While the output copies its context, the drafter follows the copy (where in the context
+/// the next token should come from) instead of searching again. Where the copy changes
+/// something and then goes on copying (a rename in a rewrite), the drafter learns the
+/// change, old tokens to new, and makes it in its later drafts: without that, each renamed
+/// occurrence refuses a draft and leaves a step or two with nothing to draft from.
 #[derive(Debug)]
 pub struct Drafter {
     /// The prompt, then every sampled token.
     context: Vec<Token>,
     last: Outcome,
+    /// Where the output is copying from, while it does.
+    follow: Option<Follow>,
+    /// Where the output last stopped copying: the context position of the token it did
+    /// not copy, and the context's length then (where its own tokens begin).
+    diverged: Option<(usize, usize)>,
+    /// Changes seen in the copy, applied to drafts; the first whose `old` matches applies.
+    edits: Vec<Edit>,
+    next_edit: u32,
 }
+
+/// A copy in progress: `at` is the context position of the next token to copy; `queue`
+/// holds tokens of an applied edit not yet copied, with the edit's id.
+#[derive(Debug, Clone, Default)]
+struct Follow {
+    at: usize,
+    queue: VecDeque<(Token, u32)>,
+    /// Tokens known to agree (the match that started it, then each one copied).
+    matched: usize,
+}
+
+/// `old` tokens of the context written as `new` in the output.
+#[derive(Debug)]
+struct Edit {
+    id: u32,
+    old: Vec<Token>,
+    new: Vec<Token>,
+}
+
+/// The longest change learned, either side.
+const MAX_EDIT: usize = 16;
+/// Changes kept per sequence.
+const MAX_EDITS: usize = 8;
 
 /// How a sequence's last draft fared: a sequence copying text goes on copying, one
 /// writing new text goes on writing it.
@@ -62,7 +100,14 @@ pub enum From {
 
 impl Drafter {
     pub fn new(prompt: &[Token]) -> Drafter {
-        Drafter { context: prompt.to_vec(), last: Outcome::None }
+        Drafter {
+            context: prompt.to_vec(),
+            last: Outcome::None,
+            follow: None,
+            diverged: None,
+            edits: Vec::new(),
+            next_edit: 0,
+        }
     }
 
     /// What a draft from `from` would be: its source, given this sequence's last draft.
@@ -77,8 +122,24 @@ impl Drafter {
         }
     }
 
-    /// A sampled token, in order.
+    /// A sampled token, in order: the copy goes on if it is the token copied next, else
+    /// it stops there (and an edit that made the refused token is forgotten).
     pub fn push(&mut self, token: Token) {
+        if let Some(mut follow) = self.follow.take() {
+            let from_source = follow.queue.is_empty().then_some(follow.at);
+            match self.copy_next(&mut follow) {
+                Some((next, _)) if next == token => {
+                    follow.matched += 1;
+                    self.follow = Some(follow);
+                }
+                refused => {
+                    if let Some((_, Some(edit))) = refused {
+                        self.edits.retain(|e| e.id != edit);
+                    }
+                    self.diverged = from_source.map(|at| (at, self.context.len()));
+                }
+            }
+        }
         self.context.push(token);
     }
 
@@ -86,12 +147,61 @@ impl Drafter {
         &self.context
     }
 
-    /// Up to `room` tokens that followed the longest earlier occurrence of the context's
-    /// end, in the context itself, and the length of that match.
-    pub fn lookup(&self, room: usize) -> (&[Token], usize) {
-        let Some((at, len)) = longest_match(&self.context) else { return (&[], 0) };
-        let end = (at + 1 + room).min(self.context.len());
-        (&self.context[at + 1..end], len)
+    /// Up to `room` tokens the output would have next if it goes on copying (with the
+    /// changes it made so far), and how many tokens it has been copying for (at most
+    /// `MAX_MATCH`). Starts following the longest earlier occurrence of the context's
+    /// end when it follows nothing.
+    pub fn lookup(&mut self, room: usize) -> (Vec<Token>, usize) {
+        if self.follow.is_none() {
+            self.start_following();
+        }
+        let Some(follow) = self.follow.as_ref() else { return (Vec::new(), 0) };
+        let mut ahead = follow.clone();
+        let mut draft = Vec::with_capacity(room);
+        while draft.len() < room {
+            let Some((token, _)) = self.copy_next(&mut ahead) else { break };
+            draft.push(token);
+        }
+        (draft, follow.matched.min(MAX_MATCH))
+    }
+
+    fn start_following(&mut self) {
+        let Some((p, len)) = longest_match(&self.context) else { return };
+        // A copy that stopped and now goes on: what it wrote instead of what it skipped
+        // is a change to make again.
+        if let Some((skipped, wrote)) = self.diverged.take() {
+            let (old_end, new_end) = (p + 1 - len, self.context.len() - len);
+            let plausible =
+                skipped < old_end && wrote < new_end && old_end - skipped <= MAX_EDIT && new_end - wrote <= MAX_EDIT;
+            if plausible {
+                let (old, new) = (self.context[skipped..old_end].to_vec(), self.context[wrote..new_end].to_vec());
+                if old != new && !self.edits.iter().any(|e| e.old == old) {
+                    self.edits.insert(0, Edit { id: self.next_edit, old, new });
+                    self.next_edit += 1;
+                    self.edits.truncate(MAX_EDITS);
+                }
+            }
+        }
+        self.follow = Some(Follow { at: p + 1, queue: VecDeque::new(), matched: len });
+    }
+
+    /// The next token of a copy, and the edit that made it, if one did.
+    fn copy_next(&self, follow: &mut Follow) -> Option<(Token, Option<u32>)> {
+        if let Some((token, edit)) = follow.queue.pop_front() {
+            return Some((token, Some(edit)));
+        }
+        let rest = self.context.get(follow.at..).filter(|r| !r.is_empty())?;
+        match self.edits.iter().find(|e| rest.starts_with(&e.old)) {
+            Some(edit) => {
+                follow.at += edit.old.len();
+                follow.queue.extend(edit.new.iter().map(|&t| (t, edit.id)));
+                follow.queue.pop_front().map(|(t, id)| (t, Some(id)))
+            }
+            None => {
+                follow.at += 1;
+                Some((rest[0], None))
+            }
+        }
     }
 }
 
@@ -363,16 +473,34 @@ mod tests {
         // by 7 is the longer match.
         let context = [1, 2, 3, 9, 9, 4, 7, 2, 3, 5, 5, 8, 7, 2, 3];
         assert_eq!(longest_match(&context), Some((8, 3)));
-        let d = Drafter::new(&context);
-        assert_eq!(d.lookup(10), (&[5, 5, 8, 7, 2, 3][..], 3));
-        assert_eq!(d.lookup(2), (&[5, 5][..], 3));
+        assert_eq!(Drafter::new(&context).lookup(10), (vec![5, 5, 8, 7, 2, 3], 3));
+        assert_eq!(Drafter::new(&context).lookup(2), (vec![5, 5], 3));
         // Only the last token matches: nothing.
         assert_eq!(longest_match(&[1, 2, 3, 4, 3]), None);
         assert!(Drafter::new(&[5]).lookup(4).0.is_empty());
         // A long match drafts long.
         let text: Vec<Token> = (0..200).collect();
-        let long = Drafter::new(&[text.clone(), text[..10].to_vec()].concat());
-        assert_eq!(long.lookup(MAX_DRAFT), (&text[10..10 + MAX_DRAFT], 10));
+        let mut long = Drafter::new(&[text.clone(), text[..10].to_vec()].concat());
+        assert_eq!(long.lookup(MAX_DRAFT), (text[10..10 + MAX_DRAFT].to_vec(), 10));
+    }
+
+    #[test]
+    fn a_rename_in_a_copy_is_made_in_later_drafts_until_refused() {
+        // Code with a name (1) used three times, an instruction, then the output copying it.
+        let code = [10, 11, 1, 12, 13, 14, 1, 15, 16, 17, 1, 18, 19];
+        let mut d = Drafter::new(&[&code[..], &[90, 91]].concat());
+        d.push(10);
+        d.push(11);
+        assert_eq!(d.lookup(3).0, vec![1, 12, 13]);
+        // The output renames 1 to 2, then goes on copying: the next draft renames too.
+        for t in [2, 12, 13] {
+            d.push(t);
+        }
+        assert_eq!(d.lookup(8).0, vec![14, 2, 15, 16, 17, 2, 18, 19]);
+        // The model keeps the old name this time: the change is no longer made.
+        d.push(14);
+        d.push(1);
+        assert_eq!(d.lookup(4).0, vec![15, 16, 17, 1]);
     }
 
     #[test]

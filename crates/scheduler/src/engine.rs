@@ -134,6 +134,8 @@ pub(crate) struct Engine<M: Model> {
     /// What decode steps cost by batch size, and how drafts fare, for their length.
     costs: StepCosts,
     draft_stats: DraftStats,
+    /// Draft tokens accepted in the current step (for the step's debug line).
+    step_accepted: usize,
     /// Whether this step's batch has a logit for every token (no prompt chunk): its time
     /// then prices a decode step of its size.
     all_logits: bool,
@@ -170,6 +172,7 @@ pub(crate) fn new<M: Model>(model: M, config: EngineConfig, metrics: EngineMetri
         ngrams,
         costs,
         draft_stats: DraftStats::default(),
+        step_accepted: 0,
         all_logits: false,
     };
     engine.report();
@@ -237,13 +240,28 @@ impl<M: Model> Engine<M> {
             self.fail_all(&e);
             return;
         }
+        let decode_time = started.elapsed();
         self.read_prompt_logprobs();
+        // One line per step at debug level: where the time goes per token (a profile of
+        // speculation is these lines summed, see the README).
+        let drafted: usize = self.running.iter().map(|a| a.drafted.len()).sum();
+        let sequences = self.running.iter().filter(|a| a.logits_at.is_some()).count();
+        self.step_accepted = 0;
         let mut i = 0;
         while i < self.running.len() {
             if !self.sample_and_emit(i) {
                 i += 1;
             }
         }
+        debug!(
+            tokens = self.batch.len(),
+            sequences,
+            drafted,
+            accepted = self.step_accepted,
+            decode_us = decode_time.as_micros() as u64,
+            sample_us = (started.elapsed() - decode_time).as_micros() as u64,
+            "step"
+        );
     }
 
     /// Takes this step's prompt log-probabilities, and sends a prompt's once it is computed.
@@ -532,7 +550,7 @@ impl<M: Model> Engine<M> {
         let decoding = self.batch.len();
         let mut room_left = room;
         for a in &mut self.running {
-            let (Some(drafter), Some(_)) = (a.drafter.as_ref(), a.logits_at) else { continue };
+            let (Some(drafter), Some(_)) = (a.drafter.as_mut(), a.logits_at) else { continue };
             // Every accepted draft token is one more sampled token and one more cell: the
             // sampled ones stay within `max_tokens`, the cells within the context.
             let room = ((a.job.request.max_tokens - a.generated).saturating_sub(1) as usize)
@@ -544,7 +562,7 @@ impl<M: Model> Engine<M> {
             (a.drafted, a.draft_source) = if from_table.len() > own.len() {
                 (from_table, drafter.source(From::Table))
             } else {
-                (own.to_vec(), drafter.source(From::Context(matched)))
+                (own, drafter.source(From::Context(matched)))
             };
             room_left -= a.drafted.len();
         }
@@ -599,6 +617,7 @@ impl<M: Model> Engine<M> {
                 d.record(drafted.len(), accepted);
             }
             self.metrics.drafted(drafted.len(), accepted);
+            self.step_accepted += accepted;
         }
         let last = sampled.len() - 1;
         for (k, (token, logprob)) in sampled.into_iter().enumerate() {
