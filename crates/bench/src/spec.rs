@@ -5,9 +5,10 @@
 //! open-ended: write a new story. Each server is warmed up with each workload's first
 //! instance, twice; then it gets each workload's three other instances one at a time (1
 //! stream: decode tokens over decode time, the three together), then all four instances
-//! at once (4 streams: aggregate decode tokens/s). Every measured request but the 4-stream
-//! run's first instance is the first of its kind for the server, so little is replayed
-//! from memory.
+//! at once (4 streams: aggregate decode tokens/s). The 1-stream answers are the first of
+//! their kind for the server; the 4-stream run asks again what it answered before, so
+//! there what a server remembers across requests counts too (our n-gram table,
+//! llama-server's `ngram-mod` and `ngram-cache`).
 //!
 //! Servers, one at a time: ours with `--speculative off` and `ngram`, llama-server with
 //! `--spec-type none` (its default) and each of its draftless kinds (`ngram-mod`,
