@@ -29,6 +29,8 @@ pub struct SamplingParams {
     pub min_p: f32,
     pub typical_p: f32,
     pub seed: u32,
+    /// The client chose the seed: it asks for the same text from the same request.
+    pub seeded: bool,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
     /// 1 disables.
@@ -49,6 +51,7 @@ impl Default for SamplingParams {
             min_p: 0.0,
             typical_p: 1.0,
             seed: 0,
+            seeded: false,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             repetition_penalty: 1.0,

@@ -38,6 +38,7 @@ pub fn sampling(req: SamplingRequest, default_seed: u32) -> Result<ValidSampling
         // OpenAI seeds are 64-bit; llama.cpp's are 32-bit. Fold both halves so that
         // different 64-bit seeds rarely collide.
         seed: req.seed.map(|s| ((s as u64) ^ ((s as u64) >> 32)) as u32).unwrap_or(default_seed),
+        seeded: req.seed.is_some(),
         presence_penalty: range("presence_penalty", req.presence_penalty, -2.0, 2.0)?.unwrap_or(d.presence_penalty),
         frequency_penalty: range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?.unwrap_or(d.frequency_penalty),
         repetition_penalty: open_range("repetition_penalty", req.repetition_penalty, 0.0, 10.0)?

@@ -252,6 +252,8 @@ impl Backend for EmbeddedBackend {
                 logprobs: req.output.logprobs,
                 // One choice computes the prompt's; the client gets them with each.
                 prompt_logprobs: req.output.prompt_logprobs && choice == 0,
+                // A client that sets a seed asks for the same text each time it asks.
+                speculate: !req.sampling.seeded,
             })
             .collect();
         let (engine, tasks) = (served.engine.clone(), self.tasks.clone());

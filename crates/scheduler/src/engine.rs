@@ -446,7 +446,7 @@ impl<M: Model> Engine<M> {
         self.metrics.admitted(job.request.prompt.len(), reused, tier);
         let last_token = job.submitted;
         let stop = StopMatcher::new(job.request.stop.clone());
-        let drafter = self.config.speculative.then(|| Drafter::new(&job.request.prompt));
+        let drafter = (self.config.speculative && job.request.speculate).then(|| Drafter::new(&job.request.prompt));
         if let Some(table) = self.ngrams.as_mut() {
             table.learn(&job.request.prompt);
         }

@@ -29,12 +29,27 @@ pub struct SeqRequest<S> {
     /// Log-probabilities of the prompt's tokens too (its prefix is then computed, not
     /// reused from the cache: a cached prefix has no logits).
     pub prompt_logprobs: bool,
+    /// Drafts may be verified for it (with speculative decoding on). Off for a request
+    /// that must give the same text each time: drafts change the batch, and floats round
+    /// differently at other batch sizes.
+    pub speculate: bool,
 }
 
 impl<S> SeqRequest<S> {
     fn map_sampler<T>(self, f: impl FnOnce(S) -> T) -> SeqRequest<T> {
-        let SeqRequest { prompt, sampler, max_tokens, stop, ignore_eos, choice, logprobs, prompt_logprobs } = self;
-        SeqRequest { prompt, sampler: f(sampler), max_tokens, stop, ignore_eos, choice, logprobs, prompt_logprobs }
+        let SeqRequest { prompt, sampler, max_tokens, stop, ignore_eos, choice, logprobs, prompt_logprobs, speculate } =
+            self;
+        SeqRequest {
+            prompt,
+            sampler: f(sampler),
+            max_tokens,
+            stop,
+            ignore_eos,
+            choice,
+            logprobs,
+            prompt_logprobs,
+            speculate,
+        }
     }
 }
 

@@ -331,6 +331,7 @@ fn request(prompt: &[Token], max_tokens: u32, stop: &[&str]) -> SeqRequest<Optio
         choice: 0,
         logprobs: None,
         prompt_logprobs: false,
+        speculate: true,
     }
 }
 
