@@ -79,39 +79,29 @@ pub async fn stream(client: &reqwest::Client, server: &Server, path: &str, body:
         prompt_tokens: None,
     };
     let mut usage_tokens = None;
-    let mut body = r.bytes_stream();
-    let mut buf = String::new();
-    while let Some(bytes) = body.next().await {
-        buf.push_str(&String::from_utf8_lossy(&bytes?));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
-            if data == "[DONE]" {
-                continue;
-            }
-            let v: Value = serde_json::from_str(data).with_context(|| format!("bad SSE data {data}"))?;
-            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-                usage_tokens = Some(n);
-                out.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
-                out.cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64();
-            }
-            if let Some(n) = v["timings"]["cache_n"].as_u64() {
-                out.cached = Some(n);
-            }
-            let choice = &v["choices"][0];
-            let piece = choice["text"]
-                .as_str()
-                .or_else(|| choice["delta"]["content"].as_str())
-                .or_else(|| choice["delta"]["tool_calls"][0]["function"]["arguments"].as_str());
-            if let Some(t) = piece.filter(|t| !t.is_empty()) {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                last = now;
-                chunks += 1;
-                out.text.push_str(t);
-            }
+    for_each_event(r, |v| {
+        if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+            usage_tokens = Some(n);
+            out.prompt_tokens = v["usage"]["prompt_tokens"].as_u64();
+            out.cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64();
         }
-    }
+        if let Some(n) = v["timings"]["cache_n"].as_u64() {
+            out.cached = Some(n);
+        }
+        let choice = &v["choices"][0];
+        let piece = choice["text"]
+            .as_str()
+            .or_else(|| choice["delta"]["content"].as_str())
+            .or_else(|| choice["delta"]["tool_calls"][0]["function"]["arguments"].as_str());
+        if let Some(t) = piece.filter(|t| !t.is_empty()) {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+            chunks += 1;
+            out.text.push_str(t);
+        }
+    })
+    .await?;
     let first = first.context("the stream carried no text")?;
     out.ttft = first - started;
     out.decode = last - first;
@@ -144,4 +134,22 @@ pub fn chatml(system: &str, turns: &[(String, Option<String>)]) -> String {
         }
     }
     out
+}
+
+/// Calls `on` with each event's JSON data of a server-sent event stream, as it arrives
+/// (`[DONE]` and events without data skipped).
+pub async fn for_each_event(r: reqwest::Response, mut on: impl FnMut(&Value)) -> Result<()> {
+    let mut body = r.bytes_stream();
+    let mut buf = String::new();
+    while let Some(bytes) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&bytes?));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") else {
+                continue;
+            };
+            on(&serde_json::from_str(data).with_context(|| format!("bad SSE data {data}"))?);
+        }
+    }
+    Ok(())
 }

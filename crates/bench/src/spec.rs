@@ -18,10 +18,9 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use serde_json::{json, Value};
 
-use crate::requests::client;
+use crate::requests::{client, for_each_event};
 use crate::servers::{Launch, Server, ServerKind, KEY};
 use crate::spec_data::{CODE, CONVERSATIONS, DOCUMENTS, STORIES};
 use crate::Args;
@@ -130,29 +129,20 @@ async fn chat(http: &reqwest::Client, server: &Server, messages: &Value, max_tok
     let r = http.post(format!("{}/v1/chat/completions", server.base)).bearer_auth(KEY).json(&body).send().await?;
     anyhow::ensure!(r.status().is_success(), "{}: {}", r.status(), r.text().await?);
     let (mut first, mut last, mut tokens, mut drafts) = (None, Instant::now(), None, None);
-    let mut bytes = r.bytes_stream();
-    let mut buf = String::new();
-    while let Some(chunk) = bytes.next().await {
-        buf.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")).filter(|d| *d != "[DONE]") else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(data).with_context(|| format!("bad SSE data {data}"))?;
-            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
-                tokens = Some(n);
-            }
-            if let (Some(n), Some(a)) = (v["timings"]["draft_n"].as_u64(), v["timings"]["draft_n_accepted"].as_u64()) {
-                drafts = Some((n, a));
-            }
-            if v["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) {
-                let now = Instant::now();
-                first.get_or_insert(now);
-                last = now;
-            }
+    for_each_event(r, |v| {
+        if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+            tokens = Some(n);
         }
-    }
+        if let (Some(n), Some(a)) = (v["timings"]["draft_n"].as_u64(), v["timings"]["draft_n_accepted"].as_u64()) {
+            drafts = Some((n, a));
+        }
+        if v["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) {
+            let now = Instant::now();
+            first.get_or_insert(now);
+            last = now;
+        }
+    })
+    .await?;
     Ok(Answer { tokens: tokens.context("no usage")?, first: first.context("no text")?, last, drafts })
 }
 
