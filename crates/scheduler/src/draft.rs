@@ -347,8 +347,11 @@ impl NgramTable {
 /// measured yet are estimated from the measured ones, optimistically above them.
 #[derive(Debug)]
 pub struct StepCosts {
-    /// Milliseconds by batch size (index), or 0 when never measured.
+    /// Milliseconds by batch size (index), or 0 when never measured (or forgotten).
     ms: Vec<f64>,
+    /// When each size was last measured, counted in observations.
+    seen: Vec<u64>,
+    observations: u64,
     /// Every size's estimate, kept up to date with `ms`.
     estimates: Vec<f64>,
 }
@@ -357,10 +360,20 @@ pub struct StepCosts {
 /// this share of a one-token step per extra token: below what any size costs here, so
 /// that larger sizes get tried once.
 const OPTIMISM: f64 = 0.05;
+/// A measurement moves the estimate up slowly and down fast: a step slowed by something
+/// else on the machine (another process, a page fault) must not make its size look dear
+/// for long, since a size that looks dear is no longer chosen, so never measured again.
+const RISE: f64 = 0.1;
+const FALL: f64 = 0.5;
+/// A size not measured for this many steps is forgotten, and so tried again: whatever
+/// once made it look dear may have passed.
+const STALE: u64 = 2_000;
 
 impl StepCosts {
     pub fn new(max_batch: usize) -> StepCosts {
-        let mut costs = StepCosts { ms: vec![0.0; max_batch + 1], estimates: Vec::new() };
+        let sizes = max_batch + 1;
+        let mut costs =
+            StepCosts { ms: vec![0.0; sizes], seen: vec![0; sizes], observations: 0, estimates: Vec::new() };
         costs.refresh();
         costs
     }
@@ -369,7 +382,17 @@ impl StepCosts {
     pub fn observe(&mut self, size: usize, took: Duration) {
         let Some(slot) = self.ms.get_mut(size) else { return };
         let ms = took.as_secs_f64() * 1e3;
-        *slot = if *slot == 0.0 { ms } else { *slot * 0.7 + ms * 0.3 };
+        let weight = if ms > *slot { RISE } else { FALL };
+        *slot = if *slot == 0.0 { ms } else { *slot * (1.0 - weight) + ms * weight };
+        self.observations += 1;
+        self.seen[size] = self.observations;
+        if self.observations.is_multiple_of(STALE) {
+            for (ms, &seen) in self.ms.iter_mut().zip(&self.seen) {
+                if seen + STALE < self.observations {
+                    *ms = 0.0;
+                }
+            }
+        }
         self.refresh();
     }
 
@@ -563,5 +586,31 @@ mod tests {
         // Unmeasured sizes are tried.
         let fresh = StepCosts::new(512);
         assert!(DraftPlan::lengths(&[(127, 0.5)], 1, &fresh)[0] > 0);
+    }
+
+    #[test]
+    fn a_slow_step_does_not_stop_drafts_for_good() {
+        let mut costs = StepCosts::new(64);
+        let observe = |costs: &mut StepCosts, size, ms: f64| costs.observe(size, Duration::from_secs_f64(ms / 1e3));
+        for _ in 0..20 {
+            observe(&mut costs, 1, 10.0);
+            observe(&mut costs, 2, 10.5);
+        }
+        // One token of draft, accepted 6 times in 10: worth it at 1.05 times the cost.
+        let drafting = |costs: &StepCosts| DraftPlan::lengths(&[(1, 0.6)], 1, costs) == vec![1];
+        assert!(drafting(&costs));
+        // One step of two slowed by something else: still worth it.
+        observe(&mut costs, 2, 50.0);
+        assert!(drafting(&costs), "one slow step: {} ms", costs.estimate(2));
+        // Slowed for a while: not worth it, and the size is not measured again...
+        for _ in 0..10 {
+            observe(&mut costs, 2, 50.0);
+        }
+        assert!(!drafting(&costs));
+        // ...until it is forgotten, and tried again.
+        for _ in 0..STALE * 2 {
+            observe(&mut costs, 1, 10.0);
+        }
+        assert!(drafting(&costs), "{} ms", costs.estimate(2));
     }
 }
