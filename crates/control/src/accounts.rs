@@ -1,5 +1,6 @@
 //! Users: creation (by operators and on first start), profile, terms of service, roles.
 
+use tm_store::rate_limits::LimitOverride;
 use tm_store::users::{ProfileUpdate, UserRow};
 
 use crate::activity::{action, resource, Actor, Event};
@@ -213,6 +214,35 @@ impl Control {
             self.record(actor, event).await;
         }
         Ok(user)
+    }
+
+    /// Operator command: every user, oldest first.
+    pub async fn all_users(&self) -> Result<Vec<UserRow>, ControlError> {
+        Ok(self.store.users().page(0, i64::MAX).await?.0)
+    }
+
+    /// Operator command: overrides a user's rate limits over all their keys (capping each
+    /// key too); `None` goes back to the server default, 0 means unlimited. Recorded in the
+    /// trail like every other change.
+    pub async fn set_limits(
+        &self,
+        user_id: &str,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+    ) -> Result<(), ControlError> {
+        let user = self.user(user_id).await?;
+        let limits = LimitOverride {
+            requests_per_minute: requests_per_minute.map(i64::from),
+            tokens_per_minute: tokens_per_minute.map(i64::from),
+        };
+        self.store.rate_limits().set(&user.id, limits).await?;
+        let mut event = user_event(&user.id, action::LIMITS_CHANGED, "Rate limits changed".to_owned());
+        event.metadata = serde_json::json!({
+            "requestsPerMinute": requests_per_minute,
+            "tokensPerMinute": tokens_per_minute,
+        });
+        self.record(Actor::Operator, event).await;
+        Ok(())
     }
 
     /// Operator command.

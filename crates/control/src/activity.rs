@@ -35,6 +35,7 @@ pub mod action {
     pub const PROFILE_UPDATED: &str = "user.profile_updated";
     pub const TOS_ACCEPTED: &str = "user.tos_accepted";
     pub const ROLE_CHANGED: &str = "user.role_changed";
+    pub const LIMITS_CHANGED: &str = "user.limits_changed";
     pub const API_KEY_CREATED: &str = "api_key.created";
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     pub const BALANCE_ADDED: &str = "billing.balance_added";

@@ -156,3 +156,22 @@ async fn api_keys_are_private_revocable_and_expire() {
         assert!(control.authenticate_api_key(&short.token).await.is_err(), "{kind}: expired key still works");
     }
 }
+
+#[tokio::test]
+async fn operator_limit_changes_are_applied_and_recorded() {
+    for (kind, control, _) in controls().await {
+        let ann = user(&control, "ann@x.io", Role::User).await;
+        control.set_limits(&ann.user_id, Some(60), None).await.unwrap();
+        let limits = control.store().rate_limits().get(&ann.user_id).await.unwrap();
+        assert_eq!((limits.requests_per_minute, limits.tokens_per_minute), (Some(60), None), "{kind}");
+        // Ann reads it in her own trail, done by the operator.
+        let q = crate::activity::Query { action: Some("user.limits_changed"), ..Default::default() };
+        let (trail, total) = control.list_activities(&ann, None, q, 1, 10).await.unwrap();
+        assert_eq!(total, 1, "{kind}");
+        assert_eq!(trail[0].actor_type, "ACTOR_TYPE_SYSTEM", "{kind}");
+        let metadata: serde_json::Value = serde_json::from_str(&trail[0].metadata).unwrap();
+        assert_eq!(metadata, serde_json::json!({"requestsPerMinute": 60, "tokensPerMinute": null}), "{kind}");
+        assert!(control.set_limits("no-such-user", Some(1), Some(1)).await.is_err(), "{kind}");
+        assert_eq!(control.all_users().await.unwrap().len(), 1, "{kind}");
+    }
+}

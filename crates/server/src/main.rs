@@ -159,7 +159,7 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
             }
         }
         UserCommand::List => {
-            let (users, _) = control.store().users().page(0, i64::MAX).await?;
+            let users = control.all_users().await?;
             println!("{:<36}  {:<32}  {:<22}  created", "id", "email", "role");
             for u in users {
                 println!("{:<36}  {:<32}  {:<22}  {}", u.id, u.email, u.role, u.created_at / 1000);
@@ -172,11 +172,7 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
         }
         UserCommand::SetLimits { email, requests_per_minute, tokens_per_minute } => {
             let user = control.user_by_email(&email).await?;
-            let limits = tm_store::rate_limits::LimitOverride {
-                requests_per_minute: requests_per_minute.map(i64::from),
-                tokens_per_minute: tokens_per_minute.map(i64::from),
-            };
-            control.store().rate_limits().set(&user.id, limits).await?;
+            control.set_limits(&user.id, requests_per_minute, tokens_per_minute).await?;
             let show = |v: Option<u32>| v.map_or("server default".to_owned(), |n| n.to_string());
             println!(
                 "{}: {} requests/min, {} tokens/min",
