@@ -43,7 +43,7 @@ pub struct ServeArgs {
 
     /// A fleet file (TOML): models served by upstream OpenAI-compatible engines (vLLM,
     /// SGLang, llama-server, other tensormesh nodes), with routing, timeouts and retries.
-    /// See the README's "Upstream fleets".
+    /// See docs/fleets.md.
     #[arg(long, env = "TENSORMESH_UPSTREAMS")]
     pub upstreams: Option<PathBuf>,
 
@@ -177,7 +177,8 @@ impl ModelsDirArg {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// `postgres://USER@HOST/DB` to use PostgreSQL; default: SQLite at DATA_DIR/tensormesh.db.
-    #[arg(long, env = "TENSORMESH_DATABASE_URL", hide_env_values = true)]
+    /// Global, like `--data-dir`: `tensormesh user list --database-url …` works too.
+    #[arg(long, env = "TENSORMESH_DATABASE_URL", hide_env_values = true, global = true)]
     pub database_url: Option<String>,
 }
 

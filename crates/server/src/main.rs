@@ -1,5 +1,6 @@
 //! `tensormesh`: the server binary. Thin: flags, logging, then the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,10 +207,12 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn"));
-    // Stderr gets what the filter lets through; the per-model logs (deployment logs on the
-    // Control Plane) keep every event that names a model.
+    // Stderr gets what the filter lets through, coloured only on a terminal (a log file or
+    // a pipe gets plain text); the per-model logs (deployment logs on the Control Plane)
+    // keep every event that names a model.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour).with_filter(filter))
         .with(tm_server::model_logs::layer())
         .init();
 }
@@ -255,7 +258,15 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
          -H 'Content-Type: application/json' \
          -d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
     );
-    println!("log in: tm --controlplane-base http://{control_addr} auth login");
+    // Our `tm` is built beside the server by scripts/serve; the official one works as well.
+    let tm = std::env::current_exe().ok().map(|exe| exe.with_file_name("tm")).filter(|tm| tm.is_file());
+    match tm {
+        Some(tm) => println!("log in: {} --controlplane-base http://{control_addr} auth login", tm.display()),
+        None => println!(
+            "log in: tm --controlplane-base http://{control_addr} auth login \
+             (tm: cargo build --release -p tm-cli, or pip install tensormesh==0.2.1)"
+        ),
+    }
 
     let stop = CancellationToken::new();
     let drain = Duration::from_secs(args.shutdown_timeout);

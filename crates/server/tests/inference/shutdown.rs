@@ -12,6 +12,12 @@ use crate::common::{models_dir, post, ADMIN_PASSWORD, KEY, MODEL};
 
 /// `tensormesh serve` on ephemeral ports with the test admin, its stdout read up to the
 /// inference address: the process, the rest of its stdout, and that address.
+/// Where the server's stderr (its log) goes.
+fn log_path(data_dir: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(data_dir).unwrap();
+    data_dir.join("stderr.log")
+}
+
 fn spawn_serve<S: AsRef<OsStr>>(data_dir: &Path, args: &[S]) -> (Child, Lines<BufReader<ChildStdout>>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tensormesh"))
         .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0"])
@@ -21,8 +27,9 @@ fn spawn_serve<S: AsRef<OsStr>>(data_dir: &Path, args: &[S]) -> (Child, Lines<Bu
         .env("TENSORMESH_ADMIN_API_KEY", KEY)
         .env("TENSORMESH_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env_remove("TENSORMESH_DATABASE_URL")
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log_path(data_dir)).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -57,7 +64,11 @@ async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
     assert!(banner[0].starts_with("first start: created admin"), "{banner:?}");
     assert!(banner.iter().all(|l| !l.contains(KEY) && !l.contains(ADMIN_PASSWORD)), "{banner:?}");
     assert!(banner[3].starts_with("try: curl ") && banner[3].contains(&base), "{banner:?}");
-    assert!(banner[4].starts_with("log in: tm --controlplane-base http://127.0.0.1:"), "{banner:?}");
+    // The `tm` built beside the server by its path, when there is one.
+    let tm = Path::new(env!("CARGO_BIN_EXE_tensormesh")).with_file_name("tm");
+    let tm = if tm.is_file() { tm.display().to_string() } else { "tm".to_string() };
+    let log_in = format!("log in: {tm} --controlplane-base http://127.0.0.1:");
+    assert!(banner[4].starts_with(&log_in), "{banner:?}");
 
     let body = json!({"model": MODEL, "prompt": "Once", "max_tokens": 40, "stream": true, "ignore_eos": true});
     let stream = post(&base, "/v1/completions", body).await;
@@ -73,6 +84,9 @@ async fn sigterm_finishes_in_flight_streams_then_exits_zero() {
     assert!(status.success(), "{status}");
     let refused = reqwest::Client::new().get(format!("{base}/health")).timeout(Duration::from_secs(2)).send().await;
     assert!(refused.is_err());
+    // The log, written to a file, is plain text: no terminal colour codes.
+    let log = std::fs::read_to_string(log_path(&data_dir)).unwrap();
+    assert!(log.contains("shutting down") && !log.contains('\x1b'), "{log}");
 }
 
 #[test]
