@@ -10,6 +10,7 @@
 //! - [`serve`]: opening the store, binding, graceful shutdown with a deadline.
 //! - [`model_logs`]: the in-memory log lines per served model (deployment logs).
 
+pub mod app;
 pub mod config;
 pub mod control;
 pub mod inference;

@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -11,9 +10,8 @@ use tm_control::accounts::NewUser;
 use tm_control::clock::SystemClock;
 use tm_control::{Control, Role, Settings};
 use tm_server::config::{DatabaseArgs, ModelsDirArg, ServeArgs};
+use tm_server::app::{App, Engines};
 use tm_server::{models, serve};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -218,27 +216,14 @@ fn init_tracing() {
 }
 
 async fn serve_main(args: ServeArgs) -> Result<()> {
-    // A missing model or a bad fleet file is reported before anything is created on disk.
-    serve::served_models(&args)?;
-    let control = serve::open_control(&args, Arc::new(SystemClock)).await?;
-    let first_admin = serve::bootstrap(&control, &args.admin, &args.billing).await?;
-    let serve::Inference { router: inference_app, settler, state: serving } =
-        serve::build_inference(&args, control.clone()).await?;
-    let inference = TcpListener::bind(args.inference_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.inference_addr))?;
-    let control_listener = TcpListener::bind(args.control_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.control_addr))?;
-    let (inference_addr, control_addr) = (inference.local_addr()?, control_listener.local_addr()?);
-    let backend = serving.backend.clone();
-    let gateway = serving.gateway.clone();
-    let control_app = serve::build_control(&args, control.clone(), control_addr, Some(serving));
+    let app = App::build(&args, Arc::new(SystemClock), Engines::Configured).await?;
+    let control_addr = app.control_addr();
+    let inference_addr = app.inference_addr().context("the inference listener is missing")?;
 
     println!("inference: http://{inference_addr}");
     println!("control: http://{control_addr}");
     let mut key_shown = "$TENSORMESH_API_KEY".to_owned();
-    if let Some(admin) = &first_admin {
+    if let Some(admin) = app.first_admin() {
         println!("first start: created admin {} (role {})", admin.user.email, admin.user.role);
         match &admin.generated_password {
             Some(p) => println!("  password (generated, shown once): {p}"),
@@ -268,30 +253,5 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
         ),
     }
 
-    let stop = CancellationToken::new();
-    let drain = Duration::from_secs(args.shutdown_timeout);
-    let signal = {
-        let stop = stop.clone();
-        async move {
-            serve::shutdown_signal().await;
-            stop.cancel();
-        }
-    };
-    let servers_done = CancellationToken::new();
-    let servers = async {
-        let result = tokio::try_join!(
-            serve::run(inference, inference_app, signal, drain),
-            serve::run(control_listener, control_app, stop.clone().cancelled_owned(), drain),
-        );
-        // Streams still open past the drain end now, and settle while the settler runs.
-        gateway.stop_generations(Duration::from_secs(5)).await;
-        servers_done.cancel();
-        result
-    };
-    // Requests that ended during the drain are settled before the database closes.
-    let (result, ()) = tokio::join!(servers, settler.run(servers_done.clone().cancelled_owned()));
-    // The engines save their cached prefixes for the next start.
-    backend.shutdown().await;
-    control.store().close().await;
-    result.map(|_| ())
+    app.run(serve::shutdown_signal()).await
 }

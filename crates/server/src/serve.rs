@@ -1,4 +1,5 @@
-//! Building the app from flags, binding, and the drain on shutdown.
+//! The parts an [`App`](crate::app::App) is built from (the database, the first admin,
+//! billing, the models and both routers) and the drain of one listener on shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use crate::inference::{self, AppState, RouterConfig};
 use crate::models;
 
 /// Opens (creating and migrating) the database `args` name.
-pub async fn open_control(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<Control> {
+pub(crate) async fn open_control(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<Control> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let url = args.database.url(&args.data_dir);
@@ -38,7 +39,7 @@ pub async fn open_control(args: &ServeArgs, clock: Arc<dyn Clock>) -> Result<Con
 
 /// On an empty database, creates the first admin from `TENSORMESH_ADMIN_*` (generating
 /// what is missing) and credits it `billing.admin_credit`.
-pub async fn bootstrap(control: &Control, admin: &AdminArgs, billing: &BillingArgs) -> Result<Option<Bootstrapped>> {
+pub(crate) async fn bootstrap(control: &Control, admin: &AdminArgs, billing: &BillingArgs) -> Result<Option<Bootstrapped>> {
     let b = Bootstrap {
         email: Some(admin.admin_email.clone()),
         password: admin.admin_password.clone(),
@@ -56,7 +57,7 @@ pub async fn bootstrap(control: &Control, admin: &AdminArgs, billing: &BillingAr
 
 /// Readies billing for the models about to be served: voids the holds a previous process
 /// left (their requests died with it, unbilled) and prices models that have no price.
-pub async fn prepare_billing(control: &Control, billing: &BillingArgs, models: &[String]) -> Result<()> {
+pub(crate) async fn prepare_billing(control: &Control, billing: &BillingArgs, models: &[String]) -> Result<()> {
     let voided = control.store().ledger().void_all_holds().await.context("cannot void stale holds")?;
     if voided > 0 {
         warn!(holds_voided_on_recovery = voided, "voided holds of requests the previous process left unsettled");
@@ -80,10 +81,9 @@ fn usd_arg(flag: &str, usd: f64) -> Result<i64> {
     }
 }
 
-/// The Control Plane router.
 /// The Control Plane router; `serving` (the inference side, when this process runs one)
 /// answers for deployments: which models are up, one-shot chats.
-pub fn build_control(
+pub(crate) fn build_control(
     args: &ServeArgs,
     control: Control,
     listen: std::net::SocketAddr,
@@ -99,7 +99,7 @@ pub fn build_control(
 
 /// The inference listener's router, its settler (run it until shutdown), and its state,
 /// which the Control Plane shares.
-pub struct Inference {
+pub(crate) struct Inference {
     pub router: Router,
     pub settler: Settler,
     pub state: AppState,
@@ -116,7 +116,7 @@ fn redact(url: &str) -> String {
 /// The inference router for `args` with its models loaded (embedded, and the fleets of
 /// `--upstreams`), and its settler (to run beside it); API keys, prices and balances are
 /// `control`'s.
-pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Inference> {
+pub(crate) async fn build_inference(args: &ServeArgs, control: Control) -> Result<Inference> {
     let (configs, fleet) = served_models(args)?;
     let (embedded, mut metrics) = tokio::task::spawn_blocking(move || {
         let mut metrics = Registry::with_prefix("tensormesh");
@@ -144,12 +144,12 @@ pub async fn build_inference(args: &ServeArgs, control: Control) -> Result<Infer
 }
 
 /// The inference router over any backend (tests and benchmarks bring their own).
-pub async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn Backend>) -> Result<Inference> {
+pub(crate) async fn inference_app(args: &ServeArgs, control: Control, backend: Arc<dyn Backend>) -> Result<Inference> {
     inference_app_with_metrics(args, control, backend, Registry::with_prefix("tensormesh")).await
 }
 
 /// The inference router, exposing `metrics` on `GET /metrics`.
-pub async fn inference_app_with_metrics(
+pub(crate) async fn inference_app_with_metrics(
     args: &ServeArgs,
     control: Control,
     backend: Arc<dyn Backend>,
@@ -171,7 +171,7 @@ pub async fn inference_app_with_metrics(
 /// What `args` serve: the embedded models (found on disk, else an error naming the pull
 /// command) and the upstream fleets. Without `--model`, a fleet file that declares models
 /// replaces the default embedded model instead of adding to it.
-pub fn served_models(args: &ServeArgs) -> Result<(Vec<ModelConfig>, FleetConfig)> {
+pub(crate) fn served_models(args: &ServeArgs) -> Result<(Vec<ModelConfig>, FleetConfig)> {
     let fleet = match &args.upstreams {
         Some(path) => FleetConfig::load(path)?,
         None => FleetConfig::default(),
@@ -181,7 +181,7 @@ pub fn served_models(args: &ServeArgs) -> Result<(Vec<ModelConfig>, FleetConfig)
 }
 
 /// The models `args` name, each found on disk (else an error naming the pull command).
-pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
+pub(crate) fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
     let dir = args.models_dir.resolve();
     let specs = if args.models.is_empty() { vec![models::DEFAULT_MODEL.to_owned()] } else { args.models.clone() };
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
@@ -216,7 +216,7 @@ pub fn model_configs(args: &ServeArgs) -> Result<Vec<ModelConfig>> {
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and gives
 /// in-flight requests (streams included) up to `drain` to finish.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tm_server::config::{AdminArgs, BillingArgs, CacheArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
-use tm_server::{models, serve};
+use tm_server::app::{App, Engines};
+use tm_server::models;
 
 pub const MODEL: &str = "gemma-3-270m";
 /// The default chat model: its template knows tools. For tests of what a chat model does.
@@ -204,46 +205,20 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
     let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
     let mut args = serve_args(&options);
     args.database.database_url = database_url;
+    let engines = match engine {
+        Engine::None => Engines::None,
+        Engine::Real => Engines::Configured,
+        Engine::Given(backend) => Engines::Given(backend),
+    };
     let thread_clock = clock.clone();
+    // The process as `tensormesh serve` builds it, on its own thread and runtime so that it
+    // outlives any one test's runtime; it runs until the test process ends.
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
-            let control = serve::open_control(&args, thread_clock).await.unwrap();
-            serve::bootstrap(&control, &args.admin, &args.billing).await.unwrap();
-            let control_listener = tokio::net::TcpListener::bind(args.control_addr).await.unwrap();
-            let control_addr = control_listener.local_addr().unwrap();
-            let built = match engine {
-                Engine::None => None,
-                Engine::Real => Some(serve::build_inference(&args, control.clone()).await.unwrap()),
-                Engine::Given(backend) => Some(serve::inference_app(&args, control.clone(), backend).await.unwrap()),
-            };
-            let serving = built.as_ref().map(|b| b.state.clone());
-            let control_app = serve::build_control(&args, control, control_addr, serving);
-            let (inference, settler) = match built {
-                Some(b) => (
-                    Some((tokio::net::TcpListener::bind(args.inference_addr).await.unwrap(), b.router)),
-                    Some(b.settler),
-                ),
-                None => (None, None),
-            };
-            let inference_addr = inference.as_ref().map(|(l, _)| l.local_addr().unwrap());
-            tx.send((control_addr, inference_addr)).unwrap();
-            let serve_inference = async move {
-                match inference {
-                    Some((listener, app)) => {
-                        serve::run(listener, app, std::future::pending(), Duration::from_secs(1)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let serve_control =
-                serve::run(control_listener, control_app, std::future::pending(), Duration::from_secs(1));
-            let settle = async move {
-                if let Some(s) = settler {
-                    s.run(std::future::pending()).await;
-                }
-            };
-            let _ = tokio::join!(serve_inference, serve_control, settle);
+            let app = App::build(&args, thread_clock, engines).await.unwrap();
+            tx.send((app.control_addr(), app.inference_addr())).unwrap();
+            app.run(std::future::pending()).await.unwrap();
         });
     });
     let (control, inference) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");

@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use clap::Parser;
 use serde_json::{json, Value};
 use tm_backend::{Backend, GenerateRequest, GenerationEvent, PromptInput, SamplingParams};
+use tm_server::app::{App, Engines};
 use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
 use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
 use tm_upstream::{FleetConfig, UpstreamBackend};
@@ -244,6 +245,10 @@ async fn start(
         "bench-password-123".into(),
         "--admin-credit".into(),
         "1000000".into(),
+        "--inference-addr".into(),
+        "127.0.0.1:0".into(),
+        "--control-addr".into(),
+        "127.0.0.1:0".into(),
     ];
     // Limits off: this measures their bookkeeping, not refusals.
     for flag in ["--key-rpm", "--key-tpm", "--user-rpm", "--user-tpm"] {
@@ -253,16 +258,13 @@ async fn start(
         argv.extend(["--database-url".into(), url.clone()]);
     }
     let serve = Wrap::try_parse_from(argv)?.serve;
-    let control = tm_server::serve::open_control(&serve, Arc::new(tm_control::clock::SystemClock)).await?;
-    tm_server::serve::bootstrap(&control, &serve.admin, &serve.billing).await?;
-    let tm_server::serve::Inference { router: app, settler, .. } =
-        tm_server::serve::inference_app(&serve, control.clone(), backend.clone()).await?;
+    // The process `tensormesh serve` runs, with the stand-in backend.
+    let app = App::build(&serve, Arc::new(tm_control::clock::SystemClock), Engines::Given(backend.clone())).await?;
+    let gateway_url = format!("http://{}", app.inference_addr().context("no inference listener")?);
+    let control = app.control().clone();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(settler.run(std::future::pending()));
-    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway_url = format!("http://{}", gateway.local_addr()?);
     tasks.spawn(async move {
-        let _ = axum::serve(gateway, app).await;
+        let _ = app.run(std::future::pending()).await;
     });
     let direct_url = match direct {
         Some(url) => url,

@@ -1,0 +1,150 @@
+//! The process, assembled in one place: `tensormesh serve`, the HTTP tests and the gateway
+//! benchmark all start an [`App`], so what the tests exercise is what ships, shutdown order
+//! included (the shape of mini-redis's `server::run(listener, shutdown)`, for the whole
+//! process).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use tm_backend::Backend;
+use tm_control::accounts::Bootstrapped;
+use tm_control::clock::Clock;
+use tm_control::Control;
+use tm_gateway::Settler;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeArgs;
+use crate::inference::AppState;
+use crate::serve::{self, Inference};
+
+/// What serves inference in an [`App`].
+pub enum Engines {
+    /// What the configuration names: its embedded models and upstream fleets.
+    Configured,
+    /// A backend the caller made (a stand-in engine in tests and benchmarks).
+    Given(Arc<dyn Backend>),
+    /// None: the Control Plane alone, without the inference listener.
+    None,
+}
+
+/// The inference side of a running process.
+struct Serving {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    settler: Settler,
+    state: AppState,
+}
+
+/// A built process: the database open and migrated, the first admin created (on an empty
+/// database), models loaded, both listeners bound. [`App::run`] serves it.
+pub struct App {
+    control: Control,
+    first_admin: Option<Bootstrapped>,
+    serving: Option<Serving>,
+    control_listener: TcpListener,
+    control_addr: SocketAddr,
+    control_router: Router,
+    drain: Duration,
+}
+
+impl App {
+    /// Builds the process `args` describe. A missing model or a bad fleet file is reported
+    /// before anything is created on disk; a listener that cannot be bound is an error
+    /// naming its address.
+    pub async fn build(args: &ServeArgs, clock: Arc<dyn Clock>, engines: Engines) -> Result<App> {
+        if matches!(engines, Engines::Configured) {
+            serve::served_models(args)?;
+        }
+        let control = serve::open_control(args, clock).await?;
+        let first_admin = serve::bootstrap(&control, &args.admin, &args.billing).await?;
+        let inference = match engines {
+            Engines::Configured => Some(serve::build_inference(args, control.clone()).await?),
+            Engines::Given(backend) => Some(serve::inference_app(args, control.clone(), backend).await?),
+            Engines::None => None,
+        };
+        let serving = match inference {
+            Some(Inference { router, settler, state }) => {
+                let listener = bind(args.inference_addr).await?;
+                let addr = listener.local_addr()?;
+                Some(Serving { listener, addr, router, settler, state })
+            }
+            None => None,
+        };
+        let control_listener = bind(args.control_addr).await?;
+        let control_addr = control_listener.local_addr()?;
+        let control_router =
+            serve::build_control(args, control.clone(), control_addr, serving.as_ref().map(|s| s.state.clone()));
+        let drain = Duration::from_secs(args.shutdown_timeout);
+        Ok(App { control, first_admin, serving, control_listener, control_addr, control_router, drain })
+    }
+
+    /// Where the inference API listens (none for a Control Plane alone).
+    pub fn inference_addr(&self) -> Option<SocketAddr> {
+        self.serving.as_ref().map(|s| s.addr)
+    }
+
+    /// Where the Control Plane listens.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// The admin created by this start, on an empty database.
+    pub fn first_admin(&self) -> Option<&Bootstrapped> {
+        self.first_admin.as_ref()
+    }
+
+    /// The Control Plane domain the process runs on (benchmarks read usage through it).
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down in the one safe order: both
+    /// listeners stop accepting and drain for up to `--shutdown-timeout`; generations still
+    /// running end (each settles for what it used); every settlement is written; the engines
+    /// save their cached prefixes; the database closes.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let App { control, serving, control_listener, control_router, drain, .. } = self;
+        let stop = CancellationToken::new();
+        let signal = {
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
+            }
+        };
+        let result = match serving {
+            Some(Serving { listener, router, settler, state, .. }) => {
+                let servers_done = CancellationToken::new();
+                let servers = async {
+                    let result = tokio::try_join!(
+                        serve::run(listener, router, signal, drain),
+                        serve::run(control_listener, control_router, stop.clone().cancelled_owned(), drain),
+                    );
+                    // Streams still open past the drain end now, and settle while the
+                    // settler runs.
+                    state.gateway.stop_generations(Duration::from_secs(5)).await;
+                    servers_done.cancel();
+                    result.map(|_| ())
+                };
+                // Requests that ended during the drain are settled before the database
+                // closes.
+                let (result, ()) = tokio::join!(servers, settler.run(servers_done.clone().cancelled_owned()));
+                state.backend.shutdown().await;
+                result
+            }
+            None => serve::run(control_listener, control_router, signal, drain).await,
+        };
+        control.store().close().await;
+        result
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))
+}
