@@ -7,7 +7,7 @@
 //! - [`error`]: the OpenAI error envelope.
 //!
 //! This crate is pure data (serde only): no I/O, no async, no HTTP types. Requests ignore
-//! unknown fields, because raw clients forward arbitrary extras (spec/api-contract.md §2.1).
+//! unknown fields, because raw clients forward arbitrary extras (docs/contracts.md §W1).
 
 pub mod error;
 pub mod request;

@@ -1,5 +1,5 @@
 //! Response bodies and SSE chunk bodies. Field names and required keys follow what the
-//! official SDK parses (spec/api-contract.md §3.3-3.6): `id`, `created`, `model` on every
+//! official SDK parses (docs/contracts.md §W3): `id`, `created`, `model` on every
 //! completion and chunk, `index` on every choice.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
-//! `tm`: the Tensormesh CLI, a drop-in for the official `tm` 0.2.1 (contract:
-//! `shared/spec/cli-contract.md`). Same command tree, flags, files, outputs and exit codes.
+//! `tm`: the Tensormesh CLI, a drop-in for the official `tm` 0.2.1 (contract: docs/cli.md,
+//! docs/contracts.md "The CLI"). Same command tree, flags, files, outputs and exit codes.
 //!
 //! Layout: [`settings`] (flags > env > config.toml > defaults, with sources), [`files`]
 //! (`auth.json`, atomic 0600 writes), [`http`] (timeouts, retries, error shapes),

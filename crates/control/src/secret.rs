@@ -3,7 +3,7 @@
 //! Shape: `tm_<kind>_<public id>_<secret>`, e.g. `tm_sk_Ab3dE6gH_<32 chars>`, from the OS
 //! RNG (32 base62 characters: 190 bits). Only the public part `tm_<kind>_<public id>` and
 //! the SHA-256 digest of the whole token are stored; a lookup goes by public id and the
-//! digests are compared in constant time (reliability.md C1).
+//! digests are compared in constant time (docs/contracts.md §G12).
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -243,7 +243,7 @@ impl<M: Model> Engine<M> {
         let decode_time = started.elapsed();
         self.read_prompt_logprobs();
         // One line per step at debug level: where the time goes per token (a profile of
-        // speculation is these lines summed, see the README).
+        // speculation is these lines summed, see docs/benchmarks.md).
         let drafted: usize = self.running.iter().map(|a| a.drafted.len()).sum();
         let sequences = self.running.iter().filter(|a| a.logits_at.is_some()).count();
         self.step_accepted = 0;

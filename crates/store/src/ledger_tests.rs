@@ -1,5 +1,5 @@
 //! The ledger against a reference model (L1), under a reservation race (L2) and under
-//! duplicate settlement (L3), on SQLite and PostgreSQL.
+//! duplicate settlement (L3), on SQLite and PostgreSQL (docs/contracts.md §G1-§G3).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,5 +1,5 @@
 //! Local readiness of the Control Plane token and the gateway credentials, as `tm auth
-//! status`, `tm doctor` and `tm init` report it (cli-contract C.5, E.4, E.5). No network.
+//! status`, `tm doctor` and `tm init` report it (docs/contracts.md §K1). No network.
 
 use serde_json::{json, Value};
 

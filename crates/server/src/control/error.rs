@@ -1,5 +1,5 @@
 //! The Control Plane's one error mapping: grpc-gateway's `{"code","message","details"}`
-//! with the HTTP status of the gRPC code (spec/api-contract.md §4).
+//! with the HTTP status of the gRPC code (docs/contracts.md §W6).
 
 use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;

@@ -12,7 +12,7 @@ use tm_gateway::Scopes;
 
 use super::error::ApiError;
 
-/// Routes anyone may call without a key (spec/api-contract.md §2.2).
+/// Routes anyone may call without a key (docs/contracts.md §W2).
 const PUBLIC_ROUTES: &[(Method, &str)] =
     &[(Method::GET, "/v1/models"), (Method::GET, "/health"), (Method::GET, "/version"), (Method::GET, "/metrics")];
 

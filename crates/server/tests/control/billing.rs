@@ -1,6 +1,7 @@
 //! The billing routes over real HTTP: what the official `tm billing` / `tm cost` read
 //! matches the database to the nano-dollar; admin routes check the role; money-moving
-//! POSTs honour `Idempotency-Key`; cached prompt tokens are priced by their own price (L6).
+//! POSTs honour `Idempotency-Key`; cached prompt tokens are priced by their own price
+//! (docs/contracts.md §G6, L6).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! Metering and prepaid billing of inference requests over real HTTP (reliability L4, F2,
-//! F6), with the stand-in engine so that hundreds of requests take seconds.
+//! Metering and prepaid billing of inference requests over real HTTP (docs/contracts.md §G4 (L4),
+//! §G8 (F2), §G11 (F6)), with the stand-in engine so that hundreds of requests take seconds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
