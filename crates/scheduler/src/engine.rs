@@ -10,9 +10,9 @@ use tm_backend::{FinishReason, GenerationEvent, Output, Receipt, TokenLogprob, T
 use tracing::{debug, warn};
 
 use crate::draft::{DraftPlan, DraftStats, Drafter, From, NgramTable, Outcome, Source, StepCosts};
-use crate::handle::{Job, Message, SeqRequest};
-use crate::metrics::{EngineMetrics, Tier};
-use crate::model::{BatchEntry, Model, ModelError, SeqId, Token};
+use crate::jobs::{Job, Message, SeqRequest};
+use crate::metrics::EngineMetrics;
+use crate::model::{BatchEntry, Model, ModelError, SeqId, Tier, Token};
 use crate::prefix::{common_prefix, Match, NodeId, PrefixTree};
 use crate::spill::{SpillConfig, SpillMatch, SpillStore, MIN_SPILL_TOKENS};
 use crate::text::{StopMatcher, Utf8Decoder};

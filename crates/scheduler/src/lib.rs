@@ -13,11 +13,13 @@
 //!   (decode tokens of running sequences plus prompt chunks within a token budget, oldest
 //!   first), sampling, cancellation of sequences whose receiver is gone.
 //! - [`handle`]: the thread-safe front: bounded admission (slots + queue) and submission.
+//! - `jobs`: what the handle sends the engine thread (requests, jobs, messages).
 //! - [`metrics`]: what each engine reports on the Prometheus endpoint.
 
 pub mod draft;
 pub mod engine;
 pub mod handle;
+mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod prefix;
@@ -25,9 +27,10 @@ pub mod spill;
 pub mod text;
 
 pub use engine::EngineConfig;
-pub use handle::{SchedulerHandle, SeqRequest, Submitted};
-pub use metrics::{EngineMetrics, Tier};
-pub use model::{BatchEntry, KvCells, KvSnapshots, Logprobs, Model, ModelError, SeqId, Token};
+pub use handle::{SchedulerHandle, Submitted};
+pub use jobs::SeqRequest;
+pub use metrics::EngineMetrics;
+pub use model::{BatchEntry, KvCells, KvSnapshots, Logprobs, Model, ModelError, SeqId, Tier, Token};
 pub use spill::SpillConfig;
 
 #[cfg(test)]

@@ -10,36 +10,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::model::Tier;
 use crate::spill::SpillStats;
 
 type Labels = Vec<(&'static str, &'static str)>;
 type Ratio = Gauge<f64, std::sync::atomic::AtomicU64>;
 
-/// Where a reused prefix's KV came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// Still in the context (another sequence's cells).
-    Kv,
-    /// Restored from a snapshot in host memory.
-    Ram,
-    /// Restored from a snapshot on disk.
-    Disk,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Kv, Tier::Ram, Tier::Disk];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Tier::Kv => "kv",
-            Tier::Ram => "ram",
-            Tier::Disk => "disk",
-        }
-    }
-
-    fn labels(self) -> Labels {
-        vec![("tier", self.label())]
-    }
+/// A tier as a metric label.
+fn labels(tier: Tier) -> Labels {
+    vec![("tier", tier.label())]
 }
 
 /// One engine's metrics. Cloning shares them.
@@ -72,8 +51,8 @@ impl Default for EngineMetrics {
     fn default() -> Self {
         let hit_tokens = Family::<Labels, Counter>::default();
         let hit_ratio = Family::<Labels, Ratio>::default();
-        let hits = Tier::ALL.map(|t| hit_tokens.get_or_create(&t.labels()).clone());
-        let ratios = Tier::ALL.map(|t| hit_ratio.get_or_create(&t.labels()).clone());
+        let hits = Tier::ALL.map(|t| hit_tokens.get_or_create(&labels(t)).clone());
+        let ratios = Tier::ALL.map(|t| hit_ratio.get_or_create(&labels(t)).clone());
         EngineMetrics {
             prompt_tokens: Counter::default(),
             generation_tokens: Counter::default(),
@@ -156,8 +135,8 @@ impl EngineMetrics {
         registry.register("kv_spill_bytes", "Bytes of spilled KV snapshots, by tier", self.spill_bytes.clone());
         registry.register("kv_spill_entries", "Spilled KV snapshots, by tier", self.spill_entries.clone());
         for tier in [Tier::Ram, Tier::Disk] {
-            let _ = self.spill_bytes.get_or_create(&tier.labels());
-            let _ = self.spill_entries.get_or_create(&tier.labels());
+            let _ = self.spill_bytes.get_or_create(&labels(tier));
+            let _ = self.spill_entries.get_or_create(&labels(tier));
         }
     }
 
@@ -165,8 +144,8 @@ impl EngineMetrics {
         for (tier, bytes, entries) in
             [(Tier::Ram, stats.ram_bytes, stats.ram_entries), (Tier::Disk, stats.disk_bytes, stats.disk_entries)]
         {
-            self.spill_bytes.get_or_create(&tier.labels()).set(bytes as i64);
-            self.spill_entries.get_or_create(&tier.labels()).set(entries as i64);
+            self.spill_bytes.get_or_create(&labels(tier)).set(bytes as i64);
+            self.spill_entries.get_or_create(&labels(tier)).set(entries as i64);
         }
     }
 

@@ -1,6 +1,6 @@
 //! The interface between the batching loop and a concrete model.
 
-pub use crate::spill::KvSnapshots;
+use std::path::Path;
 
 pub type Token = i32;
 /// A KV-cache sequence id: `0..EngineConfig::sequences`.
@@ -91,5 +91,44 @@ pub trait Model: KvCells + KvSnapshots {
     /// The token as a log-probability entry names it (special tokens by their text).
     fn token_label(&self, token: Token) -> Vec<u8> {
         self.token_bytes(token)
+    }
+}
+
+/// Saving and restoring one sequence's KV outside the context.
+pub trait KvSnapshots: KvCells {
+    /// A sequence's KV in host memory.
+    type Snapshot;
+    /// Copies out everything `seq` holds.
+    fn snapshot(&mut self, seq: SeqId) -> Option<Self::Snapshot>;
+    fn snapshot_bytes(snapshot: &Self::Snapshot) -> u64;
+    /// Puts a snapshot into `seq` (which holds nothing). False on failure.
+    fn restore(&mut self, snapshot: &Self::Snapshot, seq: SeqId) -> bool;
+    /// Writes what `seq` holds (`tokens`) to `path`; returns the file's size.
+    fn save_file(&mut self, seq: SeqId, tokens: &[Token], path: &Path) -> Option<u64>;
+    /// Loads a file written by [`KvSnapshots::save_file`] into `seq` (which holds
+    /// nothing); true when it held exactly `tokens`.
+    fn load_file(&mut self, path: &Path, seq: SeqId, tokens: &[Token]) -> bool;
+}
+
+/// Where a reused prefix's KV came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Still in the context (another sequence's cells).
+    Kv,
+    /// Restored from a snapshot in host memory.
+    Ram,
+    /// Restored from a snapshot on disk.
+    Disk,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Kv, Tier::Ram, Tier::Disk];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::Kv => "kv",
+            Tier::Ram => "ram",
+            Tier::Disk => "disk",
+        }
     }
 }

@@ -17,25 +17,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use crate::metrics::Tier;
-use crate::model::{KvCells, SeqId, Token};
+use crate::model::{KvSnapshots, SeqId, Tier, Token};
 use crate::prefix::common_prefix;
-
-/// Saving and restoring one sequence's KV outside the context.
-pub trait KvSnapshots: KvCells {
-    /// A sequence's KV in host memory.
-    type Snapshot;
-    /// Copies out everything `seq` holds.
-    fn snapshot(&mut self, seq: SeqId) -> Option<Self::Snapshot>;
-    fn snapshot_bytes(snapshot: &Self::Snapshot) -> u64;
-    /// Puts a snapshot into `seq` (which holds nothing). False on failure.
-    fn restore(&mut self, snapshot: &Self::Snapshot, seq: SeqId) -> bool;
-    /// Writes what `seq` holds (`tokens`) to `path`; returns the file's size.
-    fn save_file(&mut self, seq: SeqId, tokens: &[Token], path: &Path) -> Option<u64>;
-    /// Loads a file written by [`KvSnapshots::save_file`] into `seq` (which holds
-    /// nothing); true when it held exactly `tokens`.
-    fn load_file(&mut self, path: &Path, seq: SeqId, tokens: &[Token]) -> bool;
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct SpillConfig {

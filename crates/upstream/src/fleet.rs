@@ -1,22 +1,23 @@
 //! One model served by a fleet: choosing endpoints, trying them in turn before the first
-//! byte, counting usage the engines did not report, and the active health checks.
+//! byte, and the active health checks.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use tm_backend::{BackendError, GenerateRequest, Generation, PromptInput, TokenUsage, Tokenized, UsageSource};
+use serde_json::Value;
+use tm_backend::{BackendError, GenerateRequest, Generation, PromptInput, Tokenized};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::attempt::{self, error_chain, AttemptError};
+use crate::attempt::{self, AttemptError};
 use crate::config::ModelConfig;
 use crate::metrics::UpstreamMetrics;
 use crate::pool::{Endpoint, RetryBudget};
-use crate::relay::relay;
+use crate::relay::{relay, RelayContext};
 use crate::route::{block_hashes, Router};
+use crate::tokens::Tokens;
 use crate::wire;
 
 /// Used when neither the fleet file nor the engines say.
@@ -31,8 +32,10 @@ pub struct FleetModel {
     pub upstream_model: String,
     pub max_context: u64,
     pub config: ModelConfig,
-    pub router: Router,
+    pub router: Arc<Router>,
     pub metrics: UpstreamMetrics,
+    /// The engines' tokenizers, for `/tokenize` and for usage they did not report.
+    tokens: Arc<Tokens>,
     budget: RetryBudget,
     client: reqwest::Client,
     tasks: TaskTracker,
@@ -58,11 +61,23 @@ impl FleetModel {
         for e in &endpoints {
             metrics.set_healthy(&config.name, &e.base, true);
         }
+        let router = Arc::new(Router::new(config.routing, endpoints));
+        let tokens = Arc::new(Tokens {
+            name: config.name.clone(),
+            upstream_model: upstream_model.clone(),
+            max_context,
+            client: client.clone(),
+            router: router.clone(),
+            attempts: config.retry.attempts,
+            timeout: config.timeouts.first_byte(),
+            metrics: metrics.clone(),
+        });
         Ok(FleetModel {
             name: config.name.clone(),
             upstream_model,
             max_context,
-            router: Router::new(config.routing, endpoints),
+            router,
+            tokens,
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.min_per_second),
             config,
             metrics,
@@ -172,127 +187,29 @@ impl FleetModel {
     ) -> Generation {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (receipt_tx, receipt) = oneshot::channel();
-        let tasks = self.tasks.clone();
-        tasks.spawn(relay(self, opened, request, events_tx, receipt_tx));
+        let context = RelayContext {
+            model: self.name.clone(),
+            idle: self.config.timeouts.idle(),
+            health: self.config.health.clone(),
+            metrics: self.metrics.clone(),
+            tokens: self.tokens.clone(),
+        };
+        self.tasks.spawn(relay(context, opened, request, events_tx, receipt_tx));
         Generation { prompt_tokens, events, receipt }
     }
 
-    /// Usage for a response whose engine reported none (it omitted it, failed, or the
-    /// client left): the prompt and `completion` counted by an endpoint's tokenizer, else
-    /// estimated at 4 bytes a token. Either way it is logged and counted in the metrics.
-    pub async fn count_usage(&self, request: &GenerateRequest, completion: &str) -> (TokenUsage, UsageSource) {
-        let prompt = self.count_tokens(&request.prompt, true).await;
-        let completion_tokens = if completion.is_empty() {
-            Some(0)
-        } else {
-            self.count_tokens(&PromptInput::Text(completion.to_owned()), false).await
-        };
-        let (usage, source) = match (prompt, completion_tokens) {
-            (Some(p), Some(c)) => {
-                (TokenUsage { prompt_tokens: p, cached_tokens: 0, completion_tokens: c }, UsageSource::Counted)
-            }
-            _ => {
-                let bytes = match &request.prompt {
-                    PromptInput::Text(t) => t.len(),
-                    PromptInput::Chat(m) => m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum(),
-                };
-                let estimate = |n: usize| n.div_ceil(4) as u64;
-                (
-                    TokenUsage {
-                        prompt_tokens: estimate(bytes),
-                        cached_tokens: 0,
-                        completion_tokens: estimate(completion.len()),
-                    },
-                    UsageSource::Estimated,
-                )
-            }
-        };
-        let how = source.as_str();
-        info!(model = %self.name, request_id = %request.request_id, how, prompt_tokens = usage.prompt_tokens,
-              completion_tokens = usage.completion_tokens, "the engine reported no usage; counted by the gateway");
-        self.metrics.usage_counted(&self.name, how);
-        (usage, source)
-    }
-
-    async fn count_tokens(&self, prompt: &PromptInput, add_special: bool) -> Option<u64> {
-        self.tokenize(prompt, add_special, true).await.ok().map(|t| t.tokens.len() as u64)
-    }
-
-    /// The engine's tokenization of `prompt`. The body carries vLLM's fields (SGLang and
-    /// tensormesh read the same) and llama-server's (`content`, `add_special`), each side
-    /// ignoring the other's. llama-server's `/tokenize` takes no messages: a chat is first
-    /// rendered by its `/apply-template`.
+    /// The engine's tokenization of `prompt` (see [`Tokens::tokenize`]).
     pub async fn tokenize(
         &self,
         prompt: &PromptInput,
         add_special: bool,
         add_generation_prompt: bool,
     ) -> Result<Tokenized, BackendError> {
-        let mut body = tokenize_body(&self.upstream_model, prompt, add_special);
-        body["add_generation_prompt"] = add_generation_prompt.into();
-        body["return_token_strs"] = true.into();
-        let v = self.post_any("/tokenize", &body).await?;
-        let tokens = token_ids(&v)?;
-        if tokens.is_empty() && !prompt_is_empty(prompt) {
-            // An engine that read neither `prompt` nor `messages` (llama-server on a chat).
-            let PromptInput::Chat(messages) = prompt else {
-                return Err(BackendError::UpstreamFailed("the engine's /tokenize returned no tokens".into()));
-            };
-            let rendered = self.post_any("/apply-template", &json!({"messages": messages})).await?;
-            let text = rendered["prompt"].as_str().ok_or_else(|| {
-                BackendError::UpstreamFailed("the engine's /tokenize returned no tokens for messages".into())
-            })?;
-            return Box::pin(self.tokenize(&PromptInput::Text(text.to_owned()), add_special, false)).await;
-        }
-        let token_strs = v
-            .get("token_strs")
-            .and_then(Value::as_array)
-            .map(|s| s.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        Ok(Tokenized { tokens, token_strs, max_context: self.max_context })
+        self.tokens.tokenize(prompt, add_special, add_generation_prompt).await
     }
 
     pub async fn detokenize(&self, tokens: &[i64]) -> Result<String, BackendError> {
-        let v = self.post_any("/detokenize", &json!({"model": self.upstream_model, "tokens": tokens})).await?;
-        // vLLM and tensormesh answer `prompt`, llama-server `content`.
-        v.get("prompt")
-            .or_else(|| v.get("content"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| BackendError::UpstreamFailed("the engine's /detokenize answer has no `prompt`".into()))
-    }
-
-    /// POSTs a small JSON request to the first endpoint that answers it (healthy ones
-    /// first); the engines' 4xx come back as the client's.
-    async fn post_any(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
-        let now = Instant::now();
-        let order = self.router.order(&[], now);
-        let mut failures = Vec::new();
-        for &i in order.iter().take(self.config.retry.attempts as usize) {
-            let endpoint = &self.router.endpoints()[i];
-            let mut request = self
-                .client
-                .post(format!("{}{path}", endpoint.base))
-                .timeout(self.config.timeouts.first_byte())
-                .json(body);
-            if let Some(key) = &endpoint.key {
-                request = request.bearer_auth(key);
-            }
-            match request.send().await {
-                Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                    Ok(v) => return Ok(v),
-                    Err(e) => failures.push(format!("{}{path}: {}", endpoint.base, error_chain(&e))),
-                },
-                Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                    let status = r.status().as_u16();
-                    let text = attempt::error_body(r).await;
-                    return Err(BackendError::invalid("body", format!("the model's engine answered {status}: {text}")));
-                }
-                Ok(r) => failures.push(format!("{}{path} answered {}", endpoint.base, r.status().as_u16())),
-                Err(e) => failures.push(format!("{}{path}: {}", endpoint.base, error_chain(&e))),
-            }
-        }
-        Err(BackendError::UpstreamFailed(failures.join("; ")))
+        self.tokens.detokenize(tokens).await
     }
 
     /// Checks every endpoint each interval until `stop`.
@@ -320,32 +237,6 @@ impl FleetModel {
             });
             futures::future::join_all(checks).await;
         }
-    }
-}
-
-/// A `/tokenize` body both vLLM (`prompt` / `messages`, `add_special_tokens`) and
-/// llama-server (`content`, `add_special`) read.
-fn tokenize_body(model: &str, prompt: &PromptInput, add_special: bool) -> Value {
-    match prompt {
-        PromptInput::Text(t) => json!({"model": model, "prompt": t, "content": t,
-                                       "add_special_tokens": add_special, "add_special": add_special}),
-        PromptInput::Chat(m) => json!({"model": model, "messages": m, "add_special_tokens": add_special}),
-    }
-}
-
-/// Token ids of a `/tokenize` answer: plain ids, or llama-server's `{"id", "piece"}`.
-fn token_ids(v: &Value) -> Result<Vec<i64>, BackendError> {
-    let tokens = v
-        .get("tokens")
-        .and_then(Value::as_array)
-        .ok_or_else(|| BackendError::UpstreamFailed("the engine's /tokenize answer has no `tokens`".into()))?;
-    Ok(tokens.iter().filter_map(|t| t.as_i64().or_else(|| t.get("id").and_then(Value::as_i64))).collect())
-}
-
-fn prompt_is_empty(prompt: &PromptInput) -> bool {
-    match prompt {
-        PromptInput::Text(t) => t.is_empty(),
-        PromptInput::Chat(m) => m.is_empty(),
     }
 }
 

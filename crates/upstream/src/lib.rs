@@ -6,6 +6,7 @@
 //! - [`route`]: prefix-aware, least-loaded and round-robin choice of an endpoint.
 //! - [`pool`]: endpoint load, health (active checks, passive ejection), the retry budget.
 //! - `attempt` / `relay`: one request's tries before the first byte, then the stream.
+//! - `tokens`: the engines' tokenizers: `/tokenize`, `/detokenize`, usage they did not report.
 //! - [`wire`]: request bodies sent upstream, SSE events read back.
 
 mod attempt;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod pool;
 mod relay;
 pub mod route;
+mod tokens;
 pub mod wire;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! it ends.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::attempt::{error_chain, Opened};
-use crate::fleet::FleetModel;
+use crate::config::HealthConfig;
+use crate::metrics::UpstreamMetrics;
+use crate::tokens::Tokens;
 use crate::wire::{parse_event, Chunk};
 
 /// How a relayed response ended.
@@ -26,8 +28,18 @@ enum End {
     Failed { message: String, outcome: &'static str },
 }
 
+/// What a relay needs of its fleet model.
+pub struct RelayContext {
+    pub model: String,
+    /// The longest silence between two events.
+    pub idle: Duration,
+    pub health: HealthConfig,
+    pub metrics: UpstreamMetrics,
+    pub tokens: Arc<Tokens>,
+}
+
 pub async fn relay(
-    model: Arc<FleetModel>,
+    context: RelayContext,
     opened: Opened,
     request: tm_backend::GenerateRequest,
     events: mpsc::UnboundedSender<GenerationEvent>,
@@ -35,7 +47,7 @@ pub async fn relay(
 ) {
     let Opened { slot, mut bytes, mut reader, first } = opened;
     let endpoint = slot.endpoint().clone();
-    let idle = model.config.timeouts.idle();
+    let RelayContext { model, idle, health, metrics, tokens } = context;
     let mut state = Relayed::default();
     let mut end = state.take(first, &events);
     while end.is_none() {
@@ -77,15 +89,15 @@ pub async fn relay(
     match &end {
         End::Finished(_) => {
             endpoint.record_success();
-            model.metrics.attempt(&model.name, &endpoint.base, "ok");
+            metrics.attempt(&model, &endpoint.base, "ok");
         }
-        End::Cancelled => model.metrics.attempt(&model.name, &endpoint.base, "cancelled"),
+        End::Cancelled => metrics.attempt(&model, &endpoint.base, "cancelled"),
         End::Failed { message, outcome } => {
-            warn!(model = %model.name, endpoint = %endpoint.base, request_id = %request.request_id, error = %message,
+            warn!(model = %model, endpoint = %endpoint.base, request_id = %request.request_id, error = %message,
                   "upstream failed mid-response");
-            model.metrics.attempt(&model.name, &endpoint.base, outcome);
-            if endpoint.record_failure(&model.config.health, now) {
-                model.metrics.ejected(&model.name, &endpoint.base);
+            metrics.attempt(&model, &endpoint.base, outcome);
+            if endpoint.record_failure(&health, now) {
+                metrics.ejected(&model, &endpoint.base);
             }
         }
     }
@@ -93,7 +105,7 @@ pub async fn relay(
     // and the text it received, counted with the model's tokenizer.
     let (usage, source) = match state.usage {
         Some(u) => (u, UsageSource::Engine),
-        None => model.count_usage(&request, &state.text).await,
+        None => tokens.count_usage(&request, &state.text).await,
     };
     let finish = match end {
         End::Finished(reason) => {
