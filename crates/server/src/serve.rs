@@ -1,4 +1,4 @@
-//! The parts an [`App`](crate::app::App) is built from (the database, the first admin,
+//! The parts an `App` (app.rs) is built from (the database, the first admin,
 //! billing, the models and both routers) and the drain of one listener on shutdown.
 
 use std::future::Future;
@@ -39,7 +39,11 @@ pub(crate) async fn open_control(args: &ServeArgs, clock: Arc<dyn Clock>) -> Res
 
 /// On an empty database, creates the first admin from `TENSORMESH_ADMIN_*` (generating
 /// what is missing) and credits it `billing.admin_credit`.
-pub(crate) async fn bootstrap(control: &Control, admin: &AdminArgs, billing: &BillingArgs) -> Result<Option<Bootstrapped>> {
+pub(crate) async fn bootstrap(
+    control: &Control,
+    admin: &AdminArgs,
+    billing: &BillingArgs,
+) -> Result<Option<Bootstrapped>> {
     let b = Bootstrap {
         email: Some(admin.admin_email.clone()),
         password: admin.admin_password.clone(),

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tm_server::config::{AdminArgs, BillingArgs, CacheArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::app::{App, Engines};
+use tm_server::config::{AdminArgs, BillingArgs, CacheArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::models;
 
 pub const MODEL: &str = "gemma-3-270m";
