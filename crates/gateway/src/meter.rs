@@ -6,10 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tm_backend::{Generation, GenerationEvent, Prepared};
-use tm_control::billing::price::usd_decimal;
 use tm_control::keys::KeyHolder;
 use tm_control::Control;
+use tm_money::Nanos;
 use tm_store::rate_limits::LimitOverride;
+use tm_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -38,6 +39,8 @@ pub struct Gateway {
 
 struct Inner {
     control: Control,
+    /// The ledger: holds for leases, balances for a refusal's message.
+    store: Store,
     limiter: Arc<RateLimiter>,
     wallets: Arc<Wallets>,
     limits: LimitSettings,
@@ -61,13 +64,14 @@ pub struct Scopes {
 impl Gateway {
     /// The gateway and its settler, which the caller runs (and awaits at shutdown: it
     /// ends once every gateway clone is gone and every pending settlement is written).
-    pub fn new(control: Control, limits: LimitSettings) -> (Gateway, Settler) {
+    pub fn new(control: Control, store: Store, limits: LimitSettings) -> (Gateway, Settler) {
         let (settle, rx) = mpsc::unbounded_channel();
         let limiter = Arc::new(RateLimiter::default());
         let wallets = Arc::new(Wallets::default());
-        let settler = Settler::new(control.clone(), limiter.clone(), wallets.clone(), rx);
+        let settler = Settler::new(control.clone(), store.clone(), limiter.clone(), wallets.clone(), rx);
         let inner = Inner {
             control,
+            store,
             limiter,
             wallets,
             limits,
@@ -129,7 +133,7 @@ impl Gateway {
         let user_id = &holder.principal.user_id;
         let hold = price.worst_case(prepared.prompt_tokens, prepared.max_completion_tokens);
         let started_at = control.now_ms();
-        let store = control.store();
+        let store = &self.inner.store;
         let wallets = &self.inner.wallets;
         match wallets.take(store, user_id, hold).await {
             Ok(true) => {}
@@ -137,10 +141,10 @@ impl Gateway {
                 give_back();
                 // What the account has free plus what this process holds for the user unused.
                 let in_account = store.ledger().account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
-                let available = in_account + wallets.free(user_id).await;
+                let available = Nanos(in_account) + wallets.free(user_id).await;
                 return Err(GatewayError::InsufficientBalance {
-                    needed: usd_decimal(hold),
-                    available: usd_decimal(available.max(0)),
+                    needed: hold.usd_decimal(),
+                    available: available.max(Nanos::ZERO).usd_decimal(),
                 });
             }
             Err(e) => {
@@ -153,7 +157,7 @@ impl Gateway {
             Ok(g) => g,
             Err(e) => {
                 give_back();
-                wallets.finish(user_id, hold, 0).await;
+                wallets.finish(user_id, hold, Nanos::ZERO).await;
                 return Err(e.into());
             }
         };
@@ -219,14 +223,7 @@ impl Gateway {
                 return Ok(o);
             }
         }
-        let o = self
-            .inner
-            .control
-            .store()
-            .rate_limits()
-            .get(user_id)
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let o = self.inner.store.rate_limits().get(user_id).await.map_err(|e| GatewayError::Internal(e.to_string()))?;
         if let Ok(mut m) = self.inner.overrides.lock() {
             if m.len() > 100_000 {
                 m.clear();

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tm_backend::Receipt;
-use tm_control::billing::Price;
 use tm_control::Control;
+use tm_money::{Nanos, Price};
 use tm_store::ledger::{Settled, UsageRow};
+use tm_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -39,7 +40,7 @@ pub(crate) struct Ticket {
     pub model: String,
     pub price: Price,
     /// Promised to the request from its user's lease: its worst-case cost.
-    pub hold: i64,
+    pub hold: Nanos,
     pub started_at: i64,
     /// Tokens taken from the per-minute limits at admission; the unused part is returned.
     pub reserved_tokens: u64,
@@ -54,6 +55,7 @@ pub(crate) struct Pending {
 /// The settlement task: run it with [`Settler::run`].
 pub struct Settler {
     control: Control,
+    store: Store,
     limiter: Arc<RateLimiter>,
     wallets: Arc<Wallets>,
     rx: mpsc::UnboundedReceiver<Pending>,
@@ -62,11 +64,12 @@ pub struct Settler {
 impl Settler {
     pub(crate) fn new(
         control: Control,
+        store: Store,
         limiter: Arc<RateLimiter>,
         wallets: Arc<Wallets>,
         rx: mpsc::UnboundedReceiver<Pending>,
     ) -> Settler {
-        Settler { control, limiter, wallets, rx }
+        Settler { control, store, limiter, wallets, rx }
     }
 
     /// Settles until every gateway is gone, or `shutdown` resolves, and then whatever is
@@ -83,7 +86,7 @@ impl Settler {
         while open || !waiting.is_empty() {
             let mut ready = Vec::new();
             tokio::select! {
-                _ = sweep.tick() => self.wallets.release_idle(self.control.store(), LEASE_IDLE).await,
+                _ = sweep.tick() => self.wallets.release_idle(&self.store, LEASE_IDLE).await,
                 next = self.rx.recv(), if open => match next {
                     Some(p) => waiting.push(receipt_of(p)),
                     None => open = false,
@@ -129,7 +132,7 @@ impl Settler {
                 self.settle(ready).await;
             }
         }
-        self.wallets.release_idle(self.control.store(), Duration::ZERO).await;
+        self.wallets.release_idle(&self.store, Duration::ZERO).await;
         debug!("settler done");
     }
 
@@ -159,7 +162,7 @@ impl Settler {
         let mut backoff = Duration::from_millis(50);
         let mut outcomes = vec![Settled::Duplicate; rows.len()];
         for attempt in 1..=MAX_ATTEMPTS {
-            match self.control.store().ledger().settle(&rows, &[]).await {
+            match self.store.ledger().settle(&rows, &[]).await {
                 Ok(settled) => {
                     outcomes = settled;
                     break;
@@ -175,8 +178,8 @@ impl Settler {
         // What was not charged goes back to the user's lease.
         for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
             let charged = match outcome {
-                Settled::Charged { charged_nanos } => charged_nanos,
-                Settled::Duplicate => 0,
+                Settled::Charged { charged_nanos } => Nanos(charged_nanos),
+                Settled::Duplicate => Nanos::ZERO,
             };
             self.wallets.finish(&ticket.user_id, ticket.hold, charged).await;
         }
@@ -201,8 +204,8 @@ fn usage_row(t: &Ticket, r: &Receipt, finished_at: i64) -> UsageRow {
         cached_tokens: to_i64(u.cached_tokens),
         completion_tokens: to_i64(u.completion_tokens),
         // Never more than was held for it (the engine keeps to `max_tokens`, so it is not).
-        cost_nanos: t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens).min(t.hold),
-        cache_saving_nanos: t.price.cache_saving(u.cached_tokens.min(u.prompt_tokens)),
+        cost_nanos: t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens).min(t.hold).get(),
+        cache_saving_nanos: t.price.cache_saving(u.cached_tokens.min(u.prompt_tokens)).get(),
         status: r.finish.map_or("failed", |f| f.as_openai()).to_owned(),
         started_at: t.started_at,
         finished_at,

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tm_money::Nanos;
 use tm_store::{Store, StoreError};
 
 /// A lease grows by this many times the request that ran it short, so that the next
@@ -21,7 +22,7 @@ const HEADROOM: i64 = 32;
 #[derive(Debug)]
 struct Lease {
     /// Held in the database, promised to no request.
-    free: i64,
+    free: Nanos,
     in_flight: usize,
     last_used: Instant,
 }
@@ -35,14 +36,14 @@ impl Wallets {
     fn lease(&self, user_id: &str) -> Option<Arc<tokio::sync::Mutex<Lease>>> {
         let mut leases = self.leases.lock().ok()?;
         let lease = leases.entry(user_id.to_owned()).or_insert_with(|| {
-            Arc::new(tokio::sync::Mutex::new(Lease { free: 0, in_flight: 0, last_used: Instant::now() }))
+            Arc::new(tokio::sync::Mutex::new(Lease { free: Nanos::ZERO, in_flight: 0, last_used: Instant::now() }))
         });
         Some(lease.clone())
     }
 
     /// Promises `amount` of the user's money to a request. False when the account cannot
     /// cover it.
-    pub async fn take(&self, store: &Store, user_id: &str, amount: i64) -> Result<bool, StoreError> {
+    pub async fn take(&self, store: &Store, user_id: &str, amount: Nanos) -> Result<bool, StoreError> {
         let Some(lease) = self.lease(user_id) else { return Ok(false) };
         // Held across the database call: concurrent requests of one user wait for one
         // top-up instead of each making their own.
@@ -50,10 +51,10 @@ impl Wallets {
         if lease.free < amount {
             let need = amount - lease.free;
             let ledger = store.ledger();
-            let grow = need.saturating_add(amount.saturating_mul(HEADROOM));
-            if ledger.hold(user_id, grow).await? {
+            let grow = Nanos(need.0.saturating_add(amount.0.saturating_mul(HEADROOM)));
+            if ledger.hold(user_id, grow.get()).await? {
                 lease.free += grow;
-            } else if ledger.hold(user_id, need).await? {
+            } else if ledger.hold(user_id, need.get()).await? {
                 lease.free += need;
             } else {
                 return Ok(false);
@@ -66,19 +67,19 @@ impl Wallets {
     }
 
     /// Held for the user and promised to no request.
-    pub async fn free(&self, user_id: &str) -> i64 {
+    pub async fn free(&self, user_id: &str) -> Nanos {
         match self.lease(user_id) {
             Some(lease) => lease.lock().await.free,
-            None => 0,
+            None => Nanos::ZERO,
         }
     }
 
     /// A request ended: of the `amount` it was promised, `charged` left the account with
     /// its settlement; the rest goes back to the lease.
-    pub async fn finish(&self, user_id: &str, amount: i64, charged: i64) {
+    pub async fn finish(&self, user_id: &str, amount: Nanos, charged: Nanos) {
         let Some(lease) = self.lease(user_id) else { return };
         let mut lease = lease.lock().await;
-        lease.free += amount - charged.clamp(0, amount);
+        lease.free += amount - charged.clamp(Nanos::ZERO, amount);
         lease.in_flight = lease.in_flight.saturating_sub(1);
         lease.last_used = Instant::now();
     }
@@ -95,12 +96,12 @@ impl Wallets {
             if l.in_flight > 0 || l.last_used.elapsed() < idle {
                 continue;
             }
-            if l.free > 0 {
-                if let Err(e) = store.ledger().release(&user_id, l.free).await {
+            if l.free > Nanos::ZERO {
+                if let Err(e) = store.ledger().release(&user_id, l.free.get()).await {
                     tracing::warn!(error = %e, "cannot give a lease back; it is voided at restart");
                     continue;
                 }
-                l.free = 0;
+                l.free = Nanos::ZERO;
             }
             drop(l);
             if let Ok(mut map) = self.leases.lock() {

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tm_control::accounts::NewUser;
 use tm_control::clock::SystemClock;
 use tm_control::{Control, Role, Settings};
+use tm_money::Nanos;
 use tm_server::app::{App, Engines};
 use tm_server::config::{DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
@@ -182,11 +183,11 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
         }
         UserCommand::AddCredit { email, usd } => {
             let user = control.user_by_email(&email).await?;
-            let nanos = tm_control::billing::price::nanos_from_usd(usd)
-                .filter(|n| *n > 0)
+            let nanos = Nanos::from_usd(usd)
+                .filter(|n| *n > Nanos::ZERO)
                 .with_context(|| format!("--usd must be a positive amount, got {usd}"))?;
-            let balance = control.grant(&user.id, nanos, "Credit added by an operator").await?;
-            println!("{}: balance {} USD", user.email, tm_control::billing::price::usd_decimal(balance));
+            let balance = control.grant(&user.id, nanos.get(), "Credit added by an operator").await?;
+            println!("{}: balance {} USD", user.email, Nanos(balance));
         }
         UserCommand::ResetPassword { email, password } => {
             let user = control.user_by_email(&email).await?;

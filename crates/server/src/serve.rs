@@ -10,12 +10,11 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tm_backend::{Backend, ByModel};
 use tm_control::accounts::{Bootstrap, Bootstrapped};
-use tm_control::billing::price::nanos_from_usd;
-use tm_control::billing::Price;
 use tm_control::clock::Clock;
 use tm_control::{Control, Settings};
 use tm_gateway::{Gateway, LimitSettings, Limits, Settler};
 use tm_llama::{EmbeddedBackend, ModelConfig, SpillConfig};
+use tm_money::{Nanos, Price};
 use tm_store::Store;
 use tm_upstream::{FleetConfig, UpstreamBackend};
 use tokio::net::TcpListener;
@@ -52,8 +51,8 @@ pub(crate) async fn bootstrap(
     let created = control.bootstrap(b).await.context("cannot create the first admin")?;
     if let Some(admin) = &created {
         let credit = usd_arg("--admin-credit", billing.admin_credit)?;
-        if credit > 0 {
-            control.grant(&admin.user.id, credit, "Starting credit of the first admin").await?;
+        if credit > Nanos::ZERO {
+            control.grant(&admin.user.id, credit.get(), "Starting credit of the first admin").await?;
         }
     }
     Ok(created)
@@ -78,9 +77,9 @@ pub(crate) async fn prepare_billing(control: &Control, billing: &BillingArgs, mo
     Ok(())
 }
 
-fn usd_arg(flag: &str, usd: f64) -> Result<i64> {
-    match nanos_from_usd(usd) {
-        Some(n) if n >= 0 => Ok(n),
+fn usd_arg(flag: &str, usd: f64) -> Result<Nanos> {
+    match Nanos::from_usd(usd) {
+        Some(n) if n >= Nanos::ZERO => Ok(n),
         _ => anyhow::bail!("{flag} must be a non-negative amount of USD, got {usd}"),
     }
 }
@@ -166,7 +165,7 @@ pub(crate) async fn inference_app_with_metrics(
         per_key: Limits { requests_per_minute: b.key_rpm, tokens_per_minute: b.key_tpm },
         per_user: Limits { requests_per_minute: b.user_rpm, tokens_per_minute: b.user_tpm },
     };
-    let (gateway, settler) = Gateway::new(control.clone(), limits);
+    let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), limits);
     let state = AppState { backend, gateway, control, started: inference::unix_now(), metrics: Arc::new(metrics) };
     let router = inference::router(state.clone(), RouterConfig { body_limit: args.max_body_bytes });
     Ok(Inference { router, settler, state })

@@ -4,16 +4,15 @@
 
 pub mod address;
 pub mod gpu;
-pub mod price;
 pub mod views;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use tm_money::{Nanos, Price};
 use tm_store::ledger::{Account, Credit, CreditOutcome};
 use tm_store::pricing::PriceRow;
 
-pub use price::{Price, NANOS_PER_USD};
 pub use views::{Bucket, ModelCharge, Spending, SpendingBucket, Transaction, TransactionKind, UsageHistoryRow};
 
 use crate::activity::{action, resource, Actor, Event};
@@ -88,9 +87,9 @@ impl Control {
         let input = PriceInput {
             name: patch.name.unwrap_or_else(|| model.clone()),
             price: Price {
-                input: patch.input.ok_or(ControlError::invalid("pricing.inputTokenPrice", "is required"))?,
-                output: patch.output.ok_or(ControlError::invalid("pricing.outputTokenPrice", "is required"))?,
-                cached: patch.cached.unwrap_or(0),
+                input: Nanos(patch.input.ok_or(ControlError::invalid("pricing.inputTokenPrice", "is required"))?),
+                output: Nanos(patch.output.ok_or(ControlError::invalid("pricing.outputTokenPrice", "is required"))?),
+                cached: Nanos(patch.cached.unwrap_or(0)),
             },
             is_active: patch.is_active.unwrap_or(true),
             model,
@@ -117,9 +116,9 @@ impl Control {
             model: patch.model.unwrap_or(old.model),
             name: patch.name.unwrap_or(old.name),
             price: Price {
-                input: patch.input.unwrap_or(old.input_per_mtok),
-                output: patch.output.unwrap_or(old.output_per_mtok),
-                cached: patch.cached.unwrap_or(old.cached_per_mtok),
+                input: Nanos(patch.input.unwrap_or(old.input_per_mtok)),
+                output: Nanos(patch.output.unwrap_or(old.output_per_mtok)),
+                cached: Nanos(patch.cached.unwrap_or(old.cached_per_mtok)),
             },
             is_active: patch.is_active.unwrap_or(old.is_active != 0),
         };
@@ -216,7 +215,7 @@ impl Control {
                 action: action::BALANCE_ADDED,
                 resource_type: resource::BILLING_ACCOUNT,
                 resource_id: target,
-                description: format!("Added {} USD to the balance", price::usd_decimal(amount_nanos)),
+                description: format!("Added {} USD to the balance", Nanos(amount_nanos)),
                 metadata: serde_json::json!({"amountNanos": amount_nanos.to_string(), "balanceAfterNanos": balance.to_string()}),
             };
             self.record(Actor::User(caller), event).await;
@@ -353,7 +352,7 @@ impl Control {
 }
 
 fn price_of(r: &PriceRow) -> Price {
-    Price { input: r.input_per_mtok, output: r.output_per_mtok, cached: r.cached_per_mtok }
+    Price { input: Nanos(r.input_per_mtok), output: Nanos(r.output_per_mtok), cached: Nanos(r.cached_per_mtok) }
 }
 
 fn pricing_row(id: String, input: &PriceInput, created_at: i64, updated_at: i64) -> Result<PriceRow, ControlError> {
@@ -369,7 +368,7 @@ fn pricing_row(id: String, input: &PriceInput, created_at: i64, updated_at: i64)
         ("pricing.outputTokenPrice", input.price.output),
         ("pricing.cachedTokenPrice", input.price.cached),
     ] {
-        if value < 0 {
+        if value < Nanos::ZERO {
             return Err(ControlError::invalid(field, "must not be negative"));
         }
     }
@@ -377,9 +376,9 @@ fn pricing_row(id: String, input: &PriceInput, created_at: i64, updated_at: i64)
         id,
         model: model.to_owned(),
         name: input.name.trim().to_owned(),
-        input_per_mtok: input.price.input,
-        output_per_mtok: input.price.output,
-        cached_per_mtok: input.price.cached,
+        input_per_mtok: input.price.input.get(),
+        output_per_mtok: input.price.output.get(),
+        cached_per_mtok: input.price.cached.get(),
         is_active: i64::from(input.is_active),
         created_at,
         updated_at,

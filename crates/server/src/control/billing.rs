@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Map, Value};
-use tm_control::billing::price::usd_decimal;
 use tm_control::billing::{Bucket, Transaction, TransactionKind};
+use tm_money::Nanos;
 use tm_store::pricing::PriceRow;
 
 use super::error::CpError;
@@ -69,7 +69,7 @@ fn transaction(t: &Transaction) -> Value {
                     "input_tokens": m.input_tokens,
                     "output_tokens": m.output_tokens,
                     "cached_tokens": m.cached_tokens,
-                    "total_amount": usd_decimal(m.total_nanos),
+                    "total_amount": Nanos(m.total_nanos).usd_decimal(),
                 });
                 (m.model.clone(), detail)
             })

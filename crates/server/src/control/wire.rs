@@ -2,10 +2,7 @@
 //! as strings, RFC 3339 times, and the envelope keys the SDK insists on.
 
 use serde_json::{json, Map, Value};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
-use tm_control::billing::price::nanos_from_usd;
-use tm_control::billing::NANOS_PER_USD;
+use tm_money::{Nanos, UnixMs, NANOS_PER_USD};
 use tm_store::api_keys::ApiKeyRow;
 use tm_store::users::UserRow;
 
@@ -13,19 +10,14 @@ use super::error::CpError;
 
 /// Unix milliseconds as RFC 3339 UTC.
 pub fn timestamp(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
+    UnixMs(ms).rfc3339()
 }
 
 /// RFC 3339 (a naive time is read as UTC, as the CLI does) to Unix milliseconds.
 pub fn parse_timestamp(field: &'static str, s: &str) -> Result<i64, CpError> {
-    let s = s.trim();
-    let parsed = OffsetDateTime::parse(s, &Rfc3339).or_else(|_| OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339));
-    parsed
-        .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
-        .map_err(|_| CpError::invalid(field, format!("{s:?} is not an RFC 3339 time")))
+    UnixMs::parse_rfc3339(s)
+        .map(UnixMs::get)
+        .ok_or_else(|| CpError::invalid(field, format!("{:?} is not an RFC 3339 time", s.trim())))
 }
 
 pub fn user(u: &UserRow) -> Value {
@@ -64,8 +56,7 @@ pub fn api_key(k: &ApiKeyRow, id: &str) -> Value {
 
 /// Nano-USD as `google.type.Money` (units and nanos carry the same sign).
 pub fn money(nanos: i64) -> Value {
-    let units = nanos / NANOS_PER_USD;
-    let rest = nanos % NANOS_PER_USD;
+    let (units, rest) = Nanos(nanos).units_and_nanos();
     json!({"currencyCode": "USD", "units": units.to_string(), "nanos": rest})
 }
 
@@ -74,10 +65,16 @@ pub fn money(nanos: i64) -> Value {
 pub fn parse_money(field: &'static str, value: &Value) -> Result<i64, CpError> {
     let bad = |why: &str| CpError::invalid(field, why.to_owned());
     match value {
-        Value::Number(n) => n.as_f64().and_then(nanos_from_usd).ok_or_else(|| bad("must be an amount of USD")),
-        Value::String(s) => {
-            s.trim().parse::<f64>().ok().and_then(nanos_from_usd).ok_or_else(|| bad("must be an amount of USD"))
+        Value::Number(n) => {
+            n.as_f64().and_then(Nanos::from_usd).map(Nanos::get).ok_or_else(|| bad("must be an amount of USD"))
         }
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(Nanos::from_usd)
+            .map(Nanos::get)
+            .ok_or_else(|| bad("must be an amount of USD")),
         Value::Object(m) => {
             if let Some(code) = m.get("currencyCode").and_then(Value::as_str).filter(|c| !c.is_empty()) {
                 if !code.eq_ignore_ascii_case("USD") {
@@ -97,7 +94,7 @@ pub fn parse_money(field: &'static str, value: &Value) -> Result<i64, CpError> {
                     .filter(|n| n.abs() < NANOS_PER_USD)
                     .ok_or_else(|| bad("`nanos` must be a whole number below 1e9"))?,
             };
-            units.checked_mul(NANOS_PER_USD).and_then(|u| u.checked_add(nanos)).ok_or_else(|| bad("is out of range"))
+            Nanos::from_units_and_nanos(units, nanos).map(Nanos::get).ok_or_else(|| bad("is out of range"))
         }
         _ => Err(bad("must be a Money object or a number")),
     }

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use tm_control::billing::price::usd_decimal;
-use tm_control::billing::Price;
+use tm_money::{Nanos, Price};
 use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
 
 use crate::common::{client, start_servers, start_with, Engine, Options, KEY, MODEL};
@@ -47,9 +46,9 @@ async fn cached_tokens_have_their_price_and_every_view_agrees() {
         let (_, list) =
             call(&s.control, &admin.access, Method::GET, "/v1/billing/serverless-pricing?activeOnly=true", None).await;
         let row = list["pricing"].as_array().unwrap().iter().find(|p| p["model"] == MODEL).unwrap().clone();
-        let price = Price { input: 1_000_000_000, cached: 250_000_000, output: 2_000_000_000 };
-        let put = json!({"pricing": {"id": row["id"], "inputTokenPrice": usd(price.input),
-            "cachedTokenPrice": usd(price.cached), "outputTokenPrice": usd(price.output), "name": "Gemma 3 270M"}});
+        let price = Price { input: Nanos(1_000_000_000), cached: Nanos(250_000_000), output: Nanos(2_000_000_000) };
+        let put = json!({"pricing": {"id": row["id"], "inputTokenPrice": usd(price.input.get()),
+            "cachedTokenPrice": usd(price.cached.get()), "outputTokenPrice": usd(price.output.get()), "name": "Gemma 3 270M"}});
         let (status, _) =
             call(&s.control, &admin.access, Method::PUT, "/v1/admin/billing/serverless-pricing", Some(put)).await;
         assert_eq!(status, 200);
@@ -99,7 +98,7 @@ async fn cached_tokens_have_their_price_and_every_view_agrees() {
         assert_eq!(detail["event_count"], 10);
         assert_eq!(detail["input_tokens"], sum(|r| r.prompt_tokens));
         assert_eq!(detail["output_tokens"], sum(|r| r.completion_tokens));
-        assert_eq!(detail["total_amount"], usd_decimal(total));
+        assert_eq!(detail["total_amount"], Nanos(total).usd_decimal());
         assert!(txs.iter().any(|t| t["type"] == "TRANSACTION_TYPE_TOP_UP" && nanos(&t["amount"]) == 100_000_000_000));
 
         let (_, summary) = get("/v1/billing/spending/summary").await;

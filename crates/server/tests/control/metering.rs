@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use tm_control::billing::Price;
 use tm_control::{Control, Principal, Role};
+use tm_money::{Nanos, Price};
 use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
 use tm_testkit::TestDb;
 
@@ -52,8 +52,8 @@ async fn set_price(control_url: &str, model: &str, price: Price) {
     let id = list["pricing"].as_array().unwrap().iter().find(|p| p["model"] == model).unwrap()["id"].clone();
     let money =
         |n: i64| json!({"currencyCode": "USD", "units": (n / 1_000_000_000).to_string(), "nanos": n % 1_000_000_000});
-    let body = json!({"pricing": {"id": id, "inputTokenPrice": money(price.input),
-        "outputTokenPrice": money(price.output), "cachedTokenPrice": money(price.cached)}});
+    let body = json!({"pricing": {"id": id, "inputTokenPrice": money(price.input.get()),
+        "outputTokenPrice": money(price.output.get()), "cachedTokenPrice": money(price.cached.get())}});
     let (status, row) =
         call(control_url, &admin.access, Method::PUT, "/v1/admin/billing/serverless-pricing", Some(body)).await;
     assert_eq!(status, 200, "{row}");
@@ -177,7 +177,7 @@ async fn concurrent_streams_with_disconnects_reconcile_exactly() {
         let s = start_with(&db, Engine::Given(engine), Options::default());
         let url = s.inference.clone().unwrap();
         // Prices that do not divide evenly, so per-request rounding is exercised.
-        let price = Price { input: 1_234_567, output: 4_567_891, cached: 345_678 };
+        let price = Price { input: Nanos(1_234_567), output: Nanos(4_567_891), cached: Nanos(345_678) };
         set_price(&s.control, FAKE_MODEL, price).await;
         let control = domain(&db).await;
         const CREDIT: i64 = 16_000;
@@ -286,7 +286,7 @@ async fn reconcile(
         assert_eq!(account.held_nanos, 0, "{}", kind);
         assert_eq!(credit - account.balance_nanos, charged, "{}: balance and usage disagree", kind);
         for r in &rows {
-            let expected = price.cost(r.prompt_tokens as u64, r.cached_tokens as u64, r.completion_tokens as u64);
+            let expected = price.cost(r.prompt_tokens as u64, r.cached_tokens as u64, r.completion_tokens as u64).get();
             assert_eq!(r.cost_nanos, expected, "{}: {r:?}", kind);
             cached_seen |= r.cached_tokens > 0;
         }
@@ -328,7 +328,7 @@ async fn real_engine_streams_with_disconnects_reconcile_exactly() {
     let db = tm_testkit::sqlite();
     let s = start_with(&db, Engine::Real, Options::default());
     let url = s.inference.clone().unwrap();
-    let price = Price { input: 1_234_567, output: 4_567_891, cached: 345_678 };
+    let price = Price { input: Nanos(1_234_567), output: Nanos(4_567_891), cached: Nanos(345_678) };
     set_price(&s.control, crate::common::MODEL, price).await;
     let control = domain(&db).await;
     const CREDIT: i64 = 1_500;
@@ -492,7 +492,7 @@ async fn choices_are_held_for_together_and_billed_once_each() {
     let s = start_with(&db, Engine::Real, Options::default());
     let url = s.inference.clone().unwrap();
     // 1,000 nano-USD a token in and out, 500 cached.
-    let price = Price { input: 1_000_000_000, output: 1_000_000_000, cached: 500_000_000 };
+    let price = Price { input: Nanos(1_000_000_000), output: Nanos(1_000_000_000), cached: Nanos(500_000_000) };
     set_price(&s.control, crate::common::MODEL, price).await;
     let control = domain(&db).await;
     const CREDIT: i64 = 70_000;
@@ -525,7 +525,7 @@ async fn choices_are_held_for_together_and_billed_once_each() {
     let (prompt, cached) =
         (usage["prompt_tokens"].as_i64().unwrap(), usage["prompt_tokens_details"]["cached_tokens"].as_i64().unwrap());
     assert_eq!((row.prompt_tokens, row.cached_tokens, row.completion_tokens), (prompt, cached, 40));
-    assert_eq!(row.cost_nanos, price.cost(prompt as u64, cached as u64, 40));
+    assert_eq!(row.cost_nanos, price.cost(prompt as u64, cached as u64, 40).get());
     let account = control.store().ledger().account(&user).await.unwrap();
     assert_eq!((account.balance_nanos, account.held_nanos), (CREDIT - row.cost_nanos, 0));
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tm_control::billing::Price;
 use tm_control::Control;
+use tm_money::{Nanos, Price};
 use tm_testkit::fake_upstream::{FakeUpstream, Fault, FAKE_UPSTREAM_MODEL};
 use tm_upstream::{FleetConfig, UpstreamBackend};
 
@@ -92,8 +92,8 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     let (user, keys) = funded_user(&control, "fleet@example.com", CREDIT, 1).await;
     let key = &keys[0];
     // The seeded default prices (serve_args): 0.10 and 0.40 USD per 1M tokens, cached free.
-    let price = Price { input: 100_000_000, output: 400_000_000, cached: 0 };
-    let cost = |p: i64, c: i64, n: i64| price.cost(p as u64, c as u64, n as u64);
+    let price = Price { input: Nanos(100_000_000), output: Nanos(400_000_000), cached: Nanos(0) };
+    let cost = |p: i64, c: i64, n: i64| price.cost(p as u64, c as u64, n as u64).get();
 
     // Served: the engine's usage, cached tokens included, is what the client sees and pays.
     let a = stream(&base, key, "alpha beta gamma delta").await;
