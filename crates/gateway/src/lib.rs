@@ -1,5 +1,6 @@
 //! What every inference request goes through between authentication and the engine:
 //!
+//! - [`infer`]: validate, prepare, admit and launch: the one path every surface takes.
 //! - [`limiter`]: requests and tokens per minute, per API key and per user.
 //! - [`meter`]: the price check, the hold for the worst-case cost, and [`Metered`], the
 //!   generation that settles itself exactly once however it ends.
@@ -8,12 +9,14 @@
 //! - `wallet`: the money this process holds for each user's requests (leases).
 
 pub mod error;
+pub mod infer;
 pub mod limiter;
 pub mod meter;
 pub mod settler;
 mod wallet;
 
 pub use error::GatewayError;
+pub use infer::{Ask, Caller, Overrides};
 pub use limiter::{Limits, RateLimiter, RateStatus};
 pub use meter::{Gateway, LimitSettings, Metered, Scopes};
 pub use settler::Settler;

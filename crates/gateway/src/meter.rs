@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tm_backend::{Generation, GenerationEvent, Prepared};
+use tm_backend::{Backend, Generation, GenerationEvent, Prepared};
 use tm_control::keys::KeyHolder;
 use tm_control::Control;
 use tm_money::Nanos;
@@ -39,6 +39,8 @@ pub struct Gateway {
 
 struct Inner {
     control: Control,
+    /// Where generations run.
+    backend: Arc<dyn Backend>,
     /// The ledger: holds for leases, balances for a refusal's message.
     store: Store,
     limiter: Arc<RateLimiter>,
@@ -64,13 +66,14 @@ pub struct Scopes {
 impl Gateway {
     /// The gateway and its settler, which the caller runs (and awaits at shutdown: it
     /// ends once every gateway clone is gone and every pending settlement is written).
-    pub fn new(control: Control, store: Store, limits: LimitSettings) -> (Gateway, Settler) {
+    pub fn new(control: Control, store: Store, backend: Arc<dyn Backend>, limits: LimitSettings) -> (Gateway, Settler) {
         let (settle, rx) = mpsc::unbounded_channel();
         let limiter = Arc::new(RateLimiter::default());
         let wallets = Arc::new(Wallets::default());
         let settler = Settler::new(control.clone(), store.clone(), limiter.clone(), wallets.clone(), rx);
         let inner = Inner {
             control,
+            backend,
             store,
             limiter,
             wallets,
@@ -81,6 +84,10 @@ impl Gateway {
             running: Arc::default(),
         };
         (Gateway { inner: Arc::new(inner) }, settler)
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
     }
 
     /// Ends every running generation (each gets an error event and settles what it used),

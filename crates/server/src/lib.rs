@@ -11,6 +11,7 @@
 //! - [`model_logs`]: the in-memory log lines per served model (deployment logs).
 
 pub mod app;
+pub mod bearer;
 pub mod config;
 pub mod control;
 pub mod inference;

@@ -165,7 +165,7 @@ pub(crate) async fn inference_app_with_metrics(
         per_key: Limits { requests_per_minute: b.key_rpm, tokens_per_minute: b.key_tpm },
         per_user: Limits { requests_per_minute: b.user_rpm, tokens_per_minute: b.user_tpm },
     };
-    let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), limits);
+    let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits);
     let state = AppState { backend, gateway, control, started: inference::unix_now(), metrics: Arc::new(metrics) };
     let router = inference::router(state.clone(), RouterConfig { body_limit: args.max_body_bytes });
     Ok(Inference { router, settler, state })

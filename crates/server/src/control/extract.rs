@@ -11,7 +11,7 @@ use tm_control::{ControlError, Principal};
 
 use super::error::CpError;
 use super::ControlState;
-use crate::inference::auth::bearer;
+use crate::bearer::bearer;
 
 /// The caller behind the `Authorization: Bearer <access token>` header.
 pub struct Caller(pub Principal);

@@ -4,12 +4,12 @@
 //! healthy.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tm_control::deployments::NewDeployment;
 use tm_control::ControlError;
+use tm_gateway::GatewayError;
 use tm_store::deployments::DeploymentRow;
 
 use super::error::CpError;
@@ -201,18 +201,39 @@ pub async fn post_verb(
         return Err(CpError(ControlError::FailedPrecondition(format!("model {id} is deleted"))));
     }
     let serving = serving(&state)?;
-    let text = crate::inference::one_shot_chat(serving, me, row.model_path, message).await.map_err(|e| {
-        let (status, message, retry) = e.status_and_message();
-        let retry_after_secs = retry.unwrap_or(1);
-        CpError(match status {
-            StatusCode::TOO_MANY_REQUESTS => ControlError::ResourceExhausted { message, retry_after_secs },
-            StatusCode::SERVICE_UNAVAILABLE => ControlError::Unavailable { message, retry_after_secs },
-            StatusCode::NOT_FOUND => ControlError::NotFound(message),
-            s if s.is_client_error() => ControlError::FailedPrecondition(message),
-            _ => ControlError::Internal(message),
-        })
-    })?;
+    let text = serving.gateway.one_shot_chat(me, row.model_path, message).await.map_err(chat_error)?;
     Ok(Json(json!({"response": text})))
+}
+
+/// A one-shot chat's refusal or failure, as the Control Plane answers it: what the
+/// inference API answers with 429 or 503 keeps its `Retry-After`, what the caller can fix
+/// is a failed precondition, and an internal failure says no more than that (the detail
+/// goes to the log).
+fn chat_error(e: GatewayError) -> CpError {
+    use tm_backend::BackendError as B;
+    let message = e.to_string();
+    CpError(match e {
+        GatewayError::RateLimited { retry_after, .. } => ControlError::ResourceExhausted {
+            message,
+            // Whole seconds, rounded up: retrying at the indicated time succeeds.
+            retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+        },
+        GatewayError::Backend(B::Overloaded { retry_after_secs, .. }) => {
+            ControlError::Unavailable { message, retry_after_secs }
+        }
+        GatewayError::Backend(B::Unavailable) => ControlError::Unavailable { message, retry_after_secs: 5 },
+        GatewayError::NotPriced(_) | GatewayError::Backend(B::ModelNotFound(_)) => ControlError::NotFound(message),
+        GatewayError::TooLarge { .. }
+        | GatewayError::InsufficientBalance { .. }
+        | GatewayError::Backend(B::InvalidInput { .. } | B::ContextLengthExceeded { .. }) => {
+            ControlError::FailedPrecondition(message)
+        }
+        GatewayError::Backend(B::UpstreamFailed(_) | B::UpstreamTimeout(_)) => ControlError::Internal(message),
+        GatewayError::Internal(_) | GatewayError::Backend(B::Internal(_)) => {
+            tracing::error!(error = %message, "one-shot chat failed");
+            ControlError::Internal("internal server error".into())
+        }
+    })
 }
 
 fn serving(state: &ControlState) -> Result<&crate::inference::AppState, CpError> {

@@ -3,14 +3,15 @@
 //! caller's [`KeyHolder`] is put in the request extensions for what comes after.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use tm_control::keys::KeyHolder;
 use tm_control::{Control, ControlError};
-use tm_gateway::Scopes;
+use tm_gateway::{Caller, Scopes};
 
 use super::error::ApiError;
+use crate::bearer::bearer;
 
 /// Routes anyone may call without a key (docs/contracts.md §W2).
 const PUBLIC_ROUTES: &[(Method, &str)] =
@@ -29,27 +30,16 @@ pub async fn require_key(State(control): State<Control>, mut req: Request, next:
     Ok(next.run(req).await)
 }
 
-/// The token of an `Authorization: Bearer <token>` header.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
+/// The caller of an authenticated generation request: its key holder, limit buckets and
+/// request id, as the gateway takes them.
+pub struct Authenticated(pub Caller);
 
-/// The key holder, limit buckets and request id of an authenticated generation request.
-pub struct Caller {
-    pub holder: KeyHolder,
-    pub scopes: Scopes,
-    pub request_id: String,
-}
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
         let holder = parts.extensions.get::<KeyHolder>().cloned().ok_or(ApiError::Unauthorized)?;
         let scopes = parts.extensions.get::<Scopes>().cloned().ok_or(ApiError::Unauthorized)?;
-        Ok(Caller { holder, scopes, request_id: super::request_id(&parts.headers) })
+        Ok(Authenticated(Caller { holder, scopes, request_id: super::request_id(&parts.headers) }))
     }
 }

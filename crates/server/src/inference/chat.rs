@@ -9,15 +9,20 @@ use tm_api::{
 };
 use tm_backend::validate::{self, ToolsShape};
 use tm_backend::{Output, OutputOptions, PromptInput};
+use tm_gateway::{Ask, Overrides};
 
-use super::auth::Caller;
+use super::auth::Authenticated;
 use super::error::ApiError;
-use super::generation::{self, collect, json_event, openai_sse, usage, Choice, Overrides, Piece};
+use super::generation::{collect, json_event, openai_sse, usage, Choice, Piece};
 use super::json::JsonBody;
 use super::logprobs;
 use super::{new_id, unix_now, AppState};
 
-pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     let messages = validate::chat_messages(req.messages)?;
@@ -34,16 +39,14 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBod
     let with_logprobs = output.logprobs.is_some();
     // `n`, checked when the generation starts.
     let n = sampling.n.unwrap_or(1).max(1) as u32;
-    let generation = generation::start(
-        &state,
-        &caller,
-        req.model.clone(),
-        PromptInput::Chat(messages),
+    let ask = Ask {
+        model: req.model.clone(),
+        prompt: PromptInput::Chat(messages),
         sampling,
-        Overrides::default(),
+        overrides: Overrides::default(),
         output,
-    )
-    .await?;
+    };
+    let generation = state.gateway.start(&caller, ask).await?;
     let (id, created, model) = (new_id("chatcmpl"), unix_now(), req.model);
     if !req.stream {
         let done = collect(generation).await?;

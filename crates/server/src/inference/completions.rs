@@ -5,15 +5,20 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tm_api::{Completion, CompletionChoice, CompletionRequest, Prompt, SamplingRequest};
 use tm_backend::{validate, Output, OutputOptions, PromptInput};
+use tm_gateway::{Ask, Overrides};
 
-use super::auth::Caller;
+use super::auth::Authenticated;
 use super::error::ApiError;
-use super::generation::{self, collect, json_event, openai_sse, usage, Overrides, Piece};
+use super::generation::{collect, json_event, openai_sse, usage, Piece};
 use super::json::JsonBody;
 use super::logprobs;
 use super::{new_id, unix_now, AppState};
 
-pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
     let req: CompletionRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
@@ -27,16 +32,14 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBod
     // `n`, checked when the generation starts.
     let n = sampling.n.unwrap_or(1).max(1) as u32;
     let echo = req.echo.then(|| prompt.clone());
-    let generation = generation::start(
-        &state,
-        &caller,
-        req.model.clone(),
-        PromptInput::Text(prompt),
+    let ask = Ask {
+        model: req.model.clone(),
+        prompt: PromptInput::Text(prompt),
         sampling,
-        Overrides::default(),
+        overrides: Overrides::default(),
         output,
-    )
-    .await?;
+    };
+    let generation = state.gateway.start(&caller, ask).await?;
     let (id, created, model) = (new_id("cmpl"), unix_now(), req.model);
     let completion = move |index: u32, text: String, finish: Option<String>, logprobs| Completion {
         id: id.clone(),

@@ -1,56 +1,15 @@
-//! Shared plumbing for the generating routes: starting a generation and consuming it.
+//! Shared plumbing for the generating routes: consuming a generation (the gateway starts
+//! it, see `tm_gateway::infer`).
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use tm_api::{SamplingRequest, Usage};
-use tm_backend::{
-    validate, FinishReason, GenerateRequest, GenerationEvent, Output, OutputFormat, OutputOptions, PromptInput,
-    TokenLogprob, TokenUsage,
-};
+use tm_api::Usage;
+use tm_backend::{FinishReason, GenerationEvent, Output, TokenLogprob, TokenUsage};
 use tm_gateway::Metered;
 
-use super::auth::Caller;
 use super::error::ApiError;
-use super::{random_seed, AppState};
-
-/// What a route sets in its own fields rather than in the shared sampling ones.
-#[derive(Debug, Default)]
-pub struct Overrides {
-    /// Responses' `max_output_tokens`.
-    pub max_tokens: Option<u32>,
-    /// Responses' `text.format`.
-    pub format: Option<OutputFormat>,
-}
-
-/// Validates the sampling fields, sizes the request, and has the gateway admit it (price,
-/// token limits, hold) and start it. `output.choices` comes from the sampling fields' `n`.
-pub async fn start(
-    state: &AppState,
-    caller: &Caller,
-    model: String,
-    prompt: PromptInput,
-    sampling: SamplingRequest,
-    overrides: Overrides,
-    output: OutputOptions,
-) -> Result<Metered, ApiError> {
-    let mut valid = validate::sampling(sampling, random_seed())?;
-    if let Some(format) = overrides.format {
-        valid.sampling.format = format;
-    }
-    let request = GenerateRequest {
-        model,
-        prompt,
-        sampling: valid.sampling,
-        max_tokens: overrides.max_tokens.or(valid.max_tokens),
-        stop: valid.stop,
-        request_id: caller.request_id.clone(),
-        output: OutputOptions { choices: valid.choices, ..output },
-    };
-    let prepared = state.backend.prepare(request).await?;
-    Ok(state.gateway.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await?)
-}
 
 /// One finished choice.
 #[derive(Debug, Default)]

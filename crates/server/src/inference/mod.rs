@@ -80,35 +80,6 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         }))
 }
 
-/// A one-shot chat on behalf of a Control Plane user (`POST /v1/models/{id}:chat`):
-/// one user message, default sampling, metered, limited and billed like any request. Its
-/// limit buckets and usage records name the pseudo key `control-plane:<user id>`.
-pub async fn one_shot_chat(
-    state: &AppState,
-    principal: tm_control::Principal,
-    model: String,
-    message: String,
-) -> Result<String, ApiError> {
-    let key_id = format!("control-plane:{}", principal.user_id);
-    let holder = tm_control::keys::KeyHolder { principal, key_id };
-    let scopes = state.gateway.scopes(&holder).await?;
-    state.gateway.check_request(&scopes)?;
-    let caller = auth::Caller { holder, scopes, request_id: uuid::Uuid::new_v4().to_string() };
-    let messages = vec![serde_json::json!({"role": "user", "content": message})];
-    let generation = generation::start(
-        state,
-        &caller,
-        model,
-        tm_backend::PromptInput::Chat(messages),
-        tm_api::SamplingRequest::default(),
-        generation::Overrides::default(),
-        tm_backend::OutputOptions::default(),
-    )
-    .await?;
-    let mut done = generation::collect(generation).await?;
-    Ok(std::mem::take(&mut done.choices[0].text))
-}
-
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -125,9 +96,4 @@ pub fn request_id(headers: &axum::http::HeaderMap) -> String {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
-}
-
-/// A seed for requests that do not set one.
-fn random_seed() -> u32 {
-    uuid::Uuid::new_v4().as_u128() as u32
 }

@@ -12,15 +12,20 @@ use serde_json::{json, Value};
 use tm_api::{ResponsesRequest, ResponsesTextFormat, SamplingRequest};
 use tm_backend::validate::{self, ToolsShape};
 use tm_backend::{GenerationEvent, Output, OutputFormat, OutputOptions, PromptInput, ToolChoice, Tools};
+use tm_gateway::{Ask, Overrides};
 
-use super::auth::Caller;
+use super::auth::Authenticated;
 use super::error::ApiError;
-use super::generation::{self, collect, sse, Overrides};
+use super::generation::{self, collect, sse};
 use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 use output::{Item, Shell, Writer};
 
-pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBody) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
     let req: ResponsesRequest = body.parse()?;
     let sampling: SamplingRequest = body.parse()?;
     if sampling.n.is_some_and(|n| n != 1) {
@@ -59,8 +64,8 @@ pub async fn create(State(state): State<AppState>, caller: Caller, body: JsonBod
     let messages = input::messages(req.instructions, req.input)?;
     let output = OutputOptions { tools, ..OutputOptions::default() };
     let overrides = Overrides { max_tokens: max_output, format: output_format };
-    let generation =
-        generation::start(&state, &caller, req.model, PromptInput::Chat(messages), sampling, overrides, output).await?;
+    let ask = Ask { model: req.model, prompt: PromptInput::Chat(messages), sampling, overrides, output };
+    let generation = state.gateway.start(&caller, ask).await?;
     if !req.stream {
         let mut done = collect(generation).await?;
         let choice = done.choices.swap_remove(0);

@@ -1,0 +1,104 @@
+//! The path from an authenticated request to a metered generation, for every surface that
+//! starts one (the OpenAI routes, the Control Plane's `models/{id}:chat`), as TGI's `Infer`
+//! is for its router: validate the sampling fields, prepare (render the chat template,
+//! tokenize, size), admit (price, token limits, hold) and launch. The surfaces map the
+//! typed [`GatewayError`] to their own HTTP errors.
+
+use tm_api::SamplingRequest;
+use tm_backend::{validate, GenerateRequest, GenerationEvent, Output, OutputFormat, OutputOptions, PromptInput};
+use tm_control::keys::KeyHolder;
+use tm_control::Principal;
+
+use crate::meter::{Gateway, Metered, Scopes};
+use crate::GatewayError;
+
+/// Who a generation is for: the key holder (billed), their limit buckets, and the
+/// request's id (its settlement key).
+pub struct Caller {
+    pub holder: KeyHolder,
+    pub scopes: Scopes,
+    pub request_id: String,
+}
+
+/// What a surface sets in its own fields rather than in the shared sampling ones.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Responses' `max_output_tokens`.
+    pub max_tokens: Option<u32>,
+    /// Responses' `text.format`.
+    pub format: Option<OutputFormat>,
+}
+
+/// A generation to start, as a surface received it.
+pub struct Ask {
+    pub model: String,
+    pub prompt: PromptInput,
+    /// The shared sampling fields, not yet validated.
+    pub sampling: SamplingRequest,
+    pub overrides: Overrides,
+    /// `choices` is taken from the sampling fields' `n`.
+    pub output: OutputOptions,
+}
+
+impl Gateway {
+    /// Validates, prepares, admits and launches `ask` for `caller`. Nothing runs, and
+    /// nothing is billed, when any step refuses.
+    pub async fn start(&self, caller: &Caller, ask: Ask) -> Result<Metered, GatewayError> {
+        let Ask { model, prompt, sampling, overrides, output } = ask;
+        let mut valid = validate::sampling(sampling, random_seed())?;
+        if let Some(format) = overrides.format {
+            valid.sampling.format = format;
+        }
+        let request = GenerateRequest {
+            model,
+            prompt,
+            sampling: valid.sampling,
+            max_tokens: overrides.max_tokens.or(valid.max_tokens),
+            stop: valid.stop,
+            request_id: caller.request_id.clone(),
+            output: OutputOptions { choices: valid.choices, ..output },
+        };
+        let prepared = self.backend().prepare(request).await?;
+        self.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await
+    }
+
+    /// One user message to `model` through the metered path, as a signed-in user (the
+    /// Control Plane's `models/{id}:chat`): the same limits, hold and usage record as an
+    /// API request, under the pseudo key `control-plane:<user id>`. The answer's text.
+    pub async fn one_shot_chat(
+        &self,
+        principal: Principal,
+        model: String,
+        message: String,
+    ) -> Result<String, GatewayError> {
+        let key_id = format!("control-plane:{}", principal.user_id);
+        let holder = KeyHolder { principal, key_id };
+        let scopes = self.scopes(&holder).await?;
+        self.check_request(&scopes)?;
+        let caller = Caller { holder, scopes, request_id: uuid::Uuid::new_v4().to_string() };
+        let messages = vec![serde_json::json!({"role": "user", "content": message})];
+        let ask = Ask {
+            model,
+            prompt: PromptInput::Chat(messages),
+            sampling: SamplingRequest::default(),
+            overrides: Overrides::default(),
+            output: OutputOptions::default(),
+        };
+        let mut generation = self.start(&caller, ask).await?;
+        let mut text = String::new();
+        while let Some(event) = generation.recv().await {
+            match event {
+                GenerationEvent::Output { choice: 0, output: Output::Text { text: t, .. } } => text.push_str(&t),
+                GenerationEvent::Finished { .. } => return Ok(text),
+                GenerationEvent::Failed(e) => return Err(GatewayError::Internal(e)),
+                _ => {}
+            }
+        }
+        Err(GatewayError::Internal("the engine dropped the request".into()))
+    }
+}
+
+/// The seed of a request that sets none.
+fn random_seed() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}
