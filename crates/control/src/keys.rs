@@ -2,7 +2,7 @@
 //! every inference request through a small cache that deletions invalidate at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use tm_store::api_keys::ApiKeyRow;
 
@@ -42,22 +42,19 @@ pub(crate) struct KeyCache(Mutex<HashMap<String, Cached>>);
 
 impl KeyCache {
     fn get(&self, public_id: &str) -> Option<Cached> {
-        self.0.lock().ok()?.get(public_id).cloned()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(public_id).cloned()
     }
 
     fn put(&self, public_id: String, entry: Cached) {
-        if let Ok(mut map) = self.0.lock() {
-            if map.len() >= MAX_CACHED {
-                map.clear();
-            }
-            map.insert(public_id, entry);
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_CACHED {
+            map.clear();
         }
+        map.insert(public_id, entry);
     }
 
     fn forget(&self, public_id: &str) {
-        if let Ok(mut map) = self.0.lock() {
-            map.remove(public_id);
-        }
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(public_id);
     }
 }
 

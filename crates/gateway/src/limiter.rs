@@ -6,7 +6,7 @@
 //! enforces its own limits.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const MINUTE: f64 = 60.0;
@@ -90,7 +90,7 @@ impl RateLimiter {
     /// Takes `amount` from every scope, or from none when one of them cannot cover it.
     /// Unlimited scopes (limit 0) are skipped.
     pub fn take(&self, scopes: &[Scope], amount: u64, now: Instant) -> Result<(), Refusal> {
-        let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let amount = amount as f64;
         let mut current = Vec::with_capacity(scopes.len());
         for scope in scopes.iter().filter(|s| s.limit > 0) {
@@ -121,7 +121,7 @@ impl RateLimiter {
 
     /// Returns what was taken but not used (a request's unused `max_tokens`).
     pub fn give_back(&self, scopes: &[Scope], amount: u64, now: Instant) {
-        let Ok(mut buckets) = self.buckets.lock() else { return };
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         for scope in scopes.iter().filter(|s| s.limit > 0) {
             if let Some(b) = buckets.get_mut(&scope.name) {
                 let mut refilled = b.refilled(scope.limit as f64, now);
@@ -133,7 +133,7 @@ impl RateLimiter {
 
     /// The tightest of `scopes` (None when all are unlimited).
     pub fn headroom(&self, scopes: &[Scope], now: Instant) -> Option<Headroom> {
-        let buckets = self.buckets.lock().ok()?;
+        let buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         scopes
             .iter()
             .filter(|s| s.limit > 0)
@@ -173,6 +173,25 @@ mod tests {
         let h = limiter.headroom(&s, t0 + Duration::from_secs(6)).unwrap();
         assert_eq!((h.limit, h.remaining), (10, 0));
         assert_eq!(h.reset, Duration::from_secs(60));
+    }
+
+    /// A panic while a lock was held (a bug elsewhere) must not turn the limits off: the
+    /// buckets are read as they were. Before, a poisoned lock let every request through.
+    #[test]
+    fn a_poisoned_lock_still_enforces_the_limits() {
+        let limiter = std::sync::Arc::new(RateLimiter::default());
+        let t0 = Instant::now();
+        let s = [scope("k", 2)];
+        assert!(limiter.take(&s, 2, t0).is_ok());
+        let poisoner = limiter.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.buckets.lock();
+            panic!("poisons the lock");
+        })
+        .join();
+        assert!(limiter.buckets.is_poisoned());
+        assert!(matches!(limiter.take(&s, 1, t0), Err(Refusal::Wait { .. })));
+        assert_eq!(limiter.headroom(&s, t0).map(|h| h.remaining), Some(0));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tm_backend::{Backend, Generation, GenerationEvent, Prepared};
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
-use crate::settler::{Pending, Settler, Ticket};
+use crate::settler::{Bill, Pending, Settler};
 use crate::wallet::Wallets;
 use crate::GatewayError;
 
@@ -168,7 +168,7 @@ impl Gateway {
                 return Err(e.into());
             }
         };
-        let ticket = Ticket {
+        let bill = Bill {
             request_id: request_id.to_owned(),
             user_id: user_id.clone(),
             key_id: holder.key_id.clone(),
@@ -179,7 +179,7 @@ impl Gateway {
             reserved_tokens: tokens,
             token_scopes: scopes.tokens.to_vec(),
         };
-        Ok(Metered::new(generation, ticket, self))
+        Ok(Metered::new(generation, bill, self))
     }
 
     /// The caller's limit buckets.
@@ -225,18 +225,18 @@ impl Gateway {
 
     async fn user_override(&self, user_id: &str) -> Result<LimitOverride, GatewayError> {
         let now = Instant::now();
-        if let Some((o, at)) = self.inner.overrides.lock().ok().and_then(|m| m.get(user_id).copied()) {
+        if let Some((o, at)) = self.inner.overrides.lock().unwrap_or_else(PoisonError::into_inner).get(user_id).copied()
+        {
             if now.duration_since(at) < OVERRIDE_TTL {
                 return Ok(o);
             }
         }
         let o = self.inner.store.rate_limits().get(user_id).await.map_err(|e| GatewayError::Internal(e.to_string()))?;
-        if let Ok(mut m) = self.inner.overrides.lock() {
-            if m.len() > 100_000 {
-                m.clear();
-            }
-            m.insert(user_id.to_owned(), (o, now));
+        let mut m = self.inner.overrides.lock().unwrap_or_else(PoisonError::into_inner);
+        if m.len() > 100_000 {
+            m.clear();
         }
+        m.insert(user_id.to_owned(), (o, now));
         Ok(o)
     }
 }
@@ -267,13 +267,13 @@ pub struct Metered {
 }
 
 impl Metered {
-    fn new(generation: Generation, ticket: Ticket, gateway: &Gateway) -> Metered {
+    fn new(generation: Generation, bill: Bill, gateway: &Gateway) -> Metered {
         let Generation { events, receipt, .. } = generation;
         let running = gateway.inner.running.clone();
         running.fetch_add(1, Ordering::AcqRel);
         Metered {
             events,
-            pending: Some(Pending { ticket, receipt }),
+            pending: Some(Pending { bill, receipt }),
             settle: gateway.inner.settle.clone(),
             stop: gateway.inner.stop.clone(),
             stopped: false,
@@ -304,7 +304,7 @@ impl Drop for Metered {
             if let Err(lost) = self.settle.send(pending) {
                 // Only when the settler is gone (shutdown past its deadline): the hold stays
                 // and is voided at the next start, so the request is not charged.
-                warn!(request_id = %lost.0.ticket.request_id, "settler gone; request left unsettled");
+                warn!(request_id = %lost.0.bill.request_id, "settler gone; request left unsettled");
             }
         }
     }

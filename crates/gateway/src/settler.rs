@@ -1,4 +1,4 @@
-//! Settlement off the request path. Each finished (or abandoned) request sends its ticket
+//! Settlement off the request path. Each finished (or abandoned) request sends its bill
 //! and engine receipt here; receipts that have arrived are priced and written in one
 //! transaction per batch, so the database sees one commit per batch, not per request and
 //! never per token.
@@ -31,9 +31,9 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// requests then go unbilled (logged) and what was held for them goes back to the leases.
 const MAX_ATTEMPTS: u32 = 8;
 
-/// What the settler needs to charge a request.
+/// What the settler needs to bill a request (its price, hold and who pays).
 #[derive(Debug, Clone)]
-pub(crate) struct Ticket {
+pub(crate) struct Bill {
     pub request_id: String,
     pub user_id: String,
     pub key_id: String,
@@ -48,7 +48,7 @@ pub(crate) struct Ticket {
 }
 
 pub(crate) struct Pending {
-    pub ticket: Ticket,
+    pub bill: Bill,
     pub receipt: oneshot::Receiver<Receipt>,
 }
 
@@ -136,7 +136,7 @@ impl Settler {
         debug!("settler done");
     }
 
-    async fn settle(&self, batch: Vec<(Ticket, Receipt)>) {
+    async fn settle(&self, batch: Vec<(Bill, Receipt)>) {
         let finished_at = self.control.now_ms();
         let rows: Vec<UsageRow> = batch.iter().map(|(t, r)| usage_row(t, r, finished_at)).collect();
         for r in &rows {
@@ -155,9 +155,9 @@ impl Settler {
             );
         }
         let now = Instant::now();
-        for (ticket, receipt) in &batch {
+        for (bill, receipt) in &batch {
             let used = receipt.usage.prompt_tokens + receipt.usage.completion_tokens;
-            self.limiter.give_back(&ticket.token_scopes, ticket.reserved_tokens.saturating_sub(used), now);
+            self.limiter.give_back(&bill.token_scopes, bill.reserved_tokens.saturating_sub(used), now);
         }
         let mut backoff = Duration::from_millis(50);
         let mut outcomes = vec![Settled::Duplicate; rows.len()];
@@ -176,23 +176,23 @@ impl Settler {
             }
         }
         // What was not charged goes back to the user's lease.
-        for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
+        for ((bill, _), outcome) in batch.iter().zip(outcomes) {
             let charged = match outcome {
                 Settled::Charged { charged_nanos } => Nanos(charged_nanos),
                 Settled::Duplicate => Nanos::ZERO,
             };
-            self.wallets.finish(&ticket.user_id, ticket.hold, charged).await;
+            self.wallets.finish(&bill.user_id, bill.hold, charged).await;
         }
     }
 }
 
 /// Waits for the engine's receipt; an engine that vanished without one counts nothing.
-async fn receipt_of(p: Pending) -> (Ticket, Receipt) {
+async fn receipt_of(p: Pending) -> (Bill, Receipt) {
     let receipt = p.receipt.await.unwrap_or_default();
-    (p.ticket, receipt)
+    (p.bill, receipt)
 }
 
-fn usage_row(t: &Ticket, r: &Receipt, finished_at: i64) -> UsageRow {
+fn usage_row(t: &Bill, r: &Receipt, finished_at: i64) -> UsageRow {
     let u = r.usage;
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     UsageRow {

@@ -9,7 +9,7 @@
 //! for a while are given back; a killed process's leases are voided at the next start.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tm_money::Nanos;
@@ -33,18 +33,18 @@ pub(crate) struct Wallets {
 }
 
 impl Wallets {
-    fn lease(&self, user_id: &str) -> Option<Arc<tokio::sync::Mutex<Lease>>> {
-        let mut leases = self.leases.lock().ok()?;
+    fn lease(&self, user_id: &str) -> Arc<tokio::sync::Mutex<Lease>> {
+        let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
         let lease = leases.entry(user_id.to_owned()).or_insert_with(|| {
             Arc::new(tokio::sync::Mutex::new(Lease { free: Nanos::ZERO, in_flight: 0, last_used: Instant::now() }))
         });
-        Some(lease.clone())
+        lease.clone()
     }
 
     /// Promises `amount` of the user's money to a request. False when the account cannot
     /// cover it.
     pub async fn take(&self, store: &Store, user_id: &str, amount: Nanos) -> Result<bool, StoreError> {
-        let Some(lease) = self.lease(user_id) else { return Ok(false) };
+        let lease = self.lease(user_id);
         // Held across the database call: concurrent requests of one user wait for one
         // top-up instead of each making their own.
         let mut lease = lease.lock().await;
@@ -68,16 +68,13 @@ impl Wallets {
 
     /// Held for the user and promised to no request.
     pub async fn free(&self, user_id: &str) -> Nanos {
-        match self.lease(user_id) {
-            Some(lease) => lease.lock().await.free,
-            None => Nanos::ZERO,
-        }
+        self.lease(user_id).lock().await.free
     }
 
     /// A request ended: of the `amount` it was promised, `charged` left the account with
     /// its settlement; the rest goes back to the lease.
     pub async fn finish(&self, user_id: &str, amount: Nanos, charged: Nanos) {
-        let Some(lease) = self.lease(user_id) else { return };
+        let lease = self.lease(user_id);
         let mut lease = lease.lock().await;
         lease.free += amount - charged.clamp(Nanos::ZERO, amount);
         lease.in_flight = lease.in_flight.saturating_sub(1);
@@ -87,10 +84,13 @@ impl Wallets {
     /// Gives back to their accounts the leases unused for `idle` (all of them with
     /// `Duration::ZERO` and nothing in flight).
     pub async fn release_idle(&self, store: &Store, idle: Duration) {
-        let leases: Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> = match self.leases.lock() {
-            Ok(l) => l.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => return,
-        };
+        let leases: Vec<(String, Arc<tokio::sync::Mutex<Lease>>)> = self
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (user_id, lease) in leases {
             let mut l = lease.lock().await;
             if l.in_flight > 0 || l.last_used.elapsed() < idle {
@@ -104,11 +104,10 @@ impl Wallets {
                 l.free = Nanos::ZERO;
             }
             drop(l);
-            if let Ok(mut map) = self.leases.lock() {
-                // Forget it unless a request took it up meanwhile.
-                if map.get(&user_id).is_some_and(|a| Arc::ptr_eq(a, &lease) && Arc::strong_count(a) == 2) {
-                    map.remove(&user_id);
-                }
+            let mut map = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            // Forget it unless a request took it up meanwhile.
+            if map.get(&user_id).is_some_and(|a| Arc::ptr_eq(a, &lease) && Arc::strong_count(a) == 2) {
+                map.remove(&user_id);
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
@@ -47,7 +47,7 @@ impl ModelLogs {
     }
 
     pub fn push(&self, model: &str, entry: Entry) {
-        let Ok(mut all) = self.0.lock() else { return };
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let lines = all.entry(model.to_owned()).or_default();
         if lines.len() == PER_MODEL {
             lines.pop_front();
@@ -56,7 +56,7 @@ impl ModelLogs {
     }
 
     pub fn query(&self, q: Query<'_>) -> Vec<Entry> {
-        let Ok(all) = self.0.lock() else { return Vec::new() };
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(lines) = all.get(q.model) else { return Vec::new() };
         let visible = |e: &&Entry| {
             e.user.as_deref().is_none_or(|u| u == q.user)

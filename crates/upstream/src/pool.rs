@@ -2,7 +2,7 @@
 //! health checks and passive outlier ejection).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::{EndpointConfig, HealthConfig};
@@ -62,7 +62,12 @@ impl Endpoint {
     /// Passes the active check and is not ejected.
     pub fn healthy(&self, now: Instant) -> bool {
         self.checked_ok.load(Ordering::Relaxed)
-            && self.passive.lock().map_or(true, |p| p.ejected_until.is_none_or(|until| now >= until))
+            && self
+                .passive
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .ejected_until
+                .is_none_or(|until| now >= until)
     }
 
     /// Healthy with a free request slot.
@@ -79,16 +84,15 @@ impl Endpoint {
     }
 
     pub fn record_success(&self) {
-        if let Ok(mut p) = self.passive.lock() {
-            p.failures_in_a_row = 0;
-            p.ejections_in_a_row = 0;
-        }
+        let mut p = self.passive.lock().unwrap_or_else(PoisonError::into_inner);
+        p.failures_in_a_row = 0;
+        p.ejections_in_a_row = 0;
     }
 
     /// A failed request (no connection, 5xx, broken stream); enough in a row eject the
     /// endpoint. Returns true when this failure ejected it.
     pub fn record_failure(&self, health: &HealthConfig, now: Instant) -> bool {
-        let Ok(mut p) = self.passive.lock() else { return false };
+        let mut p = self.passive.lock().unwrap_or_else(PoisonError::into_inner);
         if p.ejected_until.is_some_and(|until| now < until) {
             return false;
         }
@@ -159,15 +163,14 @@ impl RetryBudget {
     }
 
     pub fn record_request(&self, now: Instant) {
-        if let Ok(mut s) = self.state.lock() {
-            self.roll(&mut s, now);
-            s.requests += 1;
-        }
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.roll(&mut s, now);
+        s.requests += 1;
     }
 
     /// Takes one retry from the budget, if it has one.
     pub fn try_retry(&self, now: Instant) -> bool {
-        let Ok(mut s) = self.state.lock() else { return false };
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         self.roll(&mut s, now);
         let past = 1.0 - (now.duration_since(s.started).as_secs_f64() / self.window.as_secs_f64()).min(1.0);
         let requests = s.requests as f64 + s.previous.0 as f64 * past;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::config::Routing;
@@ -114,16 +114,14 @@ impl Router {
     /// Remembers that `endpoint` now holds the prompt's blocks.
     pub fn served(&self, hashes: &[u64], endpoint: usize) {
         if self.policy == Routing::Prefix && !hashes.is_empty() {
-            if let Ok(mut index) = self.index.lock() {
-                index.record(hashes, endpoint);
-            }
+            self.index.lock().unwrap_or_else(PoisonError::into_inner).record(hashes, endpoint);
         }
     }
 
     fn by_prefix(&self, hashes: &[u64], by_load: &[usize], now: Instant) -> Option<usize> {
         let least = *by_load.first()?;
         let least_load = self.endpoints[least].load();
-        let index = self.index.lock().ok()?;
+        let index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
         let matched = index.matched_blocks(hashes, self.endpoints.len());
         // Longest match among available endpoints not too far above the least loaded;
         // ties go to the less loaded (by_load's order).

@@ -7,7 +7,7 @@ pub mod gpu;
 pub mod views;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use tm_money::{Nanos, Price};
 use tm_store::ledger::{Account, Credit, CreditOutcome};
@@ -58,16 +58,19 @@ impl Control {
     /// is not served).
     pub async fn active_price(&self, model: &str) -> Result<Option<ActivePrice>, ControlError> {
         let now = self.now();
-        if let Some((price, at)) = self.price_cache.0.lock().ok().and_then(|m| m.get(model).cloned()) {
+        if let Some((price, at)) = self.price_cache.0.lock().unwrap_or_else(PoisonError::into_inner).get(model).cloned()
+        {
             if now - at < millis(self.settings.key_cache_ttl) {
                 return Ok(price);
             }
         }
         let row = self.store.pricing().active(model).await?;
         let price = row.map(|r| ActivePrice { price: price_of(&r), name: r.name });
-        if let Ok(mut cache) = self.price_cache.0.lock() {
-            cache.insert(model.to_owned(), (price.clone(), now));
-        }
+        self.price_cache
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(model.to_owned(), (price.clone(), now));
         Ok(price)
     }
 
@@ -159,9 +162,7 @@ impl Control {
     }
 
     fn forget_prices(&self) {
-        if let Ok(mut cache) = self.price_cache.0.lock() {
-            cache.clear();
-        }
+        self.price_cache.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     pub async fn balance(&self, caller: &Principal, user_id: Option<&str>) -> Result<Account, ControlError> {

@@ -7,7 +7,7 @@ use tm_control::activity::Query;
 use tm_store::activities::ActivityRow;
 
 use super::error::CpError;
-use super::extract::{Caller, Params};
+use super::extract::{Params, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
 
@@ -15,7 +15,7 @@ const MAX_PAGE_SIZE: i64 = 500;
 
 pub async fn list(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let (page, size) = params.page(50, MAX_PAGE_SIZE)?;
@@ -33,7 +33,7 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     Ok(Json(json!({"activity": activity(&state.control.activity(&me, &id).await?)})))

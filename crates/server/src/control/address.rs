@@ -7,12 +7,12 @@ use serde_json::{json, Value};
 use tm_control::billing::address::Address;
 
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::ControlState;
 
 pub async fn get(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let a = state.control.billing_address(&me, params.str("userId")).await?;
@@ -52,7 +52,7 @@ pub struct Fields {
 
 pub async fn put(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(u): Body<Update>,
 ) -> Result<Json<Value>, CpError> {
     let f = u.address.ok_or_else(|| CpError::invalid("address", "is required"))?;

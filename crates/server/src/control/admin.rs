@@ -7,14 +7,14 @@ use serde_json::{json, Value};
 use tm_control::Role;
 
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::{wire, ControlState};
 
 const MAX_PAGE_SIZE: i64 = 500;
 
 pub async fn list_users(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let (page, size) = params.page(50, MAX_PAGE_SIZE)?;
@@ -32,7 +32,7 @@ pub struct ChangeRole {
 
 pub async fn change_role(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(c): Body<ChangeRole>,
 ) -> Result<Json<Value>, CpError> {
     let role = Role::parse(&c.target_user_role).ok_or_else(|| {

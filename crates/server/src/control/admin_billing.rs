@@ -10,7 +10,7 @@ use tm_control::billing::PricePatch;
 
 use super::billing::{price, pricing_list, spending};
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::wire::{money, parse_money};
 use super::ControlState;
 
@@ -18,7 +18,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub async fn list_pricing(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
@@ -27,7 +27,7 @@ pub async fn list_pricing(
 
 pub async fn create_pricing(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, CpError> {
     let row = state.control.create_pricing(&me, price_patch(&body)?).await?;
@@ -36,7 +36,7 @@ pub async fn create_pricing(
 
 pub async fn update_pricing(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, CpError> {
     let row = state.control.update_pricing(&me, price_patch(&body)?).await?;
@@ -45,7 +45,7 @@ pub async fn update_pricing(
 
 pub async fn delete_pricing(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     state.control.delete_pricing(&me, params.str("id").unwrap_or_default()).await?;
@@ -91,7 +91,7 @@ pub struct Targets {
 
 pub async fn balances(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(t): Body<Targets>,
 ) -> Result<Json<Value>, CpError> {
     let balances = state.control.balances(&me, &t.target_user_ids).await?;
@@ -111,7 +111,7 @@ pub struct AddBalance {
 /// Money-moving: an `Idempotency-Key` header makes retries safe (Stripe's rules).
 pub async fn add_balance(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     headers: HeaderMap,
     Body(a): Body<AddBalance>,
 ) -> Result<Json<Value>, CpError> {
@@ -136,7 +136,7 @@ pub async fn add_balance(
 
 pub async fn spending_summaries(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(t): Body<Targets>,
 ) -> Result<Json<Value>, CpError> {
     let summaries = state.control.spendings(&me, &t.target_user_ids).await?;

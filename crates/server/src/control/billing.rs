@@ -9,7 +9,7 @@ use tm_money::Nanos;
 use tm_store::pricing::PriceRow;
 
 use super::error::CpError;
-use super::extract::{Caller, Params};
+use super::extract::{Params, SignedIn};
 use super::wire::{money, parse_timestamp, timestamp};
 use super::ControlState;
 
@@ -18,7 +18,7 @@ const MAX_PAGE_SIZE: i64 = 500;
 
 pub async fn balance(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let account = state.control.balance(&me, params.str("userId")).await?;
@@ -28,7 +28,7 @@ pub async fn balance(
 /// Token-paged: `pageToken` is the offset the previous page ended at.
 pub async fn transactions(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let size = params.int("pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)? as usize;
@@ -81,7 +81,7 @@ fn transaction(t: &Transaction) -> Value {
 
 pub async fn spending_summary(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let s = state.control.spending(&me, params.str("userId")).await?;
@@ -94,7 +94,7 @@ pub fn spending(s: &tm_control::billing::Spending) -> Value {
 
 pub async fn spending_history(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let buckets = state.control.spending_history(&me, params.str("userId")).await?;
@@ -110,7 +110,7 @@ pub async fn spending_history(
 
 pub async fn usage_history(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let bucket = match params.str("bucket") {
@@ -139,7 +139,7 @@ pub async fn usage_history(
     Ok(Json(json!({"rows": rows})))
 }
 
-pub async fn pricing(State(state): State<ControlState>, _: Caller, params: Params) -> Result<Json<Value>, CpError> {
+pub async fn pricing(State(state): State<ControlState>, _: SignedIn, params: Params) -> Result<Json<Value>, CpError> {
     pricing_list(&state, &params).await
 }
 

@@ -13,15 +13,15 @@ use super::error::CpError;
 use super::ControlState;
 use crate::bearer::bearer;
 
-/// The caller behind the `Authorization: Bearer <access token>` header.
-pub struct Caller(pub Principal);
+/// The signed-in caller behind the `Authorization: Bearer <access token>` header.
+pub struct SignedIn(pub Principal);
 
-impl FromRequestParts<ControlState> for Caller {
+impl FromRequestParts<ControlState> for SignedIn {
     type Rejection = CpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ControlState) -> Result<Self, CpError> {
         let token = bearer(&parts.headers).ok_or(CpError(ControlError::Unauthenticated))?;
-        Ok(Caller(state.control.authenticate_access_token(token).await?))
+        Ok(SignedIn(state.control.authenticate_access_token(token).await?))
     }
 }
 

@@ -7,13 +7,13 @@ use tm_control::billing::gpu::GpuPricePatch;
 use tm_store::gpu_pricing::GpuPriceRow;
 
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::wire::{money, parse_money, timestamp};
 use super::ControlState;
 
 pub async fn list(
     State(state): State<ControlState>,
-    Caller(_): Caller,
+    SignedIn(_): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let rows = state
@@ -25,7 +25,7 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
@@ -35,7 +35,7 @@ pub async fn create(
 
 pub async fn update(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
@@ -45,7 +45,7 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path((gpu_type, cloud_provider)): Path<(String, String)>,
 ) -> Result<Json<Value>, CpError> {
     state.control.delete_gpu_pricing(&me, &gpu_type, &cloud_provider).await?;

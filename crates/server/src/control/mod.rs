@@ -1,6 +1,6 @@
 //! The Control Plane listener: browser login, users, API keys, billing, support,
 //! activities, products, observability, admin. Handlers take a
-//! [`extract::Caller`] (access token) and return [`error::CpError`], the one status
+//! [`extract::SignedIn`] (access token) and return [`error::CpError`], the one status
 //! mapping of this surface.
 
 mod activities;

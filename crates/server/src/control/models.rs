@@ -13,7 +13,7 @@ use tm_gateway::GatewayError;
 use tm_store::deployments::DeploymentRow;
 
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
 
@@ -23,7 +23,7 @@ const MAX_CHAT_CHARS: usize = 100_000;
 
 pub async fn list(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let rows = state.control.deployments(&me, params.str("userId")).await?;
@@ -32,7 +32,7 @@ pub async fn list(
 
 pub async fn admin_list(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
@@ -43,7 +43,7 @@ pub async fn admin_list(
 
 pub async fn get(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     let row = state.control.deployment(&me, &id).await?;
@@ -52,7 +52,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     state.control.delete_deployment(&me, &id).await?;
@@ -61,11 +61,11 @@ pub async fn delete(
 
 pub async fn admin_delete(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
-    delete(State(state), Caller(me), Path(id)).await
+    delete(State(state), SignedIn(me), Path(id)).await
 }
 
 #[derive(Deserialize)]
@@ -84,7 +84,7 @@ pub struct Deploy {
 
 pub async fn deploy(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(d): Body<Deploy>,
 ) -> Result<Json<Value>, CpError> {
     let new = NewDeployment {
@@ -112,7 +112,7 @@ pub struct Validate {
 
 pub async fn validate(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(v): Body<Validate>,
 ) -> Result<Json<Value>, CpError> {
     let free = state.control.deployment_name_free(&me, v.user_id.as_deref(), &v.model_name).await?;
@@ -129,7 +129,7 @@ pub struct SearchByInfra {
 /// The caller's deployments whose `infra` has every field the query gives, equal.
 pub async fn search_by_infra(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(q): Body<SearchByInfra>,
 ) -> Result<Json<Value>, CpError> {
     let wanted = q.infra.ok_or_else(|| CpError::invalid("infra", "is required"))?;
@@ -155,7 +155,7 @@ pub struct Check {
 /// the KV cache alone (what an offloading cache such as LMCache holds), in GiB.
 pub async fn check(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(c): Body<Check>,
 ) -> Result<Json<Value>, CpError> {
     if c.model_id.trim().is_empty() {
@@ -185,7 +185,7 @@ pub struct ChatBody {
 /// `POST /v1/models/{id}:chat`: the id and the custom verb share the last segment.
 pub async fn post_verb(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(segment): Path<String>,
     Body(b): Body<ChatBody>,
 ) -> Result<Json<Value>, CpError> {

@@ -7,14 +7,14 @@ use serde_json::{json, Value};
 use tm_control::observability::{Series, Window};
 
 use super::error::CpError;
-use super::extract::{Caller, Params};
+use super::extract::{Params, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
 use crate::model_logs::{ModelLogs, Query};
 
 pub async fn user_metrics(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let series = state.control.user_metrics(&me, params.str("userId"), window(&params)?).await?;
@@ -23,7 +23,7 @@ pub async fn user_metrics(
 
 pub async fn deployment_metrics(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
@@ -35,7 +35,7 @@ pub async fn deployment_metrics(
 /// (default 100).
 pub async fn deployment_logs(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<Value>, CpError> {

@@ -7,16 +7,16 @@ use tm_control::products::ProductPatch;
 use tm_store::products::ProductRow;
 
 use super::error::CpError;
-use super::extract::{Body, Caller};
+use super::extract::{Body, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
 
-pub async fn list(State(state): State<ControlState>, Caller(me): Caller) -> Result<Json<Value>, CpError> {
+pub async fn list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Value>, CpError> {
     let rows = state.control.list_products(&me, false).await?;
     Ok(Json(json!({"products": rows.iter().map(product).collect::<Vec<_>>()})))
 }
 
-pub async fn admin_list(State(state): State<ControlState>, Caller(me): Caller) -> Result<Json<Value>, CpError> {
+pub async fn admin_list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Value>, CpError> {
     let rows = state.control.list_products(&me, true).await?;
     Ok(Json(json!({"products": rows.iter().map(product).collect::<Vec<_>>()})))
 }
@@ -24,7 +24,7 @@ pub async fn admin_list(State(state): State<ControlState>, Caller(me): Caller) -
 /// `{"product": {...}}`, or the product itself.
 pub async fn upsert(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<Value>, CpError> {
     me.require_admin()?;
@@ -69,7 +69,7 @@ pub async fn upsert(
 
 pub async fn delete(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     state.control.delete_product(&me, &id).await?;

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use tm_control::support::Ticket;
 
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
 
@@ -16,7 +16,7 @@ const MAX_PAGE_SIZE: i64 = 100;
 
 pub async fn list(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
@@ -40,7 +40,7 @@ pub struct NewTicket {
 
 pub async fn create(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(t): Body<NewTicket>,
 ) -> Result<Json<Value>, CpError> {
     let message = message_text(&t.message)?;
@@ -51,7 +51,7 @@ pub async fn create(
 
 pub async fn get(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     Ok(Json(json!({"ticket": ticket(&state.control.ticket(&me, &id).await?)})))
@@ -65,7 +65,7 @@ pub struct NewMessage {
 
 pub async fn add_message(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
     Body(m): Body<NewMessage>,
 ) -> Result<Json<Value>, CpError> {
@@ -75,7 +75,7 @@ pub async fn add_message(
 
 pub async fn close(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, CpError> {
     Ok(Json(json!({"ticket": ticket(&state.control.close_ticket(&me, &id).await?)})))
@@ -83,7 +83,7 @@ pub async fn close(
 
 pub async fn submit_reserved_deployment(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(fields): Body<Map<String, Value>>,
 ) -> Result<Json<Value>, CpError> {
     let id = state.control.submit_reserved_deployment(&me, &fields).await?;
@@ -93,7 +93,7 @@ pub async fn submit_reserved_deployment(
 /// `GET /v1/admin/support/reserved-deployments` (ours; the official clients have no list).
 pub async fn list_reserved_deployments(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let (page, size) = params.page(20, MAX_PAGE_SIZE)?;

@@ -8,17 +8,17 @@ use serde_json::{json, Value};
 use tm_store::users::ProfileUpdate;
 
 use super::error::CpError;
-use super::extract::{Body, Caller, Params};
+use super::extract::{Body, Params, SignedIn};
 use super::{wire, ControlState};
 
-pub async fn profile(State(state): State<ControlState>, Caller(me): Caller) -> Result<Json<Value>, CpError> {
+pub async fn profile(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Value>, CpError> {
     let user = state.control.user(&me.user_id).await?;
     Ok(Json(json!({"user": wire::user(&user)})))
 }
 
 pub async fn accept_tos(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let user = state.control.accept_tos(&me, params.str("userId")).await?;
@@ -36,7 +36,7 @@ pub struct Update {
 
 pub async fn update(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Path(user_id): Path<String>,
     Body(u): Body<Update>,
 ) -> Result<Json<Value>, CpError> {
@@ -52,7 +52,7 @@ pub async fn update(
 
 pub async fn list_keys(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let keys = state.control.list_api_keys(&me, params.str("userId"), params.bool("includeDeleted")?).await?;
@@ -73,7 +73,7 @@ pub struct NewKey {
 
 pub async fn create_key(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     Body(k): Body<NewKey>,
 ) -> Result<Json<Value>, CpError> {
     let expires_at = k.expires_at.as_deref().map(|t| wire::parse_timestamp("expiresAt", t)).transpose()?;
@@ -84,7 +84,7 @@ pub async fn create_key(
 
 pub async fn delete_key(
     State(state): State<ControlState>,
-    Caller(me): Caller,
+    SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let key = params.str("apiKey").ok_or_else(|| CpError::invalid("apiKey", "is required"))?;
