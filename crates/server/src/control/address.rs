@@ -9,6 +9,7 @@ use tm_control::billing::address::Address;
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::ControlState;
+use tm_api::control::Empty;
 
 pub async fn get(
     State(state): State<ControlState>,
@@ -54,7 +55,7 @@ pub async fn put(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(u): Body<Update>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     let f = u.address.ok_or_else(|| CpError::invalid("address", "is required"))?;
     let address = Address {
         name: f.name,
@@ -68,5 +69,5 @@ pub async fn put(
         phone: f.phone,
     };
     state.control.set_billing_address(&me, u.user_id.as_deref(), address).await?;
-    Ok(Json(json!({"empty": {}})))
+    Ok(Json(Empty::default()))
 }

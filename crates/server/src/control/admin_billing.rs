@@ -13,6 +13,7 @@ use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::wire::{money, parse_money};
 use super::ControlState;
+use tm_api::control::Empty;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -47,9 +48,9 @@ pub async fn delete_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     state.control.delete_pricing(&me, params.str("id").unwrap_or_default()).await?;
-    Ok(Json(json!({"empty": {}})))
+    Ok(Json(Empty::default()))
 }
 
 /// `{"pricing": {...}}`, or the row itself.

@@ -10,6 +10,7 @@ use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::wire::{money, parse_money, timestamp};
 use super::ControlState;
+use tm_api::control::Empty;
 
 pub async fn list(
     State(state): State<ControlState>,
@@ -47,9 +48,9 @@ pub async fn delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path((gpu_type, cloud_provider)): Path<(String, String)>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     state.control.delete_gpu_pricing(&me, &gpu_type, &cloud_provider).await?;
-    Ok(Json(json!({"empty": {}})))
+    Ok(Json(Empty::default()))
 }
 
 /// `{"pricing": {...}}`, or the price itself.

@@ -16,6 +16,7 @@ use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
+use tm_api::control::Empty;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const MAX_ADMIN_PAGE: i64 = 500;
@@ -54,16 +55,16 @@ pub async fn delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     state.control.delete_deployment(&me, &id).await?;
-    Ok(Json(json!({"empty": {}})))
+    Ok(Json(Empty::default()))
 }
 
 pub async fn admin_delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     me.require_admin()?;
     delete(State(state), SignedIn(me), Path(id)).await
 }

@@ -4,25 +4,25 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use tm_api::control::{ApiKeyReply, ApiKeys, Empty, UserReply};
 use tm_store::users::ProfileUpdate;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::{wire, ControlState};
 
-pub async fn profile(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Value>, CpError> {
+pub async fn profile(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<UserReply>, CpError> {
     let user = state.control.user(&me.user_id).await?;
-    Ok(Json(json!({"user": wire::user(&user)})))
+    Ok(Json(UserReply { user: wire::user(&user) }))
 }
 
 pub async fn accept_tos(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<UserReply>, CpError> {
     let user = state.control.accept_tos(&me, params.str("userId")).await?;
-    Ok(Json(json!({"user": wire::user(&user)})))
+    Ok(Json(UserReply { user: wire::user(&user) }))
 }
 
 #[derive(Deserialize)]
@@ -39,7 +39,7 @@ pub async fn update(
     SignedIn(me): SignedIn,
     Path(user_id): Path<String>,
     Body(u): Body<Update>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     let update = ProfileUpdate {
         first_name: u.first_name,
         last_name: u.last_name,
@@ -47,17 +47,16 @@ pub async fn update(
         company: u.company,
     };
     state.control.update_profile(&me, &user_id, update).await?;
-    Ok(Json(json!({"empty": {}})))
+    Ok(Json(Empty::default()))
 }
 
 pub async fn list_keys(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ApiKeys>, CpError> {
     let keys = state.control.list_api_keys(&me, params.str("userId"), params.bool("includeDeleted")?).await?;
-    let keys: Vec<Value> = keys.iter().map(|k| wire::api_key(k, &k.public_id)).collect();
-    Ok(Json(json!({"apiKeys": keys})))
+    Ok(Json(ApiKeys { api_keys: keys.iter().map(|k| wire::api_key(k, &k.public_id)).collect() }))
 }
 
 #[derive(Deserialize)]
@@ -75,19 +74,19 @@ pub async fn create_key(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(k): Body<NewKey>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ApiKeyReply>, CpError> {
     let expires_at = k.expires_at.as_deref().map(|t| wire::parse_timestamp("expiresAt", t)).transpose()?;
     let created = state.control.create_api_key(&me, k.user_id.as_deref(), k.name, k.scopes, expires_at).await?;
     // The only time the whole key is shown.
-    Ok(Json(json!({"apiKey": wire::api_key(&created.row, &created.token)})))
+    Ok(Json(ApiKeyReply { api_key: wire::api_key(&created.row, &created.token) }))
 }
 
 pub async fn delete_key(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Empty>, CpError> {
     let key = params.str("apiKey").ok_or_else(|| CpError::invalid("apiKey", "is required"))?;
     state.control.delete_api_key(&me, params.str("userId"), key).await?;
-    Ok(Json(json!({"empty": {}})))
+    Ok(Json(Empty::default()))
 }

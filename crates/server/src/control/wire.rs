@@ -1,7 +1,9 @@
 //! Control Plane JSON as grpc-gateway writes it: lowerCamelCase keys, enum names, int64
 //! as strings, RFC 3339 times, and the envelope keys the SDK insists on.
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use tm_api::control::{ApiKey, Money, User, UserRole};
+use tm_control::Role;
 use tm_money::{Nanos, UnixMs, NANOS_PER_USD};
 use tm_store::api_keys::ApiKeyRow;
 use tm_store::users::UserRow;
@@ -20,44 +22,41 @@ pub fn parse_timestamp(field: &'static str, s: &str) -> Result<i64, CpError> {
         .ok_or_else(|| CpError::invalid(field, format!("{:?} is not an RFC 3339 time", s.trim())))
 }
 
-pub fn user(u: &UserRow) -> Value {
-    let mut out = Map::new();
-    out.insert("id".into(), json!(u.id));
-    out.insert("userEmail".into(), json!(u.email));
-    out.insert("firstName".into(), json!(u.first_name));
-    out.insert("lastName".into(), json!(u.last_name));
-    out.insert("displayName".into(), json!(u.display_name));
-    out.insert("company".into(), json!(u.company));
-    out.insert("userRole".into(), json!(u.role));
-    if let Some(t) = u.tos_accepted_at {
-        out.insert("tosAcceptedAt".into(), json!(timestamp(t)));
+pub fn user(u: &UserRow) -> User {
+    User {
+        id: u.id.clone(),
+        user_email: u.email.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        display_name: u.display_name.clone(),
+        company: u.company.clone(),
+        user_role: match Role::parse(&u.role) {
+            Some(Role::User) => UserRole::User,
+            Some(Role::Admin) => UserRole::Admin,
+            Some(Role::SuperAdmin) => UserRole::SuperAdmin,
+            None => UserRole::Unspecified,
+        },
+        tos_accepted_at: u.tos_accepted_at.map(UnixMs),
+        created_at: UnixMs(u.created_at),
+        updated_at: UnixMs(u.updated_at),
     }
-    out.insert("createdAt".into(), json!(timestamp(u.created_at)));
-    out.insert("updatedAt".into(), json!(timestamp(u.updated_at)));
-    Value::Object(out)
 }
 
 /// `id` is the key's public id; only the create response puts the whole key there.
-pub fn api_key(k: &ApiKeyRow, id: &str) -> Value {
-    let scopes: Value = serde_json::from_str(&k.scopes).unwrap_or_else(|_| json!([]));
-    let mut out = Map::new();
-    out.insert("id".into(), json!(id));
-    out.insert("name".into(), json!(k.name));
-    out.insert("scopes".into(), scopes);
-    out.insert("createdAt".into(), json!(timestamp(k.created_at)));
-    if let Some(t) = k.expires_at {
-        out.insert("expiresAt".into(), json!(timestamp(t)));
+pub fn api_key(k: &ApiKeyRow, id: &str) -> ApiKey {
+    ApiKey {
+        id: id.to_owned(),
+        name: k.name.clone(),
+        scopes: serde_json::from_str(&k.scopes).unwrap_or_default(),
+        created_at: UnixMs(k.created_at),
+        expires_at: k.expires_at.map(UnixMs),
+        deleted_at: k.deleted_at.map(UnixMs),
     }
-    if let Some(t) = k.deleted_at {
-        out.insert("deletedAt".into(), json!(timestamp(t)));
-    }
-    Value::Object(out)
 }
 
 /// Nano-USD as `google.type.Money` (units and nanos carry the same sign).
-pub fn money(nanos: i64) -> Value {
-    let (units, rest) = Nanos(nanos).units_and_nanos();
-    json!({"currencyCode": "USD", "units": units.to_string(), "nanos": rest})
+pub fn money(nanos: i64) -> Money {
+    Money::from(Nanos(nanos))
 }
 
 /// A request's amount: a Money object (`units` string or number, `nanos`, `currencyCode`
@@ -102,10 +101,13 @@ pub fn parse_money(field: &'static str, value: &Value) -> Result<i64, CpError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn money_round_trips_and_bare_numbers_are_usd() {
+        let money = |n| serde_json::to_value(money(n)).unwrap();
         assert_eq!(money(12_500_000_000), json!({"currencyCode": "USD", "units": "12", "nanos": 500_000_000}));
         assert_eq!(money(-1_500_000_000)["nanos"], json!(-500_000_000));
         assert_eq!(parse_money("amount", &json!(5.0)).ok(), Some(5_000_000_000));

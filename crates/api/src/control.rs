@@ -1,0 +1,232 @@
+//! Control Plane wire types: grpc-gateway's JSON as the official SDK and CLI read it
+//! (docs/contracts.md §W4, §W5): lowerCamelCase keys, enums by their proto names, 64-bit
+//! integers as strings, RFC 3339 times, `google.type.Money`, and the envelope keys the SDK
+//! insists on. Field order is the order on the wire.
+
+use serde::{Deserialize, Serialize};
+use tm_money::{Nanos, UnixMs};
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub user_email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub display_name: String,
+    pub company: String,
+    pub user_role: UserRole,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub tos_accepted_at: Option<UnixMs>,
+    #[serde(with = "rfc3339")]
+    pub created_at: UnixMs,
+    #[serde(with = "rfc3339")]
+    pub updated_at: UnixMs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserRole {
+    #[serde(rename = "USER_ROLE_UNSPECIFIED")]
+    Unspecified,
+    #[serde(rename = "USER_ROLE_USER")]
+    User,
+    #[serde(rename = "USER_ROLE_ADMIN")]
+    Admin,
+    #[serde(rename = "USER_ROLE_SUPER_ADMIN")]
+    SuperAdmin,
+}
+
+/// An API key. `id` is its public id, except in the create response, the only place the
+/// whole key is ever shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    #[serde(with = "rfc3339")]
+    pub created_at: UnixMs,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub expires_at: Option<UnixMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub deleted_at: Option<UnixMs>,
+}
+
+/// `google.type.Money` in USD: `units` (a string: int64) and `nanos` share one sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Money {
+    pub currency_code: String,
+    #[serde(with = "int64")]
+    pub units: i64,
+    pub nanos: i64,
+}
+
+impl From<Nanos> for Money {
+    fn from(amount: Nanos) -> Money {
+        let (units, nanos) = amount.units_and_nanos();
+        Money { currency_code: "USD".into(), units, nanos }
+    }
+}
+
+/// `{"user": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserReply {
+    pub user: User,
+}
+
+/// `GET /v1/admin/users`: a page of users; `total` is an int64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersPage {
+    pub users: Vec<User>,
+    pub page: i64,
+    pub size: i64,
+    #[serde(with = "int64")]
+    pub total: i64,
+}
+
+/// `{"apiKeys": […]}`, the list present even when empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeys {
+    pub api_keys: Vec<ApiKey>,
+}
+
+/// `{"apiKey": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyReply {
+    pub api_key: ApiKey,
+}
+
+/// `{"empty": {}}`: what the routes that return nothing answer (an empty object would make
+/// the SDK raise).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {
+    pub empty: EmptyObject,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmptyObject {}
+
+/// Times as RFC 3339 strings.
+mod rfc3339 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+    use tm_money::UnixMs;
+
+    pub fn serialize<S: Serializer>(t: &UnixMs, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.rfc3339())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixMs, D::Error> {
+        let s = String::deserialize(d)?;
+        UnixMs::parse_rfc3339(&s).ok_or_else(|| de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+    }
+}
+
+mod rfc3339_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tm_money::UnixMs;
+
+    pub fn serialize<S: Serializer>(t: &Option<UnixMs>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UnixMs>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrap(#[serde(with = "super::rfc3339")] UnixMs);
+        Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(t)| t))
+    }
+}
+
+/// 64-bit integers as JSON strings; plain numbers are read too (the clients accept both).
+mod int64 {
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(n),
+            Either::Text(s) => s.trim().parse().map_err(|_| de::Error::custom(format!("{s:?} is not an int64"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: "u1".into(),
+            user_email: "ann@example.com".into(),
+            first_name: "Ann".into(),
+            last_name: String::new(),
+            display_name: String::new(),
+            company: String::new(),
+            user_role: UserRole::Admin,
+            tos_accepted_at: None,
+            created_at: UnixMs(1_700_000_000_000),
+            updated_at: UnixMs(1_700_000_000_500),
+        }
+    }
+
+    #[test]
+    fn a_user_is_written_as_grpc_gateway_writes_it() {
+        let text = serde_json::to_string(&UserReply { user: user() }).unwrap();
+        assert_eq!(
+            text,
+            r#"{"user":{"id":"u1","userEmail":"ann@example.com","firstName":"Ann","lastName":"","displayName":"","company":"","userRole":"USER_ROLE_ADMIN","createdAt":"2023-11-14T22:13:20Z","updatedAt":"2023-11-14T22:13:20.5Z"}}"#
+        );
+        let back: UserReply = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.user, user());
+    }
+
+    #[test]
+    fn int64_money_and_empty() {
+        let page = UsersPage { users: vec![], page: 1, size: 50, total: 7 };
+        assert_eq!(serde_json::to_value(&page).unwrap(), json!({"users": [], "page": 1, "size": 50, "total": "7"}));
+        let read: UsersPage = serde_json::from_value(json!({"users": [], "page": 1, "size": 50, "total": 7})).unwrap();
+        assert_eq!(read.total, 7);
+        let money = Money::from(Nanos(-1_500_000_000));
+        assert_eq!(
+            serde_json::to_value(&money).unwrap(),
+            json!({"currencyCode": "USD", "units": "-1", "nanos": -500_000_000})
+        );
+        assert_eq!(serde_json::to_string(&Empty::default()).unwrap(), r#"{"empty":{}}"#);
+    }
+
+    #[test]
+    fn optional_times_are_left_out_when_unset() {
+        let key = ApiKey {
+            id: "tm_sk_abc".into(),
+            name: "laptop".into(),
+            scopes: vec![],
+            created_at: UnixMs(0),
+            expires_at: Some(UnixMs(1_000)),
+            deleted_at: None,
+        };
+        let v = serde_json::to_value(ApiKeys { api_keys: vec![key.clone()] }).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiKeys": [{"id": "tm_sk_abc", "name": "laptop", "scopes": [], "createdAt": "1970-01-01T00:00:00Z", "expiresAt": "1970-01-01T00:00:01Z"}]})
+        );
+        let back: ApiKeys = serde_json::from_value(v).unwrap();
+        assert_eq!(back.api_keys, vec![key]);
+    }
+}
