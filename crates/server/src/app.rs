@@ -18,7 +18,7 @@ use tm_gateway::Settler;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeArgs;
+use crate::config::Config;
 use crate::inference::AppState;
 use crate::serve::{self, Inference};
 
@@ -54,33 +54,33 @@ pub struct App {
 }
 
 impl App {
-    /// Builds the process `args` describe. A missing model or a bad fleet file is reported
-    /// before anything is created on disk; a listener that cannot be bound is an error
-    /// naming its address.
-    pub async fn build(args: &ServeArgs, clock: Arc<dyn Clock>, engines: Engines) -> Result<App> {
+    /// Builds the process `config` describes. A missing model or a bad fleet file is
+    /// reported before anything is created on disk; a listener that cannot be bound is an
+    /// error naming its address.
+    pub async fn build(config: &Config, clock: Arc<dyn Clock>, engines: Engines) -> Result<App> {
         if matches!(engines, Engines::Configured) {
-            serve::served_models(args)?;
+            serve::served_models(&config.serving)?;
         }
-        let control = serve::open_control(args, clock).await?;
-        let first_admin = serve::bootstrap(&control, &args.admin, &args.billing).await?;
+        let control = serve::open_control(config, clock).await?;
+        let first_admin = serve::bootstrap(&control, &config.first_admin).await?;
         let inference = match engines {
-            Engines::Configured => Some(serve::build_inference(args, control.clone()).await?),
-            Engines::Given(backend) => Some(serve::inference_app(args, control.clone(), backend).await?),
+            Engines::Configured => Some(serve::build_inference(config, control.clone()).await?),
+            Engines::Given(backend) => Some(serve::inference_app(config, control.clone(), backend).await?),
             Engines::None => None,
         };
         let serving = match inference {
             Some(Inference { router, settler, state }) => {
-                let listener = bind(args.inference_addr).await?;
+                let listener = bind(config.inference_addr).await?;
                 let addr = listener.local_addr()?;
                 Some(Serving { listener, addr, router, settler, state })
             }
             None => None,
         };
-        let control_listener = bind(args.control_addr).await?;
+        let control_listener = bind(config.control_addr).await?;
         let control_addr = control_listener.local_addr()?;
         let control_router =
-            serve::build_control(args, control.clone(), control_addr, serving.as_ref().map(|s| s.state.clone()));
-        let drain = Duration::from_secs(args.shutdown_timeout);
+            serve::build_control(config, control.clone(), control_addr, serving.as_ref().map(|s| s.state.clone()));
+        let drain = config.shutdown_timeout;
         Ok(App { control, first_admin, serving, control_listener, control_addr, control_router, drain })
     }
 

@@ -1,232 +1,89 @@
-//! `tensormesh serve` flags. Every flag has a `TENSORMESH_*` environment variable.
+//! What a process runs with, every default resolved and every amount checked. `tensormesh
+//! serve` makes one from its flags (`ServeArgs::config` in flags.rs); the tests and
+//! benchmarks build one directly. `App::build` takes nothing else.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Args;
+use tm_gateway::LimitSettings;
+use tm_llama::{GrammarEngine, SpillConfig};
+use tm_money::{Nanos, Price};
 
-#[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address of the OpenAI-compatible inference listener (port 0: pick a free port).
-    #[arg(long, env = "TENSORMESH_INFERENCE_ADDR", default_value = "127.0.0.1:8000")]
+#[derive(Debug, Clone)]
+pub struct Config {
     pub inference_addr: SocketAddr,
-
-    /// Address of the Control Plane listener (users, login, API keys).
-    #[arg(long, env = "TENSORMESH_CONTROL_ADDR", default_value = "127.0.0.1:8080")]
     pub control_addr: SocketAddr,
-
-    /// The Control Plane's address as browsers reach it, for the sign-in links handed to
-    /// `tm auth login` (e.g. behind a proxy). Default: the Host the CLI called.
-    #[arg(long, env = "TENSORMESH_PUBLIC_CONTROL_URL")]
+    /// The Control Plane's address as browsers reach it, for sign-in links (None: the Host
+    /// the CLI called).
     pub public_control_url: Option<String>,
-
-    /// Where the server keeps its state (the SQLite database, unless --database-url).
-    #[arg(long, env = "TENSORMESH_DATA_DIR", default_value = "./data")]
+    /// Where state is kept: the SQLite database by default, the spill tier's files.
     pub data_dir: PathBuf,
-
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-
-    #[command(flatten)]
-    pub admin: AdminArgs,
-
-    #[command(flatten)]
-    pub billing: BillingArgs,
-
-    #[command(flatten)]
-    pub models_dir: ModelsDirArg,
-
-    /// A model to serve: NAME=PATH to a GGUF file, or the NAME of a pulled model.
-    /// Repeatable. Default: qwen2.5-coder-0.5b-instruct, unless --upstreams serves models.
-    #[arg(long = "model", env = "TENSORMESH_MODELS", value_delimiter = ',')]
-    pub models: Vec<String>,
-
-    /// A fleet file (TOML): models served by upstream OpenAI-compatible engines (vLLM,
-    /// SGLang, llama-server, other tensormesh nodes), with routing, timeouts and retries.
-    /// See docs/fleets.md.
-    #[arg(long, env = "TENSORMESH_UPSTREAMS")]
-    pub upstreams: Option<PathBuf>,
-
-    /// CPU threads per model for llama.cpp. Default: all cores.
-    #[arg(long, env = "TENSORMESH_THREADS")]
-    pub threads: Option<i32>,
-
-    /// Sequences decoded together per model (engine slots).
-    #[arg(long, env = "TENSORMESH_PARALLEL", default_value_t = 4)]
-    pub parallel: usize,
-
-    /// Requests that may wait for a slot; beyond slots + queue new requests get 503.
-    #[arg(long, env = "TENSORMESH_QUEUE", default_value_t = 16)]
-    pub queue: usize,
-
-    /// Context length per request (prompt + completion), capped at the model's own.
-    #[arg(long, env = "TENSORMESH_CTX_SIZE", default_value_t = 4096)]
-    pub ctx_size: usize,
-
-    #[command(flatten)]
-    pub cache: CacheArgs,
-
-    /// What enforces structured outputs (`response_format` / `text.format`):
-    /// llguidance, or llama.cpp's GBNF grammars (measured against each other by
-    /// `tm-bench features`). Tool calls always use llguidance.
-    #[arg(long, env = "TENSORMESH_GRAMMAR_ENGINE", value_enum, default_value_t = GrammarEngineArg::Llguidance)]
-    pub grammar_engine: GrammarEngineArg,
-
-    /// Speculative decoding: `ngram` drafts tokens from each request's own prompt and output
-    /// (prompt lookup) and verifies them in one batch; `off` decodes one token a step.
-    #[arg(long, env = "TENSORMESH_SPECULATIVE", value_enum, default_value_t = SpeculativeArg::Ngram)]
-    pub speculative: SpeculativeArg,
-
-    /// Lifetime of Control Plane access tokens, in seconds (refresh tokens live 30 days).
-    #[arg(long, env = "TENSORMESH_ACCESS_TOKEN_TTL", default_value_t = 3600)]
-    pub access_token_ttl: u64,
-
+    pub database_url: String,
+    pub first_admin: FirstAdmin,
+    pub billing: Billing,
+    pub serving: Serving,
+    /// Lifetime of Control Plane access tokens.
+    pub access_token_ttl: Duration,
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "TENSORMESH_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
-
-    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
-    #[arg(long, env = "TENSORMESH_SHUTDOWN_TIMEOUT", default_value_t = 30)]
-    pub shutdown_timeout: u64,
+    /// How long in-flight requests may run on after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SpeculativeArg {
-    Ngram,
-    Off,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GrammarEngineArg {
-    Llguidance,
-    Gbnf,
-}
-
-impl From<GrammarEngineArg> for tm_llama::GrammarEngine {
-    fn from(a: GrammarEngineArg) -> Self {
-        match a {
-            GrammarEngineArg::Llguidance => tm_llama::GrammarEngine::Llguidance,
-            GrammarEngineArg::Gbnf => tm_llama::GrammarEngine::Gbnf,
-        }
-    }
-}
-
-/// The engine's KV cache and prompt scheduling.
-#[derive(Debug, Clone, Args)]
-pub struct CacheArgs {
-    /// KV cache size per model, in tokens: running requests and cached prompt prefixes
-    /// share it. Default: --parallel x --ctx-size.
-    #[arg(long, env = "TENSORMESH_KV_CACHE_TOKENS")]
-    pub kv_cache_tokens: Option<usize>,
-
-    /// Reuse the KV of earlier prompts' prefixes (`false`: compute every prompt in full).
-    #[arg(long, env = "TENSORMESH_PREFIX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub prefix_cache: bool,
-
-    /// Cached prefixes kept beside the running requests (each holds a sequence).
-    #[arg(long, env = "TENSORMESH_CACHE_SEQUENCES", default_value_t = 32)]
-    pub cache_sequences: usize,
-
-    /// Prompt tokens computed per step while other requests are generating, so that a
-    /// long prompt does not stall running streams.
-    #[arg(long, env = "TENSORMESH_STEP_TOKENS", default_value_t = 256)]
-    pub step_tokens: usize,
-
-    /// Cached tokens that running requests do not read, kept in the KV cache while
-    /// requests run; the rest move to host memory (every cached cell slows each step's
-    /// attention a little; restoring a snapshot takes milliseconds).
-    #[arg(long, env = "TENSORMESH_KV_IDLE_TOKENS", default_value_t = 256)]
-    pub kv_idle_tokens: usize,
-
-    /// Host memory for KV snapshots of evicted prefixes, per model, in MiB (0: none).
-    #[arg(long, env = "TENSORMESH_KV_SPILL_RAM_MB", default_value_t = 512)]
-    pub kv_spill_ram_mb: u64,
-
-    /// Disk space for KV snapshots of evicted prefixes (and, at shutdown, of every cached
-    /// one), per model, in MiB (0: none). They survive restarts.
-    #[arg(long, env = "TENSORMESH_KV_SPILL_DISK_MB", default_value_t = 2048)]
-    pub kv_spill_disk_mb: u64,
-
-    /// Where the disk tier keeps its files. Default: DATA_DIR/kv-cache.
-    #[arg(long, env = "TENSORMESH_KV_SPILL_DIR")]
-    pub kv_spill_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ModelsDirArg {
-    /// Where pulled models are cached. Default: $XDG_CACHE_HOME/tensormesh/models
-    /// (~/.cache/tensormesh/models).
-    #[arg(long = "models-dir", env = "TENSORMESH_MODELS_DIR")]
-    pub path: Option<PathBuf>,
-}
-
-impl ModelsDirArg {
-    pub fn resolve(&self) -> PathBuf {
-        if let Some(p) = &self.path {
-            return p.clone();
-        }
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(|| PathBuf::from("."));
-        cache.join("tensormesh").join("models")
-    }
-}
-
-/// Which database to use; shared by `serve` and the `user` commands.
-#[derive(Debug, Clone, Args)]
-pub struct DatabaseArgs {
-    /// `postgres://USER@HOST/DB` to use PostgreSQL; default: SQLite at DATA_DIR/tensormesh.db.
-    /// Global, like `--data-dir`: `tensormesh user list --database-url …` works too.
-    #[arg(long, env = "TENSORMESH_DATABASE_URL", hide_env_values = true, global = true)]
-    pub database_url: Option<String>,
-}
-
-impl DatabaseArgs {
-    pub fn url(&self, data_dir: &std::path::Path) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tensormesh.db").display()))
-    }
-}
-
-/// The first admin, created on first start with an empty database. What is not given is
+/// The first admin, created on first start with an empty database; what is None is
 /// generated and printed once.
-#[derive(Debug, Clone, Args)]
-pub struct AdminArgs {
-    #[arg(long, env = "TENSORMESH_ADMIN_EMAIL", default_value = "admin@localhost")]
-    pub admin_email: String,
-    #[arg(long, env = "TENSORMESH_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
-    /// An inference API key for the admin (any string of 16+ characters).
-    #[arg(long, env = "TENSORMESH_ADMIN_API_KEY", hide_env_values = true)]
-    pub admin_api_key: Option<String>,
+#[derive(Debug, Clone)]
+pub struct FirstAdmin {
+    pub email: String,
+    pub password: Option<String>,
+    /// An inference API key (any string of 16+ characters).
+    pub api_key: Option<String>,
+    /// Credited to it when it is created.
+    pub credit: Nanos,
 }
 
-/// Prices seeded for served models, the first admin's credit, and default rate limits.
-#[derive(Debug, Clone, Args)]
-pub struct BillingArgs {
-    /// USD per 1,000,000 prompt tokens, for served models that have no pricing row yet
-    /// (later changes: `tm admin billing pricing serverless upsert`).
-    #[arg(long, env = "TENSORMESH_DEFAULT_INPUT_PRICE", default_value_t = 0.10)]
-    pub default_input_price: f64,
-    /// USD per 1,000,000 completion tokens, for the same seeded rows.
-    #[arg(long, env = "TENSORMESH_DEFAULT_OUTPUT_PRICE", default_value_t = 0.40)]
-    pub default_output_price: f64,
-    /// USD per 1,000,000 prompt tokens served from the KV cache, for the same seeded rows.
-    #[arg(long, env = "TENSORMESH_DEFAULT_CACHED_PRICE", default_value_t = 0.0)]
-    pub default_cached_price: f64,
-    /// USD credited to the first admin when it is created.
-    #[arg(long, env = "TENSORMESH_ADMIN_CREDIT", default_value_t = 100.0)]
-    pub admin_credit: f64,
-    /// Requests per minute per API key (0: unlimited).
-    #[arg(long, env = "TENSORMESH_KEY_RPM", default_value_t = 3_000)]
-    pub key_rpm: u64,
-    /// Tokens (prompt + max_tokens) per minute per API key (0: unlimited).
-    #[arg(long, env = "TENSORMESH_KEY_TPM", default_value_t = 2_000_000)]
-    pub key_tpm: u64,
-    /// Requests per minute per user, over all their keys (0: unlimited).
-    #[arg(long, env = "TENSORMESH_USER_RPM", default_value_t = 6_000)]
-    pub user_rpm: u64,
-    /// Tokens per minute per user, over all their keys (0: unlimited).
-    #[arg(long, env = "TENSORMESH_USER_TPM", default_value_t = 4_000_000)]
-    pub user_tpm: u64,
+#[derive(Debug, Clone, Copy)]
+pub struct Billing {
+    /// The price of served models that have no pricing row yet.
+    pub default_price: Price,
+    /// Default rate limits per key and per user.
+    pub limits: LimitSettings,
+}
+
+/// What is served, and how the embedded engines run.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// Where pulled models are cached.
+    pub models_dir: PathBuf,
+    /// Each NAME=PATH to a GGUF file, or the NAME of a pulled model. Empty: the default
+    /// model, unless `upstreams` declares models.
+    pub models: Vec<String>,
+    /// A fleet file: models served by upstream engines.
+    pub upstreams: Option<PathBuf>,
+    /// CPU threads per model.
+    pub threads: i32,
+    /// Sequences decoded together per model.
+    pub parallel: usize,
+    /// Requests that may wait for a slot.
+    pub queue: usize,
+    /// Context length per request.
+    pub ctx_size: usize,
+    pub cache: Cache,
+    pub grammar_engine: GrammarEngine,
+    /// Speculative decoding with drafts from the context.
+    pub speculative: bool,
+}
+
+/// The engines' KV cache and prompt scheduling.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// KV cells per model (None: parallel × ctx_size).
+    pub kv_cache_tokens: Option<usize>,
+    pub prefix_cache: bool,
+    pub cache_sequences: usize,
+    pub step_tokens: usize,
+    pub kv_idle_tokens: usize,
+    /// Snapshots of evicted prefixes: budgets and directory.
+    pub spill: SpillConfig,
 }

@@ -11,7 +11,7 @@ use tm_control::clock::SystemClock;
 use tm_control::{Control, Role, Settings};
 use tm_money::Nanos;
 use tm_server::app::{App, Engines};
-use tm_server::config::{DatabaseArgs, ModelsDirArg, ServeArgs};
+use tm_server::flags::{DatabaseArgs, ModelsDirArg, ServeArgs};
 use tm_server::{models, serve};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -217,7 +217,7 @@ fn init_tracing() {
 }
 
 async fn serve_main(args: ServeArgs) -> Result<()> {
-    let app = App::build(&args, Arc::new(SystemClock), Engines::Configured).await?;
+    let app = App::build(&args.config()?, Arc::new(SystemClock), Engines::Configured).await?;
     let control_addr = app.control_addr();
     let inference_addr = app.inference_addr().context("the inference listener is missing")?;
 

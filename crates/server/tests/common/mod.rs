@@ -8,8 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tm_gateway::{LimitSettings, Limits};
+use tm_llama::SpillConfig;
+use tm_money::{Nanos, Price};
 use tm_server::app::{App, Engines};
-use tm_server::config::{AdminArgs, BillingArgs, CacheArgs, DatabaseArgs, ModelsDirArg, ServeArgs};
+use tm_server::config::{Billing, Cache, Config, FirstAdmin, Serving};
+use tm_server::flags::ModelsDirArg;
 use tm_server::models;
 
 pub const MODEL: &str = "gemma-3-270m";
@@ -41,7 +45,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Per key (requests, tokens) per minute; 0 = unlimited.
     pub key_limits: (u64, u64),
-    pub cache: CacheArgs,
+    /// The spill tier's directory is left None here: the test server's data dir is used.
+    pub cache: Cache,
     /// `llguidance` or `gbnf`.
     pub grammar_engine: &'static str,
     /// `ngram` or `off`.
@@ -59,15 +64,13 @@ impl Default for Options {
             key_limits: (0, 0),
             grammar_engine: "llguidance",
             speculative: "ngram",
-            cache: CacheArgs {
+            cache: Cache {
                 kv_cache_tokens: None,
                 prefix_cache: true,
                 cache_sequences: 32,
                 step_tokens: 256,
                 kv_idle_tokens: 256,
-                kv_spill_ram_mb: 64,
-                kv_spill_disk_mb: 0,
-                kv_spill_dir: None,
+                spill: SpillConfig { ram_bytes: 64 << 20, dir: None, disk_bytes: 0 },
             },
         }
     }
@@ -82,41 +85,50 @@ pub enum Engine {
     Given(Arc<dyn tm_backend::Backend>),
 }
 
-pub fn serve_args(o: &Options) -> ServeArgs {
-    ServeArgs {
+/// What a test server runs with: SQLite in a fresh temp data dir, the test admin with its
+/// key and password and 100 USD, default prices (0.10 / 0.40 / 0 USD per 1M tokens).
+pub fn config(o: &Options) -> Config {
+    let data_dir = std::env::temp_dir().join(format!("tm-test-{}", uuid::Uuid::new_v4()));
+    let usd = |usd: f64| Nanos::from_usd(usd).unwrap();
+    let mut cache = o.cache.clone();
+    cache.spill.dir = Some(cache.spill.dir.unwrap_or_else(|| data_dir.join("kv-cache")));
+    Config {
         inference_addr: "127.0.0.1:0".parse().unwrap(),
         control_addr: "127.0.0.1:0".parse().unwrap(),
         public_control_url: None,
-        data_dir: std::env::temp_dir().join(format!("tm-test-{}", uuid::Uuid::new_v4())),
-        database: DatabaseArgs { database_url: None },
-        admin: AdminArgs {
-            admin_email: ADMIN_EMAIL.into(),
-            admin_password: Some(ADMIN_PASSWORD.into()),
-            admin_api_key: Some(KEY.into()),
+        database_url: format!("sqlite://{}", data_dir.join("tensormesh.db").display()),
+        first_admin: FirstAdmin {
+            email: ADMIN_EMAIL.into(),
+            password: Some(ADMIN_PASSWORD.into()),
+            api_key: Some(KEY.into()),
+            credit: usd(100.0),
         },
-        billing: BillingArgs {
-            default_input_price: 0.10,
-            default_output_price: 0.40,
-            default_cached_price: 0.0,
-            admin_credit: 100.0,
-            key_rpm: o.key_limits.0,
-            key_tpm: o.key_limits.1,
-            user_rpm: 0,
-            user_tpm: 0,
+        billing: Billing {
+            default_price: Price { input: usd(0.10), output: usd(0.40), cached: Nanos::ZERO },
+            limits: LimitSettings {
+                per_key: Limits { requests_per_minute: o.key_limits.0, tokens_per_minute: o.key_limits.1 },
+                per_user: Limits::default(),
+            },
         },
-        models_dir: ModelsDirArg { path: Some(models_dir_with(o.model)) },
-        models: vec![o.model.into()],
-        upstreams: None,
-        threads: Some(2),
-        parallel: o.parallel,
-        queue: o.queue,
-        ctx_size: o.ctx_size,
-        cache: o.cache.clone(),
-        grammar_engine: clap::ValueEnum::from_str(o.grammar_engine, false).unwrap(),
-        speculative: clap::ValueEnum::from_str(o.speculative, false).unwrap(),
-        access_token_ttl: 3600,
+        serving: Serving {
+            models_dir: models_dir_with(o.model),
+            models: vec![o.model.into()],
+            upstreams: None,
+            threads: 2,
+            parallel: o.parallel,
+            queue: o.queue,
+            ctx_size: o.ctx_size,
+            cache,
+            grammar_engine: match o.grammar_engine {
+                "gbnf" => tm_llama::GrammarEngine::Gbnf,
+                _ => tm_llama::GrammarEngine::Llguidance,
+            },
+            speculative: o.speculative == "ngram",
+        },
+        data_dir,
+        access_token_ttl: Duration::from_secs(3600),
         max_body_bytes: o.max_body_bytes,
-        shutdown_timeout: 5,
+        shutdown_timeout: Duration::from_secs(5),
     }
 }
 
@@ -203,8 +215,10 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
     install_subscriber();
     let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
     let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
-    let mut args = serve_args(&options);
-    args.database.database_url = database_url;
+    let mut config = config(&options);
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
     let engines = match engine {
         Engine::None => Engines::None,
         Engine::Real => Engines::Configured,
@@ -216,7 +230,7 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
-            let app = App::build(&args, thread_clock, engines).await.unwrap();
+            let app = App::build(&config, thread_clock, engines).await.unwrap();
             tx.send((app.control_addr(), app.inference_addr())).unwrap();
             app.run(std::future::pending()).await.unwrap();
         });

@@ -91,7 +91,7 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     let control = domain(&db).await;
     let (user, keys) = funded_user(&control, "fleet@example.com", CREDIT, 1).await;
     let key = &keys[0];
-    // The seeded default prices (serve_args): 0.10 and 0.40 USD per 1M tokens, cached free.
+    // The seeded default prices (common::config): 0.10 and 0.40 USD per 1M tokens, cached free.
     let price = Price { input: Nanos(100_000_000), output: Nanos(400_000_000), cached: Nanos(0) };
     let cost = |p: i64, c: i64, n: i64| price.cost(p as u64, c as u64, n as u64).get();
 

@@ -4,7 +4,7 @@
 
 use futures::StreamExt;
 use serde_json::json;
-use tm_server::config::CacheArgs;
+use tm_server::config::Cache;
 
 use crate::common::{client, post, post_json, start, wait_idle, Options, MODEL};
 
@@ -48,7 +48,7 @@ async fn schedule_stable(off: &str, prompts: &[String], max_tokens: u32) -> Vec<
 
 fn with_cache(prefix_cache: bool, kv_cache_tokens: Option<usize>) -> Options {
     let defaults = Options::default();
-    Options { cache: CacheArgs { kv_cache_tokens, prefix_cache, ..defaults.cache.clone() }, ..defaults }
+    Options { cache: Cache { kv_cache_tokens, prefix_cache, ..defaults.cache.clone() }, ..defaults }
 }
 
 async fn complete(base: &str, prompt: &str, max_tokens: u32) -> (String, u64, u64) {

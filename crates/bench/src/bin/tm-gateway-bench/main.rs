@@ -233,7 +233,7 @@ async fn start(
     #[derive(Parser)]
     struct Wrap {
         #[command(flatten)]
-        serve: tm_server::config::ServeArgs,
+        serve: tm_server::flags::ServeArgs,
     }
     let mut argv = vec![
         "serve".to_owned(),
@@ -259,7 +259,8 @@ async fn start(
     }
     let serve = Wrap::try_parse_from(argv)?.serve;
     // The process `tensormesh serve` runs, with the stand-in backend.
-    let app = App::build(&serve, Arc::new(tm_control::clock::SystemClock), Engines::Given(backend.clone())).await?;
+    let config = serve.config()?;
+    let app = App::build(&config, Arc::new(tm_control::clock::SystemClock), Engines::Given(backend.clone())).await?;
     let gateway_url = format!("http://{}", app.inference_addr().context("no inference listener")?);
     let control = app.control().clone();
     let mut tasks = tokio::task::JoinSet::new();
