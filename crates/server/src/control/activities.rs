@@ -2,13 +2,14 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
-use tm_control::activity::Query;
+use serde_json::{Map, Value};
+use tm_api::control::{ActivitiesPage, Activity, ActivityReply, ActorType};
+use tm_control::activity::{Query, ACTOR_OPERATOR, ACTOR_USER};
+use tm_money::UnixMs;
 use tm_store::activities::ActivityRow;
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
-use super::wire::timestamp;
 use super::ControlState;
 
 const MAX_PAGE_SIZE: i64 = 500;
@@ -17,7 +18,7 @@ pub async fn list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ActivitiesPage>, CpError> {
     let (page, size) = params.page(50, MAX_PAGE_SIZE)?;
     let q = Query {
         action: params.str("action"),
@@ -27,32 +28,34 @@ pub async fn list(
         to: params.time("endTime")?,
     };
     let (rows, total) = state.control.list_activities(&me, params.str("userId"), q, page, size).await?;
-    let activities: Vec<Value> = rows.iter().map(activity).collect();
-    Ok(Json(json!({"activities": activities, "total": total.to_string(), "page": page, "size": size})))
+    Ok(Json(ActivitiesPage { activities: rows.iter().map(activity).collect(), total, page, size }))
 }
 
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
-    Ok(Json(json!({"activity": activity(&state.control.activity(&me, &id).await?)})))
+) -> Result<Json<ActivityReply>, CpError> {
+    Ok(Json(ActivityReply { activity: activity(&state.control.activity(&me, &id).await?) }))
 }
 
-fn activity(a: &ActivityRow) -> Value {
-    let metadata: Value = serde_json::from_str(&a.metadata).unwrap_or_else(|_| json!({}));
-    json!({
-        "activityId": a.id,
-        "actorType": a.actor_type,
-        "actorId": a.actor_id,
-        "actorDisplay": a.actor_display,
-        "userId": a.user_id,
-        "action": a.action,
-        "resourceType": a.resource_type,
-        "resourceId": a.resource_id,
-        "description": a.description,
-        "metadata": metadata,
-        "occurredAt": timestamp(a.occurred_at),
-        "recordedAt": timestamp(a.recorded_at),
-    })
+fn activity(a: &ActivityRow) -> Activity {
+    Activity {
+        activity_id: a.id.clone(),
+        actor_type: match a.actor_type.as_str() {
+            ACTOR_USER => ActorType::User,
+            ACTOR_OPERATOR => ActorType::System,
+            _ => ActorType::Unspecified,
+        },
+        actor_id: a.actor_id.clone(),
+        actor_display: a.actor_display.clone(),
+        user_id: a.user_id.clone(),
+        action: a.action.clone(),
+        resource_type: a.resource_type.clone(),
+        resource_id: a.resource_id.clone(),
+        description: a.description.clone(),
+        metadata: serde_json::from_str(&a.metadata).unwrap_or_else(|_| Value::Object(Map::new())),
+        occurred_at: UnixMs(a.occurred_at),
+        recorded_at: UnixMs(a.recorded_at),
+    }
 }
