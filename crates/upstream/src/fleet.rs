@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tm_backend::{BackendError, GenerateRequest, Generation, PromptInput, Tokenized};
+use tm_backend::{BackendError, GenerateRequest, Generation, PromptInput};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,7 @@ pub struct FleetModel {
     pub router: Arc<Router>,
     pub metrics: UpstreamMetrics,
     /// The engines' tokenizers, for `/tokenize` and for usage they did not report.
-    tokens: Arc<Tokens>,
+    pub(crate) tokens: Arc<Tokens>,
     budget: RetryBudget,
     client: reqwest::Client,
     tasks: TaskTracker,
@@ -196,20 +196,6 @@ impl FleetModel {
         };
         self.tasks.spawn(relay(context, opened, request, events_tx, receipt_tx));
         Generation { prompt_tokens, events, receipt }
-    }
-
-    /// The engine's tokenization of `prompt` (see [`Tokens::tokenize`]).
-    pub async fn tokenize(
-        &self,
-        prompt: &PromptInput,
-        add_special: bool,
-        add_generation_prompt: bool,
-    ) -> Result<Tokenized, BackendError> {
-        self.tokens.tokenize(prompt, add_special, add_generation_prompt).await
-    }
-
-    pub async fn detokenize(&self, tokens: &[i64]) -> Result<String, BackendError> {
-        self.tokens.detokenize(tokens).await
     }
 
     /// Checks every endpoint each interval until `stop`.

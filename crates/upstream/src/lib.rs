@@ -114,11 +114,14 @@ impl Backend for UpstreamBackend {
     }
 
     async fn tokenize(&self, request: TokenizeInput) -> Result<Tokenized, BackendError> {
-        self.model(&request.model)?.tokenize(&request.prompt, request.add_special, request.add_generation_prompt).await
+        self.model(&request.model)?
+            .tokens
+            .tokenize(&request.prompt, request.add_special, request.add_generation_prompt)
+            .await
     }
 
     async fn detokenize(&self, model: &str, tokens: &[i64]) -> Result<String, BackendError> {
-        self.model(model)?.detokenize(tokens).await
+        self.model(model)?.tokens.detokenize(tokens).await
     }
 
     fn healthy(&self) -> bool {
