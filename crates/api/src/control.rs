@@ -150,6 +150,120 @@ pub struct ActivityReply {
     pub activity: Activity,
 }
 
+/// A product (a GPU offering).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    /// A plain number on the wire, as the official clients send and read it.
+    pub required_gpu_num: i64,
+    pub family: String,
+    pub is_active: bool,
+    /// A JSON object.
+    pub spec: serde_json::Value,
+    #[serde(with = "rfc3339")]
+    pub created_at: UnixMs,
+    #[serde(with = "rfc3339")]
+    pub updated_at: UnixMs,
+}
+
+/// `{"products": […]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Products {
+    pub products: Vec<Product>,
+}
+
+/// `{"product": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductReply {
+    pub product: Product,
+}
+
+/// `{"deleted": true}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub deleted: bool,
+}
+
+/// A support ticket and its conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub ticket_id: String,
+    pub subject: String,
+    pub requester_user_id: String,
+    pub status: TicketStatus,
+    #[serde(rename = "type")]
+    pub ticket_type: TicketType,
+    pub conversations: Vec<ConversationMessage>,
+    #[serde(with = "rfc3339")]
+    pub created_at: UnixMs,
+    #[serde(with = "rfc3339")]
+    pub updated_at: UnixMs,
+}
+
+/// One message of a ticket, with its author as they were when they wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationMessage {
+    pub user_id: String,
+    pub user_name: String,
+    pub user_role: UserRole,
+    pub content: String,
+    #[serde(with = "rfc3339")]
+    pub created_at: UnixMs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TicketStatus {
+    #[serde(rename = "TICKET_STATUS_UNSPECIFIED")]
+    Unspecified,
+    #[serde(rename = "TICKET_STATUS_OPEN")]
+    Open,
+    #[serde(rename = "TICKET_STATUS_CLOSED")]
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TicketType {
+    #[serde(rename = "TICKET_TYPE_UNSPECIFIED")]
+    Unspecified,
+    #[serde(rename = "TICKET_TYPE_GENERAL")]
+    General,
+    #[serde(rename = "TICKET_TYPE_TECHNICAL")]
+    Technical,
+    #[serde(rename = "TICKET_TYPE_BILLING")]
+    Billing,
+    #[serde(rename = "TICKET_TYPE_ACCOUNT")]
+    Account,
+    #[serde(rename = "TICKET_TYPE_FEATURE_REQUEST")]
+    FeatureRequest,
+    #[serde(rename = "TICKET_TYPE_RESERVED_DEPLOYMENT")]
+    ReservedDeployment,
+}
+
+/// `GET /v1/support/tickets`: a page of tickets; `total` is an int64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketsPage {
+    pub tickets: Vec<Ticket>,
+    pub page: i64,
+    pub size: i64,
+    #[serde(with = "int64")]
+    pub total: i64,
+}
+
+/// `{"ticket": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketReply {
+    pub ticket: Ticket,
+}
+
+/// An enum by its proto name, or `fallback` for a name this version does not know.
+pub fn enum_named<T: serde::de::DeserializeOwned>(name: &str, fallback: T) -> T {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name)).unwrap_or(fallback)
+}
+
 /// `{"empty": {}}`: what the routes that return nothing answer (an empty object would make
 /// the SDK raise).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +373,13 @@ mod tests {
             json!({"currencyCode": "USD", "units": "-1", "nanos": -500_000_000})
         );
         assert_eq!(serde_json::to_string(&Empty::default()).unwrap(), r#"{"empty":{}}"#);
+    }
+
+    #[test]
+    fn enums_are_read_by_their_proto_names() {
+        assert_eq!(enum_named("TICKET_TYPE_BILLING", TicketType::Unspecified), TicketType::Billing);
+        assert_eq!(enum_named("USER_ROLE_SUPER_ADMIN", UserRole::Unspecified), UserRole::SuperAdmin);
+        assert_eq!(enum_named("TICKET_STATUS_LOST", TicketStatus::Unspecified), TicketStatus::Unspecified);
     }
 
     #[test]

@@ -2,23 +2,24 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
+use tm_api::control::{Deleted, Product, ProductReply, Products};
 use tm_control::products::ProductPatch;
+use tm_money::UnixMs;
 use tm_store::products::ProductRow;
 
 use super::error::CpError;
 use super::extract::{Body, SignedIn};
-use super::wire::timestamp;
 use super::ControlState;
 
-pub async fn list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Value>, CpError> {
+pub async fn list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Products>, CpError> {
     let rows = state.control.list_products(&me, false).await?;
-    Ok(Json(json!({"products": rows.iter().map(product).collect::<Vec<_>>()})))
+    Ok(Json(Products { products: rows.iter().map(product).collect() }))
 }
 
-pub async fn admin_list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Value>, CpError> {
+pub async fn admin_list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Products>, CpError> {
     let rows = state.control.list_products(&me, true).await?;
-    Ok(Json(json!({"products": rows.iter().map(product).collect::<Vec<_>>()})))
+    Ok(Json(Products { products: rows.iter().map(product).collect() }))
 }
 
 /// `{"product": {...}}`, or the product itself.
@@ -26,7 +27,7 @@ pub async fn upsert(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ProductReply>, CpError> {
     me.require_admin()?;
     let p = body.get("product").unwrap_or(&body);
     let p = p.as_object().ok_or_else(|| CpError::invalid("product", "must be an object"))?;
@@ -64,16 +65,16 @@ pub async fn upsert(
         spec,
     };
     let row = state.control.upsert_product(&me, patch).await?;
-    Ok(Json(json!({"product": product(&row)})))
+    Ok(Json(ProductReply { product: product(&row) }))
 }
 
 pub async fn delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Deleted>, CpError> {
     state.control.delete_product(&me, &id).await?;
-    Ok(Json(json!({"deleted": true})))
+    Ok(Json(Deleted { deleted: true }))
 }
 
 fn field(key: &'static str) -> &'static str {
@@ -85,16 +86,15 @@ fn field(key: &'static str) -> &'static str {
     }
 }
 
-fn product(p: &ProductRow) -> Value {
-    let spec: Value = serde_json::from_str(&p.spec).unwrap_or_else(|_| json!({}));
-    json!({
-        "id": p.id,
-        "name": p.name,
-        "requiredGpuNum": p.required_gpu_num,
-        "family": p.family,
-        "isActive": p.is_active != 0,
-        "spec": spec,
-        "createdAt": timestamp(p.created_at),
-        "updatedAt": timestamp(p.updated_at),
-    })
+fn product(p: &ProductRow) -> Product {
+    Product {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        required_gpu_num: p.required_gpu_num,
+        family: p.family.clone(),
+        is_active: p.is_active != 0,
+        spec: serde_json::from_str(&p.spec).unwrap_or_else(|_| Value::Object(Map::new())),
+        created_at: UnixMs(p.created_at),
+        updated_at: UnixMs(p.updated_at),
+    }
 }

@@ -5,7 +5,11 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tm_control::support::Ticket;
+use tm_api::control::{
+    enum_named, ConversationMessage, Ticket, TicketReply, TicketStatus, TicketType, TicketsPage, UserRole,
+};
+use tm_control::support::Ticket as TicketRecord;
+use tm_money::UnixMs;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
@@ -18,12 +22,11 @@ pub async fn list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<TicketsPage>, CpError> {
     let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
     let (tickets, total) =
         state.control.list_tickets(&me, params.str("userId"), params.str("status"), page, size).await?;
-    let tickets: Vec<Value> = tickets.iter().map(ticket).collect();
-    Ok(Json(json!({"tickets": tickets, "page": page, "size": size, "total": total.to_string()})))
+    Ok(Json(TicketsPage { tickets: tickets.iter().map(ticket).collect(), page, size, total }))
 }
 
 #[derive(Deserialize)]
@@ -42,19 +45,19 @@ pub async fn create(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(t): Body<NewTicket>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<TicketReply>, CpError> {
     let message = message_text(&t.message)?;
     let created =
         state.control.open_ticket(&me, t.user_id.as_deref(), &t.subject, &message, t.ticket_type.as_deref()).await?;
-    Ok(Json(json!({"ticket": ticket(&created)})))
+    Ok(Json(TicketReply { ticket: ticket(&created) }))
 }
 
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
-    Ok(Json(json!({"ticket": ticket(&state.control.ticket(&me, &id).await?)})))
+) -> Result<Json<TicketReply>, CpError> {
+    Ok(Json(TicketReply { ticket: ticket(&state.control.ticket(&me, &id).await?) }))
 }
 
 #[derive(Deserialize)]
@@ -68,17 +71,17 @@ pub async fn add_message(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
     Body(m): Body<NewMessage>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<TicketReply>, CpError> {
     let content = message_text(&m.message)?;
-    Ok(Json(json!({"ticket": ticket(&state.control.add_ticket_message(&me, &id, &content).await?)})))
+    Ok(Json(TicketReply { ticket: ticket(&state.control.add_ticket_message(&me, &id, &content).await?) }))
 }
 
 pub async fn close(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
-    Ok(Json(json!({"ticket": ticket(&state.control.close_ticket(&me, &id).await?)})))
+) -> Result<Json<TicketReply>, CpError> {
+    Ok(Json(TicketReply { ticket: ticket(&state.control.close_ticket(&me, &id).await?) }))
 }
 
 pub async fn submit_reserved_deployment(
@@ -127,28 +130,26 @@ fn message_text(v: &Value) -> Result<String, CpError> {
     }
 }
 
-fn ticket(t: &Ticket) -> Value {
-    let conversations: Vec<Value> = t
+fn ticket(t: &TicketRecord) -> Ticket {
+    let conversations = t
         .messages
         .iter()
-        .map(|m| {
-            json!({
-                "userId": m.author_id,
-                "userName": m.author_name,
-                "userRole": m.author_role,
-                "content": m.content,
-                "createdAt": timestamp(m.created_at),
-            })
+        .map(|m| ConversationMessage {
+            user_id: m.author_id.clone(),
+            user_name: m.author_name.clone(),
+            user_role: enum_named(&m.author_role, UserRole::Unspecified),
+            content: m.content.clone(),
+            created_at: UnixMs(m.created_at),
         })
         .collect();
-    json!({
-        "ticketId": t.row.id,
-        "subject": t.row.subject,
-        "requesterUserId": t.row.user_id,
-        "status": t.row.status,
-        "type": t.row.r#type,
-        "conversations": conversations,
-        "createdAt": timestamp(t.row.created_at),
-        "updatedAt": timestamp(t.row.updated_at),
-    })
+    Ticket {
+        ticket_id: t.row.id.clone(),
+        subject: t.row.subject.clone(),
+        requester_user_id: t.row.user_id.clone(),
+        status: enum_named(&t.row.status, TicketStatus::Unspecified),
+        ticket_type: enum_named(&t.row.r#type, TicketType::Unspecified),
+        conversations,
+        created_at: UnixMs(t.row.created_at),
+        updated_at: UnixMs(t.row.updated_at),
+    }
 }
