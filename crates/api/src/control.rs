@@ -264,6 +264,53 @@ pub fn enum_named<T: serde::de::DeserializeOwned>(name: &str, fallback: T) -> T 
     T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name)).unwrap_or(fallback)
 }
 
+/// What a GPU type costs per hour at a cloud provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuPrice {
+    pub gpu_type: String,
+    pub cloud_provider: String,
+    pub hourly_rate: Money,
+    pub is_active: bool,
+    #[serde(with = "rfc3339")]
+    pub created_at: UnixMs,
+    #[serde(with = "rfc3339")]
+    pub updated_at: UnixMs,
+}
+
+/// `{"pricing": […]}`: GPU prices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuPrices {
+    pub pricing: Vec<GpuPrice>,
+}
+
+/// `{"pricing": …}`: one GPU price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuPriceReply {
+    pub pricing: GpuPrice,
+}
+
+/// A billing address (every field a string, empty when unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    pub name: String,
+    pub company: String,
+    pub line1: String,
+    pub line2: String,
+    pub city: String,
+    pub state: String,
+    pub postal_code: String,
+    pub country: String,
+    pub phone: String,
+}
+
+/// `{"address": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressReply {
+    pub address: Address,
+}
+
 /// `{"empty": {}}`: what the routes that return nothing answer (an empty object would make
 /// the SDK raise).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,31 +3,32 @@
 use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use tm_api::control::{AddressReply, Empty};
 use tm_control::billing::address::Address;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::ControlState;
-use tm_api::control::Empty;
 
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<AddressReply>, CpError> {
     let a = state.control.billing_address(&me, params.str("userId")).await?;
-    Ok(Json(json!({"address": {
-        "name": a.name,
-        "company": a.company,
-        "line1": a.line1,
-        "line2": a.line2,
-        "city": a.city,
-        "state": a.state,
-        "postalCode": a.postal_code,
-        "country": a.country,
-        "phone": a.phone,
-    }})))
+    Ok(Json(AddressReply {
+        address: tm_api::control::Address {
+            name: a.name,
+            company: a.company,
+            line1: a.line1,
+            line2: a.line2,
+            city: a.city,
+            state: a.state,
+            postal_code: a.postal_code,
+            country: a.country,
+            phone: a.phone,
+        },
+    }))
 }
 
 #[derive(Deserialize)]

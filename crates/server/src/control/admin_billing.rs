@@ -6,6 +6,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tm_api::control::Empty;
 use tm_control::billing::PricePatch;
 
 use super::billing::{price, pricing_list, spending};
@@ -13,7 +14,6 @@ use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::wire::{money, parse_money};
 use super::ControlState;
-use tm_api::control::Empty;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 

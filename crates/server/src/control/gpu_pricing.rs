@@ -2,46 +2,47 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+use tm_api::control::{Empty, GpuPrice, GpuPriceReply, GpuPrices};
 use tm_control::billing::gpu::GpuPricePatch;
+use tm_money::UnixMs;
 use tm_store::gpu_pricing::GpuPriceRow;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
-use super::wire::{money, parse_money, timestamp};
+use super::wire::{money, parse_money};
 use super::ControlState;
-use tm_api::control::Empty;
 
 pub async fn list(
     State(state): State<ControlState>,
     SignedIn(_): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<GpuPrices>, CpError> {
     let rows = state
         .control
         .list_gpu_pricing(params.str("gpuType"), params.str("cloudProvider"), params.bool("activeOnly")?)
         .await?;
-    Ok(Json(json!({"pricing": rows.iter().map(price).collect::<Vec<_>>()})))
+    Ok(Json(GpuPrices { pricing: rows.iter().map(price).collect() }))
 }
 
 pub async fn create(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<GpuPriceReply>, CpError> {
     me.require_admin()?;
     let row = state.control.create_gpu_pricing(&me, patch(&body)?).await?;
-    Ok(Json(json!({"pricing": price(&row)})))
+    Ok(Json(GpuPriceReply { pricing: price(&row) }))
 }
 
 pub async fn update(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<GpuPriceReply>, CpError> {
     me.require_admin()?;
     let row = state.control.update_gpu_pricing(&me, patch(&body)?).await?;
-    Ok(Json(json!({"pricing": price(&row)})))
+    Ok(Json(GpuPriceReply { pricing: price(&row) }))
 }
 
 pub async fn delete(
@@ -77,13 +78,13 @@ fn patch(body: &Value) -> Result<GpuPricePatch, CpError> {
     })
 }
 
-fn price(r: &GpuPriceRow) -> Value {
-    json!({
-        "gpuType": r.gpu_type,
-        "cloudProvider": r.cloud_provider,
-        "hourlyRate": money(r.hourly_rate_nanos),
-        "isActive": r.is_active != 0,
-        "createdAt": timestamp(r.created_at),
-        "updatedAt": timestamp(r.updated_at),
-    })
+fn price(r: &GpuPriceRow) -> GpuPrice {
+    GpuPrice {
+        gpu_type: r.gpu_type.clone(),
+        cloud_provider: r.cloud_provider.clone(),
+        hourly_rate: money(r.hourly_rate_nanos),
+        is_active: r.is_active != 0,
+        created_at: UnixMs(r.created_at),
+        updated_at: UnixMs(r.updated_at),
+    }
 }

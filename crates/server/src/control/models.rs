@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use tm_api::control::Empty;
 use tm_control::deployments::NewDeployment;
 use tm_control::ControlError;
 use tm_gateway::GatewayError;
@@ -16,7 +17,6 @@ use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
 use super::wire::timestamp;
 use super::ControlState;
-use tm_api::control::Empty;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const MAX_ADMIN_PAGE: i64 = 500;
