@@ -5,8 +5,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use tm_api::control::Empty;
+use serde_json::Value;
+use tm_api::control::{
+    BalanceReply, Empty, ServerlessPriceReply, ServerlessPrices, UserBalance, UserBalances, UserSpending, UserSpendings,
+};
 use tm_control::billing::PricePatch;
 
 use super::billing::{price, pricing_list, spending};
@@ -21,7 +23,7 @@ pub async fn list_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ServerlessPrices>, CpError> {
     me.require_admin()?;
     pricing_list(&state, &params).await
 }
@@ -30,18 +32,18 @@ pub async fn create_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ServerlessPriceReply>, CpError> {
     let row = state.control.create_pricing(&me, price_patch(&body)?).await?;
-    Ok(Json(json!({"pricing": price(&row)})))
+    Ok(Json(ServerlessPriceReply { pricing: price(&row) }))
 }
 
 pub async fn update_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ServerlessPriceReply>, CpError> {
     let row = state.control.update_pricing(&me, price_patch(&body)?).await?;
-    Ok(Json(json!({"pricing": price(&row)})))
+    Ok(Json(ServerlessPriceReply { pricing: price(&row) }))
 }
 
 pub async fn delete_pricing(
@@ -94,11 +96,11 @@ pub async fn balances(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(t): Body<Targets>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<UserBalances>, CpError> {
     let balances = state.control.balances(&me, &t.target_user_ids).await?;
-    let balances: Vec<Value> =
-        balances.iter().map(|(id, a)| json!({"userId": id, "balance": money(a.balance_nanos)})).collect();
-    Ok(Json(json!({"balances": balances})))
+    let balances =
+        balances.iter().map(|(id, a)| UserBalance { user_id: id.clone(), balance: money(a.balance_nanos) }).collect();
+    Ok(Json(UserBalances { balances }))
 }
 
 #[derive(Deserialize)]
@@ -115,7 +117,7 @@ pub async fn add_balance(
     SignedIn(me): SignedIn,
     headers: HeaderMap,
     Body(a): Body<AddBalance>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<BalanceReply>, CpError> {
     let amount = a.amount.as_ref().ok_or_else(|| CpError::invalid("amount", "is required"))?;
     let amount = parse_money("amount", amount)?;
     let key = match headers.get("idempotency-key") {
@@ -132,22 +134,16 @@ pub async fn add_balance(
         }
     };
     let balance = state.control.add_balance(&me, &a.target_user_id, amount, key).await?;
-    Ok(Json(json!({"balance": money(balance)})))
+    Ok(Json(BalanceReply { balance: money(balance) }))
 }
 
 pub async fn spending_summaries(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(t): Body<Targets>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<UserSpendings>, CpError> {
     let summaries = state.control.spendings(&me, &t.target_user_ids).await?;
-    let summaries: Vec<Value> = summaries
-        .iter()
-        .map(|(id, s)| {
-            let mut v = spending(s);
-            v["userId"] = json!(id);
-            v
-        })
-        .collect();
-    Ok(Json(json!({"summaries": summaries})))
+    let summaries =
+        summaries.iter().map(|(id, s)| UserSpending { spending: spending(s), user_id: id.clone() }).collect();
+    Ok(Json(UserSpendings { summaries }))
 }

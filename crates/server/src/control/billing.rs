@@ -3,14 +3,17 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Map, Value};
-use tm_control::billing::{Bucket, Transaction, TransactionKind};
-use tm_money::Nanos;
+use tm_api::control::{
+    Balance, ChargeDetails, ModelCharge, ModelCharges, ServerlessPrice, ServerlessPrices, Spending, SpendingBucket,
+    SpendingHistory, Transaction, TransactionStatus, TransactionType, Transactions, UsageHistory, UsageRow,
+};
+use tm_control::billing::{Bucket, TransactionKind};
+use tm_money::{Nanos, UnixMs};
 use tm_store::pricing::PriceRow;
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
-use super::wire::{money, parse_timestamp, timestamp};
+use super::wire::{money, parse_timestamp};
 use super::ControlState;
 
 const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -20,9 +23,9 @@ pub async fn balance(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Balance>, CpError> {
     let account = state.control.balance(&me, params.str("userId")).await?;
-    Ok(Json(json!({"balance": money(account.balance_nanos), "availableBalance": money(account.available_nanos())})))
+    Ok(Json(Balance { balance: money(account.balance_nanos), available_balance: money(account.available_nanos()) }))
 }
 
 /// Token-paged: `pageToken` is the offset the previous page ended at.
@@ -30,7 +33,7 @@ pub async fn transactions(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Transactions>, CpError> {
     let size = params.int("pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)? as usize;
     let offset = match params.str("pageToken") {
         None => 0,
@@ -39,80 +42,76 @@ pub async fn transactions(
         }
     };
     let all = state.control.transactions(&me, params.str("userId")).await?;
-    let page: Vec<Value> = all.iter().skip(offset).take(size).map(transaction).collect();
-    let next = if offset + size < all.len() { (offset + size).to_string() } else { String::new() };
-    Ok(Json(json!({"transactions": page, "nextPageToken": next})))
+    let transactions = all.iter().skip(offset).take(size).map(transaction).collect();
+    let next_page_token = if offset + size < all.len() { (offset + size).to_string() } else { String::new() };
+    Ok(Json(Transactions { transactions, next_page_token }))
 }
 
-fn transaction(t: &Transaction) -> Value {
-    let kind = match t.kind {
-        TransactionKind::TopUp => "TRANSACTION_TYPE_TOP_UP",
-        TransactionKind::Charge => "TRANSACTION_TYPE_CHARGE",
-    };
-    let mut out = json!({
-        "transactionId": t.id,
-        "createdAt": timestamp(t.created_at),
-        "amount": money(t.amount_nanos),
-        "description": t.description,
-        "status": "TRANSACTION_STATUS_SUCCEEDED",
-        "type": kind,
-    });
-    if t.kind == TransactionKind::Charge {
-        // Snake case inside `details`, as `tm cost` reads it.
-        let models: Map<String, Value> = t
-            .models
-            .iter()
-            .map(|m| {
-                let detail = json!({
-                    "name": m.name,
-                    "event_count": m.events,
-                    "input_tokens": m.input_tokens,
-                    "output_tokens": m.output_tokens,
-                    "cached_tokens": m.cached_tokens,
-                    "total_amount": Nanos(m.total_nanos).usd_decimal(),
-                });
-                (m.model.clone(), detail)
-            })
-            .collect();
-        out["details"] = json!({"models": models});
+fn transaction(t: &tm_control::billing::Transaction) -> Transaction {
+    let charge = t.kind == TransactionKind::Charge;
+    Transaction {
+        transaction_id: t.id.clone(),
+        created_at: UnixMs(t.created_at),
+        amount: money(t.amount_nanos),
+        description: t.description.clone(),
+        status: TransactionStatus::Succeeded,
+        transaction_type: if charge { TransactionType::Charge } else { TransactionType::TopUp },
+        details: charge.then(|| ChargeDetails {
+            models: ModelCharges(
+                t.models
+                    .iter()
+                    .map(|m| {
+                        let charge = ModelCharge {
+                            name: m.name.clone(),
+                            event_count: m.events,
+                            input_tokens: m.input_tokens,
+                            output_tokens: m.output_tokens,
+                            cached_tokens: m.cached_tokens,
+                            total_amount: Nanos(m.total_nanos).usd_decimal(),
+                        };
+                        (m.model.clone(), charge)
+                    })
+                    .collect(),
+            ),
+        }),
     }
-    out
 }
 
 pub async fn spending_summary(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Spending>, CpError> {
     let s = state.control.spending(&me, params.str("userId")).await?;
     Ok(Json(spending(&s)))
 }
 
-pub fn spending(s: &tm_control::billing::Spending) -> Value {
-    json!({"spend24h": money(s.last_24h), "spend7d": money(s.last_7d), "spend30d": money(s.last_30d)})
+pub fn spending(s: &tm_control::billing::Spending) -> Spending {
+    Spending { spend_24h: money(s.last_24h), spend_7d: money(s.last_7d), spend_30d: money(s.last_30d) }
 }
 
 pub async fn spending_history(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<SpendingHistory>, CpError> {
     let buckets = state.control.spending_history(&me, params.str("userId")).await?;
-    let buckets: Vec<Value> = buckets
+    let buckets = buckets
         .iter()
-        .map(|b| {
-            json!({"bucketStart": timestamp(b.start), "amount": money(b.amount_nanos),
-                   "costSaving": money(b.cost_saving_nanos)})
+        .map(|b| SpendingBucket {
+            bucket_start: UnixMs(b.start),
+            amount: money(b.amount_nanos),
+            cost_saving: money(b.cost_saving_nanos),
         })
         .collect();
-    Ok(Json(json!({"buckets": buckets})))
+    Ok(Json(SpendingHistory { buckets }))
 }
 
 pub async fn usage_history(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<UsageHistory>, CpError> {
     let bucket = match params.str("bucket") {
         None => Bucket::Day,
         Some(b) => Bucket::parse(b).ok_or_else(|| {
@@ -122,41 +121,42 @@ pub async fn usage_history(
     let start = params.str("startTime").map(|s| parse_timestamp("startTime", s)).transpose()?;
     let end = params.str("endTime").map(|s| parse_timestamp("endTime", s)).transpose()?;
     let rows = state.control.usage_history(&me, params.str("userId"), bucket, start, end).await?;
-    // Token counts are uint64: strings, as grpc-gateway writes them.
-    let rows: Vec<Value> = rows
+    let rows = rows
         .iter()
-        .map(|r| {
-            json!({
-                "bucketStart": timestamp(r.start),
-                "modelId": r.model,
-                "inputTokens": r.input_tokens.to_string(),
-                "outputTokens": r.output_tokens.to_string(),
-                "cachedTokens": r.cached_tokens.to_string(),
-                "requestCount": r.requests.to_string(),
-            })
+        .map(|r| UsageRow {
+            bucket_start: UnixMs(r.start),
+            model_id: r.model.clone(),
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cached_tokens: r.cached_tokens,
+            request_count: r.requests,
         })
         .collect();
-    Ok(Json(json!({"rows": rows})))
+    Ok(Json(UsageHistory { rows }))
 }
 
-pub async fn pricing(State(state): State<ControlState>, _: SignedIn, params: Params) -> Result<Json<Value>, CpError> {
+pub async fn pricing(
+    State(state): State<ControlState>,
+    _: SignedIn,
+    params: Params,
+) -> Result<Json<ServerlessPrices>, CpError> {
     pricing_list(&state, &params).await
 }
 
 /// `{"pricing": [...]}` for `model` / `activeOnly`; the admin route shares it.
-pub async fn pricing_list(state: &ControlState, params: &Params) -> Result<Json<Value>, CpError> {
+pub async fn pricing_list(state: &ControlState, params: &Params) -> Result<Json<ServerlessPrices>, CpError> {
     let rows = state.control.list_pricing(params.str("model"), params.bool("activeOnly")?).await?;
-    Ok(Json(json!({"pricing": rows.iter().map(price).collect::<Vec<_>>()})))
+    Ok(Json(ServerlessPrices { pricing: rows.iter().map(price).collect() }))
 }
 
-pub fn price(r: &PriceRow) -> Value {
-    json!({
-        "id": r.id,
-        "name": r.name,
-        "model": r.model,
-        "inputTokenPrice": money(r.input_per_mtok),
-        "outputTokenPrice": money(r.output_per_mtok),
-        "cachedTokenPrice": money(r.cached_per_mtok),
-        "isActive": r.is_active != 0,
-    })
+pub fn price(r: &PriceRow) -> ServerlessPrice {
+    ServerlessPrice {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        model: r.model.clone(),
+        input_token_price: money(r.input_per_mtok),
+        output_token_price: money(r.output_per_mtok),
+        cached_token_price: money(r.cached_per_mtok),
+        is_active: r.is_active != 0,
+    }
 }
