@@ -6,16 +6,18 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use tm_api::control::Empty;
+use serde_json::{Map, Value};
+use tm_api::control::{
+    ChatReply, Deployment, DeploymentReply, Deployments, DeploymentsPage, Empty, MemoryCheck, ModelStatus, Validity,
+};
 use tm_control::deployments::NewDeployment;
 use tm_control::ControlError;
 use tm_gateway::GatewayError;
+use tm_money::UnixMs;
 use tm_store::deployments::DeploymentRow;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
-use super::wire::timestamp;
 use super::ControlState;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -26,29 +28,29 @@ pub async fn list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Deployments>, CpError> {
     let rows = state.control.deployments(&me, params.str("userId")).await?;
-    Ok(Json(json!({"models": models(&state, &rows)})))
+    Ok(Json(Deployments { models: models(&state, &rows) }))
 }
 
 pub async fn admin_list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<DeploymentsPage>, CpError> {
     me.require_admin()?;
     let (page, size) = params.page(50, MAX_ADMIN_PAGE)?;
     let (rows, total) = state.control.deployments_page(&me, params.str("userId"), page, size).await?;
-    Ok(Json(json!({"models": models(&state, &rows), "page": page, "size": size, "total": total.to_string()})))
+    Ok(Json(DeploymentsPage { models: models(&state, &rows), page, size, total }))
 }
 
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<DeploymentReply>, CpError> {
     let row = state.control.deployment(&me, &id).await?;
-    Ok(Json(json!({"model": model(&row, &served(&state))})))
+    Ok(Json(DeploymentReply { model: model(&row, &served(&state)) }))
 }
 
 pub async fn delete(
@@ -87,7 +89,7 @@ pub async fn deploy(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(d): Body<Deploy>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<DeploymentReply>, CpError> {
     let new = NewDeployment {
         user_id: d.user_id,
         model_name: d.model_name,
@@ -100,7 +102,7 @@ pub async fn deploy(
     };
     let served = served(&state);
     let row = state.control.deploy(&me, new, &served.ids).await?;
-    Ok(Json(json!({"model": model(&row, &served)})))
+    Ok(Json(DeploymentReply { model: model(&row, &served) }))
 }
 
 #[derive(Deserialize)]
@@ -115,9 +117,9 @@ pub async fn validate(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(v): Body<Validate>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Validity>, CpError> {
     let free = state.control.deployment_name_free(&me, v.user_id.as_deref(), &v.model_name).await?;
-    Ok(Json(json!({"isValid": free})))
+    Ok(Json(Validity { is_valid: free }))
 }
 
 #[derive(Deserialize)]
@@ -132,7 +134,7 @@ pub async fn search_by_infra(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(q): Body<SearchByInfra>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Deployments>, CpError> {
     let wanted = q.infra.ok_or_else(|| CpError::invalid("infra", "is required"))?;
     let rows = state.control.deployments(&me, q.user_id.as_deref()).await?;
     let matching: Vec<DeploymentRow> = rows
@@ -142,7 +144,7 @@ pub async fn search_by_infra(
             wanted.iter().all(|(k, v)| infra.get(k) == Some(v))
         })
         .collect();
-    Ok(Json(json!({"models": models(&state, &matching)})))
+    Ok(Json(Deployments { models: models(&state, &matching) }))
 }
 
 #[derive(Deserialize)]
@@ -158,7 +160,7 @@ pub async fn check(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(c): Body<Check>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<MemoryCheck>, CpError> {
     if c.model_id.trim().is_empty() {
         return Err(CpError::invalid("modelId", "is required"));
     }
@@ -172,10 +174,10 @@ pub async fn check(
         ))));
     };
     let kv = memory.kv_bytes_per_token.saturating_mul(context) as f64;
-    Ok(Json(json!({
-        "requiredGpuMemoryGib": round3((memory.weights_bytes as f64 + kv) / GIB),
-        "requiredLmCacheMemoryGib": round3(kv / GIB),
-    })))
+    Ok(Json(MemoryCheck {
+        required_gpu_memory_gib: round3((memory.weights_bytes as f64 + kv) / GIB),
+        required_lm_cache_memory_gib: round3(kv / GIB),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -189,7 +191,7 @@ pub async fn post_verb(
     SignedIn(me): SignedIn,
     Path(segment): Path<String>,
     Body(b): Body<ChatBody>,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ChatReply>, CpError> {
     let Some(id) = segment.strip_suffix(":chat") else {
         return Err(CpError(ControlError::NotFound(format!("no route for POST /v1/models/{segment}"))));
     };
@@ -203,7 +205,7 @@ pub async fn post_verb(
     }
     let serving = serving(&state)?;
     let text = serving.gateway.one_shot_chat(me, row.model_path, message).await.map_err(chat_error)?;
-    Ok(Json(json!({"response": text})))
+    Ok(Json(ChatReply { response: text }))
 }
 
 /// A one-shot chat's refusal or failure, as the Control Plane answers it: what the
@@ -261,37 +263,37 @@ fn served(state: &ControlState) -> Served {
     }
 }
 
-fn models(state: &ControlState, rows: &[DeploymentRow]) -> Vec<Value> {
+fn models(state: &ControlState, rows: &[DeploymentRow]) -> Vec<Deployment> {
     let served = served(state);
     rows.iter().map(|r| model(r, &served)).collect()
 }
 
-fn model(d: &DeploymentRow, served: &Served) -> Value {
+fn model(d: &DeploymentRow, served: &Served) -> Deployment {
     let status = if d.deleted_at.is_some() {
-        "MODEL_STATUS_DELETED"
+        ModelStatus::Deleted
     } else if served.up.contains(&d.model_path) {
-        "MODEL_STATUS_UP"
+        ModelStatus::Up
     } else {
-        "MODEL_STATUS_DOWN"
+        ModelStatus::Down
     };
-    let object = |text: &str| serde_json::from_str::<Value>(text).unwrap_or_else(|_| json!({}));
-    json!({
-        "modelId": d.id,
-        "deploymentId": d.id,
-        "userId": d.user_id,
-        "description": d.description,
-        "modelPath": d.model_path,
-        "modelName": d.model_name,
-        "status": status,
-        "events": [],
-        "createdAt": timestamp(d.created_at),
-        "updatedAt": timestamp(d.updated_at),
-        "modelSpec": object(&d.model_spec),
-        "infra": object(&d.infra),
-        "gpuCount": d.gpu_count,
-        "gpuType": d.gpu_type,
-        "replicas": 1,
-    })
+    let object = |text: &str| serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::Object(Map::new()));
+    Deployment {
+        model_id: d.id.clone(),
+        deployment_id: d.id.clone(),
+        user_id: d.user_id.clone(),
+        description: d.description.clone(),
+        model_path: d.model_path.clone(),
+        model_name: d.model_name.clone(),
+        status,
+        events: Vec::new(),
+        created_at: UnixMs(d.created_at),
+        updated_at: UnixMs(d.updated_at),
+        model_spec: object(&d.model_spec),
+        infra: object(&d.infra),
+        gpu_count: d.gpu_count,
+        gpu_type: d.gpu_type.clone(),
+        replicas: 1,
+    }
 }
 
 fn round3(v: f64) -> f64 {
