@@ -3,12 +3,12 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use tm_api::control::{LogLine, Logs, MetricPoint, MetricSeries, Metrics};
 use tm_control::observability::{Series, Window};
+use tm_money::UnixMs;
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
-use super::wire::timestamp;
 use super::ControlState;
 use crate::model_logs::{ModelLogs, Query};
 
@@ -16,9 +16,9 @@ pub async fn user_metrics(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Metrics>, CpError> {
     let series = state.control.user_metrics(&me, params.str("userId"), window(&params)?).await?;
-    Ok(Json(json!({"metrics": metrics(&series)})))
+    Ok(Json(Metrics { metrics: metrics(&series) }))
 }
 
 pub async fn deployment_metrics(
@@ -26,9 +26,9 @@ pub async fn deployment_metrics(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Metrics>, CpError> {
     let series = state.control.deployment_metrics(&me, &id, window(&params)?).await?;
-    Ok(Json(json!({"metrics": metrics(&series)})))
+    Ok(Json(Metrics { metrics: metrics(&series) }))
 }
 
 /// The newest lines first unless `direction` is `LOG_DIRECTION_FORWARD`; `limit` 1-1000
@@ -38,7 +38,7 @@ pub async fn deployment_logs(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<Logs>, CpError> {
     let d = state.control.deployment(&me, &id).await?;
     let newest_first = match params.str("direction").map(str::to_ascii_uppercase).as_deref() {
         None | Some("LOG_DIRECTION_UNSPECIFIED" | "LOG_DIRECTION_BACKWARD" | "BACKWARD" | "DESC") => true,
@@ -58,12 +58,12 @@ pub async fn deployment_logs(
         limit: params.int("limit", 100, 1, 1000)? as usize,
         newest_first,
     };
-    let logs: Vec<Value> = ModelLogs::global()
+    let logs = ModelLogs::global()
         .query(query)
         .iter()
-        .map(|e| json!({"timestamp": timestamp(e.at), "message": e.message}))
+        .map(|e| LogLine { timestamp: UnixMs(e.at), message: e.message.clone() })
         .collect();
-    Ok(Json(json!({"logs": logs})))
+    Ok(Json(Logs { logs }))
 }
 
 fn window(params: &Params) -> Result<Window, CpError> {
@@ -77,13 +77,12 @@ fn window(params: &Params) -> Result<Window, CpError> {
     })
 }
 
-fn metrics(series: &[Series]) -> Vec<Value> {
+fn metrics(series: &[Series]) -> Vec<MetricSeries> {
     series
         .iter()
-        .map(|s| {
-            let data: Vec<Value> =
-                s.points.iter().map(|(t, v)| json!({"timestamp": timestamp(*t), "value": v})).collect();
-            json!({"name": s.name, "data": data})
+        .map(|s| MetricSeries {
+            name: s.name.to_owned(),
+            data: s.points.iter().map(|&(t, value)| MetricPoint { timestamp: UnixMs(t), value }).collect(),
         })
         .collect()
 }
