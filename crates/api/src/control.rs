@@ -632,6 +632,42 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// `POST /auth/cli/start` (snake case, like every `/auth/cli/*` body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliLoginStarted {
+    /// Where the person signs in and approves.
+    pub auth_url: String,
+    /// What the CLI polls `/auth/cli/exchange` with.
+    pub cli_code: String,
+    /// Seconds between polls.
+    pub interval: u64,
+    pub expires_in: u64,
+}
+
+/// `POST /auth/cli/exchange` while the person has not answered (HTTP 202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliLoginPending {
+    /// `authorization_pending`.
+    pub status: String,
+}
+
+/// The tokens of a granted sign-in or a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    pub expires_in: i64,
+}
+
+/// An OAuth-style error of the `/auth/cli/*` routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthError {
+    pub error: String,
+    pub error_description: String,
+}
+
 /// `{"empty": {}}`: what the routes that return nothing answer (an empty object would make
 /// the SDK raise).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

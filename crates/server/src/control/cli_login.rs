@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use tm_api::control::{CliLoginPending, CliLoginStarted, CliTokens, OAuthError};
 use tm_control::login::{Exchange, Tokens};
 use tm_control::ControlError;
 
@@ -27,12 +27,12 @@ pub async fn start(State(state): State<ControlState>, headers: HeaderMap) -> Res
         }
     };
     let auth_url = format!("{base}/auth/cli/login?request={}", started.request_id);
-    let body = json!({
-        "auth_url": auth_url,
-        "cli_code": started.cli_code,
-        "interval": POLL_INTERVAL_SECS,
-        "expires_in": state.control.settings().login_ttl.as_secs(),
-    });
+    let body = CliLoginStarted {
+        auth_url,
+        cli_code: started.cli_code,
+        interval: POLL_INTERVAL_SECS,
+        expires_in: state.control.settings().login_ttl.as_secs(),
+    };
     Ok(Json(body).into_response())
 }
 
@@ -47,7 +47,9 @@ pub async fn exchange(State(state): State<ControlState>, Body(body): Body<Exchan
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "cli_code is required"));
     }
     Ok(match state.control.exchange_cli_code(&body.cli_code).await? {
-        Exchange::Pending => (StatusCode::ACCEPTED, Json(json!({"status": "authorization_pending"}))).into_response(),
+        Exchange::Pending => {
+            (StatusCode::ACCEPTED, Json(CliLoginPending { status: "authorization_pending".into() })).into_response()
+        }
         Exchange::Granted(tokens) => token_response(tokens),
         Exchange::Denied => oauth_error(StatusCode::BAD_REQUEST, "access_denied", "the sign-in request was denied"),
         Exchange::Expired => oauth_error(StatusCode::BAD_REQUEST, "expired_token", "the sign-in request expired"),
@@ -75,15 +77,15 @@ pub async fn refresh(State(state): State<ControlState>, Body(body): Body<Refresh
 }
 
 fn token_response(t: Tokens) -> Response {
-    let body = json!({
-        "access_token": t.access_token,
-        "refresh_token": t.refresh_token,
-        "token_type": "Bearer",
-        "expires_in": t.expires_in_secs,
-    });
+    let body = CliTokens {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        token_type: "Bearer".into(),
+        expires_in: t.expires_in_secs,
+    };
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    (status, Json(json!({"error": error, "error_description": description}))).into_response()
+    (status, Json(OAuthError { error: error.into(), error_description: description.into() })).into_response()
 }
