@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{Map, Value};
-use tm_api::control::{ActivitiesPage, Activity, ActivityReply, ActorType};
-use tm_control::activity::{Query, ACTOR_OPERATOR, ACTOR_USER};
+use tm_api::control::{enum_named, ActivitiesPage, Activity, ActivityReply, ActorType};
+use tm_control::activity::Query;
 use tm_money::UnixMs;
 use tm_store::activities::ActivityRow;
 
@@ -42,11 +42,7 @@ pub async fn get(
 fn activity(a: &ActivityRow) -> Activity {
     Activity {
         activity_id: a.id.clone(),
-        actor_type: match a.actor_type.as_str() {
-            ACTOR_USER => ActorType::User,
-            ACTOR_OPERATOR => ActorType::System,
-            _ => ActorType::Unspecified,
-        },
+        actor_type: enum_named(&a.actor_type, ActorType::Unspecified),
         actor_id: a.actor_id.clone(),
         actor_display: a.actor_display.clone(),
         user_id: a.user_id.clone(),

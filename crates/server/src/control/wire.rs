@@ -2,8 +2,7 @@
 //! as strings, RFC 3339 times, and the envelope keys the SDK insists on.
 
 use serde_json::Value;
-use tm_api::control::{ApiKey, Money, User, UserRole};
-use tm_control::Role;
+use tm_api::control::{enum_named, ApiKey, Money, User, UserRole};
 use tm_money::{Nanos, UnixMs, NANOS_PER_USD};
 use tm_store::api_keys::ApiKeyRow;
 use tm_store::users::UserRow;
@@ -30,12 +29,7 @@ pub fn user(u: &UserRow) -> User {
         last_name: u.last_name.clone(),
         display_name: u.display_name.clone(),
         company: u.company.clone(),
-        user_role: match Role::parse(&u.role) {
-            Some(Role::User) => UserRole::User,
-            Some(Role::Admin) => UserRole::Admin,
-            Some(Role::SuperAdmin) => UserRole::SuperAdmin,
-            None => UserRole::Unspecified,
-        },
+        user_role: enum_named(&u.role, UserRole::Unspecified),
         tos_accepted_at: u.tos_accepted_at.map(UnixMs),
         created_at: UnixMs(u.created_at),
         updated_at: UnixMs(u.updated_at),
