@@ -64,7 +64,8 @@ impl Gateway {
 
     /// One user message to `model` through the metered path, as a signed-in user (the
     /// Control Plane's `models/{id}:chat`): the same limits, hold and usage record as an
-    /// API request, under the pseudo key `control-plane:<user id>`. The answer's text.
+    /// API request, under the pseudo key `control-plane:<user id>`. The answer's text, at
+    /// most [`ONE_SHOT_MAX_TOKENS`] tokens.
     pub async fn one_shot_chat(
         &self,
         principal: Principal,
@@ -81,7 +82,7 @@ impl Gateway {
             model,
             prompt: PromptInput::Chat(messages),
             sampling: SamplingRequest::default(),
-            overrides: Overrides::default(),
+            overrides: Overrides { max_tokens: Some(ONE_SHOT_MAX_TOKENS), ..Overrides::default() },
             output: OutputOptions::default(),
         };
         let mut generation = self.start(&caller, ask).await?;
@@ -97,6 +98,11 @@ impl Gateway {
         Err(GatewayError::Internal("the engine dropped the request".into()))
     }
 }
+
+/// The longest answer of a one-shot chat. The official clients wait 30 s for a Control
+/// Plane call, and a small model on 2 CPU cores that runs on to the end of its context
+/// (gemma 270M at temperature 1 often does) takes longer than that: 256 tokens take ~10 s.
+pub const ONE_SHOT_MAX_TOKENS: u32 = 256;
 
 /// The seed of a request that sets none.
 fn random_seed() -> u32 {

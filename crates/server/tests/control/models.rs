@@ -80,6 +80,10 @@ async fn deployments_are_private_live_and_chat_is_billed() {
             call(cp, &ann.access, Method::POST, &format!("{path}:chat"), Some(json!({"body": "hello there"}))).await;
         assert_eq!(status, 200, "{chat}");
         assert!(!chat["response"].as_str().unwrap().is_empty(), "{chat}");
+        // Capped, so that it answers within the official clients' 30 s: the stand-in engine
+        // writes as many words as it is allowed.
+        let words = chat["response"].as_str().unwrap().split_whitespace().count();
+        assert_eq!(words, tm_gateway::infer::ONE_SHOT_MAX_TOKENS as usize, "{chat}");
         wait_until_settled(&control).await;
         let records = control.store().usage().records(&ann_id).await.unwrap();
         assert_eq!(records.len(), 1);
