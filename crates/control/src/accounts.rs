@@ -33,10 +33,16 @@ pub struct Bootstrapped {
     pub generated_api_key: Option<String>,
 }
 
-impl Control {
-    pub async fn create_user(&self, new: NewUser) -> Result<UserRow, ControlError> {
+/// Users: creation, the first admin, profiles, terms of service, roles and limits.
+#[derive(Clone, Copy)]
+pub struct Accounts<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Accounts<'_> {
+    pub async fn create(&self, new: NewUser) -> Result<UserRow, ControlError> {
         let email = normalize_email(&new.email)?;
-        let now = self.now();
+        let now = self.control.now();
         let user = UserRow {
             id: uuid::Uuid::new_v4().to_string(),
             password_hash: password::hash(&new.password)?,
@@ -50,28 +56,28 @@ impl Control {
             updated_at: now,
             email,
         };
-        match self.store.users().insert(&user).await {
+        match self.control.store.users().insert(&user).await {
             Err(tm_store::StoreError::Conflict(_)) => {
                 return Err(ControlError::AlreadyExists(format!("a user with email {} already exists", user.email)))
             }
             other => other?,
         }
         let description = format!("Account created for {} ({})", user.email, user.role);
-        self.record(Actor::Operator, user_event(&user.id, action::USER_CREATED, description)).await;
+        self.control.record(Actor::Operator, user_event(&user.id, action::USER_CREATED, description)).await;
         Ok(user)
     }
 
     /// On an empty database, creates the first admin (a super admin) and an API key for it.
     /// Returns `None` when users already exist.
     pub async fn bootstrap(&self, b: Bootstrap) -> Result<Option<Bootstrapped>, ControlError> {
-        if self.store.users().count().await? > 0 {
+        if self.control.store.users().count().await? > 0 {
             return Ok(None);
         }
         let generated_password = b.password.is_none().then(|| secret::random_base62(20));
         let password = b.password.or_else(|| generated_password.clone()).unwrap_or_default();
         let email = b.email.unwrap_or_else(|| "admin@localhost".into());
         let user = self
-            .create_user(NewUser {
+            .create(NewUser {
                 email,
                 password,
                 role: Role::SuperAdmin,
@@ -82,21 +88,29 @@ impl Control {
         let principal = Principal { user_id: user.id.clone(), role: Role::SuperAdmin };
         let generated_api_key = match b.api_key {
             Some(key) => {
-                self.import_api_key(&principal, &key, "bootstrap").await?;
+                self.control.keys().import(&principal, &key, "bootstrap").await?;
                 None
             }
-            None => Some(self.create_api_key(&principal, None, "bootstrap".into(), Vec::new(), None).await?.token),
+            None => {
+                Some(self.control.keys().create(&principal, None, "bootstrap".into(), Vec::new(), None).await?.token)
+            }
         };
         Ok(Some(Bootstrapped { user, generated_password, generated_api_key }))
     }
 
-    pub async fn user(&self, id: &str) -> Result<UserRow, ControlError> {
-        self.store.users().by_id(id).await?.ok_or_else(|| ControlError::NotFound(format!("user {id} not found")))
+    pub async fn get(&self, id: &str) -> Result<UserRow, ControlError> {
+        self.control
+            .store
+            .users()
+            .by_id(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("user {id} not found")))
     }
 
-    pub async fn user_by_email(&self, email: &str) -> Result<UserRow, ControlError> {
+    pub async fn by_email(&self, email: &str) -> Result<UserRow, ControlError> {
         let email = normalize_email(email)?;
-        self.store
+        self.control
+            .store
             .users()
             .by_email(&email)
             .await?
@@ -107,7 +121,7 @@ impl Control {
     /// and wrong passwords are indistinguishable, in answer and in time.
     pub async fn check_password(&self, email: &str, password: &str) -> Result<UserRow, ControlError> {
         let found = match normalize_email(email) {
-            Ok(email) => self.store.users().by_email(&email).await?,
+            Ok(email) => self.control.store.users().by_email(&email).await?,
             Err(_) => None,
         };
         match found {
@@ -122,11 +136,12 @@ impl Control {
 
     pub async fn accept_tos(&self, caller: &Principal, user_id: Option<&str>) -> Result<UserRow, ControlError> {
         let id = caller.scope(user_id)?;
-        let before = self.user(&id).await?;
-        let user = self.store.users().accept_tos(&id, self.now()).await?.ok_or_else(|| not_found(&id))?;
+        let before = self.get(&id).await?;
+        let user =
+            self.control.store.users().accept_tos(&id, self.control.now()).await?.ok_or_else(|| not_found(&id))?;
         if before.tos_accepted_at.is_none() {
             let event = user_event(&id, action::TOS_ACCEPTED, "Accepted the terms of service".into());
-            self.record(Actor::User(caller), event).await;
+            self.control.record(Actor::User(caller), event).await;
         }
         Ok(user)
     }
@@ -163,10 +178,10 @@ impl Control {
         .into_iter()
         .filter_map(|(name, v)| v.as_ref().map(|_| name))
         .collect();
-        if self.store.users().update_profile(&id, &update, self.now()).await? {
+        if self.control.store.users().update_profile(&id, &update, self.control.now()).await? {
             let mut event = user_event(&id, action::PROFILE_UPDATED, format!("Updated {}", changed.join(", ")));
             event.metadata = serde_json::json!({"fields": changed});
-            self.record(Actor::User(caller), event).await;
+            self.control.record(Actor::User(caller), event).await;
             Ok(())
         } else {
             Err(not_found(&id))
@@ -174,20 +189,15 @@ impl Control {
     }
 
     /// Admins only; 1-based pages.
-    pub async fn list_users(
-        &self,
-        caller: &Principal,
-        page: i64,
-        size: i64,
-    ) -> Result<(Vec<UserRow>, i64), ControlError> {
+    pub async fn page(&self, caller: &Principal, page: i64, size: i64) -> Result<(Vec<UserRow>, i64), ControlError> {
         caller.require_admin()?;
-        Ok(self.store.users().page((page - 1) * size, size).await?)
+        Ok(self.control.store.users().page((page - 1) * size, size).await?)
     }
 
     /// Admins change roles; only a super admin grants or takes away super admin.
     pub async fn change_role(&self, caller: &Principal, target: &str, role: Role) -> Result<UserRow, ControlError> {
         caller.require_admin()?;
-        let target = self.user(target.trim()).await?;
+        let target = self.get(target.trim()).await?;
         let current = Role::parse(&target.role).unwrap_or(Role::User);
         if (role == Role::SuperAdmin || current == Role::SuperAdmin) && caller.role != Role::SuperAdmin {
             return Err(ControlError::PermissionDenied("only a super admin can grant or revoke super admin".into()));
@@ -197,28 +207,29 @@ impl Control {
 
     /// Operator command (no caller: whoever runs `tensormesh user set-role` owns the box).
     pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRow, ControlError> {
-        let target = self.user(user_id).await?;
+        let target = self.get(user_id).await?;
         self.apply_role(Actor::Operator, &target, role).await
     }
 
     async fn apply_role(&self, actor: Actor<'_>, target: &UserRow, role: Role) -> Result<UserRow, ControlError> {
         let user = self
+            .control
             .store
             .users()
-            .set_role(&target.id, role.as_str(), self.now())
+            .set_role(&target.id, role.as_str(), self.control.now())
             .await?
             .ok_or_else(|| not_found(&target.id))?;
         if target.role != user.role {
             let mut event = user_event(&user.id, action::ROLE_CHANGED, format!("Role changed to {}", user.role));
             event.metadata = serde_json::json!({"from": target.role, "to": user.role});
-            self.record(actor, event).await;
+            self.control.record(actor, event).await;
         }
         Ok(user)
     }
 
     /// Operator command: every user, oldest first.
-    pub async fn all_users(&self) -> Result<Vec<UserRow>, ControlError> {
-        Ok(self.store.users().page(0, i64::MAX).await?.0)
+    pub async fn all(&self) -> Result<Vec<UserRow>, ControlError> {
+        Ok(self.control.store.users().page(0, i64::MAX).await?.0)
     }
 
     /// Operator command: overrides a user's rate limits over all their keys (capping each
@@ -230,25 +241,25 @@ impl Control {
         requests_per_minute: Option<u32>,
         tokens_per_minute: Option<u32>,
     ) -> Result<(), ControlError> {
-        let user = self.user(user_id).await?;
+        let user = self.get(user_id).await?;
         let limits = LimitOverride {
             requests_per_minute: requests_per_minute.map(i64::from),
             tokens_per_minute: tokens_per_minute.map(i64::from),
         };
-        self.store.rate_limits().set(&user.id, limits).await?;
+        self.control.store.rate_limits().set(&user.id, limits).await?;
         let mut event = user_event(&user.id, action::LIMITS_CHANGED, "Rate limits changed".to_owned());
         event.metadata = serde_json::json!({
             "requestsPerMinute": requests_per_minute,
             "tokensPerMinute": tokens_per_minute,
         });
-        self.record(Actor::Operator, event).await;
+        self.control.record(Actor::Operator, event).await;
         Ok(())
     }
 
     /// Operator command.
     pub async fn reset_password(&self, user_id: &str, password: &str) -> Result<(), ControlError> {
         let hash = password::hash(password)?;
-        if self.store.users().set_password_hash(user_id, &hash, self.now()).await? {
+        if self.control.store.users().set_password_hash(user_id, &hash, self.control.now()).await? {
             Ok(())
         } else {
             Err(not_found(user_id))

@@ -115,10 +115,18 @@ impl Control {
             tracing::error!(error = %e, action = %row.action, resource = %row.resource_id, "cannot record activity");
         }
     }
+}
 
+/// The audit trail, as users and admins read it.
+#[derive(Clone, Copy)]
+pub struct Activities<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Activities<'_> {
     /// A page of activities: a user's own (or, for admins, anyone's when `user_id` names
     /// them, everyone's when it is absent).
-    pub async fn list_activities(
+    pub async fn list(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
@@ -135,12 +143,12 @@ impl Control {
             from: q.from,
             to: q.to,
         };
-        Ok(self.store.activities().page(&filter, (page - 1) * size, size).await?)
+        Ok(self.control.store.activities().page(&filter, (page - 1) * size, size).await?)
     }
 
     /// One activity; another user's is "not found" (its existence is not revealed).
-    pub async fn activity(&self, caller: &Principal, id: &str) -> Result<ActivityRow, ControlError> {
-        match self.store.activities().by_id(id).await? {
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<ActivityRow, ControlError> {
+        match self.control.store.activities().by_id(id).await? {
             Some(a) if caller.role.is_admin() || a.user_id == caller.user_id => Ok(a),
             _ => Err(ControlError::NotFound(format!("activity {id} not found"))),
         }

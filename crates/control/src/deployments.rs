@@ -26,15 +26,21 @@ pub struct NewDeployment {
     pub gpu_type: Option<String>,
 }
 
-impl Control {
+/// Users' named handles on served models.
+#[derive(Clone, Copy)]
+pub struct Deployments<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Deployments<'_> {
     /// `served`: the ids of the models this installation serves.
-    pub async fn deploy(
+    pub async fn create(
         &self,
         caller: &Principal,
         d: NewDeployment,
         served: &[String],
     ) -> Result<DeploymentRow, ControlError> {
-        let owner = self.user(&caller.scope(d.user_id.as_deref())?).await?.id;
+        let owner = self.control.accounts().get(&caller.scope(d.user_id.as_deref())?).await?.id;
         let name = deployment_name("modelName", &d.model_name)?;
         let path = d.model_path.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).unwrap_or_else(|| name.clone());
         if !served.contains(&path) {
@@ -54,7 +60,7 @@ impl Control {
         if !(0..=1024).contains(&gpu_count) {
             return Err(ControlError::invalid("gpuCount", "must be from 0 to 1024"));
         }
-        let now = self.now();
+        let now = self.control.now();
         let row = DeploymentRow {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: owner,
@@ -69,27 +75,23 @@ impl Control {
             updated_at: now,
             deleted_at: None,
         };
-        self.store.deployments().insert(&row).await.map_err(|e| match e {
+        self.control.store.deployments().insert(&row).await.map_err(|e| match e {
             tm_store::StoreError::Conflict(_) => {
                 ControlError::AlreadyExists(format!("you already have a deployment named {:?}", row.model_name))
             }
             other => other.into(),
         })?;
-        self.record(Actor::User(caller), event(&row, action::DEPLOYMENT_CREATED, "Deployed")).await;
+        self.control.record(Actor::User(caller), event(&row, action::DEPLOYMENT_CREATED, "Deployed")).await;
         Ok(row)
     }
 
     /// Live deployments: the caller's own, or (admins) the named user's or everyone's.
-    pub async fn deployments(
-        &self,
-        caller: &Principal,
-        user_id: Option<&str>,
-    ) -> Result<Vec<DeploymentRow>, ControlError> {
-        Ok(self.deployments_page(caller, user_id, 1, i64::MAX).await?.0)
+    pub async fn list(&self, caller: &Principal, user_id: Option<&str>) -> Result<Vec<DeploymentRow>, ControlError> {
+        Ok(self.page(caller, user_id, 1, i64::MAX).await?.0)
     }
 
     /// Admins: a page of live deployments of everyone (or the named user).
-    pub async fn deployments_page(
+    pub async fn page(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
@@ -98,39 +100,34 @@ impl Control {
     ) -> Result<(Vec<DeploymentRow>, i64), ControlError> {
         let owner = visible_owner(caller, user_id)?;
         let offset = (page - 1).saturating_mul(size);
-        Ok(self.store.deployments().page(owner.as_deref(), offset, size).await?)
+        Ok(self.control.store.deployments().page(owner.as_deref(), offset, size).await?)
     }
 
     /// One deployment (deleted ones too), if the caller may see it.
-    pub async fn deployment(&self, caller: &Principal, id: &str) -> Result<DeploymentRow, ControlError> {
-        match self.store.deployments().by_id(id.trim()).await? {
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<DeploymentRow, ControlError> {
+        match self.control.store.deployments().by_id(id.trim()).await? {
             Some(d) if caller.role.is_admin() || d.user_id == caller.user_id => Ok(d),
             _ => Err(ControlError::NotFound(format!("model {id} not found"))),
         }
     }
 
     /// Deleting a deleted deployment succeeds again (DELETE may be retried).
-    pub async fn delete_deployment(&self, caller: &Principal, id: &str) -> Result<(), ControlError> {
-        let d = self.deployment(caller, id).await?;
-        if self.store.deployments().delete(&d.id, self.now()).await? {
-            self.record(Actor::User(caller), event(&d, action::DEPLOYMENT_DELETED, "Deleted deployment")).await;
+    pub async fn delete(&self, caller: &Principal, id: &str) -> Result<(), ControlError> {
+        let d = self.get(caller, id).await?;
+        if self.control.store.deployments().delete(&d.id, self.control.now()).await? {
+            self.control.record(Actor::User(caller), event(&d, action::DEPLOYMENT_DELETED, "Deleted deployment")).await;
         }
         Ok(())
     }
 
     /// Whether `name` is a well-formed name the user has not used for a live deployment.
-    pub async fn deployment_name_free(
-        &self,
-        caller: &Principal,
-        user_id: Option<&str>,
-        name: &str,
-    ) -> Result<bool, ControlError> {
+    pub async fn name_free(&self, caller: &Principal, user_id: Option<&str>, name: &str) -> Result<bool, ControlError> {
         let owner = caller.scope(user_id)?;
         if name.trim().is_empty() {
             return Err(ControlError::invalid("modelName", "is required"));
         }
         match deployment_name("modelName", name) {
-            Ok(name) => Ok(self.store.deployments().by_name(&owner, &name).await?.is_none()),
+            Ok(name) => Ok(self.control.store.deployments().by_name(&owner, &name).await?.is_none()),
             Err(_) => Ok(false),
         }
     }

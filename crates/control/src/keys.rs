@@ -58,8 +58,14 @@ impl KeyCache {
     }
 }
 
-impl Control {
-    pub async fn create_api_key(
+/// Inference API keys: made, listed, revoked, and checked on every request.
+#[derive(Clone, Copy)]
+pub struct Keys<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Keys<'_> {
+    pub async fn create(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
@@ -75,12 +81,12 @@ impl Control {
             action::API_KEY_CREATED,
             format!("Created API key \"{}\"", row.name),
         );
-        self.record(Actor::User(caller), event).await;
+        self.control.record(Actor::User(caller), event).await;
         Ok(CreatedKey { row, token: issued.token })
     }
 
     /// Registers a key chosen by the operator (`TENSORMESH_ADMIN_API_KEY`).
-    pub async fn import_api_key(&self, caller: &Principal, token: &str, name: &str) -> Result<ApiKeyRow, ControlError> {
+    pub async fn import(&self, caller: &Principal, token: &str, name: &str) -> Result<ApiKeyRow, ControlError> {
         if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ControlError::invalid("apiKey", "must be at least 16 characters, without spaces"));
         }
@@ -99,14 +105,14 @@ impl Control {
         scopes: Vec<String>,
         expires_at: Option<i64>,
     ) -> Result<ApiKeyRow, ControlError> {
-        let owner = self.user(&caller.scope(user_id)?).await?;
+        let owner = self.control.accounts().get(&caller.scope(user_id)?).await?;
         if name.chars().count() > MAX_NAME_CHARS {
             return Err(ControlError::invalid("name", format!("is longer than {MAX_NAME_CHARS} characters")));
         }
         if scopes.len() > MAX_SCOPES || scopes.iter().any(|s| s.is_empty() || s.len() > MAX_NAME_CHARS) {
             return Err(ControlError::invalid("scopes", format!("at most {MAX_SCOPES} non-empty scopes")));
         }
-        let now = self.now();
+        let now = self.control.now();
         if expires_at.is_some_and(|t| t <= now) {
             return Err(ControlError::invalid("expiresAt", "is in the past"));
         }
@@ -120,45 +126,40 @@ impl Control {
             expires_at,
             deleted_at: None,
         };
-        self.store.api_keys().insert(&row).await?;
+        self.control.store.api_keys().insert(&row).await?;
         Ok(row)
     }
 
-    pub async fn list_api_keys(
+    pub async fn list(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
         include_deleted: bool,
     ) -> Result<Vec<ApiKeyRow>, ControlError> {
         let owner = caller.scope(user_id)?;
-        Ok(self.store.api_keys().of_user(&owner, include_deleted).await?)
+        Ok(self.control.store.api_keys().of_user(&owner, include_deleted).await?)
     }
 
     /// `key` is what the list shows (the public id) or the whole key. Deleting a deleted
     /// key succeeds again (DELETE may be retried); another user's key is not found.
-    pub async fn delete_api_key(
-        &self,
-        caller: &Principal,
-        user_id: Option<&str>,
-        key: &str,
-    ) -> Result<(), ControlError> {
+    pub async fn delete(&self, caller: &Principal, user_id: Option<&str>, key: &str) -> Result<(), ControlError> {
         let owner = caller.scope(user_id)?;
         let key = key.trim();
         if key.is_empty() {
             return Err(ControlError::invalid("apiKey", "is required"));
         }
-        let public_id = if self.store.api_keys().by_public_id(key).await?.is_some() {
+        let public_id = if self.control.store.api_keys().by_public_id(key).await?.is_some() {
             key.to_owned()
         } else {
             secret::parse_api_key(key).public_id
         };
-        self.key_cache.forget(&public_id);
-        let live = self.store.api_keys().by_public_id(&public_id).await?.filter(|k| k.deleted_at.is_none());
-        if self.store.api_keys().delete(&owner, &public_id, self.now()).await? {
+        self.control.key_cache.forget(&public_id);
+        let live = self.control.store.api_keys().by_public_id(&public_id).await?.filter(|k| k.deleted_at.is_none());
+        if self.control.store.api_keys().delete(&owner, &public_id, self.control.now()).await? {
             if let Some(k) = live {
                 let event =
                     key_event(&owner, &public_id, action::API_KEY_REVOKED, format!("Revoked API key \"{}\"", k.name));
-                self.record(Actor::User(caller), event).await;
+                self.control.record(Actor::User(caller), event).await;
             }
             Ok(())
         } else {
@@ -168,19 +169,20 @@ impl Control {
 
     /// The owner of an inference API key, or [`ControlError::Unauthenticated`] for any key
     /// that is unknown, wrong, deleted or expired (one answer for all).
-    pub async fn authenticate_api_key(&self, token: &str) -> Result<KeyHolder, ControlError> {
+    pub async fn authenticate(&self, token: &str) -> Result<KeyHolder, ControlError> {
         let presented = secret::parse_api_key(token);
-        let now = self.now();
-        let cached = match self.key_cache.get(&presented.public_id) {
-            Some(c) if now - c.fetched_at < millis(self.settings.key_cache_ttl) => c,
+        let now = self.control.now();
+        let cached = match self.control.key_cache.get(&presented.public_id) {
+            Some(c) if now - c.fetched_at < millis(self.control.settings.key_cache_ttl) => c,
             _ => {
-                let Some(row) = self.store.api_keys().by_public_id(&presented.public_id).await? else {
+                let Some(row) = self.control.store.api_keys().by_public_id(&presented.public_id).await? else {
                     return Err(ControlError::Unauthenticated);
                 };
                 if row.deleted_at.is_some() {
                     return Err(ControlError::Unauthenticated);
                 }
-                let owner = self.store.users().by_id(&row.user_id).await?.ok_or(ControlError::Unauthenticated)?;
+                let owner =
+                    self.control.store.users().by_id(&row.user_id).await?.ok_or(ControlError::Unauthenticated)?;
                 let role = Role::parse(&owner.role).unwrap_or(Role::User);
                 let entry = Cached {
                     digest: row.digest,
@@ -188,7 +190,7 @@ impl Control {
                     expires_at: row.expires_at,
                     fetched_at: now,
                 };
-                self.key_cache.put(presented.public_id.clone(), entry.clone());
+                self.control.key_cache.put(presented.public_id.clone(), entry.clone());
                 entry
             }
         };

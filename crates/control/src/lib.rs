@@ -4,7 +4,8 @@
 //! - [`accounts`]: users, profiles, roles, operator commands, the first admin.
 //! - [`login`]: the CLI browser login, access/refresh tokens and their rotation.
 //! - [`keys`]: inference API keys and their (revocation-aware) cache.
-//! - [`billing`]: prices, balances, top-ups, billing addresses and the billing views.
+//! - [`billing`]: balances, top-ups, billing addresses, the billing views; serverless and GPU
+//!   prices in [`billing::pricing`] and [`billing::gpu`].
 //! - [`support`]: tickets and reserved-deployment requests.
 //! - [`activity`]: the audit trail every state-changing action writes to.
 //! - [`products`]: the product catalogue.
@@ -12,6 +13,10 @@
 //! - [`observability`]: a user's request metrics, from the usage records.
 //! - [`secret`], [`password`]: how secrets are made, stored and checked.
 //! - [`role`]: roles and the one place that decides whose data a request may touch.
+//!
+//! [`Control`] holds the store, the clock and the caches; each aggregate is a small view over
+//! it, reached by its noun (`control.keys().delete(…)`, `control.billing().balance(…)`), so
+//! a method is found in the module its service is named after.
 
 mod error;
 
@@ -69,12 +74,67 @@ pub struct Control {
     clock: Arc<dyn Clock>,
     settings: Settings,
     key_cache: Arc<keys::KeyCache>,
-    price_cache: Arc<billing::PriceCache>,
+    price_cache: Arc<billing::pricing::PriceCache>,
 }
 
 impl Control {
     pub fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Control {
         Control { store, clock, settings, key_cache: Arc::default(), price_cache: Arc::default() }
+    }
+
+    /// Users and their profiles, roles and limits.
+    pub fn accounts(&self) -> accounts::Accounts<'_> {
+        accounts::Accounts { control: self }
+    }
+
+    /// The CLI browser login and its sessions.
+    pub fn logins(&self) -> login::Logins<'_> {
+        login::Logins { control: self }
+    }
+
+    /// Inference API keys.
+    pub fn keys(&self) -> keys::Keys<'_> {
+        keys::Keys { control: self }
+    }
+
+    /// Balances, top-ups, addresses, transactions, spending and usage history.
+    pub fn billing(&self) -> billing::Billing<'_> {
+        billing::Billing { control: self }
+    }
+
+    /// Serverless prices per model.
+    pub fn pricing(&self) -> billing::pricing::Pricing<'_> {
+        billing::pricing::Pricing { control: self }
+    }
+
+    /// GPU prices of reserved deployments.
+    pub fn gpu_pricing(&self) -> billing::gpu::GpuPricing<'_> {
+        billing::gpu::GpuPricing { control: self }
+    }
+
+    /// Tickets and reserved-deployment requests.
+    pub fn support(&self) -> support::Support<'_> {
+        support::Support { control: self }
+    }
+
+    /// The audit trail.
+    pub fn activities(&self) -> activity::Activities<'_> {
+        activity::Activities { control: self }
+    }
+
+    /// The product catalogue.
+    pub fn products(&self) -> products::Products<'_> {
+        products::Products { control: self }
+    }
+
+    /// Users' named handles on served models.
+    pub fn deployments(&self) -> deployments::Deployments<'_> {
+        deployments::Deployments { control: self }
+    }
+
+    /// Request metrics from the usage records.
+    pub fn observability(&self) -> observability::Observability<'_> {
+        observability::Observability { control: self }
     }
 
     pub fn store(&self) -> &Store {

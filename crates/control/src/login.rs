@@ -40,37 +40,38 @@ pub enum Exchange {
     Invalid,
 }
 
-impl Control {
-    pub async fn start_cli_login(&self) -> Result<LoginStarted, ControlError> {
+/// The CLI browser login and the sessions (access and refresh tokens) it grants.
+#[derive(Clone, Copy)]
+pub struct Logins<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Logins<'_> {
+    pub async fn start(&self) -> Result<LoginStarted, ControlError> {
         let issued = secret::issue(Kind::CliCode);
-        let now = self.now();
+        let now = self.control.now();
         let row = CliLoginRow {
             public_id: issued.public_id.clone(),
             digest: issued.digest,
             state: LoginState::Pending,
             user_id: None,
             created_at: now,
-            expires_at: now + millis(self.settings.login_ttl),
+            expires_at: now + millis(self.control.settings.login_ttl),
         };
-        self.store.cli_logins().insert(&row).await?;
+        self.control.store.cli_logins().insert(&row).await?;
         Ok(LoginStarted { cli_code: issued.token, request_id: issued.public_id })
     }
 
     /// A request as the sign-in page shows it: `None` when unknown, else whether it is
     /// still waiting for a decision.
-    pub async fn cli_login_pending(&self, request_id: &str) -> Result<Option<bool>, ControlError> {
-        let row = self.store.cli_logins().get(request_id).await?;
-        Ok(row.map(|r| r.state == LoginState::Pending && self.now() < r.expires_at))
+    pub async fn pending(&self, request_id: &str) -> Result<Option<bool>, ControlError> {
+        let row = self.control.store.cli_logins().get(request_id).await?;
+        Ok(row.map(|r| r.state == LoginState::Pending && self.control.now() < r.expires_at))
     }
 
-    pub async fn approve_cli_login(
-        &self,
-        request_id: &str,
-        email: &str,
-        password: &str,
-    ) -> Result<UserRow, ControlError> {
-        let user = self.check_password(email, password).await?;
-        if self.store.cli_logins().decide(request_id, Some(&user.id), self.now()).await? {
+    pub async fn approve(&self, request_id: &str, email: &str, password: &str) -> Result<UserRow, ControlError> {
+        let user = self.control.accounts().check_password(email, password).await?;
+        if self.control.store.cli_logins().decide(request_id, Some(&user.id), self.control.now()).await? {
             let me = Principal { user_id: user.id.clone(), role: Role::parse(&user.role).unwrap_or(Role::User) };
             let event = Event {
                 owner: user.id.clone(),
@@ -80,32 +81,32 @@ impl Control {
                 description: "Signed in to the CLI (browser login)".into(),
                 metadata: serde_json::json!({"method": "cli_browser_login"}),
             };
-            self.record(Actor::User(&me), event).await;
+            self.control.record(Actor::User(&me), event).await;
             Ok(user)
         } else {
             Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))
         }
     }
 
-    pub async fn deny_cli_login(&self, request_id: &str) -> Result<(), ControlError> {
-        if self.store.cli_logins().decide(request_id, None, self.now()).await? {
+    pub async fn deny(&self, request_id: &str) -> Result<(), ControlError> {
+        if self.control.store.cli_logins().decide(request_id, None, self.control.now()).await? {
             Ok(())
         } else {
             Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))
         }
     }
 
-    pub async fn exchange_cli_code(&self, cli_code: &str) -> Result<Exchange, ControlError> {
+    pub async fn exchange(&self, cli_code: &str) -> Result<Exchange, ControlError> {
         let Some(presented) = secret::parse(Kind::CliCode, cli_code.trim()) else {
             return Ok(Exchange::Invalid);
         };
-        let Some(row) = self.store.cli_logins().get(&presented.public_id).await? else {
+        let Some(row) = self.control.store.cli_logins().get(&presented.public_id).await? else {
             return Ok(Exchange::Invalid);
         };
         if !secret::digests_match(&row.digest, &presented.digest) {
             return Ok(Exchange::Invalid);
         }
-        let now = self.now();
+        let now = self.control.now();
         Ok(match row.state {
             LoginState::Consumed => Exchange::Invalid,
             LoginState::Denied => Exchange::Denied,
@@ -114,7 +115,7 @@ impl Control {
             LoginState::Approved => {
                 let Some(user_id) = row.user_id else { return Ok(Exchange::Invalid) };
                 let (session, tokens) = self.new_session(user_id, now);
-                if self.store.cli_logins().consume(&row.public_id, &session).await? {
+                if self.control.store.cli_logins().consume(&row.public_id, &session).await? {
                     Exchange::Granted(tokens)
                 } else {
                     Exchange::Invalid
@@ -123,10 +124,10 @@ impl Control {
         })
     }
 
-    pub async fn refresh_session(&self, refresh_token: &str) -> Result<Tokens, ControlError> {
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, ControlError> {
         let presented = secret::parse(Kind::Refresh, refresh_token.trim()).ok_or(ControlError::Unauthenticated)?;
-        let sessions = self.store.sessions();
-        let now = self.now();
+        let sessions = self.control.store.sessions();
+        let now = self.control.now();
         let Some(session) = sessions.by_refresh_id(&presented.public_id).await? else {
             if let Some((digest, session_id)) = sessions.retired(&presented.public_id).await? {
                 if secret::digests_match(&digest, &presented.digest) {
@@ -151,17 +152,22 @@ impl Control {
     }
 
     /// The caller behind a control-plane access token.
-    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ControlError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ControlError> {
         let presented = secret::parse(Kind::Access, token).ok_or(ControlError::Unauthenticated)?;
-        let session =
-            self.store.sessions().by_access_id(&presented.public_id).await?.ok_or(ControlError::Unauthenticated)?;
+        let session = self
+            .control
+            .store
+            .sessions()
+            .by_access_id(&presented.public_id)
+            .await?
+            .ok_or(ControlError::Unauthenticated)?;
         let valid = secret::digests_match(&session.tokens.access_digest, &presented.digest)
             && session.revoked_at.is_none()
-            && self.now() < session.tokens.access_expires_at;
+            && self.control.now() < session.tokens.access_expires_at;
         if !valid {
             return Err(ControlError::Unauthenticated);
         }
-        let user = self.store.users().by_id(&session.user_id).await?.ok_or(ControlError::Unauthenticated)?;
+        let user = self.control.store.users().by_id(&session.user_id).await?.ok_or(ControlError::Unauthenticated)?;
         Ok(Principal { role: Role::parse(&user.role).unwrap_or(Role::User), user_id: user.id })
     }
 
@@ -175,10 +181,10 @@ impl Control {
             tokens: TokenPair {
                 access_id: access.public_id,
                 access_digest: access.digest,
-                access_expires_at: now + millis(self.settings.access_token_ttl),
+                access_expires_at: now + millis(self.control.settings.access_token_ttl),
                 refresh_id: refresh.public_id,
                 refresh_digest: refresh.digest,
-                refresh_expires_at: now + millis(self.settings.refresh_token_ttl),
+                refresh_expires_at: now + millis(self.control.settings.refresh_token_ttl),
             },
             created_at: now,
             revoked_at: None,
@@ -186,7 +192,7 @@ impl Control {
         let tokens = Tokens {
             access_token: access.token,
             refresh_token: refresh.token,
-            expires_in_secs: i64::try_from(self.settings.access_token_ttl.as_secs()).unwrap_or(i64::MAX),
+            expires_in_secs: i64::try_from(self.control.settings.access_token_ttl.as_secs()).unwrap_or(i64::MAX),
         };
         (session, tokens)
     }

@@ -29,8 +29,14 @@ pub struct Series {
 /// The series, in the order they are returned.
 const NAMES: [&str; 6] = ["requests", "errors", "input_tokens", "cached_tokens", "output_tokens", "latency_ms"];
 
-impl Control {
-    pub async fn user_metrics(
+/// A user's request metrics.
+#[derive(Clone, Copy)]
+pub struct Observability<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Observability<'_> {
+    pub async fn of_user(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
@@ -41,18 +47,13 @@ impl Control {
     }
 
     /// The owner's requests to the deployment's model.
-    pub async fn deployment_metrics(
-        &self,
-        caller: &Principal,
-        id: &str,
-        w: Window,
-    ) -> Result<Vec<Series>, ControlError> {
-        let d = self.deployment(caller, id).await?;
+    pub async fn of_deployment(&self, caller: &Principal, id: &str, w: Window) -> Result<Vec<Series>, ControlError> {
+        let d = self.control.deployments().get(caller, id).await?;
         self.metrics(&d.user_id, Some(&d.model_path), w).await
     }
 
     async fn metrics(&self, user: &str, model: Option<&str>, w: Window) -> Result<Vec<Series>, ControlError> {
-        let end = w.end_ms.unwrap_or_else(|| self.now());
+        let end = w.end_ms.unwrap_or_else(|| self.control.now());
         let start = w.start_ms.unwrap_or(end - DAY_MS);
         if start >= end {
             return Err(ControlError::invalid("startTime", "must be before endTime"));
@@ -69,7 +70,7 @@ impl Control {
                 format!("gives {steps} points for this window; at most {MAX_POINTS} (use a larger step)"),
             ));
         }
-        let totals = self.store.usage().step_totals(user, model, start, end, step_ms).await?;
+        let totals = self.control.store.usage().step_totals(user, model, start, end, step_ms).await?;
         Ok(series(&totals, start, step_ms, steps))
     }
 }

@@ -23,27 +23,29 @@ pub struct ProductPatch {
     pub spec: Option<Map<String, Value>>,
 }
 
-impl Control {
+/// The product catalogue.
+#[derive(Clone, Copy)]
+pub struct Products<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Products<'_> {
     /// Active products for users; admins see inactive ones too when they ask.
-    pub async fn list_products(
-        &self,
-        caller: &Principal,
-        include_inactive: bool,
-    ) -> Result<Vec<ProductRow>, ControlError> {
+    pub async fn list(&self, caller: &Principal, include_inactive: bool) -> Result<Vec<ProductRow>, ControlError> {
         if include_inactive {
             caller.require_admin()?;
         }
-        Ok(self.store.products().list(!include_inactive).await?)
+        Ok(self.control.store.products().list(!include_inactive).await?)
     }
 
-    pub async fn upsert_product(&self, caller: &Principal, patch: ProductPatch) -> Result<ProductRow, ControlError> {
+    pub async fn upsert(&self, caller: &Principal, patch: ProductPatch) -> Result<ProductRow, ControlError> {
         caller.require_admin()?;
         let id = patch.id.as_deref().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned);
         let old = match &id {
-            Some(id) => self.store.products().by_id(id).await?,
+            Some(id) => self.control.store.products().by_id(id).await?,
             None => None,
         };
-        let now = self.now();
+        let now = self.control.now();
         let name = match (patch.name, &old) {
             (Some(n), _) => n.trim().to_owned(),
             (None, Some(old)) => old.name.clone(),
@@ -80,22 +82,22 @@ impl Control {
             created_at: old.as_ref().map_or(now, |o| o.created_at),
             updated_at: now,
         };
-        self.store.products().upsert(&row).await?;
+        self.control.store.products().upsert(&row).await?;
         let verb = if old.is_some() { "Updated" } else { "Created" };
         let event = product_event(caller, &row, action::PRODUCT_UPSERTED, format!("{verb} product \"{}\"", row.name));
-        self.record(Actor::User(caller), event).await;
+        self.control.record(Actor::User(caller), event).await;
         Ok(row)
     }
 
-    pub async fn delete_product(&self, caller: &Principal, id: &str) -> Result<(), ControlError> {
+    pub async fn delete(&self, caller: &Principal, id: &str) -> Result<(), ControlError> {
         caller.require_admin()?;
-        let Some(row) = self.store.products().by_id(id.trim()).await? else {
+        let Some(row) = self.control.store.products().by_id(id.trim()).await? else {
             return Err(ControlError::NotFound(format!("product {id} not found")));
         };
-        if self.store.products().delete(&row.id).await? {
+        if self.control.store.products().delete(&row.id).await? {
             let event =
                 product_event(caller, &row, action::PRODUCT_DELETED, format!("Deleted product \"{}\"", row.name));
-            self.record(Actor::User(caller), event).await;
+            self.control.record(Actor::User(caller), event).await;
         }
         Ok(())
     }

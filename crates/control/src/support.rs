@@ -43,8 +43,14 @@ pub struct Ticket {
     pub messages: Vec<MessageRow>,
 }
 
-impl Control {
-    pub async fn open_ticket(
+/// Support tickets and reserved-deployment requests.
+#[derive(Clone, Copy)]
+pub struct Support<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl Support<'_> {
+    pub async fn open(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
@@ -58,7 +64,7 @@ impl Control {
             None => TYPES[0],
             Some(t) => enum_name("type", "TICKET_TYPE_", t, &TYPES)?,
         };
-        let now = self.now();
+        let now = self.control.now();
         let row = TicketRow {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: owner.clone(),
@@ -69,15 +75,15 @@ impl Control {
             updated_at: now,
         };
         let first = self.message(caller, &row.id, message).await?;
-        self.store.tickets().create(&row, &first).await?;
+        self.control.store.tickets().create(&row, &first).await?;
         let event = self.ticket_event(&row, action::TICKET_OPENED, format!("Opened ticket \"{subject}\""));
-        self.record(Actor::User(caller), event).await;
+        self.control.record(Actor::User(caller), event).await;
         Ok(Ticket { row, messages: vec![first] })
     }
 
     /// A page of tickets, newest first: the caller's own; for admins the named user's, or
     /// everyone's.
-    pub async fn list_tickets(
+    pub async fn list(
         &self,
         caller: &Principal,
         user_id: Option<&str>,
@@ -88,9 +94,9 @@ impl Control {
         let owner = visible_owner(caller, user_id)?;
         let status = status.map(|s| enum_name("status", "TICKET_STATUS_", s, &STATUSES)).transpose()?;
         let filter = TicketFilter { user_id: owner.as_deref(), status };
-        let (rows, total) = self.store.tickets().page(&filter, (page - 1) * size, size).await?;
+        let (rows, total) = self.control.store.tickets().page(&filter, (page - 1) * size, size).await?;
         let ids: Vec<String> = rows.iter().map(|t| t.id.clone()).collect();
-        let mut messages = self.store.tickets().messages(&ids).await?;
+        let mut messages = self.control.store.tickets().messages(&ids).await?;
         let tickets = rows
             .into_iter()
             .map(|row| {
@@ -102,37 +108,32 @@ impl Control {
         Ok((tickets, total))
     }
 
-    pub async fn ticket(&self, caller: &Principal, id: &str) -> Result<Ticket, ControlError> {
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<Ticket, ControlError> {
         let row = self.visible_ticket(caller, id).await?;
-        let messages = self.store.tickets().messages(std::slice::from_ref(&row.id)).await?;
+        let messages = self.control.store.tickets().messages(std::slice::from_ref(&row.id)).await?;
         Ok(Ticket { row, messages })
     }
 
     /// Adds a message from the caller (the requester or an admin) to an open ticket.
-    pub async fn add_ticket_message(
-        &self,
-        caller: &Principal,
-        id: &str,
-        content: &str,
-    ) -> Result<Ticket, ControlError> {
+    pub async fn reply(&self, caller: &Principal, id: &str, content: &str) -> Result<Ticket, ControlError> {
         let row = self.visible_ticket(caller, id).await?;
         let message = self.message(caller, &row.id, content).await?;
-        if !self.store.tickets().append(&message).await? {
+        if !self.control.store.tickets().append(&message).await? {
             return Err(ControlError::FailedPrecondition(format!("ticket {id} is closed; open a new one")));
         }
         let event = self.ticket_event(&row, action::TICKET_MESSAGE_ADDED, format!("Replied to \"{}\"", row.subject));
-        self.record(Actor::User(caller), event).await;
-        self.ticket(caller, id).await
+        self.control.record(Actor::User(caller), event).await;
+        self.get(caller, id).await
     }
 
     /// Closes the ticket; closing a closed ticket changes nothing.
-    pub async fn close_ticket(&self, caller: &Principal, id: &str) -> Result<Ticket, ControlError> {
+    pub async fn close(&self, caller: &Principal, id: &str) -> Result<Ticket, ControlError> {
         let row = self.visible_ticket(caller, id).await?;
-        if self.store.tickets().close(&row.id, self.now()).await? {
+        if self.control.store.tickets().close(&row.id, self.control.now()).await? {
             let event = self.ticket_event(&row, action::TICKET_CLOSED, format!("Closed ticket \"{}\"", row.subject));
-            self.record(Actor::User(caller), event).await;
+            self.control.record(Actor::User(caller), event).await;
         }
-        self.ticket(caller, id).await
+        self.get(caller, id).await
     }
 
     /// Stores a reserved-deployment request (`fields` keyed as the clients send them);
@@ -168,16 +169,16 @@ impl Control {
                  workloadUseCase, networkingStorage, otherNotes",
             ));
         }
-        let user = self.user(&caller.user_id).await?;
+        let user = self.control.accounts().get(&caller.user_id).await?;
         details.entry("workEmail").or_insert_with(|| json!(user.email));
         details.entry("fullName").or_insert_with(|| json!(author_name(&user)));
         let row = ReservedDeploymentRow {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: caller.user_id.clone(),
             details: Value::Object(details).to_string(),
-            created_at: self.now(),
+            created_at: self.control.now(),
         };
-        self.store.tickets().insert_reserved_deployment(&row).await?;
+        self.control.store.tickets().insert_reserved_deployment(&row).await?;
         let event = Event {
             owner: caller.user_id.clone(),
             action: action::RESERVED_DEPLOYMENT_SUBMITTED,
@@ -186,25 +187,25 @@ impl Control {
             description: "Requested a reserved deployment".into(),
             metadata: json!({}),
         };
-        self.record(Actor::User(caller), event).await;
+        self.control.record(Actor::User(caller), event).await;
         Ok(row.id)
     }
 
     /// Admins only; newest first.
-    pub async fn list_reserved_deployments(
+    pub async fn reserved_deployments(
         &self,
         caller: &Principal,
         page: i64,
         size: i64,
     ) -> Result<(Vec<ReservedDeploymentRow>, i64), ControlError> {
         caller.require_admin()?;
-        Ok(self.store.tickets().reserved_deployments((page - 1) * size, size).await?)
+        Ok(self.control.store.tickets().reserved_deployments((page - 1) * size, size).await?)
     }
 
     /// The ticket if the caller may see it; "not found" otherwise, so that ticket ids of
     /// other users are not revealed.
     async fn visible_ticket(&self, caller: &Principal, id: &str) -> Result<TicketRow, ControlError> {
-        match self.store.tickets().by_id(id.trim()).await? {
+        match self.control.store.tickets().by_id(id.trim()).await? {
             Some(t) if caller.role.is_admin() || t.user_id == caller.user_id => Ok(t),
             _ => Err(ControlError::NotFound(format!("ticket {id} not found"))),
         }
@@ -212,7 +213,7 @@ impl Control {
 
     async fn message(&self, caller: &Principal, ticket_id: &str, content: &str) -> Result<MessageRow, ControlError> {
         let content = text("message", content, MAX_MESSAGE_CHARS)?;
-        let author = self.user(&caller.user_id).await?;
+        let author = self.control.accounts().get(&caller.user_id).await?;
         Ok(MessageRow {
             id: uuid::Uuid::new_v4().to_string(),
             ticket_id: ticket_id.to_owned(),
@@ -221,7 +222,7 @@ impl Control {
             author_name: author_name(&author),
             author_role: Role::parse(&author.role).unwrap_or(Role::User).as_str().into(),
             content,
-            created_at: self.now(),
+            created_at: self.control.now(),
         })
     }
 

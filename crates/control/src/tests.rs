@@ -27,17 +27,17 @@ async fn user(control: &Control, email: &str, role: Role) -> Principal {
         first_name: String::new(),
         last_name: String::new(),
     };
-    let row = control.create_user(new).await.unwrap();
+    let row = control.accounts().create(new).await.unwrap();
     Principal { user_id: row.id, role }
 }
 
 async fn log_in(control: &Control, email: &str) -> Tokens {
-    let started = control.start_cli_login().await.unwrap();
-    assert!(matches!(control.exchange_cli_code(&started.cli_code).await.unwrap(), Exchange::Pending));
-    control.approve_cli_login(&started.request_id, email, "correct horse").await.unwrap();
-    match control.exchange_cli_code(&started.cli_code).await.unwrap() {
+    let started = control.logins().start().await.unwrap();
+    assert!(matches!(control.logins().exchange(&started.cli_code).await.unwrap(), Exchange::Pending));
+    control.logins().approve(&started.request_id, email, "correct horse").await.unwrap();
+    match control.logins().exchange(&started.cli_code).await.unwrap() {
         Exchange::Granted(tokens) => {
-            assert!(matches!(control.exchange_cli_code(&started.cli_code).await.unwrap(), Exchange::Invalid));
+            assert!(matches!(control.logins().exchange(&started.cli_code).await.unwrap(), Exchange::Invalid));
             tokens
         }
         other => panic!("not granted: {other:?}"),
@@ -52,12 +52,12 @@ async fn bootstrap_creates_one_super_admin_with_a_working_key() {
             password: None,
             api_key: Some("operator-chosen-key-123".into()),
         };
-        let made = control.bootstrap(b.clone()).await.unwrap().unwrap();
+        let made = control.accounts().bootstrap(b.clone()).await.unwrap().unwrap();
         assert_eq!((made.user.email.as_str(), made.user.role.as_str()), ("root@example.com", "USER_ROLE_SUPER_ADMIN"));
         assert!(made.generated_password.is_some() && made.generated_api_key.is_none());
-        let who = control.authenticate_api_key("operator-chosen-key-123").await.unwrap().principal;
+        let who = control.keys().authenticate("operator-chosen-key-123").await.unwrap().principal;
         assert_eq!(who.user_id, made.user.id, "{kind}");
-        assert!(control.bootstrap(b).await.unwrap().is_none(), "{kind}: bootstrapped twice");
+        assert!(control.accounts().bootstrap(b).await.unwrap().is_none(), "{kind}: bootstrapped twice");
     }
 }
 
@@ -72,7 +72,7 @@ async fn duplicate_emails_are_refused() {
             first_name: String::new(),
             last_name: String::new(),
         };
-        let err = control.create_user(again).await.unwrap_err();
+        let err = control.accounts().create(again).await.unwrap_err();
         assert!(matches!(&err, ControlError::AlreadyExists(m) if m.contains("a@x.io")), "{kind}: {err:?}");
     }
 }
@@ -82,20 +82,20 @@ async fn access_tokens_expire_and_refresh_tokens_rotate() {
     for (kind, control, clock) in controls().await {
         let alice = user(&control, "alice@x.io", Role::User).await;
         let tokens = log_in(&control, "alice@x.io").await;
-        assert_eq!(control.authenticate_access_token(&tokens.access_token).await.unwrap(), alice);
+        assert_eq!(control.logins().authenticate(&tokens.access_token).await.unwrap(), alice);
 
         clock.advance_secs(3601);
         assert!(
-            matches!(control.authenticate_access_token(&tokens.access_token).await, Err(ControlError::Unauthenticated)),
+            matches!(control.logins().authenticate(&tokens.access_token).await, Err(ControlError::Unauthenticated)),
             "{kind}"
         );
 
-        let second = control.refresh_session(&tokens.refresh_token).await.unwrap();
-        assert_eq!(control.authenticate_access_token(&second.access_token).await.unwrap(), alice);
+        let second = control.logins().refresh(&tokens.refresh_token).await.unwrap();
+        assert_eq!(control.logins().authenticate(&second.access_token).await.unwrap(), alice);
         // The old refresh token is spent; replaying it revokes the whole session.
-        assert!(control.refresh_session(&tokens.refresh_token).await.is_err(), "{kind}");
-        assert!(control.authenticate_access_token(&second.access_token).await.is_err(), "{kind}: family not revoked");
-        assert!(control.refresh_session(&second.refresh_token).await.is_err(), "{kind}");
+        assert!(control.logins().refresh(&tokens.refresh_token).await.is_err(), "{kind}");
+        assert!(control.logins().authenticate(&second.access_token).await.is_err(), "{kind}: family not revoked");
+        assert!(control.logins().refresh(&second.refresh_token).await.is_err(), "{kind}");
     }
 }
 
@@ -103,22 +103,22 @@ async fn access_tokens_expire_and_refresh_tokens_rotate() {
 async fn login_requests_fail_on_wrong_password_denial_and_expiry() {
     for (kind, control, clock) in controls().await {
         user(&control, "bob@x.io", Role::User).await;
-        let started = control.start_cli_login().await.unwrap();
-        let wrong = control.approve_cli_login(&started.request_id, "bob@x.io", "wrong password").await;
+        let started = control.logins().start().await.unwrap();
+        let wrong = control.logins().approve(&started.request_id, "bob@x.io", "wrong password").await;
         assert!(matches!(wrong, Err(ControlError::Unauthenticated)), "{kind}");
-        let nobody = control.approve_cli_login(&started.request_id, "nobody@x.io", "correct horse").await;
+        let nobody = control.logins().approve(&started.request_id, "nobody@x.io", "correct horse").await;
         assert!(matches!(nobody, Err(ControlError::Unauthenticated)), "{kind}");
 
-        control.deny_cli_login(&started.request_id).await.unwrap();
-        assert!(matches!(control.exchange_cli_code(&started.cli_code).await.unwrap(), Exchange::Denied));
+        control.logins().deny(&started.request_id).await.unwrap();
+        assert!(matches!(control.logins().exchange(&started.cli_code).await.unwrap(), Exchange::Denied));
 
-        let late = control.start_cli_login().await.unwrap();
+        let late = control.logins().start().await.unwrap();
         clock.advance_secs(601);
-        assert!(matches!(control.exchange_cli_code(&late.cli_code).await.unwrap(), Exchange::Expired), "{kind}");
-        assert!(control.approve_cli_login(&late.request_id, "bob@x.io", "correct horse").await.is_err());
+        assert!(matches!(control.logins().exchange(&late.cli_code).await.unwrap(), Exchange::Expired), "{kind}");
+        assert!(control.logins().approve(&late.request_id, "bob@x.io", "correct horse").await.is_err());
 
         let forged = format!("{}_{}", late.request_id, "A".repeat(32));
-        assert!(matches!(control.exchange_cli_code(&forged).await.unwrap(), Exchange::Invalid), "{kind}");
+        assert!(matches!(control.logins().exchange(&forged).await.unwrap(), Exchange::Invalid), "{kind}");
     }
 }
 
@@ -127,33 +127,33 @@ async fn api_keys_are_private_revocable_and_expire() {
     for (kind, control, clock) in controls().await {
         let alice = user(&control, "alice@x.io", Role::User).await;
         let bob = user(&control, "bob@x.io", Role::User).await;
-        let key = control.create_api_key(&alice, None, "ci".into(), vec!["inference".into()], None).await.unwrap();
-        assert_eq!(control.authenticate_api_key(&key.token).await.unwrap().principal, alice);
+        let key = control.keys().create(&alice, None, "ci".into(), vec!["inference".into()], None).await.unwrap();
+        assert_eq!(control.keys().authenticate(&key.token).await.unwrap().principal, alice);
 
         // Bob can neither see nor delete it, not even by naming Alice.
-        assert!(control.list_api_keys(&bob, None, true).await.unwrap().is_empty(), "{kind}");
+        assert!(control.keys().list(&bob, None, true).await.unwrap().is_empty(), "{kind}");
         assert!(matches!(
-            control.list_api_keys(&bob, Some(&alice.user_id), false).await,
+            control.keys().list(&bob, Some(&alice.user_id), false).await,
             Err(ControlError::PermissionDenied(_))
         ));
-        assert!(matches!(control.delete_api_key(&bob, None, &key.row.public_id).await, Err(ControlError::NotFound(_))));
+        assert!(matches!(control.keys().delete(&bob, None, &key.row.public_id).await, Err(ControlError::NotFound(_))));
 
         // A wrong secret behind a real public id fails like an unknown key.
         let forged = format!("{}_{}", key.row.public_id, "B".repeat(32));
-        assert!(matches!(control.authenticate_api_key(&forged).await, Err(ControlError::Unauthenticated)), "{kind}");
+        assert!(matches!(control.keys().authenticate(&forged).await, Err(ControlError::Unauthenticated)), "{kind}");
 
         // Deleting by what the list shows revokes at once (the cache is warm).
-        let listed = control.list_api_keys(&alice, None, false).await.unwrap();
+        let listed = control.keys().list(&alice, None, false).await.unwrap();
         assert_eq!(listed[0].public_id, key.row.public_id);
-        control.delete_api_key(&alice, None, &listed[0].public_id).await.unwrap();
-        assert!(control.authenticate_api_key(&key.token).await.is_err(), "{kind}: revoked key still works");
-        control.delete_api_key(&alice, None, &key.token).await.unwrap();
+        control.keys().delete(&alice, None, &listed[0].public_id).await.unwrap();
+        assert!(control.keys().authenticate(&key.token).await.is_err(), "{kind}: revoked key still works");
+        control.keys().delete(&alice, None, &key.token).await.unwrap();
 
         let soon = crate::clock::Clock::now_ms(clock.as_ref()) + 60_000;
-        let short = control.create_api_key(&alice, None, "short".into(), Vec::new(), Some(soon)).await.unwrap();
-        assert!(control.authenticate_api_key(&short.token).await.is_ok());
+        let short = control.keys().create(&alice, None, "short".into(), Vec::new(), Some(soon)).await.unwrap();
+        assert!(control.keys().authenticate(&short.token).await.is_ok());
         clock.advance_secs(61);
-        assert!(control.authenticate_api_key(&short.token).await.is_err(), "{kind}: expired key still works");
+        assert!(control.keys().authenticate(&short.token).await.is_err(), "{kind}: expired key still works");
     }
 }
 
@@ -161,17 +161,17 @@ async fn api_keys_are_private_revocable_and_expire() {
 async fn operator_limit_changes_are_applied_and_recorded() {
     for (kind, control, _) in controls().await {
         let ann = user(&control, "ann@x.io", Role::User).await;
-        control.set_limits(&ann.user_id, Some(60), None).await.unwrap();
+        control.accounts().set_limits(&ann.user_id, Some(60), None).await.unwrap();
         let limits = control.store().rate_limits().get(&ann.user_id).await.unwrap();
         assert_eq!((limits.requests_per_minute, limits.tokens_per_minute), (Some(60), None), "{kind}");
         // Ann reads it in her own trail, done by the operator.
         let q = crate::activity::Query { action: Some("user.limits_changed"), ..Default::default() };
-        let (trail, total) = control.list_activities(&ann, None, q, 1, 10).await.unwrap();
+        let (trail, total) = control.activities().list(&ann, None, q, 1, 10).await.unwrap();
         assert_eq!(total, 1, "{kind}");
         assert_eq!(trail[0].actor_type, "ACTOR_TYPE_SYSTEM", "{kind}");
         let metadata: serde_json::Value = serde_json::from_str(&trail[0].metadata).unwrap();
         assert_eq!(metadata, serde_json::json!({"requestsPerMinute": 60, "tokensPerMinute": null}), "{kind}");
-        assert!(control.set_limits("no-such-user", Some(1), Some(1)).await.is_err(), "{kind}");
-        assert_eq!(control.all_users().await.unwrap().len(), 1, "{kind}");
+        assert!(control.accounts().set_limits("no-such-user", Some(1), Some(1)).await.is_err(), "{kind}");
+        assert_eq!(control.accounts().all().await.unwrap().len(), 1, "{kind}");
     }
 }

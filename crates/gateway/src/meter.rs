@@ -128,7 +128,8 @@ impl Gateway {
     ) -> Result<Metered, GatewayError> {
         let control = &self.inner.control;
         let price = control
-            .active_price(&prepared.model)
+            .pricing()
+            .active(&prepared.model)
             .await
             .map_err(|e| GatewayError::Internal(e.to_string()))?
             .ok_or_else(|| GatewayError::NotPriced(prepared.model.clone()))?

@@ -151,7 +151,8 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
             let generated = password.is_none().then(|| tm_control::secret::random_base62(20));
             let password = password.or_else(|| generated.clone()).unwrap_or_default();
             let user = control
-                .create_user(NewUser { email, password, role: parse_role(&role)?, first_name, last_name })
+                .accounts()
+                .create(NewUser { email, password, role: parse_role(&role)?, first_name, last_name })
                 .await?;
             println!("created {} ({}, {})", user.email, user.id, user.role);
             if let Some(p) = generated {
@@ -159,20 +160,20 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
             }
         }
         UserCommand::List => {
-            let users = control.all_users().await?;
+            let users = control.accounts().all().await?;
             println!("{:<36}  {:<32}  {:<22}  created", "id", "email", "role");
             for u in users {
                 println!("{:<36}  {:<32}  {:<22}  {}", u.id, u.email, u.role, u.created_at / 1000);
             }
         }
         UserCommand::SetRole { email, role } => {
-            let user = control.user_by_email(&email).await?;
-            let user = control.set_role(&user.id, parse_role(&role)?).await?;
+            let user = control.accounts().by_email(&email).await?;
+            let user = control.accounts().set_role(&user.id, parse_role(&role)?).await?;
             println!("{} is now {}", user.email, user.role);
         }
         UserCommand::SetLimits { email, requests_per_minute, tokens_per_minute } => {
-            let user = control.user_by_email(&email).await?;
-            control.set_limits(&user.id, requests_per_minute, tokens_per_minute).await?;
+            let user = control.accounts().by_email(&email).await?;
+            control.accounts().set_limits(&user.id, requests_per_minute, tokens_per_minute).await?;
             let show = |v: Option<u32>| v.map_or("server default".to_owned(), |n| n.to_string());
             println!(
                 "{}: {} requests/min, {} tokens/min",
@@ -182,17 +183,20 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
             );
         }
         UserCommand::AddCredit { email, usd } => {
-            let user = control.user_by_email(&email).await?;
+            let user = control.accounts().by_email(&email).await?;
             let nanos = Nanos::from_usd(usd)
                 .filter(|n| *n > Nanos::ZERO)
                 .with_context(|| format!("--usd must be a positive amount, got {usd}"))?;
-            let balance = control.grant(&user.id, nanos.get(), "Credit added by an operator").await?;
+            let balance = control.billing().grant(&user.id, nanos.get(), "Credit added by an operator").await?;
             println!("{}: balance {} USD", user.email, Nanos(balance));
         }
         UserCommand::ResetPassword { email, password } => {
-            let user = control.user_by_email(&email).await?;
+            let user = control.accounts().by_email(&email).await?;
             let generated = password.is_none().then(|| tm_control::secret::random_base62(20));
-            control.reset_password(&user.id, password.as_deref().or(generated.as_deref()).unwrap_or_default()).await?;
+            control
+                .accounts()
+                .reset_password(&user.id, password.as_deref().or(generated.as_deref()).unwrap_or_default())
+                .await?;
             println!("password of {} reset", user.email);
             if let Some(p) = generated {
                 println!("password (shown once): {p}");

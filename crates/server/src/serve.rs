@@ -44,10 +44,10 @@ pub(crate) async fn bootstrap(control: &Control, admin: &FirstAdmin) -> Result<O
         password: admin.password.clone(),
         api_key: admin.api_key.clone(),
     };
-    let created = control.bootstrap(b).await.context("cannot create the first admin")?;
+    let created = control.accounts().bootstrap(b).await.context("cannot create the first admin")?;
     if let Some(made) = &created {
         if admin.credit > Nanos::ZERO {
-            control.grant(&made.user.id, admin.credit.get(), "Starting credit of the first admin").await?;
+            control.billing().grant(&made.user.id, admin.credit.get(), "Starting credit of the first admin").await?;
         }
     }
     Ok(created)
@@ -60,7 +60,7 @@ pub(crate) async fn prepare_billing(control: &Control, price: Price, models: &[S
     if voided > 0 {
         warn!(holds_voided_on_recovery = voided, "voided holds of requests the previous process left unsettled");
     }
-    for model in control.seed_prices(models, price).await? {
+    for model in control.pricing().seed(models, price).await? {
         info!(%model, input = %price.input, output = %price.output, cached = %price.cached,
               "priced (USD per 1M tokens)");
     }

@@ -3,8 +3,9 @@
 use serde_json::json;
 use tm_store::addresses::AddressRow;
 
+use super::Billing;
 use crate::activity::{action, resource, Actor, Event};
-use crate::{Control, ControlError, Principal};
+use crate::{ControlError, Principal};
 
 const MAX_FIELD_CHARS: usize = 300;
 
@@ -22,22 +23,17 @@ pub struct Address {
     pub phone: Option<String>,
 }
 
-impl Control {
+impl Billing<'_> {
     /// The user's address; one never set is all empty.
-    pub async fn billing_address(&self, caller: &Principal, user_id: Option<&str>) -> Result<AddressRow, ControlError> {
+    pub async fn address(&self, caller: &Principal, user_id: Option<&str>) -> Result<AddressRow, ControlError> {
         let user = caller.scope(user_id)?;
-        let found = self.store.addresses().get(&user).await?;
+        let found = self.control.store.addresses().get(&user).await?;
         Ok(found.unwrap_or(AddressRow { user_id: user, ..AddressRow::default() }))
     }
 
     /// Replaces the user's address.
-    pub async fn set_billing_address(
-        &self,
-        caller: &Principal,
-        user_id: Option<&str>,
-        a: Address,
-    ) -> Result<(), ControlError> {
-        let user = self.user(&caller.scope(user_id)?).await?;
+    pub async fn set_address(&self, caller: &Principal, user_id: Option<&str>, a: Address) -> Result<(), ControlError> {
+        let user = self.control.accounts().get(&caller.scope(user_id)?).await?;
         let field = |name: &'static str, v: Option<String>| -> Result<String, ControlError> {
             let v = v.unwrap_or_default().trim().to_owned();
             if v.chars().count() > MAX_FIELD_CHARS {
@@ -56,9 +52,9 @@ impl Control {
             postal_code: field("address.postalCode", a.postal_code)?,
             country: field("address.country", a.country)?,
             phone: field("address.phone", a.phone)?,
-            updated_at: self.now(),
+            updated_at: self.control.now(),
         };
-        self.store.addresses().put(&row).await?;
+        self.control.store.addresses().put(&row).await?;
         let event = Event {
             owner: user.id.clone(),
             action: action::ADDRESS_UPDATED,
@@ -67,7 +63,7 @@ impl Control {
             description: "Updated the billing address".into(),
             metadata: json!({"country": row.country}),
         };
-        self.record(Actor::User(caller), event).await;
+        self.control.record(Actor::User(caller), event).await;
         Ok(())
     }
 }

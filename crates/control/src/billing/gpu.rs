@@ -18,8 +18,14 @@ pub struct GpuPricePatch {
     pub is_active: Option<bool>,
 }
 
-impl Control {
-    pub async fn list_gpu_pricing(
+/// Hourly GPU prices of reserved deployments, per GPU type and cloud.
+#[derive(Clone, Copy)]
+pub struct GpuPricing<'c> {
+    pub(crate) control: &'c Control,
+}
+
+impl GpuPricing<'_> {
+    pub async fn list(
         &self,
         gpu_type: Option<&str>,
         cloud_provider: Option<&str>,
@@ -27,12 +33,12 @@ impl Control {
     ) -> Result<Vec<GpuPriceRow>, ControlError> {
         let gpu_type = gpu_type.map(|g| gpu_type_name("gpuType", g)).transpose()?;
         let cloud = cloud_provider.map(|c| cloud_name("cloudProvider", c)).transpose()?;
-        Ok(self.store.gpu_pricing().list(gpu_type.as_deref(), cloud, active_only).await?)
+        Ok(self.control.store.gpu_pricing().list(gpu_type.as_deref(), cloud, active_only).await?)
     }
 
-    pub async fn create_gpu_pricing(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPriceRow, ControlError> {
+    pub async fn create(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPriceRow, ControlError> {
         caller.require_admin()?;
-        let now = self.now();
+        let now = self.control.now();
         let row = GpuPriceRow {
             gpu_type: gpu_type_name("pricing.gpuType", &p.gpu_type)?,
             cloud_provider: cloud_name("pricing.cloudProvider", &p.cloud_provider)?.into(),
@@ -43,22 +49,23 @@ impl Control {
             created_at: now,
             updated_at: now,
         };
-        self.store.gpu_pricing().insert(&row).await.map_err(|e| match e {
+        self.control.store.gpu_pricing().insert(&row).await.map_err(|e| match e {
             tm_store::StoreError::Conflict(_) => ControlError::AlreadyExists(format!(
                 "{} on {} has a price already; update it with PUT",
                 row.gpu_type, row.cloud_provider
             )),
             other => other.into(),
         })?;
-        self.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_CREATED, "Created")).await;
+        self.control.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_CREATED, "Created")).await;
         Ok(row)
     }
 
-    pub async fn update_gpu_pricing(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPriceRow, ControlError> {
+    pub async fn update(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPriceRow, ControlError> {
         caller.require_admin()?;
         let gpu_type = gpu_type_name("pricing.gpuType", &p.gpu_type)?;
         let cloud = cloud_name("pricing.cloudProvider", &p.cloud_provider)?;
         let old = self
+            .control
             .store
             .gpu_pricing()
             .get(&gpu_type, cloud)
@@ -67,27 +74,22 @@ impl Control {
         let row = GpuPriceRow {
             hourly_rate_nanos: p.hourly_rate_nanos.map(rate).transpose()?.unwrap_or(old.hourly_rate_nanos),
             is_active: p.is_active.map_or(old.is_active, i64::from),
-            updated_at: self.now(),
+            updated_at: self.control.now(),
             ..old
         };
-        self.store.gpu_pricing().update(&row).await?;
-        self.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_UPDATED, "Updated")).await;
+        self.control.store.gpu_pricing().update(&row).await?;
+        self.control.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_UPDATED, "Updated")).await;
         Ok(row)
     }
 
     /// Deleting a price that is gone already succeeds (DELETE may be retried).
-    pub async fn delete_gpu_pricing(
-        &self,
-        caller: &Principal,
-        gpu_type: &str,
-        cloud: &str,
-    ) -> Result<(), ControlError> {
+    pub async fn delete(&self, caller: &Principal, gpu_type: &str, cloud: &str) -> Result<(), ControlError> {
         caller.require_admin()?;
         let gpu_type = gpu_type_name("gpuType", gpu_type)?;
         let cloud = cloud_name("cloudProvider", cloud)?;
-        if let Some(row) = self.store.gpu_pricing().get(&gpu_type, cloud).await? {
-            self.store.gpu_pricing().delete(&gpu_type, cloud).await?;
-            self.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_DELETED, "Deleted")).await;
+        if let Some(row) = self.control.store.gpu_pricing().get(&gpu_type, cloud).await? {
+            self.control.store.gpu_pricing().delete(&gpu_type, cloud).await?;
+            self.control.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_DELETED, "Deleted")).await;
         }
         Ok(())
     }

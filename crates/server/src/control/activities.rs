@@ -27,7 +27,7 @@ pub async fn list(
         from: params.time("startTime")?,
         to: params.time("endTime")?,
     };
-    let (rows, total) = state.control.list_activities(&me, params.str("userId"), q, page, size).await?;
+    let (rows, total) = state.control.activities().list(&me, params.str("userId"), q, page, size).await?;
     Ok(Json(ActivitiesPage { activities: rows.iter().map(activity).collect(), total, page, size }))
 }
 
@@ -36,7 +36,7 @@ pub async fn get(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<ActivityReply>, CpError> {
-    Ok(Json(ActivityReply { activity: activity(&state.control.activity(&me, &id).await?) }))
+    Ok(Json(ActivityReply { activity: activity(&state.control.activities().get(&me, &id).await?) }))
 }
 
 fn activity(a: &ActivityRow) -> Activity {

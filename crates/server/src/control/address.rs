@@ -15,7 +15,7 @@ pub async fn get(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<AddressReply>, CpError> {
-    let a = state.control.billing_address(&me, params.str("userId")).await?;
+    let a = state.control.billing().address(&me, params.str("userId")).await?;
     Ok(Json(AddressReply {
         address: tm_api::control::Address {
             name: a.name,
@@ -69,6 +69,6 @@ pub async fn put(
         country: f.country,
         phone: f.phone,
     };
-    state.control.set_billing_address(&me, u.user_id.as_deref(), address).await?;
+    state.control.billing().set_address(&me, u.user_id.as_deref(), address).await?;
     Ok(Json(Empty::default()))
 }

@@ -18,7 +18,7 @@ pub async fn list_users(
     params: Params,
 ) -> Result<Json<UsersPage>, CpError> {
     let (page, size) = params.page(50, MAX_PAGE_SIZE)?;
-    let (users, total) = state.control.list_users(&me, page, size).await?;
+    let (users, total) = state.control.accounts().page(&me, page, size).await?;
     Ok(Json(UsersPage { users: users.iter().map(wire::user).collect(), page, size, total }))
 }
 
@@ -37,6 +37,6 @@ pub async fn change_role(
     let role = Role::parse(&c.target_user_role).ok_or_else(|| {
         CpError::invalid("targetUserRole", "must be USER_ROLE_USER, USER_ROLE_ADMIN or USER_ROLE_SUPER_ADMIN")
     })?;
-    let user = state.control.change_role(&me, &c.target_user_id, role).await?;
+    let user = state.control.accounts().change_role(&me, &c.target_user_id, role).await?;
     Ok(Json(UserReply { user: wire::user(&user) }))
 }

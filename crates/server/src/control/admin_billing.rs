@@ -9,7 +9,7 @@ use serde_json::Value;
 use tm_api::control::{
     BalanceReply, Empty, ServerlessPriceReply, ServerlessPrices, UserBalance, UserBalances, UserSpending, UserSpendings,
 };
-use tm_control::billing::PricePatch;
+use tm_control::billing::pricing::PricePatch;
 
 use super::billing::{price, pricing_list, spending};
 use super::error::CpError;
@@ -33,7 +33,7 @@ pub async fn create_pricing(
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<ServerlessPriceReply>, CpError> {
-    let row = state.control.create_pricing(&me, price_patch(&body)?).await?;
+    let row = state.control.pricing().create(&me, price_patch(&body)?).await?;
     Ok(Json(ServerlessPriceReply { pricing: price(&row) }))
 }
 
@@ -42,7 +42,7 @@ pub async fn update_pricing(
     SignedIn(me): SignedIn,
     Body(body): Body<Value>,
 ) -> Result<Json<ServerlessPriceReply>, CpError> {
-    let row = state.control.update_pricing(&me, price_patch(&body)?).await?;
+    let row = state.control.pricing().update(&me, price_patch(&body)?).await?;
     Ok(Json(ServerlessPriceReply { pricing: price(&row) }))
 }
 
@@ -51,7 +51,7 @@ pub async fn delete_pricing(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Empty>, CpError> {
-    state.control.delete_pricing(&me, params.str("id").unwrap_or_default()).await?;
+    state.control.pricing().delete(&me, params.str("id").unwrap_or_default()).await?;
     Ok(Json(Empty::default()))
 }
 
@@ -97,7 +97,7 @@ pub async fn balances(
     SignedIn(me): SignedIn,
     Body(t): Body<Targets>,
 ) -> Result<Json<UserBalances>, CpError> {
-    let balances = state.control.balances(&me, &t.target_user_ids).await?;
+    let balances = state.control.billing().balances(&me, &t.target_user_ids).await?;
     let balances =
         balances.iter().map(|(id, a)| UserBalance { user_id: id.clone(), balance: money(a.balance_nanos) }).collect();
     Ok(Json(UserBalances { balances }))
@@ -133,7 +133,7 @@ pub async fn add_balance(
             Some(format!("balances:add:{}:{k}", me.user_id))
         }
     };
-    let balance = state.control.add_balance(&me, &a.target_user_id, amount, key).await?;
+    let balance = state.control.billing().add_balance(&me, &a.target_user_id, amount, key).await?;
     Ok(Json(BalanceReply { balance: money(balance) }))
 }
 
@@ -142,7 +142,7 @@ pub async fn spending_summaries(
     SignedIn(me): SignedIn,
     Body(t): Body<Targets>,
 ) -> Result<Json<UserSpendings>, CpError> {
-    let summaries = state.control.spendings(&me, &t.target_user_ids).await?;
+    let summaries = state.control.billing().spendings(&me, &t.target_user_ids).await?;
     let summaries =
         summaries.iter().map(|(id, s)| UserSpending { spending: spending(s), user_id: id.clone() }).collect();
     Ok(Json(UserSpendings { summaries }))

@@ -24,7 +24,7 @@ pub async fn balance(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Balance>, CpError> {
-    let account = state.control.balance(&me, params.str("userId")).await?;
+    let account = state.control.billing().balance(&me, params.str("userId")).await?;
     Ok(Json(Balance { balance: money(account.balance_nanos), available_balance: money(account.available_nanos()) }))
 }
 
@@ -41,7 +41,7 @@ pub async fn transactions(
             t.parse::<usize>().map_err(|_| CpError::invalid("pageToken", "is not a token this server issued"))?
         }
     };
-    let all = state.control.transactions(&me, params.str("userId")).await?;
+    let all = state.control.billing().transactions(&me, params.str("userId")).await?;
     let transactions = all.iter().skip(offset).take(size).map(transaction).collect();
     let next_page_token = if offset + size < all.len() { (offset + size).to_string() } else { String::new() };
     Ok(Json(Transactions { transactions, next_page_token }))
@@ -82,7 +82,7 @@ pub async fn spending_summary(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Spending>, CpError> {
-    let s = state.control.spending(&me, params.str("userId")).await?;
+    let s = state.control.billing().spending(&me, params.str("userId")).await?;
     Ok(Json(spending(&s)))
 }
 
@@ -95,7 +95,7 @@ pub async fn spending_history(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<SpendingHistory>, CpError> {
-    let buckets = state.control.spending_history(&me, params.str("userId")).await?;
+    let buckets = state.control.billing().spending_history(&me, params.str("userId")).await?;
     let buckets = buckets
         .iter()
         .map(|b| SpendingBucket {
@@ -120,7 +120,7 @@ pub async fn usage_history(
     };
     let start = params.str("startTime").map(|s| parse_timestamp("startTime", s)).transpose()?;
     let end = params.str("endTime").map(|s| parse_timestamp("endTime", s)).transpose()?;
-    let rows = state.control.usage_history(&me, params.str("userId"), bucket, start, end).await?;
+    let rows = state.control.billing().usage_history(&me, params.str("userId"), bucket, start, end).await?;
     let rows = rows
         .iter()
         .map(|r| UsageRow {
@@ -145,7 +145,7 @@ pub async fn pricing(
 
 /// `{"pricing": [...]}` for `model` / `activeOnly`; the admin route shares it.
 pub async fn pricing_list(state: &ControlState, params: &Params) -> Result<Json<ServerlessPrices>, CpError> {
-    let rows = state.control.list_pricing(params.str("model"), params.bool("activeOnly")?).await?;
+    let rows = state.control.pricing().list(params.str("model"), params.bool("activeOnly")?).await?;
     Ok(Json(ServerlessPrices { pricing: rows.iter().map(price).collect() }))
 }
 

@@ -18,7 +18,7 @@ use super::ControlState;
 const POLL_INTERVAL_SECS: u64 = 2;
 
 pub async fn start(State(state): State<ControlState>, headers: HeaderMap) -> Result<Response, CpError> {
-    let started = state.control.start_cli_login().await?;
+    let started = state.control.logins().start().await?;
     let base = match &state.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -46,7 +46,7 @@ pub async fn exchange(State(state): State<ControlState>, Body(body): Body<Exchan
     if body.cli_code.trim().is_empty() {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "cli_code is required"));
     }
-    Ok(match state.control.exchange_cli_code(&body.cli_code).await? {
+    Ok(match state.control.logins().exchange(&body.cli_code).await? {
         Exchange::Pending => {
             (StatusCode::ACCEPTED, Json(CliLoginPending { status: "authorization_pending".into() })).into_response()
         }
@@ -67,7 +67,7 @@ pub async fn refresh(State(state): State<ControlState>, Body(body): Body<Refresh
     if body.refresh_token.trim().is_empty() {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
     }
-    match state.control.refresh_session(&body.refresh_token).await {
+    match state.control.logins().refresh(&body.refresh_token).await {
         Ok(tokens) => Ok(token_response(tokens)),
         Err(ControlError::Unauthenticated) => {
             Ok(oauth_error(StatusCode::UNAUTHORIZED, "invalid_grant", "invalid, expired or already used refresh_token"))

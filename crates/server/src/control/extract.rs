@@ -21,7 +21,7 @@ impl FromRequestParts<ControlState> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, state: &ControlState) -> Result<Self, CpError> {
         let token = bearer(&parts.headers).ok_or(CpError(ControlError::Unauthenticated))?;
-        Ok(SignedIn(state.control.authenticate_access_token(token).await?))
+        Ok(SignedIn(state.control.logins().authenticate(token).await?))
     }
 }
 

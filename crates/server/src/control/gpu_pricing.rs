@@ -20,7 +20,8 @@ pub async fn list(
 ) -> Result<Json<GpuPrices>, CpError> {
     let rows = state
         .control
-        .list_gpu_pricing(params.str("gpuType"), params.str("cloudProvider"), params.bool("activeOnly")?)
+        .gpu_pricing()
+        .list(params.str("gpuType"), params.str("cloudProvider"), params.bool("activeOnly")?)
         .await?;
     Ok(Json(GpuPrices { pricing: rows.iter().map(price).collect() }))
 }
@@ -31,7 +32,7 @@ pub async fn create(
     Body(body): Body<Value>,
 ) -> Result<Json<GpuPriceReply>, CpError> {
     me.require_admin()?;
-    let row = state.control.create_gpu_pricing(&me, patch(&body)?).await?;
+    let row = state.control.gpu_pricing().create(&me, patch(&body)?).await?;
     Ok(Json(GpuPriceReply { pricing: price(&row) }))
 }
 
@@ -41,7 +42,7 @@ pub async fn update(
     Body(body): Body<Value>,
 ) -> Result<Json<GpuPriceReply>, CpError> {
     me.require_admin()?;
-    let row = state.control.update_gpu_pricing(&me, patch(&body)?).await?;
+    let row = state.control.gpu_pricing().update(&me, patch(&body)?).await?;
     Ok(Json(GpuPriceReply { pricing: price(&row) }))
 }
 
@@ -50,7 +51,7 @@ pub async fn delete(
     SignedIn(me): SignedIn,
     Path((gpu_type, cloud_provider)): Path<(String, String)>,
 ) -> Result<Json<Empty>, CpError> {
-    state.control.delete_gpu_pricing(&me, &gpu_type, &cloud_provider).await?;
+    state.control.gpu_pricing().delete(&me, &gpu_type, &cloud_provider).await?;
     Ok(Json(Empty::default()))
 }
 

@@ -13,7 +13,7 @@ use super::ControlState;
 
 pub async fn show(State(state): State<ControlState>, params: Params) -> Response {
     let request = params.str("request").unwrap_or_default().to_owned();
-    match state.control.cli_login_pending(&request).await {
+    match state.control.logins().pending(&request).await {
         Ok(Some(true)) => page(StatusCode::OK, &form(&request, None)),
         Ok(Some(false)) => page(
             StatusCode::GONE,
@@ -41,12 +41,12 @@ pub struct Decision {
 
 pub async fn decide(State(state): State<ControlState>, Form(d): Form<Decision>) -> Response {
     if d.action == "deny" {
-        return match state.control.deny_cli_login(&d.request).await {
+        return match state.control.logins().deny(&d.request).await {
             Ok(()) => page(StatusCode::OK, "<p>Sign-in denied. The CLI will report it; you can close this tab.</p>"),
             Err(e) => failure(&e),
         };
     }
-    match state.control.approve_cli_login(&d.request, &d.email, &d.password).await {
+    match state.control.logins().approve(&d.request, &d.email, &d.password).await {
         Ok(user) => page(
             StatusCode::OK,
             &format!(

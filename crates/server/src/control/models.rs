@@ -29,7 +29,7 @@ pub async fn list(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Deployments>, CpError> {
-    let rows = state.control.deployments(&me, params.str("userId")).await?;
+    let rows = state.control.deployments().list(&me, params.str("userId")).await?;
     Ok(Json(Deployments { models: models(&state, &rows) }))
 }
 
@@ -40,7 +40,7 @@ pub async fn admin_list(
 ) -> Result<Json<DeploymentsPage>, CpError> {
     me.require_admin()?;
     let (page, size) = params.page(50, MAX_ADMIN_PAGE)?;
-    let (rows, total) = state.control.deployments_page(&me, params.str("userId"), page, size).await?;
+    let (rows, total) = state.control.deployments().page(&me, params.str("userId"), page, size).await?;
     Ok(Json(DeploymentsPage { models: models(&state, &rows), page, size, total }))
 }
 
@@ -49,7 +49,7 @@ pub async fn get(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<DeploymentReply>, CpError> {
-    let row = state.control.deployment(&me, &id).await?;
+    let row = state.control.deployments().get(&me, &id).await?;
     Ok(Json(DeploymentReply { model: model(&row, &served(&state)) }))
 }
 
@@ -58,7 +58,7 @@ pub async fn delete(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Empty>, CpError> {
-    state.control.delete_deployment(&me, &id).await?;
+    state.control.deployments().delete(&me, &id).await?;
     Ok(Json(Empty::default()))
 }
 
@@ -101,7 +101,7 @@ pub async fn deploy(
         gpu_type: d.gpu_type,
     };
     let served = served(&state);
-    let row = state.control.deploy(&me, new, &served.ids).await?;
+    let row = state.control.deployments().create(&me, new, &served.ids).await?;
     Ok(Json(DeploymentReply { model: model(&row, &served) }))
 }
 
@@ -118,7 +118,7 @@ pub async fn validate(
     SignedIn(me): SignedIn,
     Body(v): Body<Validate>,
 ) -> Result<Json<Validity>, CpError> {
-    let free = state.control.deployment_name_free(&me, v.user_id.as_deref(), &v.model_name).await?;
+    let free = state.control.deployments().name_free(&me, v.user_id.as_deref(), &v.model_name).await?;
     Ok(Json(Validity { is_valid: free }))
 }
 
@@ -136,7 +136,7 @@ pub async fn search_by_infra(
     Body(q): Body<SearchByInfra>,
 ) -> Result<Json<Deployments>, CpError> {
     let wanted = q.infra.ok_or_else(|| CpError::invalid("infra", "is required"))?;
-    let rows = state.control.deployments(&me, q.user_id.as_deref()).await?;
+    let rows = state.control.deployments().list(&me, q.user_id.as_deref()).await?;
     let matching: Vec<DeploymentRow> = rows
         .into_iter()
         .filter(|d| {
@@ -164,7 +164,7 @@ pub async fn check(
     if c.model_id.trim().is_empty() {
         return Err(CpError::invalid("modelId", "is required"));
     }
-    let row = state.control.deployment(&me, &c.model_id).await?;
+    let row = state.control.deployments().get(&me, &c.model_id).await?;
     let serving = serving(&state)?;
     let info = serving.backend.models().into_iter().find(|m| m.id == row.model_path);
     let Some((memory, context)) = info.and_then(|m| m.memory.map(|mem| (mem, m.max_context))) else {
@@ -199,7 +199,7 @@ pub async fn post_verb(
     if message.chars().count() > MAX_CHAT_CHARS {
         return Err(CpError::invalid("body", format!("is longer than {MAX_CHAT_CHARS} characters")));
     }
-    let row = state.control.deployment(&me, id).await?;
+    let row = state.control.deployments().get(&me, id).await?;
     if row.deleted_at.is_some() {
         return Err(CpError(ControlError::FailedPrecondition(format!("model {id} is deleted"))));
     }

@@ -17,7 +17,7 @@ pub async fn user_metrics(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<Metrics>, CpError> {
-    let series = state.control.user_metrics(&me, params.str("userId"), window(&params)?).await?;
+    let series = state.control.observability().of_user(&me, params.str("userId"), window(&params)?).await?;
     Ok(Json(Metrics { metrics: metrics(&series) }))
 }
 
@@ -27,7 +27,7 @@ pub async fn deployment_metrics(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<Metrics>, CpError> {
-    let series = state.control.deployment_metrics(&me, &id, window(&params)?).await?;
+    let series = state.control.observability().of_deployment(&me, &id, window(&params)?).await?;
     Ok(Json(Metrics { metrics: metrics(&series) }))
 }
 
@@ -39,7 +39,7 @@ pub async fn deployment_logs(
     Path(id): Path<String>,
     params: Params,
 ) -> Result<Json<Logs>, CpError> {
-    let d = state.control.deployment(&me, &id).await?;
+    let d = state.control.deployments().get(&me, &id).await?;
     let newest_first = match params.str("direction").map(str::to_ascii_uppercase).as_deref() {
         None | Some("LOG_DIRECTION_UNSPECIFIED" | "LOG_DIRECTION_BACKWARD" | "BACKWARD" | "DESC") => true,
         Some("LOG_DIRECTION_FORWARD" | "FORWARD" | "ASC") => false,

@@ -13,12 +13,12 @@ use super::extract::{Body, SignedIn};
 use super::ControlState;
 
 pub async fn list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Products>, CpError> {
-    let rows = state.control.list_products(&me, false).await?;
+    let rows = state.control.products().list(&me, false).await?;
     Ok(Json(Products { products: rows.iter().map(product).collect() }))
 }
 
 pub async fn admin_list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Products>, CpError> {
-    let rows = state.control.list_products(&me, true).await?;
+    let rows = state.control.products().list(&me, true).await?;
     Ok(Json(Products { products: rows.iter().map(product).collect() }))
 }
 
@@ -64,7 +64,7 @@ pub async fn upsert(
         is_active,
         spec,
     };
-    let row = state.control.upsert_product(&me, patch).await?;
+    let row = state.control.products().upsert(&me, patch).await?;
     Ok(Json(ProductReply { product: product(&row) }))
 }
 
@@ -73,7 +73,7 @@ pub async fn delete(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>, CpError> {
-    state.control.delete_product(&me, &id).await?;
+    state.control.products().delete(&me, &id).await?;
     Ok(Json(Deleted { deleted: true }))
 }
 

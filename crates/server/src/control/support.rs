@@ -25,7 +25,7 @@ pub async fn list(
 ) -> Result<Json<TicketsPage>, CpError> {
     let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
     let (tickets, total) =
-        state.control.list_tickets(&me, params.str("userId"), params.str("status"), page, size).await?;
+        state.control.support().list(&me, params.str("userId"), params.str("status"), page, size).await?;
     Ok(Json(TicketsPage { tickets: tickets.iter().map(ticket).collect(), page, size, total }))
 }
 
@@ -48,7 +48,7 @@ pub async fn create(
 ) -> Result<Json<TicketReply>, CpError> {
     let message = message_text(&t.message)?;
     let created =
-        state.control.open_ticket(&me, t.user_id.as_deref(), &t.subject, &message, t.ticket_type.as_deref()).await?;
+        state.control.support().open(&me, t.user_id.as_deref(), &t.subject, &message, t.ticket_type.as_deref()).await?;
     Ok(Json(TicketReply { ticket: ticket(&created) }))
 }
 
@@ -57,7 +57,7 @@ pub async fn get(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<TicketReply>, CpError> {
-    Ok(Json(TicketReply { ticket: ticket(&state.control.ticket(&me, &id).await?) }))
+    Ok(Json(TicketReply { ticket: ticket(&state.control.support().get(&me, &id).await?) }))
 }
 
 #[derive(Deserialize)]
@@ -73,7 +73,7 @@ pub async fn add_message(
     Body(m): Body<NewMessage>,
 ) -> Result<Json<TicketReply>, CpError> {
     let content = message_text(&m.message)?;
-    Ok(Json(TicketReply { ticket: ticket(&state.control.add_ticket_message(&me, &id, &content).await?) }))
+    Ok(Json(TicketReply { ticket: ticket(&state.control.support().reply(&me, &id, &content).await?) }))
 }
 
 pub async fn close(
@@ -81,7 +81,7 @@ pub async fn close(
     SignedIn(me): SignedIn,
     Path(id): Path<String>,
 ) -> Result<Json<TicketReply>, CpError> {
-    Ok(Json(TicketReply { ticket: ticket(&state.control.close_ticket(&me, &id).await?) }))
+    Ok(Json(TicketReply { ticket: ticket(&state.control.support().close(&me, &id).await?) }))
 }
 
 pub async fn submit_reserved_deployment(
@@ -89,7 +89,7 @@ pub async fn submit_reserved_deployment(
     SignedIn(me): SignedIn,
     Body(fields): Body<Map<String, Value>>,
 ) -> Result<Json<Value>, CpError> {
-    let id = state.control.submit_reserved_deployment(&me, &fields).await?;
+    let id = state.control.support().submit_reserved_deployment(&me, &fields).await?;
     Ok(Json(json!({"requestId": id})))
 }
 
@@ -100,7 +100,7 @@ pub async fn list_reserved_deployments(
     params: Params,
 ) -> Result<Json<Value>, CpError> {
     let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
-    let (rows, total) = state.control.list_reserved_deployments(&me, page, size).await?;
+    let (rows, total) = state.control.support().reserved_deployments(&me, page, size).await?;
     let requests: Vec<Value> = rows
         .iter()
         .map(|r| {

@@ -12,7 +12,7 @@ use super::extract::{Body, Params, SignedIn};
 use super::{wire, ControlState};
 
 pub async fn profile(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<UserReply>, CpError> {
-    let user = state.control.user(&me.user_id).await?;
+    let user = state.control.accounts().get(&me.user_id).await?;
     Ok(Json(UserReply { user: wire::user(&user) }))
 }
 
@@ -21,7 +21,7 @@ pub async fn accept_tos(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<UserReply>, CpError> {
-    let user = state.control.accept_tos(&me, params.str("userId")).await?;
+    let user = state.control.accounts().accept_tos(&me, params.str("userId")).await?;
     Ok(Json(UserReply { user: wire::user(&user) }))
 }
 
@@ -46,7 +46,7 @@ pub async fn update(
         display_name: u.display_name,
         company: u.company,
     };
-    state.control.update_profile(&me, &user_id, update).await?;
+    state.control.accounts().update_profile(&me, &user_id, update).await?;
     Ok(Json(Empty::default()))
 }
 
@@ -55,7 +55,7 @@ pub async fn list_keys(
     SignedIn(me): SignedIn,
     params: Params,
 ) -> Result<Json<ApiKeys>, CpError> {
-    let keys = state.control.list_api_keys(&me, params.str("userId"), params.bool("includeDeleted")?).await?;
+    let keys = state.control.keys().list(&me, params.str("userId"), params.bool("includeDeleted")?).await?;
     Ok(Json(ApiKeys { api_keys: keys.iter().map(|k| wire::api_key(k, &k.public_id)).collect() }))
 }
 
@@ -76,7 +76,7 @@ pub async fn create_key(
     Body(k): Body<NewKey>,
 ) -> Result<Json<ApiKeyReply>, CpError> {
     let expires_at = k.expires_at.as_deref().map(|t| wire::parse_timestamp("expiresAt", t)).transpose()?;
-    let created = state.control.create_api_key(&me, k.user_id.as_deref(), k.name, k.scopes, expires_at).await?;
+    let created = state.control.keys().create(&me, k.user_id.as_deref(), k.name, k.scopes, expires_at).await?;
     // The only time the whole key is shown.
     Ok(Json(ApiKeyReply { api_key: wire::api_key(&created.row, &created.token) }))
 }
@@ -87,6 +87,6 @@ pub async fn delete_key(
     params: Params,
 ) -> Result<Json<Empty>, CpError> {
     let key = params.str("apiKey").ok_or_else(|| CpError::invalid("apiKey", "is required"))?;
-    state.control.delete_api_key(&me, params.str("userId"), key).await?;
+    state.control.keys().delete(&me, params.str("userId"), key).await?;
     Ok(Json(Empty::default()))
 }

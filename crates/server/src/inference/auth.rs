@@ -21,7 +21,7 @@ pub async fn require_key(State(control): State<Control>, mut req: Request, next:
     let public = PUBLIC_ROUTES.iter().any(|(m, p)| req.method() == m && req.uri().path() == *p);
     if !public {
         let presented = bearer(req.headers()).ok_or(ApiError::Unauthorized)?;
-        let holder = control.authenticate_api_key(presented).await.map_err(|e| match e {
+        let holder = control.keys().authenticate(presented).await.map_err(|e| match e {
             ControlError::Unauthenticated => ApiError::Unauthorized,
             other => ApiError::Internal(other.to_string()),
         })?;

@@ -14,7 +14,7 @@ use super::AppState;
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     let mut priced = Vec::new();
     for m in state.backend.models() {
-        if matches!(state.control.active_price(&m.id).await, Ok(Some(_))) {
+        if matches!(state.control.pricing().active(&m.id).await, Ok(Some(_))) {
             priced.push(m);
         }
     }

@@ -292,7 +292,7 @@ async fn holds_left_by_a_dead_process_are_voided_at_start() {
         let store = tm_store::Store::open(&db.url).await.unwrap();
         let control =
             tm_control::Control::new(store.clone(), Arc::new(tm_control::clock::SystemClock), Default::default());
-        control.grant(&dave_id, 1_000, "test").await.unwrap();
+        control.billing().grant(&dave_id, 1_000, "test").await.unwrap();
         assert!(store.ledger().hold(&dave_id, 800).await.unwrap());
         assert_eq!(store.ledger().account(&dave_id).await.unwrap().available_nanos(), 200);
 

@@ -104,7 +104,7 @@ pub async fn create_user(db: &TestDb, email: &str, password: &str) -> String {
         first_name: "Test".into(),
         last_name: String::new(),
     };
-    let id = control.create_user(new).await.unwrap().id;
+    let id = control.accounts().create(new).await.unwrap().id;
     store.close().await;
     id
 }

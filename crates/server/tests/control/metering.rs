@@ -32,14 +32,14 @@ pub(crate) async fn funded_user(control: &Control, email: &str, credit: i64, key
         first_name: String::new(),
         last_name: String::new(),
     };
-    let id = control.create_user(new).await.unwrap().id;
+    let id = control.accounts().create(new).await.unwrap().id;
     let me = Principal { user_id: id.clone(), role: Role::User };
     let mut tokens = Vec::new();
     for i in 0..keys {
-        tokens.push(control.create_api_key(&me, None, format!("k{i}"), vec![], None).await.unwrap().token);
+        tokens.push(control.keys().create(&me, None, format!("k{i}"), vec![], None).await.unwrap().token);
     }
     if credit > 0 {
-        control.grant(&id, credit, "test credit").await.unwrap();
+        control.billing().grant(&id, credit, "test credit").await.unwrap();
     }
     (id, tokens)
 }
