@@ -1,5 +1,6 @@
 //! Users: creation (by operators and on first start), profile, terms of service, roles.
 
+use tm_money::UnixMs;
 use tm_store::rate_limits::LimitOverride;
 use tm_store::users::{ProfileUpdate, UserRow};
 
@@ -7,6 +8,55 @@ use crate::activity::{action, resource, Actor, Event};
 use crate::{password, secret, Control, ControlError, Principal, Role};
 
 const MAX_FIELD_CHARS: usize = 200;
+
+/// A user as the domain hands one out: the role parsed, and no password hash (it never
+/// leaves this crate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub display_name: String,
+    pub company: String,
+    pub role: Role,
+    pub tos_accepted_at: Option<UnixMs>,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+impl User {
+    /// How a person is shown: display name, else full name, else email.
+    pub fn shown_name(&self) -> String {
+        let full = format!("{} {}", self.first_name.trim(), self.last_name.trim()).trim().to_owned();
+        [self.display_name.trim().to_owned(), full]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| self.email.clone())
+    }
+
+    pub fn principal(&self) -> Principal {
+        Principal { user_id: self.id.clone(), role: self.role }
+    }
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> User {
+        User {
+            // Roles are written only as `Role::as_str`; anything else is treated as the least.
+            role: Role::parse(&r.role).unwrap_or(Role::User),
+            id: r.id,
+            email: r.email,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            display_name: r.display_name,
+            company: r.company,
+            tos_accepted_at: r.tos_accepted_at.map(UnixMs),
+            created_at: UnixMs(r.created_at),
+            updated_at: UnixMs(r.updated_at),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
@@ -28,7 +78,7 @@ pub struct Bootstrap {
 /// The first admin, with the secrets that were generated (shown once, never stored).
 #[derive(Debug)]
 pub struct Bootstrapped {
-    pub user: UserRow,
+    pub user: User,
     pub generated_password: Option<String>,
     pub generated_api_key: Option<String>,
 }
@@ -40,7 +90,7 @@ pub struct Accounts<'c> {
 }
 
 impl Accounts<'_> {
-    pub async fn create(&self, new: NewUser) -> Result<UserRow, ControlError> {
+    pub async fn create(&self, new: NewUser) -> Result<User, ControlError> {
         let email = normalize_email(&new.email)?;
         let now = self.control.now();
         let user = UserRow {
@@ -64,7 +114,7 @@ impl Accounts<'_> {
         }
         let description = format!("Account created for {} ({})", user.email, user.role);
         self.control.record(Actor::Operator, user_event(&user.id, action::USER_CREATED, description)).await;
-        Ok(user)
+        Ok(user.into())
     }
 
     /// On an empty database, creates the first admin (a super admin) and an API key for it.
@@ -98,34 +148,30 @@ impl Accounts<'_> {
         Ok(Some(Bootstrapped { user, generated_password, generated_api_key }))
     }
 
-    pub async fn get(&self, id: &str) -> Result<UserRow, ControlError> {
-        self.control
-            .store
-            .users()
-            .by_id(id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(format!("user {id} not found")))
+    pub async fn get(&self, id: &str) -> Result<User, ControlError> {
+        self.control.store.users().by_id(id).await?.map(User::from).ok_or_else(|| not_found(id))
     }
 
-    pub async fn by_email(&self, email: &str) -> Result<UserRow, ControlError> {
+    pub async fn by_email(&self, email: &str) -> Result<User, ControlError> {
         let email = normalize_email(email)?;
         self.control
             .store
             .users()
             .by_email(&email)
             .await?
+            .map(User::from)
             .ok_or_else(|| ControlError::NotFound(format!("no user with email {email}")))
     }
 
     /// The account behind an email and password, for the sign-in page. Unknown emails
     /// and wrong passwords are indistinguishable, in answer and in time.
-    pub async fn check_password(&self, email: &str, password: &str) -> Result<UserRow, ControlError> {
+    pub async fn check_password(&self, email: &str, password: &str) -> Result<User, ControlError> {
         let found = match normalize_email(email) {
             Ok(email) => self.control.store.users().by_email(&email).await?,
             Err(_) => None,
         };
         match found {
-            Some(user) if password::verify(password, &user.password_hash) => Ok(user),
+            Some(user) if password::verify(password, &user.password_hash) => Ok(user.into()),
             Some(_) => Err(ControlError::Unauthenticated),
             None => {
                 password::verify_nothing(password);
@@ -134,7 +180,7 @@ impl Accounts<'_> {
         }
     }
 
-    pub async fn accept_tos(&self, caller: &Principal, user_id: Option<&str>) -> Result<UserRow, ControlError> {
+    pub async fn accept_tos(&self, caller: &Principal, user_id: Option<&str>) -> Result<User, ControlError> {
         let id = caller.scope(user_id)?;
         let before = self.get(&id).await?;
         let user =
@@ -143,7 +189,7 @@ impl Accounts<'_> {
             let event = user_event(&id, action::TOS_ACCEPTED, "Accepted the terms of service".into());
             self.control.record(Actor::User(caller), event).await;
         }
-        Ok(user)
+        Ok(user.into())
     }
 
     pub async fn update_profile(
@@ -189,47 +235,48 @@ impl Accounts<'_> {
     }
 
     /// Admins only; 1-based pages.
-    pub async fn page(&self, caller: &Principal, page: i64, size: i64) -> Result<(Vec<UserRow>, i64), ControlError> {
+    pub async fn page(&self, caller: &Principal, page: i64, size: i64) -> Result<(Vec<User>, i64), ControlError> {
         caller.require_admin()?;
-        Ok(self.control.store.users().page((page - 1) * size, size).await?)
+        let (rows, total) = self.control.store.users().page((page - 1) * size, size).await?;
+        Ok((rows.into_iter().map(User::from).collect(), total))
     }
 
     /// Admins change roles; only a super admin grants or takes away super admin.
-    pub async fn change_role(&self, caller: &Principal, target: &str, role: Role) -> Result<UserRow, ControlError> {
+    pub async fn change_role(&self, caller: &Principal, target: &str, role: Role) -> Result<User, ControlError> {
         caller.require_admin()?;
         let target = self.get(target.trim()).await?;
-        let current = Role::parse(&target.role).unwrap_or(Role::User);
-        if (role == Role::SuperAdmin || current == Role::SuperAdmin) && caller.role != Role::SuperAdmin {
+        if (role == Role::SuperAdmin || target.role == Role::SuperAdmin) && caller.role != Role::SuperAdmin {
             return Err(ControlError::PermissionDenied("only a super admin can grant or revoke super admin".into()));
         }
         self.apply_role(Actor::User(caller), &target, role).await
     }
 
     /// Operator command (no caller: whoever runs `tensormesh user set-role` owns the box).
-    pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRow, ControlError> {
+    pub async fn set_role(&self, user_id: &str, role: Role) -> Result<User, ControlError> {
         let target = self.get(user_id).await?;
         self.apply_role(Actor::Operator, &target, role).await
     }
 
-    async fn apply_role(&self, actor: Actor<'_>, target: &UserRow, role: Role) -> Result<UserRow, ControlError> {
+    async fn apply_role(&self, actor: Actor<'_>, target: &User, role: Role) -> Result<User, ControlError> {
         let user = self
             .control
             .store
             .users()
             .set_role(&target.id, role.as_str(), self.control.now())
             .await?
+            .map(User::from)
             .ok_or_else(|| not_found(&target.id))?;
         if target.role != user.role {
             let mut event = user_event(&user.id, action::ROLE_CHANGED, format!("Role changed to {}", user.role));
-            event.metadata = serde_json::json!({"from": target.role, "to": user.role});
+            event.metadata = serde_json::json!({"from": target.role.as_str(), "to": user.role.as_str()});
             self.control.record(actor, event).await;
         }
         Ok(user)
     }
 
     /// Operator command: every user, oldest first.
-    pub async fn all(&self) -> Result<Vec<UserRow>, ControlError> {
-        Ok(self.control.store.users().page(0, i64::MAX).await?.0)
+    pub async fn all(&self) -> Result<Vec<User>, ControlError> {
+        Ok(self.control.store.users().page(0, i64::MAX).await?.0.into_iter().map(User::from).collect())
     }
 
     /// Operator command: overrides a user's rate limits over all their keys (capping each
@@ -299,5 +346,31 @@ fn bounded(field: &'static str, value: String) -> Result<String, ControlError> {
         Err(ControlError::invalid(field, format!("is longer than {MAX_FIELD_CHARS} characters")))
     } else {
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authors_are_shown_by_their_best_name() {
+        let mut u = User {
+            id: "u".into(),
+            email: "a@b.c".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            display_name: String::new(),
+            company: String::new(),
+            role: Role::User,
+            tos_accepted_at: None,
+            created_at: UnixMs(0),
+            updated_at: UnixMs(0),
+        };
+        assert_eq!(u.shown_name(), "a@b.c");
+        u.first_name = "Ada".into();
+        assert_eq!(u.shown_name(), "Ada");
+        u.display_name = "ada".into();
+        assert_eq!(u.shown_name(), "ada");
     }
 }

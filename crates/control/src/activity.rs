@@ -2,7 +2,8 @@
 //! [`Control::record`] once it has succeeded; users read the activities on their own data,
 //! admins read all of them.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use tm_money::UnixMs;
 use tm_store::activities::{ActivityFilter, ActivityRow};
 
 use crate::{Control, ControlError, Principal};
@@ -14,6 +15,57 @@ pub enum Actor<'a> {
     User(&'a Principal),
     /// An operator at the server's command line (`tensormesh user ...`).
     Operator,
+}
+
+/// Who did it, as the trail stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    User,
+    Operator,
+    /// Written by a version that knew another kind.
+    Unknown,
+}
+
+/// One entry of the trail, as users and admins read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activity {
+    pub id: String,
+    /// Whose data the action touched.
+    pub user_id: String,
+    pub actor: ActorKind,
+    pub actor_id: String,
+    pub actor_display: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub description: String,
+    /// A JSON object.
+    pub metadata: Value,
+    pub occurred_at: UnixMs,
+    pub recorded_at: UnixMs,
+}
+
+impl From<ActivityRow> for Activity {
+    fn from(r: ActivityRow) -> Activity {
+        Activity {
+            actor: match r.actor_type.as_str() {
+                ACTOR_USER => ActorKind::User,
+                ACTOR_OPERATOR => ActorKind::Operator,
+                _ => ActorKind::Unknown,
+            },
+            metadata: serde_json::from_str(&r.metadata).unwrap_or_else(|_| Value::Object(Map::new())),
+            id: r.id,
+            user_id: r.user_id,
+            actor_id: r.actor_id,
+            actor_display: r.actor_display,
+            action: r.action,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            description: r.description,
+            occurred_at: UnixMs(r.occurred_at),
+            recorded_at: UnixMs(r.recorded_at),
+        }
+    }
 }
 
 /// What happened, to what, and whose data it touched.
@@ -133,7 +185,7 @@ impl Activities<'_> {
         q: Query<'_>,
         page: i64,
         size: i64,
-    ) -> Result<(Vec<ActivityRow>, i64), ControlError> {
+    ) -> Result<(Vec<Activity>, i64), ControlError> {
         let owner = visible_owner(caller, user_id)?;
         let filter = ActivityFilter {
             user_id: owner.as_deref(),
@@ -143,13 +195,14 @@ impl Activities<'_> {
             from: q.from,
             to: q.to,
         };
-        Ok(self.control.store.activities().page(&filter, (page - 1) * size, size).await?)
+        let (rows, total) = self.control.store.activities().page(&filter, (page - 1) * size, size).await?;
+        Ok((rows.into_iter().map(Activity::from).collect(), total))
     }
 
     /// One activity; another user's is "not found" (its existence is not revealed).
-    pub async fn get(&self, caller: &Principal, id: &str) -> Result<ActivityRow, ControlError> {
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<Activity, ControlError> {
         match self.control.store.activities().by_id(id).await? {
-            Some(a) if caller.role.is_admin() || a.user_id == caller.user_id => Ok(a),
+            Some(a) if caller.role.is_admin() || a.user_id == caller.user_id => Ok(a.into()),
             _ => Err(ControlError::NotFound(format!("activity {id} not found"))),
         }
     }

@@ -3,6 +3,7 @@
 //! admins everyone's. Whether one is up is the serving side's answer, not stored here.
 
 use serde_json::{json, Map, Value};
+use tm_money::UnixMs;
 use tm_store::deployments::DeploymentRow;
 
 use crate::activity::{action, resource, visible_owner, Actor, Event};
@@ -11,6 +12,44 @@ use crate::{Control, ControlError, Principal};
 const MAX_NAME_CHARS: usize = 100;
 const MAX_DESCRIPTION_CHARS: usize = 2_000;
 const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// A user's named handle on a served model (deleted ones keep their time of deletion).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub id: String,
+    pub user_id: String,
+    pub model_name: String,
+    /// The served model it runs.
+    pub model_path: String,
+    pub description: String,
+    pub model_spec: Map<String, Value>,
+    pub infra: Map<String, Value>,
+    pub gpu_count: i64,
+    pub gpu_type: String,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+    pub deleted_at: Option<UnixMs>,
+}
+
+impl From<DeploymentRow> for Deployment {
+    fn from(r: DeploymentRow) -> Deployment {
+        Deployment {
+            // Written only by `create`, from JSON objects.
+            model_spec: serde_json::from_str(&r.model_spec).unwrap_or_default(),
+            infra: serde_json::from_str(&r.infra).unwrap_or_default(),
+            id: r.id,
+            user_id: r.user_id,
+            model_name: r.model_name,
+            model_path: r.model_path,
+            description: r.description,
+            gpu_count: r.gpu_count,
+            gpu_type: r.gpu_type,
+            created_at: UnixMs(r.created_at),
+            updated_at: UnixMs(r.updated_at),
+            deleted_at: r.deleted_at.map(UnixMs),
+        }
+    }
+}
 
 /// A deployment as a user asks for it.
 #[derive(Debug, Clone, Default)]
@@ -39,7 +78,7 @@ impl Deployments<'_> {
         caller: &Principal,
         d: NewDeployment,
         served: &[String],
-    ) -> Result<DeploymentRow, ControlError> {
+    ) -> Result<Deployment, ControlError> {
         let owner = self.control.accounts().get(&caller.scope(d.user_id.as_deref())?).await?.id;
         let name = deployment_name("modelName", &d.model_name)?;
         let path = d.model_path.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).unwrap_or_else(|| name.clone());
@@ -81,12 +120,13 @@ impl Deployments<'_> {
             }
             other => other.into(),
         })?;
-        self.control.record(Actor::User(caller), event(&row, action::DEPLOYMENT_CREATED, "Deployed")).await;
-        Ok(row)
+        let created = Deployment::from(row);
+        self.control.record(Actor::User(caller), event(&created, action::DEPLOYMENT_CREATED, "Deployed")).await;
+        Ok(created)
     }
 
     /// Live deployments: the caller's own, or (admins) the named user's or everyone's.
-    pub async fn list(&self, caller: &Principal, user_id: Option<&str>) -> Result<Vec<DeploymentRow>, ControlError> {
+    pub async fn list(&self, caller: &Principal, user_id: Option<&str>) -> Result<Vec<Deployment>, ControlError> {
         Ok(self.page(caller, user_id, 1, i64::MAX).await?.0)
     }
 
@@ -97,16 +137,17 @@ impl Deployments<'_> {
         user_id: Option<&str>,
         page: i64,
         size: i64,
-    ) -> Result<(Vec<DeploymentRow>, i64), ControlError> {
+    ) -> Result<(Vec<Deployment>, i64), ControlError> {
         let owner = visible_owner(caller, user_id)?;
         let offset = (page - 1).saturating_mul(size);
-        Ok(self.control.store.deployments().page(owner.as_deref(), offset, size).await?)
+        let (rows, total) = self.control.store.deployments().page(owner.as_deref(), offset, size).await?;
+        Ok((rows.into_iter().map(Deployment::from).collect(), total))
     }
 
     /// One deployment (deleted ones too), if the caller may see it.
-    pub async fn get(&self, caller: &Principal, id: &str) -> Result<DeploymentRow, ControlError> {
+    pub async fn get(&self, caller: &Principal, id: &str) -> Result<Deployment, ControlError> {
         match self.control.store.deployments().by_id(id.trim()).await? {
-            Some(d) if caller.role.is_admin() || d.user_id == caller.user_id => Ok(d),
+            Some(d) if caller.role.is_admin() || d.user_id == caller.user_id => Ok(d.into()),
             _ => Err(ControlError::NotFound(format!("model {id} not found"))),
         }
     }
@@ -154,7 +195,7 @@ fn bounded_json(field: &'static str, v: Option<Map<String, Value>>) -> Result<St
     Ok(text)
 }
 
-fn event(d: &DeploymentRow, action: &'static str, verb: &str) -> Event {
+fn event(d: &Deployment, action: &'static str, verb: &str) -> Event {
     Event {
         owner: d.user_id.clone(),
         action,

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use tm_money::UnixMs;
 use tm_store::api_keys::ApiKeyRow;
 
 use crate::activity::{action, resource, Actor, Event};
@@ -14,10 +15,37 @@ const MAX_NAME_CHARS: usize = 200;
 const MAX_SCOPES: usize = 32;
 const MAX_CACHED: usize = 10_000;
 
+/// An API key as its owner sees it: the public id and what it may do, never the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub public_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: UnixMs,
+    pub expires_at: Option<UnixMs>,
+    pub deleted_at: Option<UnixMs>,
+}
+
+impl From<ApiKeyRow> for ApiKey {
+    fn from(r: ApiKeyRow) -> ApiKey {
+        ApiKey {
+            // Written only by `insert_key`, from a list of strings.
+            scopes: serde_json::from_str(&r.scopes).unwrap_or_default(),
+            public_id: r.public_id,
+            user_id: r.user_id,
+            name: r.name,
+            created_at: UnixMs(r.created_at),
+            expires_at: r.expires_at.map(UnixMs),
+            deleted_at: r.deleted_at.map(UnixMs),
+        }
+    }
+}
+
 /// A key just made: `token` is the secret, returned once.
 #[derive(Debug)]
 pub struct CreatedKey {
-    pub row: ApiKeyRow,
+    pub key: ApiKey,
     pub token: String,
 }
 
@@ -74,19 +102,19 @@ impl Keys<'_> {
         expires_at: Option<i64>,
     ) -> Result<CreatedKey, ControlError> {
         let issued = secret::issue(Kind::ApiKey);
-        let row = self.insert_key(caller, user_id, issued.public_id, issued.digest, name, scopes, expires_at).await?;
+        let key = self.insert_key(caller, user_id, issued.public_id, issued.digest, name, scopes, expires_at).await?;
         let event = key_event(
-            &row.user_id,
-            &row.public_id,
+            &key.user_id,
+            &key.public_id,
             action::API_KEY_CREATED,
-            format!("Created API key \"{}\"", row.name),
+            format!("Created API key \"{}\"", key.name),
         );
         self.control.record(Actor::User(caller), event).await;
-        Ok(CreatedKey { row, token: issued.token })
+        Ok(CreatedKey { key, token: issued.token })
     }
 
     /// Registers a key chosen by the operator (`TENSORMESH_ADMIN_API_KEY`).
-    pub async fn import(&self, caller: &Principal, token: &str, name: &str) -> Result<ApiKeyRow, ControlError> {
+    pub async fn import(&self, caller: &Principal, token: &str, name: &str) -> Result<ApiKey, ControlError> {
         if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ControlError::invalid("apiKey", "must be at least 16 characters, without spaces"));
         }
@@ -104,7 +132,7 @@ impl Keys<'_> {
         name: String,
         scopes: Vec<String>,
         expires_at: Option<i64>,
-    ) -> Result<ApiKeyRow, ControlError> {
+    ) -> Result<ApiKey, ControlError> {
         let owner = self.control.accounts().get(&caller.scope(user_id)?).await?;
         if name.chars().count() > MAX_NAME_CHARS {
             return Err(ControlError::invalid("name", format!("is longer than {MAX_NAME_CHARS} characters")));
@@ -127,7 +155,7 @@ impl Keys<'_> {
             deleted_at: None,
         };
         self.control.store.api_keys().insert(&row).await?;
-        Ok(row)
+        Ok(row.into())
     }
 
     pub async fn list(
@@ -135,9 +163,17 @@ impl Keys<'_> {
         caller: &Principal,
         user_id: Option<&str>,
         include_deleted: bool,
-    ) -> Result<Vec<ApiKeyRow>, ControlError> {
+    ) -> Result<Vec<ApiKey>, ControlError> {
         let owner = caller.scope(user_id)?;
-        Ok(self.control.store.api_keys().of_user(&owner, include_deleted).await?)
+        Ok(self
+            .control
+            .store
+            .api_keys()
+            .of_user(&owner, include_deleted)
+            .await?
+            .into_iter()
+            .map(ApiKey::from)
+            .collect())
     }
 
     /// `key` is what the list shows (the public id) or the whole key. Deleting a deleted

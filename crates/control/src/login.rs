@@ -8,8 +8,8 @@
 
 use tm_store::cli_logins::{CliLoginRow, LoginState};
 use tm_store::sessions::{SessionRow, TokenPair};
-use tm_store::users::UserRow;
 
+use crate::accounts::User;
 use crate::activity::{action, resource, Actor, Event};
 use crate::secret::{self, Kind};
 use crate::{millis, Control, ControlError, Principal, Role};
@@ -69,10 +69,10 @@ impl Logins<'_> {
         Ok(row.map(|r| r.state == LoginState::Pending && self.control.now() < r.expires_at))
     }
 
-    pub async fn approve(&self, request_id: &str, email: &str, password: &str) -> Result<UserRow, ControlError> {
+    pub async fn approve(&self, request_id: &str, email: &str, password: &str) -> Result<User, ControlError> {
         let user = self.control.accounts().check_password(email, password).await?;
         if self.control.store.cli_logins().decide(request_id, Some(&user.id), self.control.now()).await? {
-            let me = Principal { user_id: user.id.clone(), role: Role::parse(&user.role).unwrap_or(Role::User) };
+            let me = user.principal();
             let event = Event {
                 owner: user.id.clone(),
                 action: action::LOGIN,

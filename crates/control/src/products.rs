@@ -2,6 +2,7 @@
 //! manage and every signed-in user can read.
 
 use serde_json::{json, Map, Value};
+use tm_money::UnixMs;
 use tm_store::products::ProductRow;
 
 use crate::activity::{action, resource, Actor, Event};
@@ -10,6 +11,35 @@ use crate::{Control, ControlError, Principal};
 const MAX_NAME_CHARS: usize = 200;
 const MAX_GPUS: i64 = 4096;
 const MAX_SPEC_BYTES: usize = 64 * 1024;
+
+/// A deployment offering of the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub required_gpu_num: i64,
+    pub family: String,
+    pub is_active: bool,
+    /// A JSON object.
+    pub spec: Value,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+impl From<ProductRow> for Product {
+    fn from(r: ProductRow) -> Product {
+        Product {
+            spec: serde_json::from_str(&r.spec).unwrap_or_else(|_| Value::Object(Map::new())),
+            is_active: r.is_active != 0,
+            id: r.id,
+            name: r.name,
+            required_gpu_num: r.required_gpu_num,
+            family: r.family,
+            created_at: UnixMs(r.created_at),
+            updated_at: UnixMs(r.updated_at),
+        }
+    }
+}
 
 /// A product as an admin writes it. On create `name` is required; on update (the `id`
 /// exists) what is None keeps its value.
@@ -31,14 +61,14 @@ pub struct Products<'c> {
 
 impl Products<'_> {
     /// Active products for users; admins see inactive ones too when they ask.
-    pub async fn list(&self, caller: &Principal, include_inactive: bool) -> Result<Vec<ProductRow>, ControlError> {
+    pub async fn list(&self, caller: &Principal, include_inactive: bool) -> Result<Vec<Product>, ControlError> {
         if include_inactive {
             caller.require_admin()?;
         }
-        Ok(self.control.store.products().list(!include_inactive).await?)
+        Ok(self.control.store.products().list(!include_inactive).await?.into_iter().map(Product::from).collect())
     }
 
-    pub async fn upsert(&self, caller: &Principal, patch: ProductPatch) -> Result<ProductRow, ControlError> {
+    pub async fn upsert(&self, caller: &Principal, patch: ProductPatch) -> Result<Product, ControlError> {
         caller.require_admin()?;
         let id = patch.id.as_deref().map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned);
         let old = match &id {
@@ -86,7 +116,7 @@ impl Products<'_> {
         let verb = if old.is_some() { "Updated" } else { "Created" };
         let event = product_event(caller, &row, action::PRODUCT_UPSERTED, format!("{verb} product \"{}\"", row.name));
         self.control.record(Actor::User(caller), event).await;
-        Ok(row)
+        Ok(row.into())
     }
 
     pub async fn delete(&self, caller: &Principal, id: &str) -> Result<(), ControlError> {

@@ -31,6 +31,12 @@ impl Role {
     }
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// Who is calling: the user behind an access token or an API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

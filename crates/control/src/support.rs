@@ -2,8 +2,8 @@
 //! them) and reserved-deployment requests.
 
 use serde_json::{json, Map, Value};
+use tm_money::UnixMs;
 use tm_store::tickets::{MessageRow, ReservedDeploymentRow, TicketFilter, TicketRow};
-use tm_store::users::UserRow;
 
 use crate::activity::{action, resource, visible_owner, Actor, Event};
 use crate::{Control, ControlError, Principal, Role};
@@ -37,10 +37,78 @@ pub const RESERVED_DEPLOYMENT_FIELDS: [&str; 10] = [
 const MAX_RESERVED_FIELD_CHARS: usize = 2_000;
 
 /// A ticket and its conversation, oldest message first.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
-    pub row: TicketRow,
-    pub messages: Vec<MessageRow>,
+    pub id: String,
+    /// Who asked.
+    pub user_id: String,
+    pub subject: String,
+    /// One of [`TYPES`].
+    pub ticket_type: String,
+    /// [`STATUS_OPEN`] or [`STATUS_CLOSED`].
+    pub status: String,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+    pub messages: Vec<Message>,
+}
+
+impl Ticket {
+    fn new(row: TicketRow, messages: Vec<MessageRow>) -> Ticket {
+        Ticket {
+            id: row.id,
+            user_id: row.user_id,
+            subject: row.subject,
+            ticket_type: row.r#type,
+            status: row.status,
+            created_at: UnixMs(row.created_at),
+            updated_at: UnixMs(row.updated_at),
+            messages: messages.into_iter().map(Message::from).collect(),
+        }
+    }
+}
+
+/// One message of a ticket's conversation, with its author as they were shown then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub author_id: String,
+    pub author_name: String,
+    pub author_role: Role,
+    pub content: String,
+    pub created_at: UnixMs,
+}
+
+impl From<MessageRow> for Message {
+    fn from(m: MessageRow) -> Message {
+        Message {
+            author_role: Role::parse(&m.author_role).unwrap_or(Role::User),
+            author_id: m.author_id,
+            author_name: m.author_name,
+            content: m.content,
+            created_at: UnixMs(m.created_at),
+        }
+    }
+}
+
+/// A request for a reserved deployment, as submitted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReservedDeploymentRequest {
+    pub id: String,
+    pub user_id: String,
+    /// The fields of [`RESERVED_DEPLOYMENT_FIELDS`] that were given.
+    pub details: Map<String, Value>,
+    pub created_at: UnixMs,
+}
+
+impl From<ReservedDeploymentRow> for ReservedDeploymentRequest {
+    fn from(r: ReservedDeploymentRow) -> ReservedDeploymentRequest {
+        ReservedDeploymentRequest {
+            // Written only by `submit_reserved_deployment`, from a JSON object.
+            details: serde_json::from_str(&r.details).unwrap_or_default(),
+            id: r.id,
+            user_id: r.user_id,
+            created_at: UnixMs(r.created_at),
+        }
+    }
 }
 
 /// Support tickets and reserved-deployment requests.
@@ -78,7 +146,7 @@ impl Support<'_> {
         self.control.store.tickets().create(&row, &first).await?;
         let event = self.ticket_event(&row, action::TICKET_OPENED, format!("Opened ticket \"{subject}\""));
         self.control.record(Actor::User(caller), event).await;
-        Ok(Ticket { row, messages: vec![first] })
+        Ok(Ticket::new(row, vec![first]))
     }
 
     /// A page of tickets, newest first: the caller's own; for admins the named user's, or
@@ -102,7 +170,7 @@ impl Support<'_> {
             .map(|row| {
                 let (mine, rest) = messages.drain(..).partition(|m| m.ticket_id == row.id);
                 messages = rest;
-                Ticket { row, messages: mine }
+                Ticket::new(row, mine)
             })
             .collect();
         Ok((tickets, total))
@@ -111,7 +179,7 @@ impl Support<'_> {
     pub async fn get(&self, caller: &Principal, id: &str) -> Result<Ticket, ControlError> {
         let row = self.visible_ticket(caller, id).await?;
         let messages = self.control.store.tickets().messages(std::slice::from_ref(&row.id)).await?;
-        Ok(Ticket { row, messages })
+        Ok(Ticket::new(row, messages))
     }
 
     /// Adds a message from the caller (the requester or an admin) to an open ticket.
@@ -171,7 +239,7 @@ impl Support<'_> {
         }
         let user = self.control.accounts().get(&caller.user_id).await?;
         details.entry("workEmail").or_insert_with(|| json!(user.email));
-        details.entry("fullName").or_insert_with(|| json!(author_name(&user)));
+        details.entry("fullName").or_insert_with(|| json!(user.shown_name()));
         let row = ReservedDeploymentRow {
             id: uuid::Uuid::new_v4().to_string(),
             user_id: caller.user_id.clone(),
@@ -197,9 +265,10 @@ impl Support<'_> {
         caller: &Principal,
         page: i64,
         size: i64,
-    ) -> Result<(Vec<ReservedDeploymentRow>, i64), ControlError> {
+    ) -> Result<(Vec<ReservedDeploymentRequest>, i64), ControlError> {
         caller.require_admin()?;
-        Ok(self.control.store.tickets().reserved_deployments((page - 1) * size, size).await?)
+        let (rows, total) = self.control.store.tickets().reserved_deployments((page - 1) * size, size).await?;
+        Ok((rows.into_iter().map(ReservedDeploymentRequest::from).collect(), total))
     }
 
     /// The ticket if the caller may see it; "not found" otherwise, so that ticket ids of
@@ -219,8 +288,8 @@ impl Support<'_> {
             ticket_id: ticket_id.to_owned(),
             seq: 1,
             author_id: author.id.clone(),
-            author_name: author_name(&author),
-            author_role: Role::parse(&author.role).unwrap_or(Role::User).as_str().into(),
+            author_name: author.shown_name(),
+            author_role: author.role.as_str().into(),
             content,
             created_at: self.control.now(),
         })
@@ -236,12 +305,6 @@ impl Support<'_> {
             metadata: json!({"subject": t.subject}),
         }
     }
-}
-
-/// How a person is shown: display name, else full name, else email.
-fn author_name(u: &UserRow) -> String {
-    let full = format!("{} {}", u.first_name.trim(), u.last_name.trim()).trim().to_owned();
-    [u.display_name.trim().to_owned(), full].into_iter().find(|n| !n.is_empty()).unwrap_or_else(|| u.email.clone())
 }
 
 /// Trimmed, non-blank, at most `max` characters.
@@ -286,27 +349,5 @@ mod tests {
         assert_eq!(enum_name("status", "TICKET_STATUS_", "TICKET_STATUS_OPEN", &STATUSES).ok(), Some(STATUS_OPEN));
         let err = enum_name("type", "TICKET_TYPE_", "urgent", &TYPES).unwrap_err().to_string();
         assert!(err.contains("invalid type") && err.contains("TICKET_TYPE_GENERAL"), "{err}");
-    }
-
-    #[test]
-    fn authors_are_shown_by_their_best_name() {
-        let mut u = UserRow {
-            id: "u".into(),
-            email: "a@b.c".into(),
-            password_hash: String::new(),
-            first_name: String::new(),
-            last_name: String::new(),
-            display_name: String::new(),
-            company: String::new(),
-            role: "USER_ROLE_USER".into(),
-            tos_accepted_at: None,
-            created_at: 0,
-            updated_at: 0,
-        };
-        assert_eq!(author_name(&u), "a@b.c");
-        u.first_name = "Ada".into();
-        assert_eq!(author_name(&u), "Ada");
-        u.display_name = "ada".into();
-        assert_eq!(author_name(&u), "ada");
     }
 }

@@ -136,15 +136,15 @@ async fn api_keys_are_private_revocable_and_expire() {
             control.keys().list(&bob, Some(&alice.user_id), false).await,
             Err(ControlError::PermissionDenied(_))
         ));
-        assert!(matches!(control.keys().delete(&bob, None, &key.row.public_id).await, Err(ControlError::NotFound(_))));
+        assert!(matches!(control.keys().delete(&bob, None, &key.key.public_id).await, Err(ControlError::NotFound(_))));
 
         // A wrong secret behind a real public id fails like an unknown key.
-        let forged = format!("{}_{}", key.row.public_id, "B".repeat(32));
+        let forged = format!("{}_{}", key.key.public_id, "B".repeat(32));
         assert!(matches!(control.keys().authenticate(&forged).await, Err(ControlError::Unauthenticated)), "{kind}");
 
         // Deleting by what the list shows revokes at once (the cache is warm).
         let listed = control.keys().list(&alice, None, false).await.unwrap();
-        assert_eq!(listed[0].public_id, key.row.public_id);
+        assert_eq!(listed[0].public_id, key.key.public_id);
         control.keys().delete(&alice, None, &listed[0].public_id).await.unwrap();
         assert!(control.keys().authenticate(&key.token).await.is_err(), "{kind}: revoked key still works");
         control.keys().delete(&alice, None, &key.token).await.unwrap();
@@ -168,9 +168,8 @@ async fn operator_limit_changes_are_applied_and_recorded() {
         let q = crate::activity::Query { action: Some("user.limits_changed"), ..Default::default() };
         let (trail, total) = control.activities().list(&ann, None, q, 1, 10).await.unwrap();
         assert_eq!(total, 1, "{kind}");
-        assert_eq!(trail[0].actor_type, "ACTOR_TYPE_SYSTEM", "{kind}");
-        let metadata: serde_json::Value = serde_json::from_str(&trail[0].metadata).unwrap();
-        assert_eq!(metadata, serde_json::json!({"requestsPerMinute": 60, "tokensPerMinute": null}), "{kind}");
+        assert_eq!(trail[0].actor, crate::activity::ActorKind::Operator, "{kind}");
+        assert_eq!(trail[0].metadata, serde_json::json!({"requestsPerMinute": 60, "tokensPerMinute": null}), "{kind}");
         assert!(control.accounts().set_limits("no-such-user", Some(1), Some(1)).await.is_err(), "{kind}");
         assert_eq!(control.accounts().all().await.unwrap().len(), 1, "{kind}");
     }

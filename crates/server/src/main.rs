@@ -163,7 +163,7 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
             let users = control.accounts().all().await?;
             println!("{:<36}  {:<32}  {:<22}  created", "id", "email", "role");
             for u in users {
-                println!("{:<36}  {:<32}  {:<22}  {}", u.id, u.email, u.role, u.created_at / 1000);
+                println!("{:<36}  {:<32}  {:<22}  {}", u.id, u.email, u.role, u.created_at.get() / 1000);
             }
         }
         UserCommand::SetRole { email, role } => {

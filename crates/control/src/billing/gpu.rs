@@ -1,6 +1,7 @@
 //! Hourly GPU prices per cloud provider: anyone signed in reads them, admins write them.
 
 use serde_json::json;
+use tm_money::{Nanos, UnixMs};
 use tm_store::gpu_pricing::GpuPriceRow;
 
 use crate::activity::{action, resource, Actor, Event};
@@ -8,6 +9,30 @@ use crate::{Control, ControlError, Principal};
 
 /// The clouds the clients know (`CLOUD_PROVIDER_*`).
 pub const CLOUD_PROVIDERS: [&str; 3] = ["CLOUD_PROVIDER_NEBIUS", "CLOUD_PROVIDER_LAMBDA", "CLOUD_PROVIDER_YOTTA"];
+
+/// The hourly price of one GPU type on one cloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuPrice {
+    pub gpu_type: String,
+    pub cloud_provider: String,
+    pub hourly_rate: Nanos,
+    pub is_active: bool,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+impl From<GpuPriceRow> for GpuPrice {
+    fn from(r: GpuPriceRow) -> GpuPrice {
+        GpuPrice {
+            gpu_type: r.gpu_type,
+            cloud_provider: r.cloud_provider,
+            hourly_rate: Nanos(r.hourly_rate_nanos),
+            is_active: r.is_active != 0,
+            created_at: UnixMs(r.created_at),
+            updated_at: UnixMs(r.updated_at),
+        }
+    }
+}
 
 /// A GPU price as an admin writes it; on update what is None keeps its value.
 #[derive(Debug, Clone, Default)]
@@ -30,13 +55,14 @@ impl GpuPricing<'_> {
         gpu_type: Option<&str>,
         cloud_provider: Option<&str>,
         active_only: bool,
-    ) -> Result<Vec<GpuPriceRow>, ControlError> {
+    ) -> Result<Vec<GpuPrice>, ControlError> {
         let gpu_type = gpu_type.map(|g| gpu_type_name("gpuType", g)).transpose()?;
         let cloud = cloud_provider.map(|c| cloud_name("cloudProvider", c)).transpose()?;
-        Ok(self.control.store.gpu_pricing().list(gpu_type.as_deref(), cloud, active_only).await?)
+        let rows = self.control.store.gpu_pricing().list(gpu_type.as_deref(), cloud, active_only).await?;
+        Ok(rows.into_iter().map(GpuPrice::from).collect())
     }
 
-    pub async fn create(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPriceRow, ControlError> {
+    pub async fn create(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPrice, ControlError> {
         caller.require_admin()?;
         let now = self.control.now();
         let row = GpuPriceRow {
@@ -57,10 +83,10 @@ impl GpuPricing<'_> {
             other => other.into(),
         })?;
         self.control.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_CREATED, "Created")).await;
-        Ok(row)
+        Ok(row.into())
     }
 
-    pub async fn update(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPriceRow, ControlError> {
+    pub async fn update(&self, caller: &Principal, p: GpuPricePatch) -> Result<GpuPrice, ControlError> {
         caller.require_admin()?;
         let gpu_type = gpu_type_name("pricing.gpuType", &p.gpu_type)?;
         let cloud = cloud_name("pricing.cloudProvider", &p.cloud_provider)?;
@@ -79,7 +105,7 @@ impl GpuPricing<'_> {
         };
         self.control.store.gpu_pricing().update(&row).await?;
         self.control.record(Actor::User(caller), gpu_event(caller, &row, action::PRICING_UPDATED, "Updated")).await;
-        Ok(row)
+        Ok(row.into())
     }
 
     /// Deleting a price that is gone already succeeds (DELETE may be retried).

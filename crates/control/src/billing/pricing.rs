@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use tm_money::{Nanos, Price};
+use tm_money::{Nanos, Price, UnixMs};
 use tm_store::pricing::PriceRow;
 
 use super::MAX_NAME_CHARS;
@@ -16,6 +16,33 @@ use crate::{millis, Control, ControlError, Principal};
 pub struct ActivePrice {
     pub price: Price,
     pub name: String,
+}
+
+/// A model's serverless price as admins manage it (several per model; one active).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPrice {
+    pub id: String,
+    pub model: String,
+    /// Display name.
+    pub name: String,
+    pub price: Price,
+    pub is_active: bool,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+impl From<PriceRow> for ModelPrice {
+    fn from(r: PriceRow) -> ModelPrice {
+        ModelPrice {
+            price: price_of(&r),
+            is_active: r.is_active != 0,
+            id: r.id,
+            model: r.model,
+            name: r.name,
+            created_at: UnixMs(r.created_at),
+            updated_at: UnixMs(r.updated_at),
+        }
+    }
 }
 
 /// A pricing row as an admin writes it: on create, `model`, `input` and `output` are
@@ -73,11 +100,12 @@ impl Pricing<'_> {
     }
 
     /// Pricing rows, for anyone signed in.
-    pub async fn list(&self, model: Option<&str>, active_only: bool) -> Result<Vec<PriceRow>, ControlError> {
-        Ok(self.control.store.pricing().list(model.filter(|m| !m.is_empty()), active_only).await?)
+    pub async fn list(&self, model: Option<&str>, active_only: bool) -> Result<Vec<ModelPrice>, ControlError> {
+        let rows = self.control.store.pricing().list(model.filter(|m| !m.is_empty()), active_only).await?;
+        Ok(rows.into_iter().map(ModelPrice::from).collect())
     }
 
-    pub async fn create(&self, caller: &Principal, patch: PricePatch) -> Result<PriceRow, ControlError> {
+    pub async fn create(&self, caller: &Principal, patch: PricePatch) -> Result<ModelPrice, ControlError> {
         caller.require_admin()?;
         let now = self.control.now();
         let id = match patch.id.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
@@ -102,10 +130,10 @@ impl Pricing<'_> {
         })?;
         self.forget_prices();
         self.control.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_CREATED, "Created")).await;
-        Ok(row)
+        Ok(row.into())
     }
 
-    pub async fn update(&self, caller: &Principal, patch: PricePatch) -> Result<PriceRow, ControlError> {
+    pub async fn update(&self, caller: &Principal, patch: PricePatch) -> Result<ModelPrice, ControlError> {
         caller.require_admin()?;
         let id = patch
             .id
@@ -128,7 +156,7 @@ impl Pricing<'_> {
         self.control.store.pricing().update(&row).await?;
         self.forget_prices();
         self.control.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_UPDATED, "Updated")).await;
-        Ok(row)
+        Ok(row.into())
     }
 
     /// Deleting a row that is gone already succeeds (DELETE may be retried).

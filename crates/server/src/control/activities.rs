@@ -2,11 +2,8 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{Map, Value};
-use tm_api::control::{enum_named, ActivitiesPage, Activity, ActivityReply, ActorType};
-use tm_control::activity::Query;
-use tm_money::UnixMs;
-use tm_store::activities::ActivityRow;
+use tm_api::control::{ActivitiesPage, Activity, ActivityReply, ActorType};
+use tm_control::activity::{ActorKind, Query};
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
@@ -39,10 +36,14 @@ pub async fn get(
     Ok(Json(ActivityReply { activity: activity(&state.control.activities().get(&me, &id).await?) }))
 }
 
-fn activity(a: &ActivityRow) -> Activity {
+fn activity(a: &tm_control::activity::Activity) -> Activity {
     Activity {
         activity_id: a.id.clone(),
-        actor_type: enum_named(&a.actor_type, ActorType::Unspecified),
+        actor_type: match a.actor {
+            ActorKind::User => ActorType::User,
+            ActorKind::Operator => ActorType::System,
+            ActorKind::Unknown => ActorType::Unspecified,
+        },
         actor_id: a.actor_id.clone(),
         actor_display: a.actor_display.clone(),
         user_id: a.user_id.clone(),
@@ -50,8 +51,8 @@ fn activity(a: &ActivityRow) -> Activity {
         resource_type: a.resource_type.clone(),
         resource_id: a.resource_id.clone(),
         description: a.description.clone(),
-        metadata: serde_json::from_str(&a.metadata).unwrap_or_else(|_| Value::Object(Map::new())),
-        occurred_at: UnixMs(a.occurred_at),
-        recorded_at: UnixMs(a.recorded_at),
+        metadata: a.metadata.clone(),
+        occurred_at: a.occurred_at,
+        recorded_at: a.recorded_at,
     }
 }

@@ -4,12 +4,13 @@
 use axum::extract::State;
 use axum::Json;
 use tm_api::control::{
-    Balance, ChargeDetails, ModelCharge, ModelCharges, ServerlessPrice, ServerlessPrices, Spending, SpendingBucket,
-    SpendingHistory, Transaction, TransactionStatus, TransactionType, Transactions, UsageHistory, UsageRow,
+    Balance, ChargeDetails, ModelCharge, ModelCharges, Money, ServerlessPrice, ServerlessPrices, Spending,
+    SpendingBucket, SpendingHistory, Transaction, TransactionStatus, TransactionType, Transactions, UsageHistory,
+    UsageRow,
 };
+use tm_control::billing::pricing::ModelPrice;
 use tm_control::billing::{Bucket, TransactionKind};
 use tm_money::{Nanos, UnixMs};
-use tm_store::pricing::PriceRow;
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
@@ -149,14 +150,14 @@ pub async fn pricing_list(state: &ControlState, params: &Params) -> Result<Json<
     Ok(Json(ServerlessPrices { pricing: rows.iter().map(price).collect() }))
 }
 
-pub fn price(r: &PriceRow) -> ServerlessPrice {
+pub fn price(p: &ModelPrice) -> ServerlessPrice {
     ServerlessPrice {
-        id: r.id.clone(),
-        name: r.name.clone(),
-        model: r.model.clone(),
-        input_token_price: money(r.input_per_mtok),
-        output_token_price: money(r.output_per_mtok),
-        cached_token_price: money(r.cached_per_mtok),
-        is_active: r.is_active != 0,
+        id: p.id.clone(),
+        name: p.name.clone(),
+        model: p.model.clone(),
+        input_token_price: Money::from(p.price.input),
+        output_token_price: Money::from(p.price.output),
+        cached_token_price: Money::from(p.price.cached),
+        is_active: p.is_active,
     }
 }

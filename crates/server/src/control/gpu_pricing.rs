@@ -3,14 +3,12 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::Value;
-use tm_api::control::{Empty, GpuPrice, GpuPriceReply, GpuPrices};
+use tm_api::control::{Empty, GpuPrice, GpuPriceReply, GpuPrices, Money};
 use tm_control::billing::gpu::GpuPricePatch;
-use tm_money::UnixMs;
-use tm_store::gpu_pricing::GpuPriceRow;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
-use super::wire::{money, parse_money};
+use super::wire::parse_money;
 use super::ControlState;
 
 pub async fn list(
@@ -79,13 +77,13 @@ fn patch(body: &Value) -> Result<GpuPricePatch, CpError> {
     })
 }
 
-fn price(r: &GpuPriceRow) -> GpuPrice {
+fn price(p: &tm_control::billing::gpu::GpuPrice) -> GpuPrice {
     GpuPrice {
-        gpu_type: r.gpu_type.clone(),
-        cloud_provider: r.cloud_provider.clone(),
-        hourly_rate: money(r.hourly_rate_nanos),
-        is_active: r.is_active != 0,
-        created_at: UnixMs(r.created_at),
-        updated_at: UnixMs(r.updated_at),
+        gpu_type: p.gpu_type.clone(),
+        cloud_provider: p.cloud_provider.clone(),
+        hourly_rate: Money::from(p.hourly_rate),
+        is_active: p.is_active,
+        created_at: p.created_at,
+        updated_at: p.updated_at,
     }
 }

@@ -13,8 +13,6 @@ use tm_api::control::{
 use tm_control::deployments::NewDeployment;
 use tm_control::ControlError;
 use tm_gateway::GatewayError;
-use tm_money::UnixMs;
-use tm_store::deployments::DeploymentRow;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
@@ -137,13 +135,7 @@ pub async fn search_by_infra(
 ) -> Result<Json<Deployments>, CpError> {
     let wanted = q.infra.ok_or_else(|| CpError::invalid("infra", "is required"))?;
     let rows = state.control.deployments().list(&me, q.user_id.as_deref()).await?;
-    let matching: Vec<DeploymentRow> = rows
-        .into_iter()
-        .filter(|d| {
-            let infra: Map<String, Value> = serde_json::from_str(&d.infra).unwrap_or_default();
-            wanted.iter().all(|(k, v)| infra.get(k) == Some(v))
-        })
-        .collect();
+    let matching: Vec<_> = rows.into_iter().filter(|d| wanted.iter().all(|(k, v)| d.infra.get(k) == Some(v))).collect();
     Ok(Json(Deployments { models: models(&state, &matching) }))
 }
 
@@ -263,12 +255,12 @@ fn served(state: &ControlState) -> Served {
     }
 }
 
-fn models(state: &ControlState, rows: &[DeploymentRow]) -> Vec<Deployment> {
+fn models(state: &ControlState, rows: &[tm_control::deployments::Deployment]) -> Vec<Deployment> {
     let served = served(state);
     rows.iter().map(|r| model(r, &served)).collect()
 }
 
-fn model(d: &DeploymentRow, served: &Served) -> Deployment {
+fn model(d: &tm_control::deployments::Deployment, served: &Served) -> Deployment {
     let status = if d.deleted_at.is_some() {
         ModelStatus::Deleted
     } else if served.up.contains(&d.model_path) {
@@ -276,7 +268,6 @@ fn model(d: &DeploymentRow, served: &Served) -> Deployment {
     } else {
         ModelStatus::Down
     };
-    let object = |text: &str| serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::Object(Map::new()));
     Deployment {
         model_id: d.id.clone(),
         deployment_id: d.id.clone(),
@@ -286,10 +277,10 @@ fn model(d: &DeploymentRow, served: &Served) -> Deployment {
         model_name: d.model_name.clone(),
         status,
         events: Vec::new(),
-        created_at: UnixMs(d.created_at),
-        updated_at: UnixMs(d.updated_at),
-        model_spec: object(&d.model_spec),
-        infra: object(&d.infra),
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        model_spec: Value::Object(d.model_spec.clone()),
+        infra: Value::Object(d.infra.clone()),
         gpu_count: d.gpu_count,
         gpu_type: d.gpu_type.clone(),
         replicas: 1,

@@ -2,11 +2,9 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tm_api::control::{Deleted, Product, ProductReply, Products};
 use tm_control::products::ProductPatch;
-use tm_money::UnixMs;
-use tm_store::products::ProductRow;
 
 use super::error::CpError;
 use super::extract::{Body, SignedIn};
@@ -86,15 +84,15 @@ fn field(key: &'static str) -> &'static str {
     }
 }
 
-fn product(p: &ProductRow) -> Product {
+fn product(p: &tm_control::products::Product) -> Product {
     Product {
         id: p.id.clone(),
         name: p.name.clone(),
         required_gpu_num: p.required_gpu_num,
         family: p.family.clone(),
-        is_active: p.is_active != 0,
-        spec: serde_json::from_str(&p.spec).unwrap_or_else(|_| Value::Object(Map::new())),
-        created_at: UnixMs(p.created_at),
-        updated_at: UnixMs(p.updated_at),
+        is_active: p.is_active,
+        spec: p.spec.clone(),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
     }
 }

@@ -5,15 +5,12 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tm_api::control::{
-    enum_named, ConversationMessage, Ticket, TicketReply, TicketStatus, TicketType, TicketsPage, UserRole,
-};
+use tm_api::control::{enum_named, ConversationMessage, Ticket, TicketReply, TicketStatus, TicketType, TicketsPage};
 use tm_control::support::Ticket as TicketRecord;
-use tm_money::UnixMs;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
-use super::wire::timestamp;
+use super::wire;
 use super::ControlState;
 
 const MAX_PAGE_SIZE: i64 = 100;
@@ -107,10 +104,8 @@ pub async fn list_reserved_deployments(
             let mut out = Map::new();
             out.insert("requestId".into(), json!(r.id));
             out.insert("userId".into(), json!(r.user_id));
-            if let Ok(Value::Object(details)) = serde_json::from_str::<Value>(&r.details) {
-                out.extend(details);
-            }
-            out.insert("createdAt".into(), json!(timestamp(r.created_at)));
+            out.extend(r.details.clone());
+            out.insert("createdAt".into(), json!(r.created_at.rfc3339()));
             Value::Object(out)
         })
         .collect();
@@ -137,19 +132,19 @@ fn ticket(t: &TicketRecord) -> Ticket {
         .map(|m| ConversationMessage {
             user_id: m.author_id.clone(),
             user_name: m.author_name.clone(),
-            user_role: enum_named(&m.author_role, UserRole::Unspecified),
+            user_role: wire::user_role(m.author_role),
             content: m.content.clone(),
-            created_at: UnixMs(m.created_at),
+            created_at: m.created_at,
         })
         .collect();
     Ticket {
-        ticket_id: t.row.id.clone(),
-        subject: t.row.subject.clone(),
-        requester_user_id: t.row.user_id.clone(),
-        status: enum_named(&t.row.status, TicketStatus::Unspecified),
-        ticket_type: enum_named(&t.row.r#type, TicketType::Unspecified),
+        ticket_id: t.id.clone(),
+        subject: t.subject.clone(),
+        requester_user_id: t.user_id.clone(),
+        status: enum_named(&t.status, TicketStatus::Unspecified),
+        ticket_type: enum_named(&t.ticket_type, TicketType::Unspecified),
         conversations,
-        created_at: UnixMs(t.row.created_at),
-        updated_at: UnixMs(t.row.updated_at),
+        created_at: t.created_at,
+        updated_at: t.updated_at,
     }
 }

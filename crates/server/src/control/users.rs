@@ -78,7 +78,7 @@ pub async fn create_key(
     let expires_at = k.expires_at.as_deref().map(|t| wire::parse_timestamp("expiresAt", t)).transpose()?;
     let created = state.control.keys().create(&me, k.user_id.as_deref(), k.name, k.scopes, expires_at).await?;
     // The only time the whole key is shown.
-    Ok(Json(ApiKeyReply { api_key: wire::api_key(&created.row, &created.token) }))
+    Ok(Json(ApiKeyReply { api_key: wire::api_key(&created.key, &created.token) }))
 }
 
 pub async fn delete_key(

@@ -2,17 +2,11 @@
 //! as strings, RFC 3339 times, and the envelope keys the SDK insists on.
 
 use serde_json::Value;
-use tm_api::control::{enum_named, ApiKey, Money, User, UserRole};
+use tm_api::control::{ApiKey, Money, User, UserRole};
+use tm_control::Role;
 use tm_money::{Nanos, UnixMs, NANOS_PER_USD};
-use tm_store::api_keys::ApiKeyRow;
-use tm_store::users::UserRow;
 
 use super::error::CpError;
-
-/// Unix milliseconds as RFC 3339 UTC.
-pub fn timestamp(ms: i64) -> String {
-    UnixMs(ms).rfc3339()
-}
 
 /// RFC 3339 (a naive time is read as UTC, as the CLI does) to Unix milliseconds.
 pub fn parse_timestamp(field: &'static str, s: &str) -> Result<i64, CpError> {
@@ -21,7 +15,7 @@ pub fn parse_timestamp(field: &'static str, s: &str) -> Result<i64, CpError> {
         .ok_or_else(|| CpError::invalid(field, format!("{:?} is not an RFC 3339 time", s.trim())))
 }
 
-pub fn user(u: &UserRow) -> User {
+pub fn user(u: &tm_control::accounts::User) -> User {
     User {
         id: u.id.clone(),
         user_email: u.email.clone(),
@@ -29,22 +23,30 @@ pub fn user(u: &UserRow) -> User {
         last_name: u.last_name.clone(),
         display_name: u.display_name.clone(),
         company: u.company.clone(),
-        user_role: enum_named(&u.role, UserRole::Unspecified),
-        tos_accepted_at: u.tos_accepted_at.map(UnixMs),
-        created_at: UnixMs(u.created_at),
-        updated_at: UnixMs(u.updated_at),
+        user_role: user_role(u.role),
+        tos_accepted_at: u.tos_accepted_at,
+        created_at: u.created_at,
+        updated_at: u.updated_at,
+    }
+}
+
+pub fn user_role(role: Role) -> UserRole {
+    match role {
+        Role::User => UserRole::User,
+        Role::Admin => UserRole::Admin,
+        Role::SuperAdmin => UserRole::SuperAdmin,
     }
 }
 
 /// `id` is the key's public id; only the create response puts the whole key there.
-pub fn api_key(k: &ApiKeyRow, id: &str) -> ApiKey {
+pub fn api_key(k: &tm_control::keys::ApiKey, id: &str) -> ApiKey {
     ApiKey {
         id: id.to_owned(),
         name: k.name.clone(),
-        scopes: serde_json::from_str(&k.scopes).unwrap_or_default(),
-        created_at: UnixMs(k.created_at),
-        expires_at: k.expires_at.map(UnixMs),
-        deleted_at: k.deleted_at.map(UnixMs),
+        scopes: k.scopes.clone(),
+        created_at: k.created_at,
+        expires_at: k.expires_at,
+        deleted_at: k.deleted_at,
     }
 }
 
@@ -114,7 +116,7 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip_and_accept_naive_times() {
-        assert_eq!(timestamp(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(UnixMs(1_700_000_000_000).rfc3339(), "2023-11-14T22:13:20Z");
         assert_eq!(parse_timestamp("t", "2023-11-14T22:13:20Z").ok(), Some(1_700_000_000_000));
         assert_eq!(parse_timestamp("t", "2023-11-14T22:13:20").ok(), Some(1_700_000_000_000));
         assert!(parse_timestamp("t", "tomorrow").is_err());
