@@ -12,7 +12,7 @@ use tm_control::{Control, Role, Settings};
 use tm_money::Nanos;
 use tm_server::app::{App, Engines};
 use tm_server::flags::{DatabaseArgs, ModelsDirArg, ServeArgs};
-use tm_server::{models, serve};
+use tm_server::{downloads, serve};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -122,11 +122,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Model { command: ModelCommand::Pull { names, models_dir } } => {
             let dir = models_dir.resolve();
             for name in names {
-                models::pull(&dir, &name)?;
+                downloads::pull(&dir, &name)?;
             }
             Ok(())
         }
-        Command::Model { command: ModelCommand::List { models_dir } } => models::list(&models_dir.resolve()),
+        Command::Model { command: ModelCommand::List { models_dir } } => downloads::list(&models_dir.resolve()),
         Command::Serve(args) => {
             init_tracing();
             tokio::runtime::Runtime::new()?.block_on(serve_main(*args))
@@ -242,7 +242,7 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
             None => println!("  inference API key: from TENSORMESH_ADMIN_API_KEY"),
         }
     }
-    let model = args.models.first().map_or(models::DEFAULT_MODEL, |m| m.split('=').next().unwrap_or(m));
+    let model = args.models.first().map_or(downloads::DEFAULT_MODEL, |m| m.split('=').next().unwrap_or(m));
     println!(
         "try: curl http://{inference_addr}/v1/chat/completions -H 'Authorization: Bearer {key_shown}' \
          -H 'Content-Type: application/json' \

@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use crate::config::{Config, FirstAdmin, Serving};
 use crate::control::{self, ControlState};
+use crate::downloads;
 use crate::inference::{self, AppState, RouterConfig};
-use crate::models;
 
 /// Opens (creating and migrating) the database `args` name.
 pub(crate) async fn open_control(config: &Config, clock: Arc<dyn Clock>) -> Result<Control> {
@@ -165,13 +165,13 @@ pub(crate) fn served_models(serving: &Serving) -> Result<(Vec<ModelConfig>, Flee
 
 /// The models `serving` names, each found on disk (else an error naming the pull command).
 fn model_configs(serving: &Serving) -> Result<Vec<ModelConfig>> {
-    let default = [models::DEFAULT_MODEL.to_owned()];
+    let default = [downloads::DEFAULT_MODEL.to_owned()];
     let specs = if serving.models.is_empty() { &default[..] } else { &serving.models[..] };
     let cache = &serving.cache;
     specs
         .iter()
         .map(|spec| {
-            let (name, path) = models::resolve(&serving.models_dir, spec)?;
+            let (name, path) = downloads::resolve(&serving.models_dir, spec)?;
             Ok(ModelConfig {
                 name,
                 path,

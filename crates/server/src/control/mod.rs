@@ -9,11 +9,11 @@ mod admin;
 mod admin_billing;
 mod billing;
 mod cli_login;
+mod deployments;
 pub mod error;
 mod extract;
 mod gpu_pricing;
 mod login_page;
-mod models;
 mod observability;
 mod products;
 mod stripe;
@@ -81,13 +81,13 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/observability/users/metrics", get(observability::user_metrics))
         .route("/v1/observability/deployments/{deployment_id}/metrics", get(observability::deployment_metrics))
         .route("/v1/observability/deployments/{deployment_id}/logs", get(observability::deployment_logs))
-        .route("/v1/models", get(models::list).post(models::deploy))
-        .route("/v1/models:validate", post(models::validate))
-        .route("/v1/models:search-by-infra", post(models::search_by_infra))
-        .route("/v1/models/check", post(models::check))
-        .route("/v1/models/{model_id}", get(models::get).delete(models::delete).post(models::post_verb))
-        .route("/v1/admin/models", get(models::admin_list))
-        .route("/v1/admin/models/{model_id}", delete(models::admin_delete))
+        .route("/v1/models", get(deployments::list).post(deployments::deploy))
+        .route("/v1/models:validate", post(deployments::validate))
+        .route("/v1/models:search-by-infra", post(deployments::search_by_infra))
+        .route("/v1/models/check", post(deployments::check))
+        .route("/v1/models/{model_id}", get(deployments::get).delete(deployments::delete).post(deployments::post_verb))
+        .route("/v1/admin/models", get(deployments::admin_list))
+        .route("/v1/admin/models/{model_id}", delete(deployments::admin_delete))
         .route("/v1/products", get(products::list))
         .route("/v1/products/{product_id}", delete(products::delete))
         .route(

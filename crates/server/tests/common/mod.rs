@@ -13,8 +13,8 @@ use tm_llama::SpillConfig;
 use tm_money::{Nanos, Price};
 use tm_server::app::{App, Engines};
 use tm_server::config::{Billing, Cache, Config, FirstAdmin, Serving};
+use tm_server::downloads;
 use tm_server::flags::ModelsDirArg;
-use tm_server::models;
 
 pub const MODEL: &str = "gemma-3-270m";
 /// The default chat model: its template knows tools. For tests of what a chat model does.
@@ -31,7 +31,7 @@ pub fn models_dir() -> PathBuf {
 /// The models directory, which must hold `model`.
 pub fn models_dir_with(model: &str) -> PathBuf {
     let dir = ModelsDirArg { path: std::env::var_os("TENSORMESH_MODELS_DIR").map(PathBuf::from) }.resolve();
-    let path = models::model_path(&dir, model);
+    let path = downloads::model_path(&dir, model);
     assert!(path.is_file(), "{} is missing: run `cargo run -p tm-server -- model pull {model}` first", path.display());
     dir
 }
