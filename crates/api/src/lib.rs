@@ -12,9 +12,9 @@
 //! unknown fields, because raw clients forward arbitrary extras (docs/contracts.md §W1).
 
 pub mod control;
-pub mod error;
-pub mod request;
-pub mod response;
+mod error;
+mod request;
+mod response;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use request::*;

@@ -6,9 +6,9 @@
 //! - [`validate`]: wire sampling fields -> [`SamplingParams`], with errors naming the field.
 //! - [`error`]: [`BackendError`], mapped to HTTP in exactly one place by the server.
 
-pub mod by_model;
-pub mod error;
-pub mod types;
+mod by_model;
+mod error;
+mod types;
 pub mod validate;
 
 pub use by_model::ByModel;

@@ -28,9 +28,9 @@ pub mod deployments;
 pub mod keys;
 pub mod login;
 pub mod observability;
-pub mod password;
+mod password;
 pub mod products;
-pub mod role;
+mod role;
 pub mod secret;
 pub mod support;
 

@@ -8,11 +8,11 @@
 //!   charges, in batches, off the request path.
 //! - `wallet`: the money this process holds for each user's requests (leases).
 
-pub mod error;
+mod error;
 pub mod infer;
 pub mod limiter;
-pub mod meter;
-pub mod settler;
+mod meter;
+mod settler;
 mod wallet;
 
 pub use error::GatewayError;

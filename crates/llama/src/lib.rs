@@ -15,15 +15,15 @@
 //! - [`backend`]: [`EmbeddedBackend`], the [`tm_backend::Backend`] that serves many models,
 //!   each on its own engine thread.
 
-pub mod backend;
-pub mod constraint;
-pub mod engine_model;
-pub mod load;
-pub mod output;
-pub mod sampler;
-pub mod template;
-pub mod tool_parser;
-pub mod tools;
+mod backend;
+mod constraint;
+mod engine_model;
+mod load;
+mod output;
+mod sampler;
+mod template;
+mod tool_parser;
+mod tools;
 
 pub use backend::{EmbeddedBackend, ModelConfig};
 pub use constraint::GrammarEngine;

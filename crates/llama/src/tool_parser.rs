@@ -62,10 +62,6 @@ impl CallParser {
         CallParser { bare, ..CallParser::default() }
     }
 
-    pub fn calls(&self) -> u32 {
-        self.calls
-    }
-
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
         let mut out = Vec::new();
         let mut input = text.to_owned();

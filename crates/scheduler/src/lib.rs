@@ -16,15 +16,15 @@
 //! - `jobs`: what the handle sends the engine thread (requests, jobs, messages).
 //! - [`metrics`]: what each engine reports on the Prometheus endpoint.
 
-pub mod draft;
-pub mod engine;
-pub mod handle;
+mod draft;
+mod engine;
+mod handle;
 mod jobs;
-pub mod metrics;
-pub mod model;
-pub mod prefix;
-pub mod spill;
-pub mod text;
+mod metrics;
+mod model;
+mod prefix;
+mod spill;
+mod text;
 
 pub use engine::EngineConfig;
 pub use handle::{SchedulerHandle, Submitted};

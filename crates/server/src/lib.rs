@@ -15,11 +15,11 @@
 //! - [`model_logs`]: the in-memory log lines per served model (deployment logs).
 
 pub mod app;
-pub mod bearer;
+mod bearer;
 pub mod config;
-pub mod control;
+mod control;
 pub mod downloads;
 pub mod flags;
-pub mod inference;
+mod inference;
 pub mod model_logs;
 pub mod serve;

@@ -10,14 +10,14 @@
 //! - [`wire`]: request bodies sent upstream, SSE events read back.
 
 mod attempt;
-pub mod config;
+mod config;
 mod fleet;
-pub mod metrics;
-pub mod pool;
+mod metrics;
+mod pool;
 mod relay;
-pub mod route;
+mod route;
 mod tokens;
-pub mod wire;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -52,13 +52,6 @@ impl ApiError {
     }
 
     /// Status, OpenAI `type`, `param`, `code`, message and `Retry-After` seconds.
-    /// The HTTP status, message and `Retry-After` seconds this error answers with (for
-    /// callers on the other surface, which map them into their own error shape).
-    pub fn status_and_message(&self) -> (StatusCode, String, Option<u64>) {
-        let (status, _, _, _, message, retry_after) = self.parts();
-        (status, message, retry_after)
-    }
-
     fn parts(&self) -> (StatusCode, &'static str, Option<String>, Option<&'static str>, String, Option<u64>) {
         use BackendError as B;
         use GatewayError as G;
