@@ -36,15 +36,20 @@ pub async fn transactions(
     params: Params,
 ) -> Result<Json<Transactions>, CpError> {
     let size = params.int("pageSize", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE)? as usize;
+    let all = state.control.billing().transactions(&me, params.str("userId")).await?;
+    // A token is the offset where the previous page ended: never past the end, as the list
+    // only grows.
     let offset = match params.str("pageToken") {
         None => 0,
-        Some(t) => {
-            t.parse::<usize>().map_err(|_| CpError::invalid("pageToken", "is not a token this server issued"))?
-        }
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|&offset| offset <= all.len())
+            .ok_or_else(|| CpError::invalid("pageToken", "is not a token this server issued"))?,
     };
-    let all = state.control.billing().transactions(&me, params.str("userId")).await?;
     let transactions = all.iter().skip(offset).take(size).map(transaction).collect();
-    let next_page_token = if offset + size < all.len() { (offset + size).to_string() } else { String::new() };
+    let end = offset.saturating_add(size);
+    let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
     Ok(Json(Transactions { transactions, next_page_token }))
 }
 
