@@ -5,7 +5,7 @@ use tm_store::rate_limits::LimitOverride;
 use tm_store::users::{ProfileUpdate, UserRow};
 
 use crate::activity::{action, resource, Actor, Event};
-use crate::{password, secret, Control, ControlError, Principal, Role};
+use crate::{secret, Control, ControlError, Principal, Role};
 
 const MAX_FIELD_CHARS: usize = 200;
 
@@ -95,7 +95,7 @@ impl Accounts<'_> {
         let now = self.control.now();
         let user = UserRow {
             id: uuid::Uuid::new_v4().to_string(),
-            password_hash: password::hash(&new.password)?,
+            password_hash: self.control.hasher.hash(&new.password).await?,
             first_name: bounded("firstName", new.first_name)?,
             last_name: bounded("lastName", new.last_name)?,
             display_name: String::new(),
@@ -171,10 +171,10 @@ impl Accounts<'_> {
             Err(_) => None,
         };
         match found {
-            Some(user) if password::verify(password, &user.password_hash) => Ok(user.into()),
+            Some(user) if self.control.hasher.verify(password, &user.password_hash).await? => Ok(user.into()),
             Some(_) => Err(ControlError::Unauthenticated),
             None => {
-                password::verify_nothing(password);
+                self.control.hasher.verify_nothing(password).await?;
                 Err(ControlError::Unauthenticated)
             }
         }
@@ -305,7 +305,7 @@ impl Accounts<'_> {
 
     /// Operator command.
     pub async fn reset_password(&self, user_id: &str, password: &str) -> Result<(), ControlError> {
-        let hash = password::hash(password)?;
+        let hash = self.control.hasher.hash(password).await?;
         if self.control.store.users().set_password_hash(user_id, &hash, self.control.now()).await? {
             Ok(())
         } else {

@@ -75,11 +75,19 @@ pub struct Control {
     settings: Settings,
     key_cache: Arc<keys::KeyCache>,
     price_cache: Arc<billing::pricing::PriceCache>,
+    hasher: password::Hasher,
 }
 
 impl Control {
     pub fn new(store: Store, clock: Arc<dyn Clock>, settings: Settings) -> Control {
-        Control { store, clock, settings, key_cache: Arc::default(), price_cache: Arc::default() }
+        Control {
+            store,
+            clock,
+            settings,
+            key_cache: Arc::default(),
+            price_cache: Arc::default(),
+            hasher: password::Hasher::default(),
+        }
     }
 
     /// Users and their profiles, roles and limits.
