@@ -91,10 +91,14 @@ impl Gateway {
             match event {
                 GenerationEvent::Output { choice: 0, output: Output::Text { text: t, .. } } => text.push_str(&t),
                 GenerationEvent::Finished { .. } => return Ok(text),
-                GenerationEvent::Failed(e) => return Err(GatewayError::Internal(e)),
+                GenerationEvent::Failed(e) => {
+                    generation.waive();
+                    return Err(GatewayError::Internal(e));
+                }
                 _ => {}
             }
         }
+        generation.waive();
         Err(GatewayError::Internal("the engine dropped the request".into()))
     }
 }

@@ -274,11 +274,19 @@ impl Metered {
         running.fetch_add(1, Ordering::AcqRel);
         Metered {
             events,
-            pending: Some(Pending { bill, receipt }),
+            pending: Some(Pending { bill, receipt, waived: false }),
             settle: gateway.inner.settle.clone(),
             stop: gateway.inner.stop.clone(),
             stopped: false,
             running,
+        }
+    }
+
+    /// The client will receive nothing of this generation (it failed before a non-streamed
+    /// answer was complete): the usage is recorded, the request is not charged.
+    pub fn waive(&mut self) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.waived = true;
         }
     }
 

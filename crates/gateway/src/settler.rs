@@ -50,6 +50,9 @@ pub(crate) struct Bill {
 pub(crate) struct Pending {
     pub bill: Bill,
     pub receipt: oneshot::Receiver<Receipt>,
+    /// The client received nothing (a non-streamed request that failed): recorded, not
+    /// charged.
+    pub waived: bool,
 }
 
 /// The settlement task: run it with [`Settler::run`].
@@ -136,9 +139,9 @@ impl Settler {
         debug!("settler done");
     }
 
-    async fn settle(&self, batch: Vec<(Bill, Receipt)>) {
+    async fn settle(&self, batch: Vec<(Bill, Receipt, bool)>) {
         let finished_at = self.control.now_ms();
-        let rows: Vec<UsageRow> = batch.iter().map(|(t, r)| usage_row(t, r, finished_at)).collect();
+        let rows: Vec<UsageRow> = batch.iter().map(|(t, r, waived)| usage_row(t, r, *waived, finished_at)).collect();
         for r in &rows {
             // The per-request log line; `model` and `user` let deployment owners read it back.
             info!(
@@ -155,7 +158,7 @@ impl Settler {
             );
         }
         let now = Instant::now();
-        for (bill, receipt) in &batch {
+        for (bill, receipt, _) in &batch {
             let used = receipt.usage.prompt_tokens + receipt.usage.completion_tokens;
             self.limiter.give_back(&bill.token_scopes, bill.reserved_tokens.saturating_sub(used), now);
         }
@@ -176,7 +179,7 @@ impl Settler {
             }
         }
         // What was not charged goes back to the user's lease.
-        for ((bill, _), outcome) in batch.iter().zip(outcomes) {
+        for ((bill, _, _), outcome) in batch.iter().zip(outcomes) {
             let charged = match outcome {
                 Settled::Charged { charged_nanos } => Nanos(charged_nanos),
                 Settled::Duplicate => Nanos::ZERO,
@@ -187,12 +190,12 @@ impl Settler {
 }
 
 /// Waits for the engine's receipt; an engine that vanished without one counts nothing.
-async fn receipt_of(p: Pending) -> (Bill, Receipt) {
+async fn receipt_of(p: Pending) -> (Bill, Receipt, bool) {
     let receipt = p.receipt.await.unwrap_or_default();
-    (p.bill, receipt)
+    (p.bill, receipt, p.waived)
 }
 
-fn usage_row(t: &Bill, r: &Receipt, finished_at: i64) -> UsageRow {
+fn usage_row(t: &Bill, r: &Receipt, waived: bool, finished_at: i64) -> UsageRow {
     let u = r.usage;
     let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     UsageRow {
@@ -204,8 +207,12 @@ fn usage_row(t: &Bill, r: &Receipt, finished_at: i64) -> UsageRow {
         cached_tokens: to_i64(u.cached_tokens),
         completion_tokens: to_i64(u.completion_tokens),
         // Never more than was held for it (the engine keeps to `max_tokens`, so it is not).
-        cost_nanos: t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens).min(t.hold).get(),
-        cache_saving_nanos: t.price.cache_saving(u.cached_tokens.min(u.prompt_tokens)).get(),
+        cost_nanos: if waived {
+            0
+        } else {
+            t.price.cost(u.prompt_tokens, u.cached_tokens, u.completion_tokens).min(t.hold).get()
+        },
+        cache_saving_nanos: if waived { 0 } else { t.price.cache_saving(u.cached_tokens.min(u.prompt_tokens)).get() },
         status: r.finish.map_or("failed", |f| f.as_openai()).to_owned(),
         started_at: t.started_at,
         finished_at,

@@ -84,9 +84,14 @@ pub async fn collect(mut generation: Metered) -> Result<Collected, ApiError> {
                 }
                 return Ok(Collected { choices, usage });
             }
-            GenerationEvent::Failed(e) => return Err(ApiError::Internal(e)),
+            GenerationEvent::Failed(e) => {
+                // The client gets an error and no answer: it pays nothing.
+                generation.waive();
+                return Err(ApiError::Internal(e));
+            }
         }
     }
+    generation.waive();
     Err(ApiError::Internal("the engine dropped the request".into()))
 }
 

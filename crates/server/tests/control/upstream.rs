@@ -139,7 +139,14 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     assert_eq!(reset.status, 200);
     assert_eq!(text_of(&reset.events), "w0 w1 ");
     assert!(reset.events.last().unwrap().get("error").is_some(), "{:?}", reset.events);
-    // Stall past the idle timeout: the same.
+    // The same fault on a non-streamed request: the client gets an error and no answer, so
+    // the usage is recorded (an error in the metrics) and nothing is charged.
+    fake.set_fault(Fault::ResetAfter(2), 1);
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "one two three"}]});
+    let r = client().post(format!("{base}/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+    let whole_failed = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    // Stall past the idle timeout: the same as the reset.
     fake.set_fault(Fault::StallAfter(1), 1);
     let stalled = stream(&base, key, "one two").await;
     assert_eq!(text_of(&stalled.events), "w0 ");
@@ -162,6 +169,7 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
         billed(&control, &user, &reset.request_id).await,
         Some((3, 0, 2, "failed".into(), cost(3, 0, 2), "counted".into()))
     );
+    assert_eq!(billed(&control, &user, &whole_failed).await, Some((3, 0, 2, "failed".into(), 0, "counted".into())));
     assert_eq!(
         billed(&control, &user, &stalled.request_id).await,
         Some((2, 0, 1, "failed".into(), cost(2, 0, 1), "counted".into()))
