@@ -18,8 +18,9 @@ use tm_gateway::Settler;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Connections};
 use crate::inference::AppState;
+use crate::listener;
 use crate::serve::{self, Inference};
 
 /// What serves inference in an [`App`].
@@ -51,6 +52,7 @@ pub struct App {
     control_addr: SocketAddr,
     control_router: Router,
     drain: Duration,
+    connections: Connections,
 }
 
 impl App {
@@ -80,8 +82,8 @@ impl App {
         let control_addr = control_listener.local_addr()?;
         let control_router =
             serve::build_control(config, control.clone(), control_addr, serving.as_ref().map(|s| s.state.clone()));
-        let drain = config.shutdown_timeout;
-        Ok(App { control, first_admin, serving, control_listener, control_addr, control_router, drain })
+        let (drain, connections) = (config.shutdown_timeout, config.connections);
+        Ok(App { control, first_admin, serving, control_listener, control_addr, control_router, drain, connections })
     }
 
     /// Where the inference API listens (none for a Control Plane alone).
@@ -109,7 +111,7 @@ impl App {
     /// running end (each settles for what it used); every settlement is written; the engines
     /// save their cached prefixes; the database closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let App { control, serving, control_listener, control_router, drain, .. } = self;
+        let App { control, serving, control_listener, control_router, drain, connections, .. } = self;
         let stop = CancellationToken::new();
         let signal = {
             let stop = stop.clone();
@@ -123,8 +125,14 @@ impl App {
                 let servers_done = CancellationToken::new();
                 let servers = async {
                     let result = tokio::try_join!(
-                        serve::run(listener, router, signal, drain),
-                        serve::run(control_listener, control_router, stop.clone().cancelled_owned(), drain),
+                        listener::run(listener, router, signal, drain, connections),
+                        listener::run(
+                            control_listener,
+                            control_router,
+                            stop.clone().cancelled_owned(),
+                            drain,
+                            connections
+                        ),
                     );
                     // Streams still open past the drain end now, and settle while the
                     // settler runs.
@@ -138,7 +146,7 @@ impl App {
                 state.backend.shutdown().await;
                 result
             }
-            None => serve::run(control_listener, control_router, signal, drain).await,
+            None => listener::run(control_listener, control_router, signal, drain, connections).await,
         };
         control.store().close().await;
         result

@@ -29,6 +29,27 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Timeouts and the connection cap of each listener.
+    pub connections: Connections,
+}
+
+/// What a client may take from a listener: a connection that sends nothing useful is
+/// closed, and the number open at once is bounded (more wait in the kernel's queue).
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    /// To send a request's headers and, on a kept-alive connection, to start the next
+    /// request (so it is also the idle timeout).
+    pub header_timeout: Duration,
+    /// To send a request's body.
+    pub body_timeout: Duration,
+    /// Open connections per listener.
+    pub max_open: usize,
+}
+
+impl Default for Connections {
+    fn default() -> Connections {
+        Connections { header_timeout: Duration::from_secs(15), body_timeout: Duration::from_secs(60), max_open: 1024 }
+    }
 }
 
 /// The first admin, created on first start with an empty database; what is None is

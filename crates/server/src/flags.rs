@@ -11,7 +11,7 @@ use tm_gateway::{LimitSettings, Limits};
 use tm_llama::SpillConfig;
 use tm_money::{Nanos, Price};
 
-use crate::config::{Billing, Cache, Config, FirstAdmin, Serving};
+use crate::config::{Billing, Cache, Config, Connections, FirstAdmin, Serving};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -96,6 +96,19 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     #[arg(long, env = "TENSORMESH_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+
+    /// Seconds a client has to send a request's headers, and to start the next request on
+    /// a kept-alive connection; then the connection is closed.
+    #[arg(long, env = "TENSORMESH_HEADER_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "TENSORMESH_BODY_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+
+    /// Connections open at once, per listener; more wait to be accepted.
+    #[arg(long, env = "TENSORMESH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
 }
 
 impl ServeArgs {
@@ -155,6 +168,11 @@ impl ServeArgs {
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            connections: Connections {
+                header_timeout: Duration::from_secs(self.header_timeout),
+                body_timeout: Duration::from_secs(self.body_timeout),
+                max_open: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            },
         })
     }
 }

@@ -21,5 +21,6 @@ mod control;
 pub mod downloads;
 pub mod flags;
 mod inference;
+mod listener;
 pub mod model_logs;
 pub mod serve;

@@ -1,9 +1,7 @@
 //! The parts an `App` (app.rs) is built from (the database, the first admin,
 //! billing, the models and both routers) and the drain of one listener on shutdown.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -17,8 +15,6 @@ use tm_llama::{EmbeddedBackend, ModelConfig};
 use tm_money::{Nanos, Price};
 use tm_store::Store;
 use tm_upstream::{FleetConfig, UpstreamBackend};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, FirstAdmin, Serving};
@@ -190,32 +186,6 @@ fn model_configs(serving: &Serving) -> Result<Vec<ModelConfig>> {
             })
         })
         .collect()
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and gives
-/// in-flight requests (streams included) up to `drain` to finish.
-pub(crate) async fn run(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
-) -> Result<()> {
-    let stop = CancellationToken::new();
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
-    tokio::select! {
-        result = &mut server => return result.context("server failed"),
-        () = shutdown => {}
-    }
-    info!(drain_secs = drain.as_secs(), "shutting down: no new connections, draining in-flight requests");
-    stop.cancel();
-    match tokio::time::timeout(drain, server).await {
-        Ok(result) => result.context("server failed"),
-        Err(_) => {
-            warn!("drain deadline reached; closing remaining connections");
-            Ok(())
-        }
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -12,7 +12,7 @@ use tm_gateway::{LimitSettings, Limits};
 use tm_llama::SpillConfig;
 use tm_money::{Nanos, Price};
 use tm_server::app::{App, Engines};
-use tm_server::config::{Billing, Cache, Config, FirstAdmin, Serving};
+use tm_server::config::{Billing, Cache, Config, Connections, FirstAdmin, Serving};
 use tm_server::downloads;
 use tm_server::flags::ModelsDirArg;
 
@@ -51,6 +51,8 @@ pub struct Options {
     pub grammar_engine: &'static str,
     /// `ngram` or `off`.
     pub speculative: &'static str,
+    /// Timeouts and the connection cap (the production defaults unless a test changes them).
+    pub connections: Connections,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             key_limits: (0, 0),
             grammar_engine: "llguidance",
             speculative: "ngram",
+            connections: Connections::default(),
             cache: Cache {
                 kv_cache_tokens: None,
                 prefix_cache: true,
@@ -129,6 +132,7 @@ pub fn config(o: &Options) -> Config {
         access_token_ttl: Duration::from_secs(3600),
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: Duration::from_secs(5),
+        connections: o.connections,
     }
 }
 

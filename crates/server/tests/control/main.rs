@@ -9,6 +9,7 @@ mod activities;
 mod admin;
 mod billing;
 mod catalog;
+mod connections;
 mod deployments;
 mod keys;
 mod login;
