@@ -15,6 +15,11 @@ pub enum GatewayError {
     #[error("Rate limit reached: {limit} {what} per minute for this {scope}; retry in {}s", retry_after.as_secs().max(1))]
     RateLimited { what: &'static str, scope: &'static str, limit: u64, retry_after: Duration },
 
+    /// The user already has this many generations running (one key's long streams must not
+    /// take every slot from everyone else).
+    #[error("Too many requests at once: {limit} generations are already running for this user; retry when one ends")]
+    TooManyAtOnce { limit: u32 },
+
     /// The request alone needs more tokens than the per-minute limit allows.
     #[error("This request needs {tokens} tokens, more than the limit of {limit} tokens per minute for this {scope}; lower `max_tokens` or the prompt")]
     TooLarge { tokens: u64, limit: u64, scope: &'static str },

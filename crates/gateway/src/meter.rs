@@ -29,6 +29,8 @@ const OVERRIDE_TTL: Duration = Duration::from_secs(5);
 pub struct LimitSettings {
     pub per_key: Limits,
     pub per_user: Limits,
+    /// Generations one user may have running at once, over all their keys (0: unlimited).
+    pub concurrent_per_user: u32,
 }
 
 /// The gateway path shared by every inference handler. Cheap to clone.
@@ -53,6 +55,8 @@ struct Inner {
     stop: CancellationToken,
     /// Generations admitted and not yet dropped.
     running: Arc<AtomicUsize>,
+    /// The same, per user.
+    running_per_user: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 /// The requests and tokens buckets of one caller, resolved once per request (defaults and
@@ -82,6 +86,7 @@ impl Gateway {
             settle,
             stop: CancellationToken::new(),
             running: Arc::default(),
+            running_per_user: Arc::default(),
         };
         (Gateway { inner: Arc::new(inner) }, settler)
     }
@@ -134,6 +139,7 @@ impl Gateway {
             .map_err(|e| GatewayError::Internal(e.to_string()))?
             .ok_or_else(|| GatewayError::NotPriced(prepared.model.clone()))?
             .price;
+        let user_slot = self.user_slot(&holder.principal.user_id)?;
         let tokens = prepared.prompt_tokens + prepared.max_completion_tokens;
         self.inner.limiter.take(&scopes.tokens, tokens, Instant::now()).map_err(|r| refused(r, "tokens", tokens))?;
         let give_back = || self.inner.limiter.give_back(&scopes.tokens, tokens, Instant::now());
@@ -180,7 +186,19 @@ impl Gateway {
             reserved_tokens: tokens,
             token_scopes: scopes.tokens.to_vec(),
         };
-        Ok(Metered::new(generation, bill, self))
+        Ok(Metered::new(generation, bill, self, user_slot))
+    }
+
+    /// One of the user's running-generation slots, or a refusal when all are taken.
+    fn user_slot(&self, user_id: &str) -> Result<UserSlot, GatewayError> {
+        let limit = self.inner.limits.concurrent_per_user;
+        let mut running = self.inner.running_per_user.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = running.entry(user_id.to_owned()).or_insert(0);
+        if limit > 0 && *count >= limit {
+            return Err(GatewayError::TooManyAtOnce { limit });
+        }
+        *count += 1;
+        Ok(UserSlot { user_id: user_id.to_owned(), running: Arc::clone(&self.inner.running_per_user) })
     }
 
     /// The caller's limit buckets.
@@ -255,6 +273,24 @@ fn refused(r: Refusal, what: &'static str, amount: u64) -> GatewayError {
     }
 }
 
+/// A generation's place among its user's running ones, given back when dropped.
+struct UserSlot {
+    user_id: String,
+    running: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = running.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                running.remove(&self.user_id);
+            }
+        }
+    }
+}
+
 /// A running generation that settles itself: when it is dropped (read to the end, failed,
 /// or abandoned by a client that left), its receipt goes to the settler, which records
 /// the usage and charges it exactly once.
@@ -265,10 +301,11 @@ pub struct Metered {
     stop: CancellationToken,
     stopped: bool,
     running: Arc<AtomicUsize>,
+    _user_slot: UserSlot,
 }
 
 impl Metered {
-    fn new(generation: Generation, bill: Bill, gateway: &Gateway) -> Metered {
+    fn new(generation: Generation, bill: Bill, gateway: &Gateway, user_slot: UserSlot) -> Metered {
         let Generation { events, receipt, .. } = generation;
         let running = gateway.inner.running.clone();
         running.fetch_add(1, Ordering::AcqRel);
@@ -279,6 +316,7 @@ impl Metered {
             stop: gateway.inner.stop.clone(),
             stopped: false,
             running,
+            _user_slot: user_slot,
         }
     }
 

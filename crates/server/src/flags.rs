@@ -138,6 +138,7 @@ impl ServeArgs {
                 limits: LimitSettings {
                     per_key: Limits { requests_per_minute: b.key_rpm, tokens_per_minute: b.key_tpm },
                     per_user: Limits { requests_per_minute: b.user_rpm, tokens_per_minute: b.user_tpm },
+                    concurrent_per_user: b.user_concurrency,
                 },
             },
             serving: Serving {
@@ -324,4 +325,8 @@ pub struct BillingArgs {
     /// Tokens per minute per user, over all their keys (0: unlimited).
     #[arg(long, env = "TENSORMESH_USER_TPM", default_value_t = 4_000_000)]
     pub user_tpm: u64,
+    /// Generations one user may have running at once, over all their keys (0: unlimited);
+    /// beyond it, 429. Keeps one user's long streams from taking every engine slot.
+    #[arg(long, env = "TENSORMESH_USER_CONCURRENCY", default_value_t = 8)]
+    pub user_concurrency: u32,
 }

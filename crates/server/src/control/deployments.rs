@@ -213,6 +213,7 @@ fn chat_error(e: GatewayError) -> CpError {
             // Whole seconds, rounded up: retrying at the indicated time succeeds.
             retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
         },
+        GatewayError::TooManyAtOnce { .. } => ControlError::ResourceExhausted { message, retry_after_secs: 1 },
         GatewayError::Backend(B::Overloaded { retry_after_secs, .. }) => {
             ControlError::Unavailable { message, retry_after_secs }
         }

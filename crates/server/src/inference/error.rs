@@ -118,6 +118,9 @@ impl ApiError {
                 // Whole seconds, rounded up: retrying at the indicated time succeeds.
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)),
             ),
+            ApiError::Gateway(G::TooManyAtOnce { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "requests", None, Some("too_many_concurrent_requests"), msg, Some(1))
+            }
             ApiError::Gateway(G::TooLarge { .. }) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",

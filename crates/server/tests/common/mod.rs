@@ -45,6 +45,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Per key (requests, tokens) per minute; 0 = unlimited.
     pub key_limits: (u64, u64),
+    /// Generations one user may run at once (0 = unlimited; 8 as `tensormesh serve`).
+    pub user_concurrency: u32,
     /// The spill tier's directory is left None here: the test server's data dir is used.
     pub cache: Cache,
     /// `llguidance` or `gbnf`.
@@ -64,6 +66,7 @@ impl Default for Options {
             ctx_size: 512,
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
+            user_concurrency: 8,
             grammar_engine: "llguidance",
             speculative: "ngram",
             connections: Connections::default(),
@@ -111,6 +114,7 @@ pub fn config(o: &Options) -> Config {
             limits: LimitSettings {
                 per_key: Limits { requests_per_minute: o.key_limits.0, tokens_per_minute: o.key_limits.1 },
                 per_user: Limits::default(),
+                concurrent_per_user: o.user_concurrency,
             },
         },
         serving: Serving {

@@ -373,7 +373,8 @@ async fn real_engine_streams_with_disconnects_reconcile_exactly() {
 async fn overload_is_refused_explicitly_and_not_billed() {
     for db in tm_testkit::all().await {
         let engine = Arc::new(FakeEngine::new(Duration::from_millis(5), 4));
-        let s = start_with(&db, Engine::Given(engine), Options::default());
+        // One user overloads the engine: no per-user cap in the way.
+        let s = start_with(&db, Engine::Given(engine), Options { user_concurrency: 0, ..Options::default() });
         let url = s.inference.clone().unwrap();
         let control = domain(&db).await;
         let (user_id, keys) = funded_user(&control, &format!("f2@{}.io", db.kind), 1_000_000_000, 1).await;
@@ -528,4 +529,56 @@ async fn choices_are_held_for_together_and_billed_once_each() {
     assert_eq!(row.cost_nanos, price.cost(prompt as u64, cached as u64, 40).get());
     let account = control.store().ledger().account(&user).await.unwrap();
     assert_eq!((account.balance_nanos, account.held_nanos), (CREDIT - row.cost_nanos, 0));
+}
+
+/// One user's long streams take at most `--user-concurrency` generations: the next one is a
+/// 429 with `Retry-After` (not billed), while another user is still served; when one of
+/// the streams ends, the user is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_users_streams_cannot_take_every_slot() {
+    let db = tm_testkit::sqlite();
+    let engine = Arc::new(FakeEngine::new(Duration::from_millis(50), 32));
+    let s = start_with(&db, Engine::Given(engine), Options { user_concurrency: 3, ..Options::default() });
+    let url = s.inference.clone().unwrap();
+    let control = domain(&db).await;
+    let (greedy, greedy_keys) = funded_user(&control, "greedy@example.com", 1_000_000_000, 2).await;
+    let (_, other_keys) = funded_user(&control, "other@example.com", 1_000_000_000, 1).await;
+    let ask = |key: &str, stream: bool, max_tokens: u64| {
+        client()
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}],
+                          "max_tokens": max_tokens, "stream": stream}))
+            .send()
+    };
+    // Three long streams over two keys, held open (each would last 10 s).
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let r = ask(&greedy_keys[i % 2], true, 200).await.unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let refused = ask(&greedy_keys[0], false, 4).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_concurrent_requests", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("3 generations"), "{body}");
+    // Someone else is served meanwhile.
+    assert_eq!(ask(&other_keys[0], false, 4).await.unwrap().status(), 200);
+    // One stream ends (its client leaves): the greedy user is served again.
+    streams.pop();
+    let mut served = false;
+    for _ in 0..100 {
+        if ask(&greedy_keys[1], false, 4).await.unwrap().status() == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the slot of the closed stream was not given back");
+    drop(streams);
+    wait_until_settled(&control).await;
+    let rows = control.store().usage().records(&greedy).await.unwrap();
+    assert_eq!(rows.len(), 4, "three streams and one short answer are billed, the refusal is not");
 }
