@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ struct Serving {
 pub struct App {
     control: Control,
     first_admin: Option<Bootstrapped>,
+    /// Where its generated secrets were written.
+    first_admin_secrets: Option<PathBuf>,
     serving: Option<Serving>,
     control_listener: TcpListener,
     control_addr: SocketAddr,
@@ -65,6 +68,10 @@ impl App {
         }
         let control = serve::open_control(config, clock).await?;
         let first_admin = serve::bootstrap(&control, &config.first_admin).await?;
+        let first_admin_secrets = match &first_admin {
+            Some(made) => serve::save_generated_secrets(&config.data_dir, made)?,
+            None => None,
+        };
         let inference = match engines {
             Engines::Configured => Some(serve::build_inference(config, control.clone()).await?),
             Engines::Given(backend) => Some(serve::inference_app(config, control.clone(), backend).await?),
@@ -83,7 +90,17 @@ impl App {
         let control_router =
             serve::build_control(config, control.clone(), control_addr, serving.as_ref().map(|s| s.state.clone()));
         let (drain, connections) = (config.shutdown_timeout, config.connections);
-        Ok(App { control, first_admin, serving, control_listener, control_addr, control_router, drain, connections })
+        Ok(App {
+            control,
+            first_admin,
+            first_admin_secrets,
+            serving,
+            control_listener,
+            control_addr,
+            control_router,
+            drain,
+            connections,
+        })
     }
 
     /// Where the inference API listens (none for a Control Plane alone).
@@ -99,6 +116,11 @@ impl App {
     /// The admin created by this start, on an empty database.
     pub fn first_admin(&self) -> Option<&Bootstrapped> {
         self.first_admin.as_ref()
+    }
+
+    /// The file the first admin's generated secrets were written to (0600), if any.
+    pub fn first_admin_secrets(&self) -> Option<&Path> {
+        self.first_admin_secrets.as_deref()
     }
 
     /// The Control Plane domain the process runs on (benchmarks read usage through it).

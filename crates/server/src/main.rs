@@ -227,18 +227,26 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
 
     println!("inference: http://{inference_addr}");
     println!("control: http://{control_addr}");
+    // Generated secrets are in a file only the server's user reads; they are printed too
+    // when a person is watching, never into a pipe or a log collector.
+    let on_terminal = std::io::stdout().is_terminal();
     let mut key_shown = "$TENSORMESH_API_KEY".to_owned();
     if let Some(admin) = app.first_admin() {
         println!("first start: created admin {} (role {})", admin.user.email, admin.user.role);
+        if let Some(path) = app.first_admin_secrets() {
+            println!("  generated secrets written to {} (readable by this user only)", path.display());
+        }
         match &admin.generated_password {
-            Some(p) => println!("  password (generated, shown once): {p}"),
+            Some(p) if on_terminal => println!("  password (generated, shown once): {p}"),
+            Some(_) => println!("  password: generated, in that file"),
             None => println!("  password: from TENSORMESH_ADMIN_PASSWORD"),
         }
         match &admin.generated_api_key {
-            Some(k) => {
+            Some(k) if on_terminal => {
                 println!("  inference API key (generated, shown once): {k}");
                 key_shown.clone_from(k);
             }
+            Some(_) => println!("  inference API key: generated, in that file"),
             None => println!("  inference API key: from TENSORMESH_ADMIN_API_KEY"),
         }
     }

@@ -1,6 +1,8 @@
 //! The parts an `App` (app.rs) is built from (the database, the first admin,
 //! billing, the models and both routers) and the drain of one listener on shutdown.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -47,6 +49,46 @@ pub(crate) async fn bootstrap(control: &Control, admin: &FirstAdmin) -> Result<O
         }
     }
     Ok(created)
+}
+
+/// The file, in the data dir, that receives the first admin's generated secrets.
+pub const SECRETS_FILE: &str = "first-admin-secrets.txt";
+
+/// Writes what was generated for the first admin (password, API key) to [`SECRETS_FILE`],
+/// readable by the server's user only, so that they never need to go to stdout, which is
+/// often a log collector. None when nothing was generated.
+pub(crate) fn save_generated_secrets(data_dir: &Path, made: &Bootstrapped) -> Result<Option<PathBuf>> {
+    if made.generated_password.is_none() && made.generated_api_key.is_none() {
+        return Ok(None);
+    }
+    let path = data_dir.join(SECRETS_FILE);
+    // One left by an earlier database, with whatever mode it had, is replaced.
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", path.display()))
+        }
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut text = format!(
+        "# The first admin of this Tensormesh server, generated on its first start.\n\
+         # Store these somewhere safe, then delete this file.\nemail: {}\n",
+        made.user.email
+    );
+    if let Some(password) = &made.generated_password {
+        text.push_str(&format!("password: {password}\n"));
+    }
+    if let Some(key) = &made.generated_api_key {
+        text.push_str(&format!("api_key: {key}\n"));
+    }
+    options
+        .open(&path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(Some(path))
 }
 
 /// Readies billing for the models about to be served: voids the holds a previous process

@@ -149,3 +149,59 @@ async fn sigterm_past_the_drain_deadline_bills_upstream_streams_and_exits_zero()
         assert!(r.completion_tokens > 10, "{r:?}");
     }
 }
+
+/// A first start with nothing configured generates the admin's password and API key: they
+/// go to a file in the data dir that only the server's user can read, and not to stdout
+/// (a pipe here, as under a log collector); the key in the file works.
+#[tokio::test]
+async fn generated_secrets_go_to_a_private_file_not_to_stdout() {
+    let data_dir = std::env::temp_dir().join(format!("tm-secrets-{}", uuid::Uuid::new_v4()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tensormesh"))
+        .args(["serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0", "--model", MODEL])
+        .arg("--models-dir")
+        .arg(models_dir())
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env_remove("TENSORMESH_ADMIN_API_KEY")
+        .env_remove("TENSORMESH_ADMIN_PASSWORD")
+        .env_remove("TENSORMESH_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log_path(&data_dir)).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdout = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let last = line.starts_with("log in:");
+        stdout.push(line);
+        if last {
+            break;
+        }
+    }
+    let file = data_dir.join("first-admin-secrets.txt");
+    let secrets = std::fs::read_to_string(&file).unwrap();
+    let value =
+        |name: &str| secrets.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned)).unwrap();
+    let (password, key) = (value("password"), value("api_key"));
+    assert!(key.starts_with("tm_sk_") && password.len() >= 16, "{secrets}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(stdout.iter().all(|l| !l.contains(&key) && !l.contains(&password)), "{stdout:?}");
+    assert!(stdout.iter().any(|l| l.contains(&file.display().to_string())), "{stdout:?}");
+
+    let base = stdout.iter().find_map(|l| l.strip_prefix("inference: ")).unwrap().to_owned();
+    let r = crate::common::client()
+        .post(format!("{base}/tokenize"))
+        .bearer_auth(&key)
+        .json(&json!({"model": MODEL, "prompt": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
