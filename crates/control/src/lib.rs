@@ -33,6 +33,7 @@ pub mod products;
 mod role;
 pub mod secret;
 pub mod support;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,7 @@ pub struct Control {
     key_cache: Arc<keys::KeyCache>,
     price_cache: Arc<billing::pricing::PriceCache>,
     hasher: password::Hasher,
+    throttle: Arc<throttle::Throttle>,
 }
 
 impl Control {
@@ -87,6 +89,7 @@ impl Control {
             key_cache: Arc::default(),
             price_cache: Arc::default(),
             hasher: password::Hasher::default(),
+            throttle: Arc::default(),
         }
     }
 

@@ -6,12 +6,15 @@
 //! token and a refresh token. Refreshing rotates both; presenting a rotated-away refresh
 //! token again revokes the session (RFC 9700).
 
+use std::net::IpAddr;
+
 use tm_store::cli_logins::{CliLoginRow, LoginState};
 use tm_store::sessions::{SessionRow, TokenPair};
 
 use crate::accounts::User;
 use crate::activity::{action, resource, Actor, Event};
 use crate::secret::{self, Kind};
+use crate::throttle::{self, Attempt};
 use crate::{millis, Control, ControlError, Principal, Role};
 
 /// A login request just started: `cli_code` goes to the CLI only.
@@ -47,9 +50,11 @@ pub struct Logins<'c> {
 }
 
 impl Logins<'_> {
-    pub async fn start(&self) -> Result<LoginStarted, ControlError> {
-        let issued = secret::issue(Kind::CliCode);
+    /// `address`: the client's, for the per-address limit on starts.
+    pub async fn start(&self, address: Option<IpAddr>) -> Result<LoginStarted, ControlError> {
         let now = self.control.now();
+        self.control.throttle.count("sign-in requests", address, throttle::STARTS_PER_MINUTE, now)?;
+        let issued = secret::issue(Kind::CliCode);
         let row = CliLoginRow {
             public_id: issued.public_id.clone(),
             digest: issued.digest,
@@ -69,8 +74,26 @@ impl Logins<'_> {
         Ok(row.map(|r| r.state == LoginState::Pending && self.control.now() < r.expires_at))
     }
 
-    pub async fn approve(&self, request_id: &str, email: &str, password: &str) -> Result<User, ControlError> {
-        let user = self.control.accounts().check_password(email, password).await?;
+    /// Signs in with email and password and approves the request. Refused, before the
+    /// password is checked, while the account or the address is locked for failing too
+    /// often (see [`throttle`]), and when the request is not pending: so a right password
+    /// and a wrong one answer the same for a request that cannot be approved.
+    pub async fn approve(&self, request_id: &str, attempt: Attempt<'_>, password: &str) -> Result<User, ControlError> {
+        let throttle = &self.control.throttle;
+        throttle.check(&attempt, self.control.now())?;
+        if self.pending(request_id).await? != Some(true) {
+            return Err(not_pending());
+        }
+        let user = match self.control.accounts().check_password(attempt.email, password).await {
+            Ok(user) => user,
+            Err(e) => {
+                if matches!(e, ControlError::Unauthenticated) {
+                    throttle.failed(&attempt, self.control.now());
+                }
+                return Err(e);
+            }
+        };
+        throttle.succeeded(&attempt);
         if self.control.store.cli_logins().decide(request_id, Some(&user.id), self.control.now()).await? {
             let me = user.principal();
             let event = Event {
@@ -84,7 +107,7 @@ impl Logins<'_> {
             self.control.record(Actor::User(&me), event).await;
             Ok(user)
         } else {
-            Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))
+            Err(not_pending())
         }
     }
 
@@ -92,11 +115,13 @@ impl Logins<'_> {
         if self.control.store.cli_logins().decide(request_id, None, self.control.now()).await? {
             Ok(())
         } else {
-            Err(ControlError::invalid("request", "this sign-in request has expired or was already answered"))
+            Err(not_pending())
         }
     }
 
-    pub async fn exchange(&self, cli_code: &str) -> Result<Exchange, ControlError> {
+    /// `address`: the client's, for the per-address limit on polls.
+    pub async fn exchange(&self, cli_code: &str, address: Option<IpAddr>) -> Result<Exchange, ControlError> {
+        self.control.throttle.count("sign-in polls", address, throttle::POLLS_PER_MINUTE, self.control.now())?;
         let Some(presented) = secret::parse(Kind::CliCode, cli_code.trim()) else {
             return Ok(Exchange::Invalid);
         };
@@ -196,4 +221,8 @@ impl Logins<'_> {
         };
         (session, tokens)
     }
+}
+
+fn not_pending() -> ControlError {
+    ControlError::invalid("request", "this sign-in request has expired or was already answered")
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::accounts::{Bootstrap, NewUser};
 use crate::clock::ManualClock;
 use crate::login::{Exchange, Tokens};
+use crate::throttle::Attempt;
 use crate::{Control, ControlError, Principal, Role, Settings};
 
 async fn controls() -> Vec<(&'static str, Control, Arc<ManualClock>)> {
@@ -32,12 +33,12 @@ async fn user(control: &Control, email: &str, role: Role) -> Principal {
 }
 
 async fn log_in(control: &Control, email: &str) -> Tokens {
-    let started = control.logins().start().await.unwrap();
-    assert!(matches!(control.logins().exchange(&started.cli_code).await.unwrap(), Exchange::Pending));
-    control.logins().approve(&started.request_id, email, "correct horse").await.unwrap();
-    match control.logins().exchange(&started.cli_code).await.unwrap() {
+    let started = control.logins().start(None).await.unwrap();
+    assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Pending));
+    control.logins().approve(&started.request_id, Attempt { email, address: None }, "correct horse").await.unwrap();
+    match control.logins().exchange(&started.cli_code, None).await.unwrap() {
         Exchange::Granted(tokens) => {
-            assert!(matches!(control.logins().exchange(&started.cli_code).await.unwrap(), Exchange::Invalid));
+            assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Invalid));
             tokens
         }
         other => panic!("not granted: {other:?}"),
@@ -103,22 +104,32 @@ async fn access_tokens_expire_and_refresh_tokens_rotate() {
 async fn login_requests_fail_on_wrong_password_denial_and_expiry() {
     for (kind, control, clock) in controls().await {
         user(&control, "bob@x.io", Role::User).await;
-        let started = control.logins().start().await.unwrap();
-        let wrong = control.logins().approve(&started.request_id, "bob@x.io", "wrong password").await;
+        let started = control.logins().start(None).await.unwrap();
+        let wrong = control
+            .logins()
+            .approve(&started.request_id, Attempt { email: "bob@x.io", address: None }, "wrong password")
+            .await;
         assert!(matches!(wrong, Err(ControlError::Unauthenticated)), "{kind}");
-        let nobody = control.logins().approve(&started.request_id, "nobody@x.io", "correct horse").await;
+        let nobody = control
+            .logins()
+            .approve(&started.request_id, Attempt { email: "nobody@x.io", address: None }, "correct horse")
+            .await;
         assert!(matches!(nobody, Err(ControlError::Unauthenticated)), "{kind}");
 
         control.logins().deny(&started.request_id).await.unwrap();
-        assert!(matches!(control.logins().exchange(&started.cli_code).await.unwrap(), Exchange::Denied));
+        assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Denied));
 
-        let late = control.logins().start().await.unwrap();
+        let late = control.logins().start(None).await.unwrap();
         clock.advance_secs(601);
-        assert!(matches!(control.logins().exchange(&late.cli_code).await.unwrap(), Exchange::Expired), "{kind}");
-        assert!(control.logins().approve(&late.request_id, "bob@x.io", "correct horse").await.is_err());
+        assert!(matches!(control.logins().exchange(&late.cli_code, None).await.unwrap(), Exchange::Expired), "{kind}");
+        assert!(control
+            .logins()
+            .approve(&late.request_id, Attempt { email: "bob@x.io", address: None }, "correct horse")
+            .await
+            .is_err());
 
         let forged = format!("{}_{}", late.request_id, "A".repeat(32));
-        assert!(matches!(control.logins().exchange(&forged).await.unwrap(), Exchange::Invalid), "{kind}");
+        assert!(matches!(control.logins().exchange(&forged, None).await.unwrap(), Exchange::Invalid), "{kind}");
     }
 }
 

@@ -4,6 +4,7 @@
 //! of connections; request bodies that must arrive in time; and the drain on shutdown.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,10 +18,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::Connections;
+
+/// The client's address, in every request's extensions (the peer of the connection: behind
+/// a proxy, the proxy's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub IpAddr);
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and gives
 /// in-flight requests (streams included) up to `drain` to finish.
@@ -67,7 +74,10 @@ pub(crate) async fn run(
             if !protocol_known(&stream, limits.header_timeout).await {
                 return;
             }
-            let service = TowerToHyperService::new(app);
+            let service = TowerToHyperService::new(app.map_request(move |mut req: axum::extract::Request<_>| {
+                req.extensions_mut().insert(ClientAddr(peer.ip()));
+                req
+            }));
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 debug!(%peer, error = %e, "connection closed with an error");

@@ -11,14 +11,18 @@ use tm_control::login::{Exchange, Tokens};
 use tm_control::ControlError;
 
 use super::error::CpError;
-use super::extract::Body;
+use super::extract::{Body, Client};
 use super::ControlState;
 
 /// Seconds between the CLI's polls.
 const POLL_INTERVAL_SECS: u64 = 2;
 
-pub async fn start(State(state): State<ControlState>, headers: HeaderMap) -> Result<Response, CpError> {
-    let started = state.control.logins().start().await?;
+pub async fn start(
+    State(state): State<ControlState>,
+    Client(address): Client,
+    headers: HeaderMap,
+) -> Result<Response, CpError> {
+    let started = state.control.logins().start(address).await?;
     let base = match &state.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -42,11 +46,15 @@ pub struct ExchangeBody {
     cli_code: String,
 }
 
-pub async fn exchange(State(state): State<ControlState>, Body(body): Body<ExchangeBody>) -> Result<Response, CpError> {
+pub async fn exchange(
+    State(state): State<ControlState>,
+    Client(address): Client,
+    Body(body): Body<ExchangeBody>,
+) -> Result<Response, CpError> {
     if body.cli_code.trim().is_empty() {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "cli_code is required"));
     }
-    Ok(match state.control.logins().exchange(&body.cli_code).await? {
+    Ok(match state.control.logins().exchange(&body.cli_code, address).await? {
         Exchange::Pending => {
             (StatusCode::ACCEPTED, Json(CliLoginPending { status: "authorization_pending".into() })).into_response()
         }

@@ -2,6 +2,8 @@
 //! failing with a grpc-gateway error that names the field.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
@@ -12,6 +14,7 @@ use tm_control::{ControlError, Principal};
 use super::error::CpError;
 use super::ControlState;
 use crate::bearer::bearer;
+use crate::listener::ClientAddr;
 
 /// The signed-in caller behind the `Authorization: Bearer <access token>` header.
 pub struct SignedIn(pub Principal);
@@ -22,6 +25,18 @@ impl FromRequestParts<ControlState> for SignedIn {
     async fn from_request_parts(parts: &mut Parts, state: &ControlState) -> Result<Self, CpError> {
         let token = bearer(&parts.headers).ok_or(CpError(ControlError::Unauthenticated))?;
         Ok(SignedIn(state.control.logins().authenticate(token).await?))
+    }
+}
+
+/// The client's address (its connection's peer), for the sign-in limits; None only when a
+/// request did not come through a listener.
+pub struct Client(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Client(parts.extensions.get::<ClientAddr>().map(|c| c.0)))
     }
 }
 

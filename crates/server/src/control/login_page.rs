@@ -6,9 +6,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
+use tm_control::throttle::Attempt;
 use tm_control::ControlError;
 
-use super::extract::Params;
+use super::extract::{Client, Params};
 use super::ControlState;
 
 pub async fn show(State(state): State<ControlState>, params: Params) -> Response {
@@ -39,14 +40,15 @@ pub struct Decision {
     action: String,
 }
 
-pub async fn decide(State(state): State<ControlState>, Form(d): Form<Decision>) -> Response {
+pub async fn decide(State(state): State<ControlState>, Client(address): Client, Form(d): Form<Decision>) -> Response {
     if d.action == "deny" {
         return match state.control.logins().deny(&d.request).await {
             Ok(()) => page(StatusCode::OK, "<p>Sign-in denied. The CLI will report it; you can close this tab.</p>"),
             Err(e) => failure(&e),
         };
     }
-    match state.control.logins().approve(&d.request, &d.email, &d.password).await {
+    let attempt = Attempt { email: &d.email, address };
+    match state.control.logins().approve(&d.request, attempt, &d.password).await {
         Ok(user) => page(
             StatusCode::OK,
             &format!(
@@ -84,6 +86,13 @@ fn failure(e: &ControlError) -> Response {
     match e {
         ControlError::InvalidArgument { message, .. } => {
             page(StatusCode::BAD_REQUEST, &format!("<p>{}</p>", escape(message)))
+        }
+        ControlError::ResourceExhausted { message, retry_after_secs } => {
+            let mut response = page(StatusCode::TOO_MANY_REQUESTS, &format!("<p>{}</p>", escape(message)));
+            if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
         }
         other => {
             tracing::error!(error = %other, "sign-in page failed");

@@ -1,7 +1,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{client, start_servers, ADMIN_EMAIL};
+use crate::common::{client, start_servers, ADMIN_EMAIL, ADMIN_PASSWORD};
 use crate::{admin_login, approve, call, exchange, refresh};
 
 #[tokio::test]
@@ -65,4 +65,56 @@ async fn wrong_passwords_denials_and_bad_codes_fail() {
         assert_eq!(no_token.status(), 401);
         assert!(no_token.headers().contains_key("x-request-id"));
     }
+}
+
+/// Password guessing on the sign-in page: a request that cannot be approved answers the
+/// same whatever the password (no oracle); five wrong passwords are free, the sixth locks
+/// the account for a second, doubling after; while locked even the right password is told
+/// only to wait (429 with Retry-After), checked against no hash; then it works. Starting
+/// logins is limited per address.
+#[tokio::test]
+async fn password_guessing_is_throttled_and_answers_alike() {
+    let db = tm_testkit::sqlite();
+    let s = start_servers(&db, false);
+    let start = || async {
+        let r = client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or_default();
+        let request = body["auth_url"].as_str().map(|u| u.split("request=").nth(1).unwrap().to_owned());
+        (status, request)
+    };
+    let (_, request) = start().await;
+    let request = request.unwrap();
+
+    let bogus = "tm_cli_notarequest1";
+    let right = approve(&s.control, bogus, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let (right_status, right_text) = (right.status(), right.text().await.unwrap());
+    let wrong = approve(&s.control, bogus, ADMIN_EMAIL, "not the password").await;
+    assert_eq!((wrong.status(), wrong.text().await.unwrap()), (right_status, right_text.clone()));
+    assert_eq!(right_status, 400, "{right_text}");
+
+    for i in 1..=6 {
+        let r = approve(&s.control, &request, ADMIN_EMAIL, &format!("guess {i}")).await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let locked = approve(&s.control, &request, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(locked.status(), 429);
+    assert_eq!(locked.headers()["retry-after"], "1");
+    assert!(locked.text().await.unwrap().contains("Too many sign-in attempts"));
+    // An unknown email is held back the same way (no telling accounts apart).
+    for i in 1..=6 {
+        assert_eq!(approve(&s.control, &request, "nobody@example.com", &format!("guess {i}")).await.status(), 401);
+    }
+    assert_eq!(approve(&s.control, &request, "nobody@example.com", "x").await.status(), 429);
+
+    s.clock.advance_secs(2);
+    assert_eq!(approve(&s.control, &request, ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 200);
+
+    // Logins started from one address: 60 a minute (one was started above).
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        statuses.push(start().await.0);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 59, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429));
 }
