@@ -23,6 +23,8 @@ pub struct User {
     pub tos_accepted_at: Option<UnixMs>,
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
+    /// When an operator disabled the user (sign-ins, tokens and keys refused).
+    pub disabled_at: Option<UnixMs>,
 }
 
 impl User {
@@ -54,6 +56,7 @@ impl From<UserRow> for User {
             tos_accepted_at: r.tos_accepted_at.map(UnixMs),
             created_at: UnixMs(r.created_at),
             updated_at: UnixMs(r.updated_at),
+            disabled_at: r.disabled_at.map(UnixMs),
         }
     }
 }
@@ -104,6 +107,7 @@ impl Accounts<'_> {
             tos_accepted_at: None,
             created_at: now,
             updated_at: now,
+            disabled_at: None,
             email,
         };
         match self.control.store.users().insert(&user).await {
@@ -171,7 +175,12 @@ impl Accounts<'_> {
             Err(_) => None,
         };
         match found {
-            Some(user) if self.control.hasher.verify(password, &user.password_hash).await? => Ok(user.into()),
+            // A disabled user is refused like a wrong password, after the same work.
+            Some(user)
+                if self.control.hasher.verify(password, &user.password_hash).await? && user.disabled_at.is_none() =>
+            {
+                Ok(user.into())
+            }
             Some(_) => Err(ControlError::Unauthenticated),
             None => {
                 self.control.hasher.verify_nothing(password).await?;
@@ -267,6 +276,8 @@ impl Accounts<'_> {
             .map(User::from)
             .ok_or_else(|| not_found(&target.id))?;
         if target.role != user.role {
+            // Tokens were issued for the old role: the user signs in again.
+            self.control.store.sessions().revoke_user(&user.id, self.control.now()).await?;
             let mut event = user_event(&user.id, action::ROLE_CHANGED, format!("Role changed to {}", user.role));
             event.metadata = serde_json::json!({"from": target.role.as_str(), "to": user.role.as_str()});
             self.control.record(actor, event).await;
@@ -303,14 +314,40 @@ impl Accounts<'_> {
         Ok(())
     }
 
-    /// Operator command.
+    /// Operator command; every session of the user ends (whoever knew the old password
+    /// is signed out).
     pub async fn reset_password(&self, user_id: &str, password: &str) -> Result<(), ControlError> {
         let hash = self.control.hasher.hash(password).await?;
-        if self.control.store.users().set_password_hash(user_id, &hash, self.control.now()).await? {
-            Ok(())
-        } else {
-            Err(not_found(user_id))
+        let now = self.control.now();
+        if !self.control.store.users().set_password_hash(user_id, &hash, now).await? {
+            return Err(not_found(user_id));
         }
+        self.control.store.sessions().revoke_user(user_id, now).await?;
+        let event = user_event(user_id, action::PASSWORD_RESET, "Password reset; every session ended".into());
+        self.control.record(Actor::Operator, event).await;
+        Ok(())
+    }
+
+    /// Operator command: a disabled user's sign-ins, access tokens and API keys are refused
+    /// (their sessions end now; API keys cached by another server process sharing the
+    /// database are refused within `key_cache_ttl`); enabling lets them sign in again.
+    pub async fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<User, ControlError> {
+        let now = self.control.now();
+        let at = disabled.then_some(now);
+        if !self.control.store.users().set_disabled(user_id, at, now).await? {
+            return Err(not_found(user_id));
+        }
+        if disabled {
+            self.control.store.sessions().revoke_user(user_id, now).await?;
+        }
+        self.control.forget_keys();
+        let (action, description) = if disabled {
+            (action::USER_DISABLED, "Account disabled; sessions ended, API keys refused")
+        } else {
+            (action::USER_ENABLED, "Account enabled")
+        };
+        self.control.record(Actor::Operator, user_event(user_id, action, description.into())).await;
+        self.get(user_id).await
     }
 }
 
@@ -366,6 +403,7 @@ mod tests {
             tos_accepted_at: None,
             created_at: UnixMs(0),
             updated_at: UnixMs(0),
+            disabled_at: None,
         };
         assert_eq!(u.shown_name(), "a@b.c");
         u.first_name = "Ada".into();

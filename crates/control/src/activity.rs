@@ -88,6 +88,10 @@ pub mod action {
     pub const TOS_ACCEPTED: &str = "user.tos_accepted";
     pub const ROLE_CHANGED: &str = "user.role_changed";
     pub const LIMITS_CHANGED: &str = "user.limits_changed";
+    pub const PASSWORD_RESET: &str = "user.password_reset";
+    pub const USER_DISABLED: &str = "user.disabled";
+    pub const USER_ENABLED: &str = "user.enabled";
+    pub const LOGOUT: &str = "user.logout";
     pub const API_KEY_CREATED: &str = "api_key.created";
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     pub const BALANCE_ADDED: &str = "billing.balance_added";

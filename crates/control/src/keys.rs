@@ -84,6 +84,10 @@ impl KeyCache {
     fn forget(&self, public_id: &str) {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(public_id);
     }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
 }
 
 /// Inference API keys: made, listed, revoked, and checked on every request.
@@ -219,6 +223,9 @@ impl Keys<'_> {
                 }
                 let owner =
                     self.control.store.users().by_id(&row.user_id).await?.ok_or(ControlError::Unauthenticated)?;
+                if owner.disabled_at.is_some() {
+                    return Err(ControlError::Unauthenticated);
+                }
                 let role = Role::parse(&owner.role).unwrap_or(Role::User);
                 let entry = Cached {
                     digest: row.digest,

@@ -49,6 +49,8 @@ use crate::clock::Clock;
 pub struct Settings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How long a session lives at most from its sign-in, however often it is refreshed.
+    pub session_max_age: Duration,
     /// How long a `tm auth login` request waits for approval.
     pub login_ttl: Duration,
     /// How long an API key check (and a model's active price) is reused before the store is asked again. Deletions
@@ -62,6 +64,7 @@ impl Default for Settings {
         Settings {
             access_token_ttl: Duration::from_secs(3600),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_max_age: Duration::from_secs(90 * 24 * 3600),
             login_ttl: Duration::from_secs(600),
             key_cache_ttl: Duration::from_secs(5),
         }
@@ -158,6 +161,11 @@ impl Control {
 
     fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Drops every cached API key check (a user was disabled: their keys are refused now).
+    fn forget_keys(&self) {
+        self.key_cache.clear();
     }
 
     /// The control plane's clock (Unix ms), which billing records use too.

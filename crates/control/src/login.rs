@@ -168,12 +168,44 @@ impl Logins<'_> {
         if !valid {
             return Err(ControlError::Unauthenticated);
         }
-        let (fresh, tokens) = self.new_session(session.user_id.clone(), now);
+        let (mut fresh, tokens) = self.new_session(session.user_id.clone(), now);
+        // Refreshing extends a session up to its absolute lifetime from the sign-in, no more.
+        let end = session.created_at.saturating_add(millis(self.control.settings.session_max_age));
+        fresh.tokens.refresh_expires_at = fresh.tokens.refresh_expires_at.min(end);
+        fresh.tokens.access_expires_at = fresh.tokens.access_expires_at.min(end);
+        if now >= end {
+            return Err(ControlError::Unauthenticated);
+        }
         if sessions.rotate(&session, &fresh.tokens).await? {
             Ok(tokens)
         } else {
             Err(ControlError::Unauthenticated)
         }
+    }
+
+    /// Ends the session of a refresh token (`tm auth logout`). An unknown or spent token
+    /// succeeds too: there is nothing left to end, and nothing to learn.
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ControlError> {
+        let Some(presented) = secret::parse(Kind::Refresh, refresh_token.trim()) else { return Ok(()) };
+        let sessions = self.control.store.sessions();
+        let Some(session) = sessions.by_refresh_id(&presented.public_id).await? else { return Ok(()) };
+        if !secret::digests_match(&session.tokens.refresh_digest, &presented.digest) || session.revoked_at.is_some() {
+            return Ok(());
+        }
+        sessions.revoke(&session.id, self.control.now()).await?;
+        if let Some(user) = self.control.store.users().by_id(&session.user_id).await? {
+            let me = User::from(user).principal();
+            let event = Event {
+                owner: me.user_id.clone(),
+                action: action::LOGOUT,
+                resource_type: resource::USER,
+                resource_id: me.user_id.clone(),
+                description: "Signed out of the CLI".into(),
+                metadata: serde_json::json!({}),
+            };
+            self.control.record(Actor::User(&me), event).await;
+        }
+        Ok(())
     }
 
     /// The caller behind a control-plane access token.
@@ -193,6 +225,9 @@ impl Logins<'_> {
             return Err(ControlError::Unauthenticated);
         }
         let user = self.control.store.users().by_id(&session.user_id).await?.ok_or(ControlError::Unauthenticated)?;
+        if user.disabled_at.is_some() {
+            return Err(ControlError::Unauthenticated);
+        }
         Ok(Principal { role: Role::parse(&user.role).unwrap_or(Role::User), user_id: user.id })
     }
 

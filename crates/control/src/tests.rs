@@ -185,3 +185,59 @@ async fn operator_limit_changes_are_applied_and_recorded() {
         assert_eq!(control.accounts().all().await.unwrap().len(), 1, "{kind}");
     }
 }
+
+/// A compromised account can be shut out: a password reset and a role change end every
+/// session; logout ends one; a disabled user's sign-in, tokens and API keys are refused at
+/// once and work again when enabled; refreshing cannot keep a session past its absolute
+/// lifetime.
+#[tokio::test]
+async fn sessions_end_on_reset_role_change_logout_and_disable() {
+    for (kind, control, clock) in controls().await {
+        let ann = user(&control, "ann@x.io", Role::User).await;
+        let refused = |r: Result<Principal, ControlError>| matches!(r, Err(ControlError::Unauthenticated));
+
+        let a = log_in(&control, "ann@x.io").await;
+        let b = log_in(&control, "ann@x.io").await;
+        control.accounts().reset_password(&ann.user_id, "another horse").await.unwrap();
+        assert!(refused(control.logins().authenticate(&a.access_token).await), "{kind}");
+        assert!(refused(control.logins().authenticate(&b.access_token).await), "{kind}");
+        assert!(control.logins().refresh(&b.refresh_token).await.is_err(), "{kind}");
+        control.accounts().reset_password(&ann.user_id, "correct horse").await.unwrap();
+
+        let c = log_in(&control, "ann@x.io").await;
+        control.accounts().set_role(&ann.user_id, Role::Admin).await.unwrap();
+        assert!(refused(control.logins().authenticate(&c.access_token).await), "{kind}: role change");
+
+        let d = log_in(&control, "ann@x.io").await;
+        let e = log_in(&control, "ann@x.io").await;
+        control.logins().logout(&d.refresh_token).await.unwrap();
+        control.logins().logout(&d.refresh_token).await.unwrap();
+        control.logins().logout("tm_rt_garbage").await.unwrap();
+        assert!(refused(control.logins().authenticate(&d.access_token).await), "{kind}: logout");
+        assert!(control.logins().authenticate(&e.access_token).await.is_ok(), "{kind}: only that session");
+
+        let key = control.keys().create(&ann, None, "k".into(), Vec::new(), None).await.unwrap().token;
+        assert!(control.keys().authenticate(&key).await.is_ok());
+        control.accounts().set_disabled(&ann.user_id, true).await.unwrap();
+        assert!(refused(control.logins().authenticate(&e.access_token).await), "{kind}: disabled");
+        assert!(control.keys().authenticate(&key).await.is_err(), "{kind}: the key is refused at once");
+        let started = control.logins().start(None).await.unwrap();
+        let attempt = Attempt { email: "ann@x.io", address: None };
+        assert!(matches!(
+            control.logins().approve(&started.request_id, attempt.clone(), "correct horse").await,
+            Err(ControlError::Unauthenticated)
+        ));
+        control.accounts().set_disabled(&ann.user_id, false).await.unwrap();
+        assert!(control.keys().authenticate(&key).await.is_ok(), "{kind}: enabled again");
+        let f = log_in(&control, "ann@x.io").await;
+
+        // Refreshed every 20 days, a session still ends 90 days after its sign-in.
+        let mut refresh = f.refresh_token;
+        for _ in 0..4 {
+            clock.advance_secs(20 * 24 * 3600);
+            refresh = control.logins().refresh(&refresh).await.unwrap().refresh_token;
+        }
+        clock.advance_secs(11 * 24 * 3600);
+        assert!(control.logins().refresh(&refresh).await.is_err(), "{kind}: past the absolute lifetime");
+    }
+}

@@ -87,6 +87,11 @@ enum UserCommand {
         #[arg(long)]
         usd: f64,
     },
+    /// Disable a user: their sessions end, their sign-ins, access tokens and API keys are
+    /// refused (by a running server within 5 seconds) until enabled again.
+    Disable { email: String },
+    /// Enable a disabled user again.
+    Enable { email: String },
 }
 
 #[derive(Subcommand)]
@@ -197,10 +202,20 @@ async fn user_main(command: UserCommand, url: &str, data_dir: &std::path::Path) 
                 .accounts()
                 .reset_password(&user.id, password.as_deref().or(generated.as_deref()).unwrap_or_default())
                 .await?;
-            println!("password of {} reset", user.email);
+            println!("password of {} reset; every session of the user ended", user.email);
             if let Some(p) = generated {
                 println!("password (shown once): {p}");
             }
+        }
+        UserCommand::Disable { email } => {
+            let user = control.accounts().by_email(&email).await?;
+            let user = control.accounts().set_disabled(&user.id, true).await?;
+            println!("{} is now disabled; every session of the user ended", user.email);
+        }
+        UserCommand::Enable { email } => {
+            let user = control.accounts().by_email(&email).await?;
+            let user = control.accounts().set_disabled(&user.id, false).await?;
+            println!("{} is now enabled", user.email);
         }
     }
     store.close().await;

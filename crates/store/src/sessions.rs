@@ -81,6 +81,16 @@ impl Sessions<'_> {
         Ok(true)
     }
 
+    /// Ends every session of the user (a password reset, a role change, a disabled user).
+    pub async fn revoke_user(&self, user_id: &str, now: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .bind(now)
+            .execute(self.0)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn revoke(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
             .bind(session_id)

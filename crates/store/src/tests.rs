@@ -29,6 +29,7 @@ pub(crate) fn user(id: &str, email: &str, at: i64) -> UserRow {
         tos_accepted_at: None,
         created_at: at,
         updated_at: at,
+        disabled_at: None,
     }
 }
 

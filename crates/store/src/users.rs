@@ -17,6 +17,8 @@ pub struct UserRow {
     pub tos_accepted_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When an operator disabled the user; None while enabled.
+    pub disabled_at: Option<i64>,
 }
 
 /// Profile fields a user may change; `None` leaves a field as it is.
@@ -33,7 +35,7 @@ macro_rules! select_users {
     ($tail:literal) => {
         concat!(
             "SELECT id, email, password_hash, first_name, last_name, display_name, company, role, ",
-            "tos_accepted_at, created_at, updated_at FROM users ",
+            "tos_accepted_at, created_at, updated_at, disabled_at FROM users ",
             $tail
         )
     };
@@ -122,6 +124,17 @@ impl Users<'_> {
             .execute(self.0)
             .await?;
         self.by_id(id).await
+    }
+
+    /// Disables (`Some(time)`) or enables (`None`) the user; returns whether it exists.
+    pub async fn set_disabled(&self, id: &str, disabled_at: Option<i64>, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(disabled_at)
+            .bind(now)
+            .execute(self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Returns whether the user exists.

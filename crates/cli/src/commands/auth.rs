@@ -90,6 +90,7 @@ pub async fn run(ctx: &Ctx, command: AuthCommand) -> Result<()> {
             if !yes && std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
                 confirm(&format!("Delete token file: {}?", path.display()))?;
             }
+            end_session(ctx).await;
             std::fs::remove_file(&path)
                 .map_err(|e| CliError::failed(format!("Failed to delete token file: {}: {e}", path.display())))?;
             if !ctx.quiet {
@@ -222,6 +223,28 @@ fn open_browser(url: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
+}
+
+/// Asks the server to end the session of the saved refresh token, so that a copy of the
+/// token file is useless too. Best effort and silent (the official CLI only deletes the
+/// file; a server without the route, or no network, changes nothing for the user).
+async fn end_session(ctx: &Ctx) {
+    let Ok(Some(auth)) = files::read_auth() else { return };
+    let Some(refresh_token) = auth.get("refresh_token").and_then(Value::as_str) else { return };
+    let Ok(settings) = ctx.settings() else { return };
+    let Ok(http) = ctx.http(&settings) else { return };
+    let url = format!("{}/auth/cli/logout", settings.controlplane_base.value.clone().unwrap_or_default());
+    let body = json!({"refresh_token": refresh_token});
+    let call = Call {
+        method: Method::POST,
+        url,
+        query: Vec::new(),
+        body: Some(&body),
+        bearer: None,
+        hint_401: None,
+        timeout: Some(5.0),
+    };
+    let _ = http.send_raw(&call).await;
 }
 
 async fn refresh(ctx: &Ctx, timeout: Option<f64>) -> Result<()> {

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tm_api::control::{CliLoginPending, CliLoginStarted, CliTokens, OAuthError};
+use tm_api::control::{CliLoginPending, CliLoginStarted, CliTokens, Empty, OAuthError};
 use tm_control::login::{Exchange, Tokens};
 use tm_control::ControlError;
 
@@ -82,6 +82,13 @@ pub async fn refresh(State(state): State<ControlState>, Body(body): Body<Refresh
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// `POST /auth/cli/logout` (ours; `tm auth logout` calls it): ends the refresh token's
+/// session. Always `{"empty": {}}`: a token that is unknown or spent has nothing left to end.
+pub async fn logout(State(state): State<ControlState>, Body(body): Body<RefreshBody>) -> Result<Response, CpError> {
+    state.control.logins().logout(&body.refresh_token).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(Empty::default())).into_response())
 }
 
 fn token_response(t: Tokens) -> Response {

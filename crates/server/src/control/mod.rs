@@ -51,6 +51,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/auth/cli/start", post(cli_login::start))
         .route("/auth/cli/exchange", post(cli_login::exchange))
         .route("/auth/cli/refresh", post(cli_login::refresh))
+        .route("/auth/cli/logout", post(cli_login::logout))
         .route("/auth/cli/login", get(login_page::show).post(login_page::decide))
         .route("/auth/profile", get(users::profile))
         .route("/v1/users/accept-tos", post(users::accept_tos))

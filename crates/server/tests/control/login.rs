@@ -118,3 +118,26 @@ async fn password_guessing_is_throttled_and_answers_alike() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 59, "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429));
 }
+
+/// `POST /auth/cli/logout` (what `tm auth logout` calls) ends the refresh token's session:
+/// its access token is refused at once; an unknown token answers the same.
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let db = tm_testkit::sqlite();
+    let s = start_servers(&db, false);
+    let session = admin_login(&s.control).await;
+    let other = admin_login(&s.control).await;
+    for token in [session.refresh.as_str(), session.refresh.as_str(), "tm_rt_unknown"] {
+        let r = client()
+            .post(format!("{}/auth/cli/logout", s.control))
+            .json(&serde_json::json!({"refresh_token": token}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<Value>().await.unwrap(), serde_json::json!({"empty": {}}));
+    }
+    assert_eq!(call(&s.control, &session.access, Method::GET, "/auth/profile", None).await.0, 401);
+    assert_eq!(refresh(&s.control, &session.refresh).await.status(), 401);
+    assert_eq!(call(&s.control, &other.access, Method::GET, "/auth/profile", None).await.0, 200);
+}
