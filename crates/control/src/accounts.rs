@@ -257,6 +257,9 @@ impl Accounts<'_> {
         if (role == Role::SuperAdmin || target.role == Role::SuperAdmin) && caller.role != Role::SuperAdmin {
             return Err(ControlError::PermissionDenied("only a super admin can grant or revoke super admin".into()));
         }
+        if target.role.is_admin() && target.id != caller.user_id && caller.role != Role::SuperAdmin {
+            return Err(ControlError::PermissionDenied("only a super admin can change another admin's role".into()));
+        }
         self.apply_role(Actor::User(caller), &target, role).await
     }
 

@@ -138,6 +138,13 @@ impl Keys<'_> {
         expires_at: Option<i64>,
     ) -> Result<ApiKey, ControlError> {
         let owner = self.control.accounts().get(&caller.scope(user_id)?).await?;
+        // An admin reads and revokes anyone's keys, but a key's secret is only ever made
+        // for, and shown to, its owner.
+        if owner.id != caller.user_id {
+            return Err(ControlError::PermissionDenied(
+                "API keys are created by their owner; admins may revoke them".into(),
+            ));
+        }
         if name.chars().count() > MAX_NAME_CHARS {
             return Err(ControlError::invalid("name", format!("is longer than {MAX_NAME_CHARS} characters")));
         }

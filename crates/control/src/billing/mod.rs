@@ -15,9 +15,10 @@ use tm_store::ledger::{Account, Credit, CreditOutcome};
 pub use views::{Bucket, ModelCharge, Spending, SpendingBucket, Transaction, TransactionKind, UsageHistoryRow};
 
 use crate::activity::{action, resource, Actor, Event};
-use crate::{Control, ControlError, Principal};
+use crate::{Control, ControlError, Principal, Role};
 
 pub(crate) const MAX_NAME_CHARS: usize = 200;
+const MAX_REASON_CHARS: usize = 500;
 const MAX_TARGETS: usize = 1_000;
 
 /// Balances, top-ups, billing addresses and the views over what was spent.
@@ -47,20 +48,29 @@ impl Billing<'_> {
         Ok(out)
     }
 
-    /// Adds money to a user's balance (admin). With an idempotency key a retry returns the
-    /// first answer; the same key with another request is refused. Returns the balance
-    /// after the credit.
+    /// Adds money to a user's balance (admin; to their own balance, a super admin only).
+    /// With an idempotency key a retry returns the first answer; the same key with another
+    /// request is refused. Recorded in the target's trail with the admin and the reason.
+    /// Returns the balance after the credit.
     pub async fn add_balance(
         &self,
         caller: &Principal,
         target: &str,
         amount_nanos: i64,
         idempotency_key: Option<String>,
+        reason: Option<&str>,
     ) -> Result<i64, ControlError> {
         caller.require_admin()?;
         let target = target.trim().to_ascii_lowercase();
         if target.is_empty() {
             return Err(ControlError::invalid("targetUserId", "is required"));
+        }
+        if target == caller.user_id && caller.role != Role::SuperAdmin {
+            return Err(ControlError::PermissionDenied("only a super admin can add to their own balance".into()));
+        }
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+        if reason.is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+            return Err(ControlError::invalid("reason", format!("is longer than {MAX_REASON_CHARS} characters")));
         }
         if amount_nanos <= 0 {
             return Err(ControlError::invalid("amount", "must be more than zero"));
@@ -78,8 +88,15 @@ impl Billing<'_> {
                 action: action::BALANCE_ADDED,
                 resource_type: resource::BILLING_ACCOUNT,
                 resource_id: target,
-                description: format!("Added {} USD to the balance", Nanos(amount_nanos)),
-                metadata: serde_json::json!({"amountNanos": amount_nanos.to_string(), "balanceAfterNanos": balance.to_string()}),
+                description: match reason {
+                    Some(r) => format!("Added {} USD to the balance: {r}", Nanos(amount_nanos)),
+                    None => format!("Added {} USD to the balance", Nanos(amount_nanos)),
+                },
+                metadata: serde_json::json!({
+                    "amountNanos": amount_nanos.to_string(),
+                    "balanceAfterNanos": balance.to_string(),
+                    "reason": reason,
+                }),
             };
             self.control.record(Actor::User(caller), event).await;
         }

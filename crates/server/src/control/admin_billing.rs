@@ -109,6 +109,9 @@ pub struct AddBalance {
     #[serde(default)]
     target_user_id: String,
     amount: Option<Value>,
+    /// Ours: why, kept in the target's activity trail.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// Money-moving: an `Idempotency-Key` header makes retries safe (Stripe's rules).
@@ -133,7 +136,7 @@ pub async fn add_balance(
             Some(format!("balances:add:{}:{k}", me.user_id))
         }
     };
-    let balance = state.control.billing().add_balance(&me, &a.target_user_id, amount, key).await?;
+    let balance = state.control.billing().add_balance(&me, &a.target_user_id, amount, key, a.reason.as_deref()).await?;
     Ok(Json(BalanceReply { balance: money(balance) }))
 }
 
