@@ -114,8 +114,15 @@ pub async fn relay(
             Some(reason)
         }
         End::Cancelled => Some(FinishReason::Cancelled),
-        End::Failed { message, .. } => {
-            let _ = events.send(GenerationEvent::Failed(message));
+        End::Failed { message, outcome } => {
+            // What the client reads names no address and quotes no engine (the log has both).
+            let shown = match outcome {
+                "idle_timeout" => message,
+                "malformed" => "the model's engine sent a malformed response".into(),
+                "error_event" => "the model's engine reported an error".into(),
+                _ => "the connection to the model's engine broke".into(),
+            };
+            let _ = events.send(GenerationEvent::Failed(shown));
             None
         }
     };

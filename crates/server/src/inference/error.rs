@@ -142,6 +142,14 @@ impl ApiError {
 
     fn message(&self) -> String {
         match self {
+            // The detail names the engines' addresses and quotes their errors: it goes to the
+            // log (each attempt is logged as it fails), not to the client.
+            ApiError::Backend(BackendError::UpstreamFailed(_)) => {
+                "The model's engines failed to answer; retry in a moment".into()
+            }
+            ApiError::Backend(BackendError::UpstreamTimeout(_)) => {
+                "The model's engines did not answer in time; retry in a moment".into()
+            }
             ApiError::Backend(e) => e.to_string(),
             ApiError::Gateway(e) => e.to_string(),
             ApiError::BadRequest { message, .. } => message.clone(),

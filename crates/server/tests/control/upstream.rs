@@ -161,6 +161,15 @@ async fn upstream_faults_have_a_stated_answer_and_bill_exactly() {
     assert_eq!(counted.events.last().unwrap()["usage"]["prompt_tokens"], 5);
     assert_eq!(counted.events.last().unwrap()["usage"]["completion_tokens"], 6);
 
+    // What clients read names no engine address and quotes no engine error (issue 19:
+    // error bodies carried upstream URLs); the log has the detail.
+    let address = fake.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    for answer in [&failed, &refused, &slow, &busy, &reset, &stalled, &malformed] {
+        let text = serde_json::to_string(&answer.events).unwrap();
+        assert!(!text.contains(&address), "{text}");
+    }
+    assert_eq!(reset.events.last().unwrap()["error"]["message"], "the connection to the model's engine broke");
+
     wait_until_settled(&control).await;
     for refused in [&failed, &refused, &slow, &busy] {
         assert_eq!(billed(&control, &user, &refused.request_id).await, None);
