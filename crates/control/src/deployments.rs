@@ -12,6 +12,8 @@ use crate::{Control, ControlError, Principal};
 const MAX_NAME_CHARS: usize = 100;
 const MAX_DESCRIPTION_CHARS: usize = 2_000;
 const MAX_JSON_BYTES: usize = 64 * 1024;
+/// Live deployments one user may have.
+pub const MAX_DEPLOYMENTS_PER_USER: i64 = 100;
 
 /// A user's named handle on a served model (deleted ones keep their time of deletion).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +83,11 @@ impl Deployments<'_> {
     ) -> Result<Deployment, ControlError> {
         let owner = self.control.accounts().get(&caller.scope(d.user_id.as_deref())?).await?.id;
         let name = deployment_name("modelName", &d.model_name)?;
+        if self.control.store.deployments().page(Some(&owner), 0, 1).await?.1 >= MAX_DEPLOYMENTS_PER_USER {
+            return Err(ControlError::FailedPrecondition(format!(
+                "you have {MAX_DEPLOYMENTS_PER_USER} deployments, the most one user may have; delete one first"
+            )));
+        }
         let path = d.model_path.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).unwrap_or_else(|| name.clone());
         if !served.contains(&path) {
             return Err(ControlError::invalid(

@@ -13,6 +13,8 @@ use crate::{millis, Control, ControlError, Principal, Role};
 
 const MAX_NAME_CHARS: usize = 200;
 const MAX_SCOPES: usize = 32;
+/// Live keys one user may have.
+pub const MAX_KEYS_PER_USER: usize = 100;
 const MAX_CACHED: usize = 10_000;
 
 /// An API key as its owner sees it: the public id and what it may do, never the digest.
@@ -144,6 +146,11 @@ impl Keys<'_> {
             return Err(ControlError::PermissionDenied(
                 "API keys are created by their owner; admins may revoke them".into(),
             ));
+        }
+        if self.control.store.api_keys().of_user(&owner.id, false).await?.len() >= MAX_KEYS_PER_USER {
+            return Err(ControlError::FailedPrecondition(format!(
+                "you have {MAX_KEYS_PER_USER} API keys, the most one user may have; delete one first"
+            )));
         }
         if name.chars().count() > MAX_NAME_CHARS {
             return Err(ControlError::invalid("name", format!("is longer than {MAX_NAME_CHARS} characters")));

@@ -20,6 +20,9 @@ pub const TYPES: [&str; 6] = [
     "TICKET_TYPE_RESERVED_DEPLOYMENT",
 ];
 const MAX_SUBJECT_CHARS: usize = 200;
+/// Open tickets one user may have, and messages one ticket may hold.
+pub const MAX_OPEN_TICKETS_PER_USER: i64 = 50;
+pub const MAX_MESSAGES_PER_TICKET: usize = 500;
 const MAX_MESSAGE_CHARS: usize = 20_000;
 /// The fields of a reserved-deployment request, as the clients send them.
 pub const RESERVED_DEPLOYMENT_FIELDS: [&str; 10] = [
@@ -128,6 +131,12 @@ impl Support<'_> {
     ) -> Result<Ticket, ControlError> {
         let owner = caller.scope(user_id)?;
         let subject = text("subject", subject, MAX_SUBJECT_CHARS)?;
+        let open = TicketFilter { user_id: Some(&owner), status: Some(STATUS_OPEN) };
+        if self.control.store.tickets().page(&open, 0, 1).await?.1 >= MAX_OPEN_TICKETS_PER_USER {
+            return Err(ControlError::FailedPrecondition(format!(
+                "you have {MAX_OPEN_TICKETS_PER_USER} open tickets, the most one user may have; close one first"
+            )));
+        }
         let ticket_type = match ticket_type.map(str::trim).filter(|t| !t.is_empty()) {
             None => TYPES[0],
             Some(t) => enum_name("type", "TICKET_TYPE_", t, &TYPES)?,
@@ -186,6 +195,12 @@ impl Support<'_> {
     pub async fn reply(&self, caller: &Principal, id: &str, content: &str) -> Result<Ticket, ControlError> {
         let row = self.visible_ticket(caller, id).await?;
         let message = self.message(caller, &row.id, content).await?;
+        if self.control.store.tickets().messages(std::slice::from_ref(&row.id)).await?.len() >= MAX_MESSAGES_PER_TICKET
+        {
+            return Err(ControlError::FailedPrecondition(format!(
+                "ticket {id} has {MAX_MESSAGES_PER_TICKET} messages, the most one ticket may hold; open a new one"
+            )));
+        }
         if !self.control.store.tickets().append(&message).await? {
             return Err(ControlError::FailedPrecondition(format!("ticket {id} is closed; open a new one")));
         }

@@ -241,3 +241,50 @@ async fn sessions_end_on_reset_role_change_logout_and_disable() {
         assert!(control.logins().refresh(&refresh).await.is_err(), "{kind}: past the absolute lifetime");
     }
 }
+
+/// What one user may pile up is bounded: live API keys, live deployments, open tickets
+/// and messages per ticket; past each cap a clear refusal, and room again once one goes.
+#[tokio::test]
+async fn what_one_user_may_pile_up_is_capped() {
+    use crate::deployments::{NewDeployment, MAX_DEPLOYMENTS_PER_USER};
+    use crate::keys::MAX_KEYS_PER_USER;
+    use crate::support::{MAX_MESSAGES_PER_TICKET, MAX_OPEN_TICKETS_PER_USER};
+    for (kind, control, _) in controls().await {
+        let cap = user(&control, "cap@x.io", Role::User).await;
+        let refused = |e: ControlError| matches!(e, ControlError::FailedPrecondition(m) if m.contains("the most"));
+
+        let mut first_key = String::new();
+        for i in 0..MAX_KEYS_PER_USER {
+            let made = control.keys().create(&cap, None, format!("k{i}"), Vec::new(), None).await.unwrap();
+            if i == 0 {
+                first_key = made.key.public_id;
+            }
+        }
+        assert!(refused(control.keys().create(&cap, None, "one more".into(), Vec::new(), None).await.unwrap_err()));
+        control.keys().delete(&cap, None, &first_key).await.unwrap();
+        control.keys().create(&cap, None, "room again".into(), Vec::new(), None).await.unwrap();
+
+        let served = ["m".to_owned()];
+        let deploy =
+            |i: i64| NewDeployment { model_name: format!("d{i}"), model_path: Some("m".into()), ..Default::default() };
+        for i in 0..MAX_DEPLOYMENTS_PER_USER {
+            control.deployments().create(&cap, deploy(i), &served).await.unwrap();
+        }
+        assert!(refused(control.deployments().create(&cap, deploy(-1), &served).await.unwrap_err()), "{kind}");
+
+        let mut first_ticket = String::new();
+        for i in 0..MAX_OPEN_TICKETS_PER_USER {
+            let t = control.support().open(&cap, None, &format!("t{i}"), "help", None).await.unwrap();
+            if i == 0 {
+                first_ticket = t.id;
+            }
+        }
+        assert!(refused(control.support().open(&cap, None, "one more", "help", None).await.unwrap_err()));
+        for _ in 1..MAX_MESSAGES_PER_TICKET {
+            control.support().reply(&cap, &first_ticket, "more").await.unwrap();
+        }
+        assert!(refused(control.support().reply(&cap, &first_ticket, "too many").await.unwrap_err()), "{kind}");
+        control.support().close(&cap, &first_ticket).await.unwrap();
+        control.support().open(&cap, None, "room again", "help", None).await.unwrap();
+    }
+}
