@@ -22,6 +22,13 @@ use crate::GatewayError;
 
 /// How long a user's rate-limit override is reused before the store is asked again.
 const OVERRIDE_TTL: Duration = Duration::from_secs(5);
+/// No token of any model's vocabulary is longer than this many bytes (the longest are runs
+/// of spaces or punctuation, tens of bytes): a prompt of n bytes is at least n / this
+/// tokens.
+const MAX_TOKEN_BYTES: u64 = 256;
+/// Prompts from this size on are checked against the caller's money before the model's
+/// tokenizer reads them; smaller ones cost less to tokenize than the balance lookup.
+const LARGE_PROMPT_BYTES: u64 = 64 * 1024;
 
 /// Default limits; a user's override (from the store) replaces the per-user ones and
 /// caps each of their keys.
@@ -104,6 +111,44 @@ impl Gateway {
         while self.inner.running.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Takes `tokens` from the caller's tokens-per-minute limits (what `/tokenize` counted).
+    pub fn take_tokens(&self, scopes: &Scopes, tokens: u64) -> Result<(), GatewayError> {
+        self.inner.limiter.take(&scopes.tokens, tokens, Instant::now()).map_err(|r| refused(r, "tokens", tokens))
+    }
+
+    /// The fewest tokens a prompt of `bytes` bytes can be.
+    pub fn least_tokens(bytes: u64) -> u64 {
+        (bytes / MAX_TOKEN_BYTES).max(1)
+    }
+
+    /// Refuses a large prompt from a caller who cannot pay even the least it can cost (its
+    /// fewest possible tokens and one completion token), before the model's tokenizer and
+    /// template spend time on it: a key with no money cannot make the server read
+    /// megabytes for free. Smaller prompts, and unpriced models, are left to admission.
+    pub async fn refuse_unaffordable(&self, user_id: &str, model: &str, prompt_bytes: u64) -> Result<(), GatewayError> {
+        if prompt_bytes < LARGE_PROMPT_BYTES {
+            return Ok(());
+        }
+        let Ok(Some(active)) = self.inner.control.pricing().active(model).await else { return Ok(()) };
+        let least = active.price.cost(Self::least_tokens(prompt_bytes), 0, 1);
+        let in_account = self
+            .inner
+            .store
+            .ledger()
+            .account(user_id)
+            .await
+            .map_err(|e| GatewayError::Internal(format!("cannot read the balance: {e}")))?
+            .available_nanos();
+        let available = Nanos(in_account) + self.inner.wallets.free(user_id).await;
+        if available < least {
+            return Err(GatewayError::InsufficientBalance {
+                needed: least.usd_decimal(),
+                available: available.max(Nanos::ZERO).usd_decimal(),
+            });
+        }
+        Ok(())
     }
 
     /// Counts one request against the caller's requests-per-minute limits.

@@ -25,12 +25,24 @@ pub struct FakeEngine {
     capacity: usize,
     in_flight: Arc<AtomicUsize>,
     last_prompt: Mutex<Vec<String>>,
+    prepared: AtomicUsize,
 }
 
 impl FakeEngine {
     /// At most `capacity` generations at once; each token takes `token_delay`.
     pub fn new(token_delay: Duration, capacity: usize) -> FakeEngine {
-        FakeEngine { token_delay, capacity, in_flight: Arc::default(), last_prompt: Mutex::default() }
+        FakeEngine {
+            token_delay,
+            capacity,
+            in_flight: Arc::default(),
+            last_prompt: Mutex::default(),
+            prepared: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many requests reached `prepare` (the tokenizer, in a real engine).
+    pub fn prepared(&self) -> usize {
+        self.prepared.load(Ordering::SeqCst)
     }
 
     fn words(prompt: &PromptInput) -> Vec<String> {
@@ -71,6 +83,7 @@ impl Backend for FakeEngine {
         if req.model != FAKE_MODEL {
             return Err(BackendError::ModelNotFound(req.model));
         }
+        self.prepared.fetch_add(1, Ordering::SeqCst);
         let words = Self::words(&req.prompt);
         if words.is_empty() {
             return Err(BackendError::invalid("prompt", "the prompt is empty"));

@@ -1,22 +1,33 @@
 //! `POST /tokenize` and `POST /detokenize` (vLLM's shapes).
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use tm_api::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
 use tm_backend::{validate, PromptInput, TokenizeInput};
+use tm_gateway::infer::prompt_bytes;
+use tm_gateway::{Gateway, Scopes};
 
 use super::completions::single_prompt;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::AppState;
 
-pub async fn tokenize(State(state): State<AppState>, body: JsonBody) -> Result<Json<TokenizeResponse>, ApiError> {
+/// Counted against the caller's tokens-per-minute limits like a generation's prompt: the
+/// fewest tokens the text can be before the tokenizer runs (over the limit: 429, no work),
+/// the rest after.
+pub async fn tokenize(
+    State(state): State<AppState>,
+    Extension(scopes): Extension<Scopes>,
+    body: JsonBody,
+) -> Result<Json<TokenizeResponse>, ApiError> {
     let req: TokenizeRequest = body.parse()?;
     let prompt = match (req.prompt, req.messages) {
         (Some(p), None) => PromptInput::Text(single_prompt(p, "prompt")?),
         (None, Some(m)) => PromptInput::Chat(validate::chat_messages(m)?),
         _ => return Err(ApiError::bad_request(Some("prompt".into()), "send exactly one of `prompt` and `messages`")),
     };
+    let least = Gateway::least_tokens(prompt_bytes(&prompt));
+    state.gateway.take_tokens(&scopes, least)?;
     let out = state
         .backend
         .tokenize(TokenizeInput {
@@ -26,6 +37,7 @@ pub async fn tokenize(State(state): State<AppState>, body: JsonBody) -> Result<J
             add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
         })
         .await?;
+    state.gateway.take_tokens(&scopes, (out.tokens.len() as u64).saturating_sub(least))?;
     Ok(Json(TokenizeResponse {
         count: out.tokens.len() as u64,
         tokens: out.tokens,

@@ -585,3 +585,44 @@ async fn one_users_streams_cannot_take_every_slot() {
     let rows = control.store().usage().records(&greedy).await.unwrap();
     assert_eq!(rows.len(), 4, "three streams and one short answer are billed, the refusal is not");
 }
+
+/// Work that cannot be paid for is refused before it is done: a key with no money sending
+/// a 3 MB prompt gets its 402 before the model's tokenizer reads it, and `/tokenize`
+/// counts against the tokens-per-minute limit (over it: 429, the text not read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpaid_work_is_refused_before_it_is_done() {
+    let db = tm_testkit::sqlite();
+    let engine = Arc::new(FakeEngine::new(Duration::ZERO, 8));
+    let options = Options { key_limits: (0, 1_000), max_body_bytes: 4 << 20, ..Options::default() };
+    let s = start_with(&db, Engine::Given(engine.clone()), options);
+    let url = s.inference.clone().unwrap();
+    let control = domain(&db).await;
+    let (_, broke) = funded_user(&control, "broke@example.com", 0, 1).await;
+    let (_, paying) = funded_user(&control, "paying@example.com", 1_000_000_000, 1).await;
+
+    let huge = "word ".repeat(600_000);
+    let body = json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": huge}], "max_tokens": 4});
+    let started = std::time::Instant::now();
+    let r =
+        client().post(format!("{url}/v1/chat/completions")).bearer_auth(&broke[0]).json(&body).send().await.unwrap();
+    eprintln!("a 3 MB prompt from a key with no money refused in {:?}", started.elapsed());
+    assert_eq!(r.status(), 402);
+    assert_eq!(engine.prepared(), 0, "the prompt reached the tokenizer");
+    // A small prompt goes the usual way (its 402 comes from admission, after tokenizing).
+    let small = json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    let r =
+        client().post(format!("{url}/v1/chat/completions")).bearer_auth(&broke[0]).json(&small).send().await.unwrap();
+    assert_eq!(r.status(), 402);
+
+    let tokenize = |words: usize| {
+        client()
+            .post(format!("{url}/tokenize"))
+            .bearer_auth(&paying[0])
+            .json(&json!({"model": FAKE_MODEL, "prompt": "w ".repeat(words)}))
+            .send()
+    };
+    assert_eq!(tokenize(600).await.unwrap().status(), 200);
+    let over = tokenize(600).await.unwrap();
+    assert_eq!(over.status(), 429);
+    assert!(over.headers().contains_key("retry-after"));
+}
