@@ -85,6 +85,8 @@ impl Server {
                 c.args(["serve", "--inference-addr", &addr, "--control-addr", "127.0.0.1:0"])
                     .args(["--threads", &t, "--parallel", &np, "--ctx-size", &ctx.to_string(), "--queue", "64"])
                     .args(["--prefix-cache", if cache { "true" } else { "false" }])
+                    // One key is every client here, as with llama-server, which has no such cap.
+                    .args(["--user-concurrency", "0"])
                     .arg("--data-dir")
                     .arg(&launch.data_dir)
                     .env("TENSORMESH_ADMIN_API_KEY", KEY)

@@ -251,7 +251,7 @@ async fn start(
         "127.0.0.1:0".into(),
     ];
     // Limits off: this measures their bookkeeping, not refusals.
-    for flag in ["--key-rpm", "--key-tpm", "--user-rpm", "--user-tpm"] {
+    for flag in ["--key-rpm", "--key-tpm", "--user-rpm", "--user-tpm", "--user-concurrency"] {
         argv.extend([flag.to_owned(), "0".to_owned()]);
     }
     if let Some(url) = &args.database_url {
