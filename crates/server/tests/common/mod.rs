@@ -45,7 +45,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Per key (requests, tokens) per minute; 0 = unlimited.
     pub key_limits: (u64, u64),
-    /// Generations one user may run at once (0 = unlimited; 8 as `tensormesh serve`).
+    /// Generations one user may run at once (0 = unlimited, the default here: one test key
+    /// is every client, as in a benchmark; the cap has its own test. `tensormesh serve`: 8).
     pub user_concurrency: u32,
     /// The spill tier's directory is left None here: the test server's data dir is used.
     pub cache: Cache,
@@ -66,7 +67,7 @@ impl Default for Options {
             ctx_size: 512,
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
-            user_concurrency: 8,
+            user_concurrency: 0,
             grammar_engine: "llguidance",
             speculative: "ngram",
             connections: Connections::default(),
