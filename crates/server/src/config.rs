@@ -31,6 +31,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Timeouts and the connection cap of each listener.
     pub connections: Connections,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
 }
 
 /// What a client may take from a listener: a connection that sends nothing useful is

@@ -106,6 +106,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_BODY_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
 
+    /// A token `GET /metrics` requires (`Authorization: Bearer …`); unset, it is public, as
+    /// the listener's other GETs. Its series name models and fleet endpoints.
+    #[arg(long, env = "TENSORMESH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Connections open at once, per listener; more wait to be accepted.
     #[arg(long, env = "TENSORMESH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
@@ -169,6 +174,7 @@ impl ServeArgs {
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
             connections: Connections {
                 header_timeout: Duration::from_secs(self.header_timeout),
                 body_timeout: Duration::from_secs(self.body_timeout),

@@ -183,7 +183,14 @@ pub(crate) async fn inference_app_with_metrics(
     prepare_billing(&control, config.billing.default_price, &models).await?;
     let limits = config.billing.limits;
     let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits);
-    let state = AppState { backend, gateway, control, started: inference::unix_now(), metrics: Arc::new(metrics) };
+    let state = AppState {
+        backend,
+        gateway,
+        control,
+        started: inference::unix_now(),
+        metrics: Arc::new(metrics),
+        metrics_token: config.metrics_token.as_deref().map(Arc::from),
+    };
     let router = inference::router(state.clone(), RouterConfig { body_limit: config.max_body_bytes });
     Ok(Inference { router, settler, state })
 }

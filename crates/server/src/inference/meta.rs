@@ -1,7 +1,8 @@
-//! The public GETs: `/v1/models`, `/health`, `/version`, `/metrics`.
+//! The public GETs: `/v1/models`, `/health`, `/version`, `/metrics` (behind a token when
+//! `--metrics-token` is set).
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
@@ -9,6 +10,7 @@ use tm_api::{ModelCard, ModelList, Version};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::bearer::bearer;
 
 /// The served models that have an active price (the others are refused).
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
@@ -45,7 +47,13 @@ pub async fn version() -> Json<Version> {
 }
 
 /// The engines' metrics in the Prometheus (OpenMetrics) text format.
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.metrics_token {
+        let presented = bearer(&headers).unwrap_or_default();
+        if !tm_control::secret::digests_match(token, presented) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &state.metrics)
         .map_err(|e| ApiError::Internal(format!("cannot encode metrics: {e}")))?;

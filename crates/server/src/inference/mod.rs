@@ -41,6 +41,8 @@ pub struct AppState {
     pub started: u64,
     /// What `GET /metrics` reports.
     pub metrics: Arc<Registry>,
+    /// What `GET /metrics` requires, when set.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 pub struct RouterConfig {

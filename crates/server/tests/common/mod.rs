@@ -48,6 +48,8 @@ pub struct Options {
     /// Generations one user may run at once (0 = unlimited, the default here: one test key
     /// is every client, as in a benchmark; the cap has its own test. `tensormesh serve`: 8).
     pub user_concurrency: u32,
+    /// What `GET /metrics` requires (None: public, as by default).
+    pub metrics_token: Option<&'static str>,
     /// The spill tier's directory is left None here: the test server's data dir is used.
     pub cache: Cache,
     /// `llguidance` or `gbnf`.
@@ -68,6 +70,7 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
             user_concurrency: 0,
+            metrics_token: None,
             grammar_engine: "llguidance",
             speculative: "ngram",
             connections: Connections::default(),
@@ -138,6 +141,7 @@ pub fn config(o: &Options) -> Config {
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: Duration::from_secs(5),
         connections: o.connections,
+        metrics_token: o.metrics_token.map(str::to_owned),
     }
 }
 

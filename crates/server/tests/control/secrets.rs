@@ -46,3 +46,28 @@ async fn secrets_never_reach_the_database_files_or_the_logs() {
         assert!(!contains(&logged, secret), "a secret ({}...) was logged", &secret[..8]);
     }
 }
+
+/// With `--metrics-token`, `/metrics` (whose series name models and fleet endpoints)
+/// answers only that bearer token; the other public GETs stay public.
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let db = tm_testkit::sqlite();
+    let engine = std::sync::Arc::new(tm_testkit::fake_engine::FakeEngine::new(std::time::Duration::ZERO, 4));
+    let options = crate::common::Options { metrics_token: Some("metrics-secret-123"), ..Default::default() };
+    let s = crate::common::start_with(&db, crate::common::Engine::Given(engine), options);
+    let base = s.inference.clone().unwrap();
+    let get = |token: Option<&'static str>| {
+        let mut r = crate::common::client().get(format!("{base}/metrics"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    assert_eq!(get(Some("metrics-secret-12")).await.unwrap().status(), 401);
+    let ok = get(Some("metrics-secret-123")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().ends_with("# EOF\n"));
+    let health = crate::common::client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
