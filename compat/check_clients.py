@@ -218,8 +218,10 @@ def approve_in_browser(auth_url, email, password):
     """What a browser does on the sign-in page: submit the form with the approve button."""
     page = urllib.request.urlopen(auth_url, timeout=10).read().decode()
     request = re.search(r'name="request" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"request": request, "email": email, "password": password,
-                                   "action": "approve"}).encode()
+    code = re.search(r'name="code" value="([^"]+)"', page).group(1)
+    assert f"code={code}" in auth_url, "the link the CLI prints shows the code the page shows"
+    form = urllib.parse.urlencode({"request": request, "code": code, "email": email, "password": password,
+                                   "confirm": "yes", "action": "approve"}).encode()
     action = urllib.parse.urljoin(auth_url, "/auth/cli/login")
     answer = urllib.request.urlopen(action, data=form, timeout=10).read().decode()
     assert "Signed in as" in answer, answer
@@ -239,8 +241,11 @@ def approve_in_chromium(auth_url, email, password):
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
         driver.get(auth_url)
+        shown = driver.find_element(By.CSS_SELECTOR, "p.code").text
+        assert auth_url.endswith(f"code={shown}"), (shown, auth_url)
         driver.find_element(By.NAME, "email").send_keys(email)
         driver.find_element(By.NAME, "password").send_keys(password)
+        driver.find_element(By.NAME, "confirm").click()
         driver.find_element(By.CSS_SELECTOR, 'button[value="approve"]').click()
         WebDriverWait(driver, 15).until(lambda d: "Signed in as" in d.page_source)
     finally:

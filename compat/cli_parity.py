@@ -62,13 +62,19 @@ def json_error_text(v):
     return v
 
 
+def approve_link(control, auth_url):
+    """Posts the sign-in page's approve form: the link's request and code, the credentials,
+    and the ticked "my terminal shows this code" box."""
+    link = urllib.parse.parse_qs(urllib.parse.urlparse(auth_url).query)
+    form = urllib.parse.urlencode({"request": link["request"][0], "code": link["code"][0], "email": ADMIN_EMAIL,
+                                   "password": ADMIN_PASSWORD, "confirm": "yes", "action": "approve"}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/login", data=form))
+
+
 def login_tokens(control):
     """The browser flow over HTTP (the sign-in form posted directly)."""
     start = json.load(urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/start", method="POST")))
-    request = urllib.parse.parse_qs(urllib.parse.urlparse(start["auth_url"]).query)["request"][0]
-    form = urllib.parse.urlencode({"request": request, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
-                                   "action": "approve"}).encode()
-    urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/login", data=form))
+    approve_link(control, start["auth_url"])
     body = json.dumps({"cli_code": start["cli_code"]}).encode()
     req = urllib.request.Request(f"{control}/auth/cli/exchange", data=body,
                                  headers={"Content-Type": "application/json"})
@@ -459,10 +465,11 @@ def checks(ours, base, control, model, server_bin, data_dir):
                                  stderr=subprocess.PIPE, text=True, env=env)
         line = login.stderr.readline()
         assert line.startswith("Open browser: "), line
-        request = urllib.parse.parse_qs(urllib.parse.urlparse(line.split(": ", 1)[1].strip()).query)["request"][0]
-        form = urllib.parse.urlencode({"request": request, "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
-                                       "action": "approve"}).encode()
-        urllib.request.urlopen(urllib.request.Request(f"{control}/auth/cli/login", data=form))
+        auth_url = line.split(": ", 1)[1].strip()
+        code_line = login.stderr.readline()
+        user_code = urllib.parse.parse_qs(urllib.parse.urlparse(auth_url).query)["code"][0]
+        assert code_line.startswith(f"Code: {user_code} "), code_line
+        approve_link(control, auth_url)
         rest = login.stderr.read()
         assert login.wait(timeout=60) == 0, rest
         auth = os.path.join(login_home, "auth.json")

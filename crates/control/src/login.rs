@@ -1,10 +1,17 @@
 //! The CLI browser login and the sessions it opens.
 //!
 //! `tm auth login` starts a request and polls with its secret code; the person opens the
-//! sign-in page (which only carries the request's public id), signs in with email and
-//! password, and approves or denies. An approved code is exchanged once for an access
-//! token and a refresh token. Refreshing rotates both; presenting a rotated-away refresh
-//! token again revokes the session (RFC 9700).
+//! sign-in link (the request's public id and a short user code, never the secret), checks
+//! that the page shows the code their terminal shows, signs in with email and password,
+//! and approves or denies. The user code is the defence against the device-code phishing
+//! of RFC 8628 §5.4: someone who starts a login and sends the link to a victim gets it
+//! approved only if the victim approves a code no terminal of theirs shows, from an
+//! address the page names. Both the page and its answers need the whole link (request id
+//! and code), so a stranger cannot deny, or probe, someone else's request.
+//!
+//! An approved code is exchanged once for an access token and a refresh token.
+//! Refreshing rotates both; presenting a rotated-away refresh token again revokes the
+//! session (RFC 9700).
 
 use std::net::IpAddr;
 
@@ -17,11 +24,37 @@ use crate::secret::{self, Kind};
 use crate::throttle::{self, Attempt};
 use crate::{millis, Control, ControlError, Principal, Role};
 
-/// A login request just started: `cli_code` goes to the CLI only.
+/// A login request just started: `cli_code` goes to the CLI only; the request id and the
+/// user code make the sign-in link.
 #[derive(Debug)]
 pub struct LoginStarted {
     pub cli_code: String,
     pub request_id: String,
+    pub user_code: String,
+}
+
+impl LoginStarted {
+    pub fn link(&self) -> Link<'_> {
+        Link { request_id: &self.request_id, user_code: &self.user_code }
+    }
+}
+
+/// What a sign-in link names: both parts are needed to see or answer the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Link<'a> {
+    pub request_id: &'a str,
+    /// As typed or carried by the link: case and spaces do not matter.
+    pub user_code: &'a str,
+}
+
+/// A login request as its sign-in page shows it.
+#[derive(Debug)]
+pub struct LoginRequest {
+    pub user_code: String,
+    /// The address that started it, when known.
+    pub started_from: Option<String>,
+    /// Still waiting for a decision (neither answered nor expired).
+    pub pending: bool,
 }
 
 /// Tokens for the CLI (`auth.json`).
@@ -55,6 +88,7 @@ impl Logins<'_> {
         let now = self.control.now();
         self.control.throttle.count("sign-in requests", address, throttle::STARTS_PER_MINUTE, now)?;
         let issued = secret::issue(Kind::CliCode);
+        let user_code = secret::user_code();
         let row = CliLoginRow {
             public_id: issued.public_id.clone(),
             digest: issued.digest,
@@ -62,26 +96,48 @@ impl Logins<'_> {
             user_id: None,
             created_at: now,
             expires_at: now + millis(self.control.settings.login_ttl),
+            user_code: Some(user_code.clone()),
+            started_from: address.map(|a| a.to_string()),
         };
         self.control.store.cli_logins().insert(&row).await?;
-        Ok(LoginStarted { cli_code: issued.token, request_id: issued.public_id })
+        Ok(LoginStarted { cli_code: issued.token, request_id: issued.public_id, user_code })
     }
 
-    /// A request as the sign-in page shows it: `None` when unknown, else whether it is
-    /// still waiting for a decision.
-    pub async fn pending(&self, request_id: &str) -> Result<Option<bool>, ControlError> {
-        let row = self.control.store.cli_logins().get(request_id).await?;
-        Ok(row.map(|r| r.state == LoginState::Pending && self.control.now() < r.expires_at))
+    /// The request a sign-in link names, for its page: `None` when unknown or when the code
+    /// is not its code (the two are told apart by no one). `address`: the client's, for the
+    /// per-address limit (guessing links is slow).
+    pub async fn find(&self, link: Link<'_>, address: Option<IpAddr>) -> Result<Option<LoginRequest>, ControlError> {
+        let now = self.control.now();
+        self.control.throttle.count("sign-in pages", address, throttle::STARTS_PER_MINUTE, now)?;
+        self.lookup(link).await
+    }
+
+    async fn lookup(&self, link: Link<'_>) -> Result<Option<LoginRequest>, ControlError> {
+        let Some(row) = self.control.store.cli_logins().get(link.request_id).await? else { return Ok(None) };
+        let Some(user_code) = row.user_code else { return Ok(None) };
+        let presented: String = link.user_code.chars().filter(|c| !c.is_whitespace()).collect();
+        if !secret::digests_match(&user_code, &presented.to_ascii_uppercase()) {
+            return Ok(None);
+        }
+        Ok(Some(LoginRequest {
+            user_code,
+            started_from: row.started_from,
+            pending: row.state == LoginState::Pending && self.control.now() < row.expires_at,
+        }))
+    }
+
+    async fn pending(&self, link: Link<'_>) -> Result<bool, ControlError> {
+        Ok(self.lookup(link).await?.is_some_and(|r| r.pending))
     }
 
     /// Signs in with email and password and approves the request. Refused, before the
     /// password is checked, while the account or the address is locked for failing too
     /// often (see [`throttle`]), and when the request is not pending: so a right password
     /// and a wrong one answer the same for a request that cannot be approved.
-    pub async fn approve(&self, request_id: &str, attempt: Attempt<'_>, password: &str) -> Result<User, ControlError> {
+    pub async fn approve(&self, link: Link<'_>, attempt: Attempt<'_>, password: &str) -> Result<User, ControlError> {
         let throttle = &self.control.throttle;
         throttle.check(&attempt, self.control.now())?;
-        if self.pending(request_id).await? != Some(true) {
+        if !self.pending(link).await? {
             return Err(not_pending());
         }
         let user = match self.control.accounts().check_password(attempt.email, password).await {
@@ -94,7 +150,7 @@ impl Logins<'_> {
             }
         };
         throttle.succeeded(&attempt);
-        if self.control.store.cli_logins().decide(request_id, Some(&user.id), self.control.now()).await? {
+        if self.control.store.cli_logins().decide(link.request_id, Some(&user.id), self.control.now()).await? {
             let me = user.principal();
             let event = Event {
                 owner: user.id.clone(),
@@ -111,8 +167,12 @@ impl Logins<'_> {
         }
     }
 
-    pub async fn deny(&self, request_id: &str) -> Result<(), ControlError> {
-        if self.control.store.cli_logins().decide(request_id, None, self.control.now()).await? {
+    /// Needs the whole link, like the page: a stranger cannot cancel someone's sign-in.
+    /// `address`: the client's, for the per-address limit (guessing links is slow).
+    pub async fn deny(&self, link: Link<'_>, address: Option<IpAddr>) -> Result<(), ControlError> {
+        let now = self.control.now();
+        self.control.throttle.count("sign-in answers", address, throttle::STARTS_PER_MINUTE, now)?;
+        if self.pending(link).await? && self.control.store.cli_logins().decide(link.request_id, None, now).await? {
             Ok(())
         } else {
             Err(not_pending())

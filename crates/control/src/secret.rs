@@ -82,16 +82,34 @@ pub fn digests_match(stored: &str, presented: &str) -> bool {
 }
 
 pub fn random_base62(len: usize) -> String {
+    random_string(ALPHABET, len)
+}
+
+/// Consonants only, as RFC 8628 §6.1 suggests: nothing to misread (0/O, 1/I), no words.
+const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A short code for a person to compare between two screens: `XXXX-XXXX` (34 bits).
+pub fn user_code() -> String {
+    let letters = random_string(USER_CODE_ALPHABET, 8);
+    format!("{}-{}", &letters[..4], &letters[4..])
+}
+
+fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
+    // Bytes at or above the largest multiple of the alphabet's size are dropped, so every
+    // character is equally likely.
+    let limit = 256 - 256 % alphabet.len();
     while out.len() < len {
         // The OS RNG never fails on Linux once booted; an error here is unrecoverable.
         if getrandom::getrandom(&mut buf).is_err() {
             std::process::abort();
         }
-        // 248 = 4 * 62: rejecting larger bytes keeps every character equally likely.
         out.extend(
-            buf.iter().filter(|&&b| b < 248).map(|&b| ALPHABET[usize::from(b % 62)] as char).take(len - out.len()),
+            buf.iter()
+                .filter(|&&b| usize::from(b) < limit)
+                .map(|&b| alphabet[usize::from(b) % alphabet.len()] as char)
+                .take(len - out.len()),
         );
     }
     out
@@ -121,6 +139,15 @@ mod tests {
         assert!(parse(Kind::Access, "tm_at_12345678_!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!").is_none());
         let foreign = parse_api_key("my-own-deployment-key");
         assert!(foreign.public_id.starts_with("tm_sk_") && !foreign.public_id.contains("my-own"));
+    }
+
+    #[test]
+    fn user_codes_are_two_groups_of_four_consonants() {
+        let code = user_code();
+        let (a, b) = code.split_once('-').unwrap_or_else(|| panic!("{code}"));
+        assert_eq!((a.len(), b.len()), (4, 4), "{code}");
+        assert!(a.bytes().chain(b.bytes()).all(|c| USER_CODE_ALPHABET.contains(&c)), "{code}");
+        assert_ne!(user_code(), code);
     }
 
     #[test]

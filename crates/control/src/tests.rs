@@ -35,7 +35,7 @@ async fn user(control: &Control, email: &str, role: Role) -> Principal {
 async fn log_in(control: &Control, email: &str) -> Tokens {
     let started = control.logins().start(None).await.unwrap();
     assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Pending));
-    control.logins().approve(&started.request_id, Attempt { email, address: None }, "correct horse").await.unwrap();
+    control.logins().approve(started.link(), Attempt { email, address: None }, "correct horse").await.unwrap();
     match control.logins().exchange(&started.cli_code, None).await.unwrap() {
         Exchange::Granted(tokens) => {
             assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Invalid));
@@ -107,16 +107,16 @@ async fn login_requests_fail_on_wrong_password_denial_and_expiry() {
         let started = control.logins().start(None).await.unwrap();
         let wrong = control
             .logins()
-            .approve(&started.request_id, Attempt { email: "bob@x.io", address: None }, "wrong password")
+            .approve(started.link(), Attempt { email: "bob@x.io", address: None }, "wrong password")
             .await;
         assert!(matches!(wrong, Err(ControlError::Unauthenticated)), "{kind}");
         let nobody = control
             .logins()
-            .approve(&started.request_id, Attempt { email: "nobody@x.io", address: None }, "correct horse")
+            .approve(started.link(), Attempt { email: "nobody@x.io", address: None }, "correct horse")
             .await;
         assert!(matches!(nobody, Err(ControlError::Unauthenticated)), "{kind}");
 
-        control.logins().deny(&started.request_id).await.unwrap();
+        control.logins().deny(started.link(), None).await.unwrap();
         assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Denied));
 
         let late = control.logins().start(None).await.unwrap();
@@ -124,12 +124,41 @@ async fn login_requests_fail_on_wrong_password_denial_and_expiry() {
         assert!(matches!(control.logins().exchange(&late.cli_code, None).await.unwrap(), Exchange::Expired), "{kind}");
         assert!(control
             .logins()
-            .approve(&late.request_id, Attempt { email: "bob@x.io", address: None }, "correct horse")
+            .approve(late.link(), Attempt { email: "bob@x.io", address: None }, "correct horse")
             .await
             .is_err());
 
         let forged = format!("{}_{}", late.request_id, "A".repeat(32));
         assert!(matches!(control.logins().exchange(&forged, None).await.unwrap(), Exchange::Invalid), "{kind}");
+    }
+}
+
+/// The sign-in link needs its user code: without it (a stranger who learned the request id)
+/// nothing can be seen, denied or approved; with it, the page shows the code and where the
+/// request came from (RFC 8628 §5.4).
+#[tokio::test]
+async fn a_login_request_is_answered_only_through_its_whole_link() {
+    for (kind, control, _clock) in controls().await {
+        user(&control, "bob@x.io", Role::User).await;
+        let from: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let started = control.logins().start(Some(from)).await.unwrap();
+        let other = if started.user_code == "BBBB-BBBB" { "CCCC-CCCC" } else { "BBBB-BBBB" };
+        let stranger = crate::login::Link { request_id: &started.request_id, user_code: other };
+        let attempt = Attempt { email: "bob@x.io", address: None };
+
+        assert!(control.logins().find(stranger, None).await.unwrap().is_none(), "{kind}");
+        assert!(control.logins().deny(stranger, None).await.is_err(), "{kind}: a stranger denied");
+        assert!(control.logins().approve(stranger, attempt.clone(), "correct horse").await.is_err(), "{kind}");
+        assert!(matches!(control.logins().exchange(&started.cli_code, None).await.unwrap(), Exchange::Pending));
+
+        let typed = started.user_code.to_lowercase().replace('-', " - ");
+        let link = crate::login::Link { request_id: &started.request_id, user_code: &typed };
+        let page = control.logins().find(link, None).await.unwrap().unwrap_or_else(|| panic!("{kind}: not found"));
+        assert_eq!(page.user_code, started.user_code, "{kind}");
+        assert_eq!(page.started_from.as_deref(), Some("192.0.2.7"), "{kind}");
+        assert!(page.pending, "{kind}");
+        control.logins().approve(started.link(), attempt, "correct horse").await.unwrap();
+        assert!(!control.logins().find(link, None).await.unwrap().unwrap().pending, "{kind}");
     }
 }
 
@@ -224,7 +253,7 @@ async fn sessions_end_on_reset_role_change_logout_and_disable() {
         let started = control.logins().start(None).await.unwrap();
         let attempt = Attempt { email: "ann@x.io", address: None };
         assert!(matches!(
-            control.logins().approve(&started.request_id, attempt.clone(), "correct horse").await,
+            control.logins().approve(started.link(), attempt.clone(), "correct horse").await,
             Err(ControlError::Unauthenticated)
         ));
         control.accounts().set_disabled(&ann.user_id, false).await.unwrap();

@@ -42,6 +42,11 @@ pub struct CliLoginRow {
     pub user_id: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// What the person compares between the terminal and the sign-in page; `None` for
+    /// requests started before it existed (they cannot be approved).
+    pub user_code: Option<String>,
+    /// The client address that started the request, shown on the sign-in page.
+    pub started_from: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -52,6 +57,8 @@ struct Raw {
     user_id: Option<String>,
     created_at: i64,
     expires_at: i64,
+    user_code: Option<String>,
+    started_from: Option<String>,
 }
 
 impl From<Raw> for CliLoginRow {
@@ -63,6 +70,8 @@ impl From<Raw> for CliLoginRow {
             user_id: r.user_id,
             created_at: r.created_at,
             expires_at: r.expires_at,
+            user_code: r.user_code,
+            started_from: r.started_from,
         }
     }
 }
@@ -77,8 +86,9 @@ impl CliLogins<'_> {
             .execute(self.0)
             .await?;
         sqlx::query(
-            "INSERT INTO cli_logins (public_id, digest, state, user_id, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO cli_logins \
+             (public_id, digest, state, user_id, created_at, expires_at, user_code, started_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&l.public_id)
         .bind(&l.digest)
@@ -86,6 +96,8 @@ impl CliLogins<'_> {
         .bind(l.user_id.as_deref())
         .bind(l.created_at)
         .bind(l.expires_at)
+        .bind(l.user_code.as_deref())
+        .bind(l.started_from.as_deref())
         .execute(self.0)
         .await?;
         Ok(())
@@ -93,7 +105,8 @@ impl CliLogins<'_> {
 
     pub async fn get(&self, public_id: &str) -> Result<Option<CliLoginRow>, StoreError> {
         let raw: Option<Raw> = sqlx::query_as(
-            "SELECT public_id, digest, state, user_id, created_at, expires_at FROM cli_logins WHERE public_id = $1",
+            "SELECT public_id, digest, state, user_id, created_at, expires_at, user_code, started_from \
+             FROM cli_logins WHERE public_id = $1",
         )
         .bind(public_id)
         .fetch_optional(self.0)

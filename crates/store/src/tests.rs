@@ -171,6 +171,8 @@ async fn a_cli_login_is_decided_once_and_consumed_once() {
             user_id: None,
             created_at: 10,
             expires_at: 100,
+            user_code: Some("BCDF-GHJK".into()),
+            started_from: Some("192.0.2.7".into()),
         };
         logins.insert(&login("l1")).await.unwrap();
         logins.insert(&login("l2")).await.unwrap();
@@ -182,6 +184,7 @@ async fn a_cli_login_is_decided_once_and_consumed_once() {
         assert!(logins.decide("l2", None, 50).await.unwrap());
         let l1 = logins.get("l1").await.unwrap().unwrap();
         assert_eq!((l1.state, l1.user_id.as_deref()), (LoginState::Approved, Some("u")));
+        assert_eq!((l1.user_code.as_deref(), l1.started_from.as_deref()), (Some("BCDF-GHJK"), Some("192.0.2.7")));
 
         assert!(!logins.consume("l3", &session("s0", "u")).await.unwrap(), "{kind}: pending consumed");
         assert!(!logins.consume("l2", &session("s0", "u")).await.unwrap(), "{kind}: denied consumed");

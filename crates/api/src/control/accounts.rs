@@ -92,6 +92,9 @@ pub struct CliLoginStarted {
     /// Seconds between polls.
     pub interval: u64,
     pub expires_in: u64,
+    /// What the person checks on the sign-in page (RFC 8628's name). `auth_url` carries it
+    /// too, so that a CLI that prints only the URL (the official one) shows it as well.
+    pub user_code: String,
 }
 
 /// `POST /auth/cli/exchange` while the person has not answered (HTTP 202).

@@ -164,6 +164,10 @@ async fn login(ctx: &Ctx, no_open_browser: bool, max_wait: f64, timeout: Option<
     let interval = start.get("interval").and_then(Value::as_f64).filter(|i| *i > 0.0).unwrap_or(2.0);
     if !ctx.quiet || no_open_browser {
         eprintln!("Open browser: {auth_url}");
+        // Servers that show a user code (ours) ask the person to compare it (RFC 8628 §5.4).
+        if let Some(user_code) = start.get("user_code").and_then(Value::as_str).filter(|c| !c.trim().is_empty()) {
+            eprintln!("Code: {user_code} (approve only if the browser page shows this same code)");
+        }
     }
     if !no_open_browser {
         open_browser(&auth_url);

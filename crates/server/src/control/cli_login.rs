@@ -30,12 +30,14 @@ pub async fn start(
             format!("http://{host}")
         }
     };
-    let auth_url = format!("{base}/auth/cli/login?request={}", started.request_id);
+    // Both parts are URL-safe as issued (base62 with underscores; consonants and a hyphen).
+    let auth_url = format!("{base}/auth/cli/login?request={}&code={}", started.request_id, started.user_code);
     let body = CliLoginStarted {
         auth_url,
         cli_code: started.cli_code,
         interval: POLL_INTERVAL_SECS,
         expires_in: state.control.settings().login_ttl.as_secs(),
+        user_code: started.user_code,
     };
     Ok(Json(body).into_response())
 }

@@ -1,28 +1,32 @@
-//! The sign-in page behind `auth_url`: a plain HTML form (no script) where a person signs
-//! in with email and password and approves, or denies, one CLI login request.
+//! The sign-in page behind `auth_url`: a plain HTML form (no script) where a person checks
+//! the user code against their terminal, signs in with email and password, and approves, or
+//! denies, one CLI login request.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
+use tm_control::login::{Link, LoginRequest};
 use tm_control::throttle::Attempt;
 use tm_control::ControlError;
 
 use super::extract::{Client, Params};
 use super::ControlState;
 
-pub async fn show(State(state): State<ControlState>, params: Params) -> Response {
-    let request = params.str("request").unwrap_or_default().to_owned();
-    match state.control.logins().pending(&request).await {
-        Ok(Some(true)) => page(StatusCode::OK, &form(&request, None)),
-        Ok(Some(false)) => page(
+pub async fn show(State(state): State<ControlState>, Client(address): Client, params: Params) -> Response {
+    let request = params.str("request").unwrap_or_default();
+    let code = params.str("code").unwrap_or_default();
+    let link = Link { request_id: request, user_code: code };
+    match state.control.logins().find(link, address).await {
+        Ok(Some(found)) if found.pending => page(StatusCode::OK, &form(request, &found, None)),
+        Ok(Some(_)) => page(
             StatusCode::GONE,
             "<p>This sign-in request has expired or was already answered. Run <code>tm auth login</code> again.</p>",
         ),
         Ok(None) => page(
             StatusCode::NOT_FOUND,
-            "<p>Unknown sign-in request. Open the link that <code>tm auth login</code> printed.</p>",
+            "<p>Unknown sign-in request. Open the whole link that <code>tm auth login</code> printed.</p>",
         ),
         Err(e) => failure(&e),
     }
@@ -33,22 +37,33 @@ pub struct Decision {
     #[serde(default)]
     request: String,
     #[serde(default)]
+    code: String,
+    #[serde(default)]
     email: String,
     #[serde(default)]
     password: String,
+    /// The checkbox: "my terminal shows this code".
+    #[serde(default)]
+    confirm: String,
     #[serde(default)]
     action: String,
 }
 
 pub async fn decide(State(state): State<ControlState>, Client(address): Client, Form(d): Form<Decision>) -> Response {
+    let link = Link { request_id: &d.request, user_code: &d.code };
+    let logins = state.control.logins();
     if d.action == "deny" {
-        return match state.control.logins().deny(&d.request).await {
+        return match logins.deny(link, address).await {
             Ok(()) => page(StatusCode::OK, "<p>Sign-in denied. The CLI will report it; you can close this tab.</p>"),
             Err(e) => failure(&e),
         };
     }
+    if d.confirm != "yes" {
+        let error = "Check that your terminal shows this code, and tick the box.";
+        return again(&state, link, address, StatusCode::BAD_REQUEST, error).await;
+    }
     let attempt = Attempt { email: &d.email, address };
-    match state.control.logins().approve(&d.request, attempt, &d.password).await {
+    match logins.approve(link, attempt, &d.password).await {
         Ok(user) => page(
             StatusCode::OK,
             &format!(
@@ -57,28 +72,56 @@ pub async fn decide(State(state): State<ControlState>, Client(address): Client, 
             ),
         ),
         Err(ControlError::Unauthenticated) => {
-            page(StatusCode::UNAUTHORIZED, &form(&d.request, Some("Wrong email or password.")))
+            again(&state, link, address, StatusCode::UNAUTHORIZED, "Wrong email or password.").await
         }
         Err(e) => failure(&e),
     }
 }
 
-fn form(request: &str, error: Option<&str>) -> String {
-    let error = error.map(|e| format!("<p class=\"error\">{}</p>", escape(e))).unwrap_or_default();
+/// The form again, with what went wrong.
+async fn again(
+    state: &ControlState,
+    link: Link<'_>,
+    address: Option<std::net::IpAddr>,
+    status: StatusCode,
+    error: &str,
+) -> Response {
+    match state.control.logins().find(link, address).await {
+        Ok(Some(found)) if found.pending => page(status, &form(link.request_id, &found, Some(error))),
+        Ok(_) => failure(&ControlError::invalid("request", "this sign-in request has expired or was already answered")),
+        Err(e) => failure(&e),
+    }
+}
+
+fn form(request: &str, found: &LoginRequest, error: Option<&str>) -> String {
+    let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
+    let from = found
+        .started_from
+        .as_deref()
+        .map(|a| format!(" It was started from the address <code>{}</code>.", escape(a)))
+        .unwrap_or_default();
+    let hidden = format!(
+        r#"<input type="hidden" name="request" value="{}"><input type="hidden" name="code" value="{}">"#,
+        escape(request),
+        escape(&found.user_code)
+    );
     format!(
-        r#"<p>The <code>tm</code> CLI asks to sign in to this Tensormesh server.</p>
-<p>Request <code>{request}</code></p>
+        r#"<p>The <code>tm</code> CLI asks to sign in to this Tensormesh server with this code:</p>
+<p class="code">{code}</p>
+<p>Approve only if <b>you</b> just ran <code>tm auth login</code> and your terminal shows this same code.{from}
+If someone sent you this link, deny it: approving gives them your account.</p>
 {error}<form method="post" action="/auth/cli/login">
-<input type="hidden" name="request" value="{request}">
+{hidden}
 <label>Email <input type="email" name="email" autocomplete="username" required autofocus></label>
 <label>Password <input type="password" name="password" autocomplete="current-password" required></label>
+<label class="check"><input type="checkbox" name="confirm" value="yes" required> My terminal shows the code <b>{code}</b></label>
 <button type="submit" name="action" value="approve">Sign in and approve</button>
 </form>
 <form method="post" action="/auth/cli/login">
-<input type="hidden" name="request" value="{request}">
+{hidden}
 <button type="submit" name="action" value="deny" class="deny">Deny</button>
 </form>"#,
-        request = escape(request),
+        code = escape(&found.user_code),
     )
 }
 
@@ -108,7 +151,8 @@ fn page(status: StatusCode, body: &str) -> Response {
          <style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}\
          label{{display:block;margin:.8rem 0}}input{{display:block;width:100%;padding:.4rem}}\
          button{{margin-top:1rem;padding:.5rem 1rem}}.deny{{background:none;border:none;text-decoration:underline}}\
-         .error{{color:#b00}}</style></head><body><h1>Tensormesh</h1>{body}</body></html>"
+         .check{{display:flex;gap:.5rem;align-items:center}}.check input{{display:inline;width:auto}}\
+         .code{{font:700 2rem ui-monospace,monospace;letter-spacing:.15em}}.error{{color:#b00}}</style></head><body><h1>Tensormesh</h1>{body}</body></html>"
     );
     let headers = [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),

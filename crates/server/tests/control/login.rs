@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::{client, start_servers, ADMIN_EMAIL, ADMIN_PASSWORD};
-use crate::{admin_login, approve, call, exchange, refresh};
+use crate::{admin_login, approve, call, exchange, link, post_form, refresh};
 
 #[tokio::test]
 async fn browser_login_then_profile_refresh_and_expiry() {
@@ -41,15 +41,30 @@ async fn wrong_passwords_denials_and_bad_codes_fail() {
         let started: Value =
             client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap().json().await.unwrap();
         let code = started["cli_code"].as_str().unwrap();
-        let request = started["auth_url"].as_str().unwrap().split("request=").nth(1).unwrap().to_owned();
+        let link = link(started["auth_url"].as_str().unwrap()).to_owned();
+        let request = link.split('&').next().unwrap().trim_start_matches("request=").to_owned();
 
-        let wrong = approve(&s.control, &request, ADMIN_EMAIL, "not the password").await;
+        let wrong = approve(&s.control, &link, ADMIN_EMAIL, "not the password").await;
         assert_eq!(wrong.status(), 401);
         assert!(wrong.text().await.unwrap().contains("Wrong email or password"));
+        let unconfirmed = post_form(
+            &s.control,
+            &link,
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("action", "approve")],
+        )
+        .await;
+        assert_eq!(unconfirmed.status(), 400, "approved without comparing the codes");
+        assert!(unconfirmed.text().await.unwrap().contains("tick the box"));
         assert_eq!(exchange(&s.control, code).await.status(), 202, "{}", db.kind);
 
-        let form = [("request", request.as_str()), ("action", "deny")];
-        let denied = client().post(format!("{}/auth/cli/login", s.control)).form(&form).send().await.unwrap();
+        // A stranger with the request id but not the code sees nothing and denies nothing.
+        let stranger = format!("request={request}&code=BCDF-GHJK");
+        let page = client().get(format!("{}/auth/cli/login?{stranger}", s.control)).send().await.unwrap();
+        assert_eq!(page.status(), 404, "{}", db.kind);
+        assert_eq!(post_form(&s.control, &stranger, &[("action", "deny")]).await.status(), 400);
+        assert_eq!(exchange(&s.control, code).await.status(), 202, "{}: a stranger denied it", db.kind);
+
+        let denied = post_form(&s.control, &link, &[("action", "deny")]).await;
         assert_eq!(denied.status(), 200);
         let answer = exchange(&s.control, code).await;
         assert_eq!(answer.status(), 400);
@@ -80,13 +95,12 @@ async fn password_guessing_is_throttled_and_answers_alike() {
         let r = client().post(format!("{}/auth/cli/start", s.control)).send().await.unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap_or_default();
-        let request = body["auth_url"].as_str().map(|u| u.split("request=").nth(1).unwrap().to_owned());
-        (status, request)
+        (status, body["auth_url"].as_str().map(|u| link(u).to_owned()))
     };
     let (_, request) = start().await;
     let request = request.unwrap();
 
-    let bogus = "tm_cli_notarequest1";
+    let bogus = "request=tm_cli_notarequest1&code=BCDF-GHJK";
     let right = approve(&s.control, bogus, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let (right_status, right_text) = (right.status(), right.text().await.unwrap());
     let wrong = approve(&s.control, bogus, ADMIN_EMAIL, "not the password").await;

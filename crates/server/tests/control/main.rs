@@ -41,11 +41,14 @@ pub async fn login(base: &str, email: &str, password: &str) -> Session {
     assert!(auth_url.starts_with(base), "{auth_url}");
     assert_eq!(exchange(base, code).await.status(), 202);
 
+    let user_code = started["user_code"].as_str().unwrap();
+    assert!(auth_url.ends_with(&format!("&code={user_code}")), "the link shows the user code: {auth_url}");
     let page = http.get(auth_url).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(!page.text().await.unwrap().contains(code), "the page must not carry the secret code");
-    let request = auth_url.split("request=").nth(1).unwrap();
-    let approved = approve(base, request, email, password).await;
+    let page = page.text().await.unwrap();
+    assert!(!page.contains(code), "the page must not carry the secret code");
+    assert!(page.contains(&format!(r#"<p class="code">{user_code}</p>"#)), "the page shows the user code");
+    let approved = approve(base, link(auth_url), email, password).await;
     assert_eq!(approved.status(), 200, "{}", approved.text().await.unwrap());
 
     let tokens: Value = exchange(base, code).await.json().await.unwrap();
@@ -69,8 +72,23 @@ pub async fn refresh(base: &str, refresh_token: &str) -> Response {
         .unwrap()
 }
 
-pub async fn approve(base: &str, request: &str, email: &str, password: &str) -> Response {
-    let form = [("request", request), ("email", email), ("password", password), ("action", "approve")];
+/// A sign-in link's query (`request=…&code=…`): what the page's forms carry.
+pub fn link(auth_url: &str) -> &str {
+    auth_url.split_once('?').map_or("", |(_, query)| query)
+}
+
+/// Posts the sign-in page's approve form: the link's fields, the credentials and the
+/// ticked "my terminal shows this code" box.
+pub async fn approve(base: &str, link: &str, email: &str, password: &str) -> Response {
+    let extra = [("email", email), ("password", password), ("confirm", "yes"), ("action", "approve")];
+    post_form(base, link, &extra).await
+}
+
+/// Posts a sign-in page form: the link's fields and `extra`.
+pub async fn post_form(base: &str, link: &str, extra: &[(&str, &str)]) -> Response {
+    let url = reqwest::Url::parse(&format!("{base}/?{link}")).unwrap();
+    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    form.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     client().post(format!("{base}/auth/cli/login")).form(&form).send().await.unwrap()
 }
 
