@@ -57,6 +57,9 @@ pub struct Settings {
     /// through this process take effect at once; this bounds how long another server
     /// process sharing the database may still accept a deleted key.
     pub key_cache_ttl: Duration,
+    /// Signed-in Control Plane requests per user per minute (0: no limit): one user's
+    /// script cannot keep the database busy for everyone.
+    pub requests_per_minute: u32,
 }
 
 impl Default for Settings {
@@ -67,6 +70,7 @@ impl Default for Settings {
             session_max_age: Duration::from_secs(90 * 24 * 3600),
             login_ttl: Duration::from_secs(600),
             key_cache_ttl: Duration::from_secs(5),
+            requests_per_minute: 600,
         }
     }
 }

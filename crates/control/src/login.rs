@@ -268,7 +268,8 @@ impl Logins<'_> {
         Ok(())
     }
 
-    /// The caller behind a control-plane access token.
+    /// The caller behind a control-plane access token, counted against the per-user request
+    /// limit (`Settings::requests_per_minute`): every signed-in request comes through here.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, ControlError> {
         let presented = secret::parse(Kind::Access, token).ok_or(ControlError::Unauthenticated)?;
         let session = self
@@ -288,6 +289,8 @@ impl Logins<'_> {
         if user.disabled_at.is_some() {
             return Err(ControlError::Unauthenticated);
         }
+        let per_minute = self.control.settings.requests_per_minute;
+        self.control.throttle.count_for("Control Plane requests", &user.id, per_minute, self.control.now())?;
         Ok(Principal { role: Role::parse(&user.role).unwrap_or(Role::User), user_id: user.id })
     }
 

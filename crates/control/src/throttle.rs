@@ -7,7 +7,7 @@
 //! from 1 s up to 15 minutes. While locked, an attempt is refused before the password is
 //! checked (no argon2 spent, nothing learned: unknown emails are counted like real ones).
 //! A successful sign-in clears the account's failures. Starting and polling CLI logins is
-//! limited per address per minute.
+//! limited per address per minute, and signed-in Control Plane requests per user per minute.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -105,11 +105,26 @@ impl Throttle {
         now: i64,
     ) -> Result<(), ControlError> {
         let Some(address) = address else { return Ok(()) };
+        self.count_for(what, &address.to_string(), per_minute, now)
+    }
+
+    /// Counts one `what` by `who` (an address, a user id) in the current minute; refuses
+    /// beyond `per_minute` (0: no limit).
+    pub(crate) fn count_for(
+        &self,
+        what: &'static str,
+        who: &str,
+        per_minute: u32,
+        now: i64,
+    ) -> Result<(), ControlError> {
+        if per_minute == 0 {
+            return Ok(());
+        }
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         if counters.len() >= MAX_ENTRIES {
             counters.retain(|_, c| now - c.window_start < MINUTE_MS);
         }
-        let c = counters.entry(format!("{what}:{address}")).or_default();
+        let c = counters.entry(format!("{what}:{who}")).or_default();
         if now - c.window_start >= MINUTE_MS {
             *c = Counter { count: 0, window_start: now };
         }

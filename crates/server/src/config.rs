@@ -25,6 +25,8 @@ pub struct Config {
     pub serving: Serving,
     /// Lifetime of Control Plane access tokens.
     pub access_token_ttl: Duration,
+    /// Signed-in Control Plane requests per user per minute (0: no limit).
+    pub control_requests_per_minute: u32,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_ACCESS_TOKEN_TTL", default_value_t = 3600)]
     pub access_token_ttl: u64,
 
+    /// Signed-in Control Plane requests per user per minute (0: no limit); more get 429.
+    #[arg(long, env = "TENSORMESH_CONTROL_REQUESTS_PER_MINUTE", default_value_t = 600)]
+    pub control_requests_per_minute: u32,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "TENSORMESH_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -172,6 +176,7 @@ impl ServeArgs {
                 speculative: self.speculative == SpeculativeArg::Ngram,
             },
             access_token_ttl: Duration::from_secs(self.access_token_ttl),
+            control_requests_per_minute: self.control_requests_per_minute,
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),

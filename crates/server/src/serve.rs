@@ -30,7 +30,11 @@ pub(crate) async fn open_control(config: &Config, clock: Arc<dyn Clock>) -> Resu
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let url = &config.database_url;
     let store = Store::open(url).await.with_context(|| format!("cannot open the database {}", redact(url)))?;
-    let settings = Settings { access_token_ttl: config.access_token_ttl, ..Settings::default() };
+    let settings = Settings {
+        access_token_ttl: config.access_token_ttl,
+        requests_per_minute: config.control_requests_per_minute,
+        ..Settings::default()
+    };
     Ok(Control::new(store, clock, settings))
 }
 

@@ -48,6 +48,8 @@ pub struct Options {
     /// Generations one user may run at once (0 = unlimited, the default here: one test key
     /// is every client, as in a benchmark; the cap has its own test. `tensormesh serve`: 8).
     pub user_concurrency: u32,
+    /// Signed-in Control Plane requests per user per minute (0 = unlimited).
+    pub control_requests_per_minute: u32,
     /// What `GET /metrics` requires (None: public, as by default).
     pub metrics_token: Option<&'static str>,
     /// The spill tier's directory is left None here: the test server's data dir is used.
@@ -70,6 +72,7 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             key_limits: (0, 0),
             user_concurrency: 0,
+            control_requests_per_minute: 600,
             metrics_token: None,
             grammar_engine: "llguidance",
             speculative: "ngram",
@@ -138,6 +141,7 @@ pub fn config(o: &Options) -> Config {
         },
         data_dir,
         access_token_ttl: Duration::from_secs(3600),
+        control_requests_per_minute: o.control_requests_per_minute,
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: Duration::from_secs(5),
         connections: o.connections,

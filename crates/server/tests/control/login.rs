@@ -1,8 +1,8 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::common::{client, start_servers, ADMIN_EMAIL, ADMIN_PASSWORD};
-use crate::{admin_login, approve, call, exchange, link, post_form, refresh};
+use crate::common::{client, start_servers, start_with, Engine, Options, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::{admin_login, approve, call, create_user, exchange, link, login, post_form, refresh};
 
 #[tokio::test]
 async fn browser_login_then_profile_refresh_and_expiry() {
@@ -154,4 +154,31 @@ async fn logout_ends_the_session() {
     assert_eq!(call(&s.control, &session.access, Method::GET, "/auth/profile", None).await.0, 401);
     assert_eq!(refresh(&s.control, &session.refresh).await.status(), 401);
     assert_eq!(call(&s.control, &other.access, Method::GET, "/auth/profile", None).await.0, 200);
+}
+
+/// Signed-in Control Plane requests are limited per user per minute: the next one gets 429
+/// with `Retry-After`, another user is not held back, and the next minute counts afresh.
+#[tokio::test]
+async fn signed_in_requests_are_limited_per_user() {
+    let db = tm_testkit::sqlite();
+    let options = Options { control_requests_per_minute: 5, ..Options::default() };
+    let s = start_with(&db, Engine::None, options);
+    let admin = admin_login(&s.control).await;
+    create_user(&db, "pat@example.com", "pat's password").await;
+    let pat = login(&s.control, "pat@example.com", "pat's password").await;
+
+    for i in 1..=5 {
+        assert_eq!(call(&s.control, &admin.access, Method::GET, "/auth/profile", None).await.0, 200, "call {i}");
+    }
+    let over = client().get(format!("{}/auth/profile", s.control)).bearer_auth(&admin.access).send().await.unwrap();
+    assert_eq!(over.status(), 429);
+    let wait: u64 = over.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = over.json().await.unwrap();
+    assert_eq!(body["code"], 8, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Too many Control Plane requests"), "{body}");
+
+    assert_eq!(call(&s.control, &pat.access, Method::GET, "/auth/profile", None).await.0, 200, "another user");
+    s.clock.advance_secs(61);
+    assert_eq!(call(&s.control, &admin.access, Method::GET, "/auth/profile", None).await.0, 200);
 }
