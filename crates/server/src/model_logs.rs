@@ -1,7 +1,9 @@
 //! The server's own log lines per served model, kept in memory for
 //! `GET /v1/observability/deployments/{id}/logs`: a `tracing` layer keeps every event that
 //! names a `model` (and, for request lines, the `user` it served), the newest
-//! [`PER_MODEL`] per model. Owners read their model's lines that name them or no user.
+//! [`PER_MODEL`] per model. Owners read only their model's lines that name them: a line that
+//! names no user (a model loaded from a file path, a failure) may be about anyone's request,
+//! and only operators (admins) read those.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -29,7 +31,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
     pub model: &'a str,
-    pub user: &'a str,
+    /// Only lines naming this user; `None`: every line (an operator).
+    pub user: Option<&'a str>,
     pub from: Option<i64>,
     pub to: Option<i64>,
     pub limit: usize,
@@ -59,7 +62,7 @@ impl ModelLogs {
         let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(lines) = all.get(q.model) else { return Vec::new() };
         let visible = |e: &&Entry| {
-            e.user.as_deref().is_none_or(|u| u == q.user)
+            q.user.is_none_or(|only| e.user.as_deref() == Some(only))
                 && q.from.is_none_or(|from| e.at >= from)
                 && q.to.is_none_or(|to| e.at < to)
         };
@@ -142,10 +145,13 @@ mod tests {
             tracing::info!(model = "unit/m", "model ready");
             tracing::info!("no model");
         });
-        let q = Query { model: "unit/m", user: "u1", from: None, to: None, limit: 10, newest_first: true };
+        let q = Query { model: "unit/m", user: Some("u1"), from: None, to: None, limit: 10, newest_first: true };
         let got: Vec<String> = ModelLogs::global().query(q).into_iter().map(|e| e.message).collect();
-        assert_eq!(got, ["INFO model ready", "INFO request finished tokens=3"]);
-        let oldest = ModelLogs::global().query(Query { newest_first: false, limit: 1, ..q });
+        assert_eq!(got, ["INFO request finished tokens=3"], "a tenant reads only the lines that name them");
+        let all = ModelLogs::global().query(Query { user: None, newest_first: false, ..q });
+        let got: Vec<&str> = all.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(got, ["INFO request finished tokens=3", "INFO request finished", "INFO model ready"]);
+        let oldest = ModelLogs::global().query(Query { user: None, newest_first: false, limit: 1, ..q });
         assert_eq!(oldest[0].message, "INFO request finished tokens=3");
     }
 }
