@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Connections};
-use crate::inference::AppState;
+use crate::inference::{self, AppState};
 use crate::listener;
 use crate::serve::{self, Inference};
 
@@ -41,6 +41,8 @@ struct Serving {
     router: Router,
     settler: Settler,
     state: AppState,
+    /// `GET /metrics` on its own address (`--metrics-addr`).
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 /// A built process: the database open and migrated, the first admin created (on an empty
@@ -81,7 +83,15 @@ impl App {
             Some(Inference { router, settler, state }) => {
                 let listener = bind(config.inference_addr).await?;
                 let addr = listener.local_addr()?;
-                Some(Serving { listener, addr, router, settler, state })
+                let metrics = match config.metrics_addr {
+                    Some(at) => {
+                        let listener = bind(at).await?;
+                        let addr = listener.local_addr()?;
+                        Some((listener, addr))
+                    }
+                    None => None,
+                };
+                Some(Serving { listener, addr, router, settler, state, metrics })
             }
             None => None,
         };
@@ -106,6 +116,11 @@ impl App {
     /// Where the inference API listens (none for a Control Plane alone).
     pub fn inference_addr(&self) -> Option<SocketAddr> {
         self.serving.as_ref().map(|s| s.addr)
+    }
+
+    /// Where `GET /metrics` is served on its own (`--metrics-addr`), if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.serving.as_ref().and_then(|s| s.metrics.as_ref()).map(|(_, addr)| *addr)
     }
 
     /// Where the Control Plane listens.
@@ -143,8 +158,17 @@ impl App {
             }
         };
         let result = match serving {
-            Some(Serving { listener, router, settler, state, .. }) => {
+            Some(Serving { listener, router, settler, state, metrics, .. }) => {
                 let servers_done = CancellationToken::new();
+                let metrics_server = async {
+                    match metrics {
+                        Some((listener, _)) => {
+                            let router = inference::metrics_router(state.clone());
+                            listener::run(listener, router, stop.clone().cancelled_owned(), drain, connections).await
+                        }
+                        None => Ok(()),
+                    }
+                };
                 let servers = async {
                     let result = tokio::try_join!(
                         listener::run(listener, router, signal, drain, connections),
@@ -155,6 +179,7 @@ impl App {
                             drain,
                             connections
                         ),
+                        metrics_server,
                     );
                     // Streams still open past the drain end now, and settle while the
                     // settler runs.

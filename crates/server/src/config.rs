@@ -14,6 +14,8 @@ use tm_money::{Nanos, Price};
 pub struct Config {
     pub inference_addr: SocketAddr,
     pub control_addr: SocketAddr,
+    /// Where `GET /metrics` is served instead of the inference listener, when set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The Control Plane's address as browsers reach it, for sign-in links (None: the Host
     /// the CLI called).
     pub public_control_url: Option<String>,

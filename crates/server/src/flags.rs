@@ -110,6 +110,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_BODY_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_timeout: u64,
 
+    /// Serve `GET /metrics` on this address only (e.g. one the internet cannot reach)
+    /// instead of on the inference listener.
+    #[arg(long, env = "TENSORMESH_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// A token `GET /metrics` requires (`Authorization: Bearer …`); unset, it is public, as
     /// the listener's other GETs. Its series name models and fleet endpoints.
     #[arg(long, env = "TENSORMESH_METRICS_TOKEN", hide_env_values = true)]
@@ -129,6 +134,7 @@ impl ServeArgs {
         Ok(Config {
             inference_addr: self.inference_addr,
             control_addr: self.control_addr,
+            metrics_addr: self.metrics_addr,
             public_control_url: self.public_control_url.clone(),
             data_dir: self.data_dir.clone(),
             database_url: self.database.url(&self.data_dir),

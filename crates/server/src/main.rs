@@ -242,6 +242,9 @@ async fn serve_main(args: ServeArgs) -> Result<()> {
 
     println!("inference: http://{inference_addr}");
     println!("control: http://{control_addr}");
+    if let Some(metrics_addr) = app.metrics_addr() {
+        println!("metrics: http://{metrics_addr}/metrics");
+    }
     // Generated secrets are in a file only the server's user reads; they are printed too
     // when a person is watching, never into a pipe or a log collector.
     let on_terminal = std::io::stdout().is_terminal();

@@ -195,7 +195,8 @@ pub(crate) async fn inference_app_with_metrics(
         metrics: Arc::new(metrics),
         metrics_token: config.metrics_token.as_deref().map(Arc::from),
     };
-    let router = inference::router(state.clone(), RouterConfig { body_limit: config.max_body_bytes });
+    let router_config = RouterConfig { body_limit: config.max_body_bytes, with_metrics: config.metrics_addr.is_none() };
+    let router = inference::router(state.clone(), router_config);
     Ok(Inference { router, settler, state })
 }
 

@@ -47,10 +47,13 @@ pub struct AppState {
 
 pub struct RouterConfig {
     pub body_limit: usize,
+    /// Whether `GET /metrics` is one of this listener's routes (else [`metrics_router`]
+    /// serves it on its own address).
+    pub with_metrics: bool,
 }
 
 pub fn router(state: AppState, config: RouterConfig) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/chat/completions", post(chat::create))
         .route("/v1/completions", post(completions::create))
         .route("/v1/responses", post(responses::create))
@@ -58,8 +61,9 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         .route("/detokenize", post(tokenize::detokenize))
         .route("/v1/models", get(meta::models))
         .route("/health", get(meta::health))
-        .route("/version", get(meta::version))
-        .route("/metrics", get(meta::metrics))
+        .route("/version", get(meta::version));
+    let routes = if config.with_metrics { routes.route("/metrics", get(meta::metrics)) } else { routes };
+    routes
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Layers run bottom-up: the request id is set first so every response (errors,
@@ -79,6 +83,19 @@ pub fn router(state: AppState, config: RouterConfig) -> Router {
         .layer(middleware::map_request(|mut req: axum::extract::Request| async move {
             req.headers_mut().remove("x-request-id");
             req
+        }))
+}
+
+/// `GET /metrics` alone, for its own listener (`--metrics-addr`); `--metrics-token` still
+/// applies.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(meta::metrics))
+        .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal("handler panicked".into()))
         }))
 }
 

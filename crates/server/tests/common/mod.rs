@@ -50,6 +50,8 @@ pub struct Options {
     pub user_concurrency: u32,
     /// Signed-in Control Plane requests per user per minute (0 = unlimited).
     pub control_requests_per_minute: u32,
+    /// Serve `GET /metrics` on a listener of its own (`--metrics-addr`, a free port).
+    pub metrics_listener: bool,
     /// What `GET /metrics` requires (None: public, as by default).
     pub metrics_token: Option<&'static str>,
     /// The spill tier's directory is left None here: the test server's data dir is used.
@@ -73,6 +75,7 @@ impl Default for Options {
             key_limits: (0, 0),
             user_concurrency: 0,
             control_requests_per_minute: 600,
+            metrics_listener: false,
             metrics_token: None,
             grammar_engine: "llguidance",
             speculative: "ngram",
@@ -146,6 +149,7 @@ pub fn config(o: &Options) -> Config {
         shutdown_timeout: Duration::from_secs(5),
         connections: o.connections,
         metrics_token: o.metrics_token.map(str::to_owned),
+        metrics_addr: o.metrics_listener.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
     }
 }
 
@@ -214,6 +218,8 @@ pub async fn wait_idle(base: &str) {
 pub struct Servers {
     pub control: String,
     pub inference: Option<String>,
+    /// `GET /metrics`'s own listener, when the options asked for one.
+    pub metrics: Option<String>,
     pub clock: Arc<tm_control::clock::ManualClock>,
 }
 
@@ -231,7 +237,8 @@ pub fn start_with(db: &tm_testkit::TestDb, engine: Engine, options: Options) -> 
 fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Servers {
     install_subscriber();
     let clock = Arc::new(tm_control::clock::ManualClock::starting_now());
-    let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, Option<SocketAddr>)>();
+    type Addresses = (SocketAddr, Option<SocketAddr>, Option<SocketAddr>);
+    let (tx, rx) = std::sync::mpsc::channel::<Addresses>();
     let mut config = config(&options);
     if let Some(url) = database_url {
         config.database_url = url;
@@ -248,12 +255,13 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let app = App::build(&config, thread_clock, engines).await.unwrap();
-            tx.send((app.control_addr(), app.inference_addr())).unwrap();
+            tx.send((app.control_addr(), app.inference_addr(), app.metrics_addr())).unwrap();
             app.run(std::future::pending()).await.unwrap();
         });
     });
-    let (control, inference) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");
-    Servers { control: format!("http://{control}"), inference: inference.map(|a| format!("http://{a}")), clock }
+    let (control, inference, metrics) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");
+    let url = |a: SocketAddr| format!("http://{a}");
+    Servers { control: url(control), inference: inference.map(url), metrics: metrics.map(url), clock }
 }
 
 /// Everything the test process logs, at every level, once a test asked for it with

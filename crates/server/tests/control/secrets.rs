@@ -71,3 +71,23 @@ async fn metrics_can_require_a_token() {
     let health = crate::common::client().get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+/// With `--metrics-addr`, `/metrics` is served on that address only: the inference
+/// listener (the one the internet reaches) answers it 404.
+#[tokio::test]
+async fn metrics_can_have_their_own_address() {
+    let db = tm_testkit::sqlite();
+    let engine = std::sync::Arc::new(tm_testkit::fake_engine::FakeEngine::new(std::time::Duration::ZERO, 4));
+    let options = crate::common::Options { metrics_listener: true, ..Default::default() };
+    let s = crate::common::start_with(&db, crate::common::Engine::Given(engine), options);
+    let (inference, metrics) = (s.inference.clone().unwrap(), s.metrics.clone().unwrap());
+    assert_ne!(inference, metrics);
+    let get = |url: String| crate::common::client().get(url).send();
+    let public = get(format!("{inference}/metrics")).await.unwrap();
+    assert_eq!(public.status(), 404, "metrics still on the inference listener");
+    let own = get(format!("{metrics}/metrics")).await.unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().ends_with("# EOF\n"));
+    assert_eq!(get(format!("{metrics}/v1/models")).await.unwrap().status(), 404, "only /metrics there");
+    assert_eq!(get(format!("{inference}/health")).await.unwrap().status(), 200);
+}
