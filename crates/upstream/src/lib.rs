@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use tm_backend::{
-    Backend, BackendError, EndpointHealth, GenerateRequest, ModelInfo, Prepared, TokenizeInput, Tokenized,
+    Backend, BackendError, EndpointHealth, GenerateRequest, ModelInfo, Prepared, PromptInput, TokenizeInput, Tokenized,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,6 +64,28 @@ impl UpstreamBackend {
     }
 }
 
+/// `max_tokens` for a request that sent none: the context left after its prompt, counted by
+/// an engine's tokenizer (one small call; `prompt_bound`, the most it can be, when no engine
+/// can count it). An engine refuses a `max_tokens` that does not fit beside the prompt, so
+/// the count must be the engine's own.
+async fn completion_room(model: &FleetModel, prompt: &PromptInput, prompt_bound: u64) -> Result<u64, BackendError> {
+    let counted = model.tokens.count_prompt(prompt).await;
+    let prompt_tokens = counted.unwrap_or(prompt_bound);
+    match model.max_context.checked_sub(prompt_tokens).filter(|&room| room > 0) {
+        Some(room) => Ok(room),
+        None if counted.is_some() => Err(BackendError::ContextLengthExceeded {
+            max_context: model.max_context,
+            requested: prompt_tokens,
+            prompt: prompt_tokens,
+            completion: 0,
+        }),
+        None => Err(BackendError::invalid(
+            "max_tokens",
+            "the model's engines could not count this prompt's tokens; set max_tokens",
+        )),
+    }
+}
+
 #[async_trait]
 impl Backend for UpstreamBackend {
     fn models(&self) -> Vec<ModelInfo> {
@@ -88,7 +110,7 @@ impl Backend for UpstreamBackend {
             .collect()
     }
 
-    async fn prepare(&self, request: GenerateRequest) -> Result<Prepared, BackendError> {
+    async fn prepare(&self, mut request: GenerateRequest) -> Result<Prepared, BackendError> {
         let model = self.model(&request.model)?.clone();
         if let Some(n) = request.max_tokens.map(u64::from).filter(|&n| n >= model.max_context) {
             return Err(BackendError::ContextLengthExceeded {
@@ -108,8 +130,15 @@ impl Backend for UpstreamBackend {
         }
         // The prompt's exact size is the engine's to say; the hold covers the most it can be.
         let prompt_bound = FleetModel::prompt_bound(&request.prompt);
-        let max_completion =
-            request.max_tokens.map_or(model.max_context, u64::from) * u64::from(request.output.choices.max(1));
+        let max_tokens = match request.max_tokens {
+            Some(n) => u64::from(n),
+            None => completion_room(&model, &request.prompt, prompt_bound).await?,
+        };
+        // Always explicit upstream, and the one the hold is computed from: without it an
+        // engine generates to the end of its own context, which may be longer than the one
+        // held for (when discovery failed, or the fleet file says less).
+        request.max_tokens = Some(u32::try_from(max_tokens).unwrap_or(u32::MAX));
+        let max_completion = max_tokens * u64::from(request.output.choices.max(1));
         Ok(Prepared::new(model.name.clone(), prompt_bound, max_completion, model.launch(request, prompt_bound)))
     }
 

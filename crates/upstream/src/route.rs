@@ -93,12 +93,7 @@ impl Router {
     /// others by load (for retries). Unavailable endpoints (unhealthy or full) go last,
     /// so a request still has somewhere to go when every check says no.
     pub fn order(&self, hashes: &[u64], now: Instant) -> Vec<usize> {
-        let n = self.endpoints.len();
-        let mut by_load: Vec<usize> = (0..n).collect();
-        by_load.sort_by(|&a, &b| {
-            let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
-            eb.available(now).cmp(&ea.available(now)).then(ea.load().total_cmp(&eb.load()))
-        });
+        let mut by_load = self.by_load(now);
         let first = match self.policy {
             Routing::LeastLoaded => None,
             Routing::RoundRobin => self.round_robin(now),
@@ -108,6 +103,18 @@ impl Router {
             by_load.retain(|&i| i != first);
             by_load.insert(0, first);
         }
+        by_load
+    }
+
+    /// Endpoint indices, available ones first, each group least loaded first: for the small
+    /// side calls (tokenizing), which leave the routing policy's state (round robin's turn)
+    /// alone.
+    pub fn by_load(&self, now: Instant) -> Vec<usize> {
+        let mut by_load: Vec<usize> = (0..self.endpoints.len()).collect();
+        by_load.sort_by(|&a, &b| {
+            let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+            eb.available(now).cmp(&ea.available(now)).then(ea.load().total_cmp(&eb.load()))
+        });
         by_load
     }
 

@@ -64,6 +64,12 @@ impl Tokens {
         (usage, source)
     }
 
+    /// The prompt's size in the engine's tokens, as a generation counts it; `None` when no
+    /// endpoint could tokenize it.
+    pub async fn count_prompt(&self, prompt: &PromptInput) -> Option<u64> {
+        self.count_tokens(prompt, true).await
+    }
+
     async fn count_tokens(&self, prompt: &PromptInput, add_special: bool) -> Option<u64> {
         self.tokenize(prompt, add_special, true).await.ok().map(|t| t.tokens.len() as u64)
     }
@@ -116,7 +122,7 @@ impl Tokens {
     /// first); the engines' 4xx come back as the client's.
     async fn post_any(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
         let now = Instant::now();
-        let order = self.router.order(&[], now);
+        let order = self.router.by_load(now);
         let mut failures = Vec::new();
         for &i in order.iter().take(self.attempts as usize) {
             let endpoint = &self.router.endpoints()[i];

@@ -210,7 +210,7 @@ async fn missing_usage_is_counted_with_the_engines_tokenizer() {
     let o = run(&b, chat("five words in this prompt", None)).await.unwrap();
     assert_eq!(o.last, Some(GenerationEvent::Finished { usage: usage(5, 0, 4) }));
     assert_eq!((o.receipt.usage, o.receipt.source), (usage(5, 0, 4), UsageSource::Counted));
-    assert_eq!(fake.tokenize_calls(), 2, "prompt and completion");
+    assert_eq!(fake.tokenize_calls(), 3, "the prompt for max_tokens, then prompt and completion for usage");
 }
 
 #[tokio::test]
@@ -290,7 +290,9 @@ async fn retries_stop_when_the_budget_is_spent() {
         "routing = \"round-robin\"\n[model.retry]\nattempts = 3\nbudget_ratio = 0.0\nmin_per_second = 0",
     )
     .await;
-    match run(&b, chat("x", None)).await {
+    // With max_tokens given, nothing is tokenized first: the request goes out before the
+    // first health check can find the refusing endpoint down and take it out of the turn.
+    match run(&b, chat("x", Some(2))).await {
         Err(BackendError::UpstreamFailed(m)) => assert!(m.contains("retry budget"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -379,4 +381,32 @@ async fn llama_server_shaped_tokenizers_are_spoken_too() {
     fake.set_llama_server_api(false);
     let empty = b.tokenize(text_input("   ")).await;
     assert!(matches!(empty, Err(BackendError::UpstreamFailed(_))), "{empty:?}");
+}
+
+/// Upstream always gets an explicit `max_tokens`, the one the hold is computed from: the
+/// client's, or the context left after the prompt as the engine counts it (else the engine
+/// would generate to the end of its own context, past what was held). A prompt that fills
+/// the context is refused before anything runs.
+#[tokio::test]
+async fn max_tokens_is_always_explicit_upstream() {
+    let fake = FakeUpstream::start(3).await;
+    let b = backend(&[&fake.url], "max_context = 10").await;
+    let prepared = b.prepare(chat("one two three four", None)).await.unwrap();
+    assert_eq!(prepared.max_completion_tokens, 6, "the hold: 10 - 4 prompt tokens");
+    drop(prepared);
+    let o = run(&b, chat("one two three four", None)).await.unwrap();
+    assert_eq!(o.receipt.usage, usage(4, 0, 3));
+    assert_eq!(fake.generations()[0].body["max_tokens"], 6);
+
+    let o = run(&b, chat("five six", Some(2))).await.unwrap();
+    assert_eq!(o.receipt.usage, usage(2, 0, 2));
+    assert_eq!(fake.generations()[1].body["max_tokens"], 2, "the client's own");
+
+    let full = "w ".repeat(10);
+    match b.prepare(chat(&full, None)).await {
+        Err(BackendError::ContextLengthExceeded { max_context: 10, prompt: 10, .. }) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("a prompt that fills the context was accepted"),
+    }
+    assert_eq!(fake.generations().len(), 2, "nothing ran for it");
 }
