@@ -1,6 +1,7 @@
 //! [`EmbeddedBackend`]: serves GGUF models in-process, one engine thread per model.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use llama_cpp_2::model::LlamaModel;
@@ -14,7 +15,7 @@ use tm_scheduler::{EngineConfig, EngineMetrics, SchedulerHandle, SeqRequest, Spi
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::constraint::{GrammarEngine, Grammars, CALL_OPEN};
+use crate::constraint::{Constraint, GrammarEngine, Grammars, CALL_OPEN};
 use crate::engine_model::{ContextShape, LlamaEngineModel};
 use crate::load::load_model;
 use crate::output::Calls;
@@ -70,7 +71,7 @@ struct Served {
 }
 
 pub struct EmbeddedBackend {
-    models: Vec<Served>,
+    models: Vec<Arc<Served>>,
     /// Each request's task joining its choices (see `output`).
     tasks: TaskTracker,
 }
@@ -129,7 +130,7 @@ impl EmbeddedBackend {
             };
             info!(model = %c.name, path = %c.path.display(), slots, max_context, kv_cells, sequences = shape.sequences,
                   threads = shape.threads, prefix_cache = c.prefix_cache, speculative = c.speculative, "model ready");
-            models.push(Served {
+            models.push(Arc::new(Served {
                 name: c.name.clone(),
                 model,
                 template,
@@ -138,17 +139,58 @@ impl EmbeddedBackend {
                 engine,
                 grammars,
                 call_token,
-            });
+            }));
         }
         Ok(EmbeddedBackend { models, tasks: TaskTracker::new() })
     }
 
-    fn get(&self, name: &str) -> Result<&Served, BackendError> {
-        self.models.iter().find(|m| m.name == name).ok_or_else(|| BackendError::ModelNotFound(name.to_owned()))
+    fn get(&self, name: &str) -> Result<Arc<Served>, BackendError> {
+        self.models.iter().find(|m| m.name == name).cloned().ok_or_else(|| BackendError::ModelNotFound(name.to_owned()))
     }
 }
 
+/// What a request becomes once its prompt is tokenized and checked.
+struct Plan {
+    prompt: Vec<Token>,
+    /// Per choice.
+    max_tokens: u32,
+    choices: u32,
+    constraint: Option<Constraint>,
+}
+
 impl Served {
+    /// Tokenizes and checks `req`, and compiles its grammar: the CPU-heavy part of
+    /// preparing a request, run on the blocking pool.
+    fn plan(&self, req: &GenerateRequest) -> Result<Plan, BackendError> {
+        let tools = req.output.tools.as_ref();
+        let prompt = self.tokenize(&req.prompt, true, true, tools)?;
+        if prompt.is_empty() {
+            return Err(BackendError::invalid("prompt", "the prompt is empty"));
+        }
+        let biased: Vec<i64> = req.sampling.logit_bias.iter().map(|&(t, _)| i64::from(t)).collect();
+        self.check_token_ids(biased.iter().enumerate(), "logit_bias")?;
+        let ctx = self.max_context;
+        let wanted = req.max_tokens.map_or(1, |m| m as usize);
+        if prompt.len() + wanted > ctx {
+            return Err(BackendError::ContextLengthExceeded {
+                max_context: ctx as u64,
+                requested: (prompt.len() + wanted) as u64,
+                prompt: prompt.len() as u64,
+                completion: wanted as u64,
+            });
+        }
+        let max_tokens = req.max_tokens.unwrap_or((ctx - prompt.len()) as u32);
+        let choices = req.output.choices.max(1);
+        if choices as usize > self.engine.capacity() {
+            return Err(BackendError::invalid(
+                "n",
+                format!("this server runs at most {} sequences of `{}` at once", self.engine.capacity(), req.model),
+            ));
+        }
+        let constraint = self.grammars.compile(&req.sampling.format, tools)?;
+        Ok(Plan { prompt, max_tokens, choices, constraint })
+    }
+
     fn tokenize(
         &self,
         prompt: &PromptInput,
@@ -204,33 +246,18 @@ impl Backend for EmbeddedBackend {
 
     async fn prepare(&self, req: GenerateRequest) -> Result<Prepared, BackendError> {
         let served = self.get(&req.model)?;
-        let tools = req.output.tools.as_ref();
-        let prompt = served.tokenize(&req.prompt, true, true, tools)?;
-        if prompt.is_empty() {
-            return Err(BackendError::invalid("prompt", "the prompt is empty"));
-        }
-        let biased: Vec<i64> = req.sampling.logit_bias.iter().map(|&(t, _)| i64::from(t)).collect();
-        served.check_token_ids(biased.iter().enumerate(), "logit_bias")?;
-        let ctx = served.max_context;
-        let wanted = req.max_tokens.map_or(1, |m| m as usize);
-        if prompt.len() + wanted > ctx {
-            return Err(BackendError::ContextLengthExceeded {
-                max_context: ctx as u64,
-                requested: (prompt.len() + wanted) as u64,
-                prompt: prompt.len() as u64,
-                completion: wanted as u64,
-            });
-        }
-        let max_tokens = req.max_tokens.unwrap_or((ctx - prompt.len()) as u32);
+        // Rendering and tokenizing a prompt (up to the body limit: megabytes) and compiling
+        // a grammar take milliseconds to seconds of CPU: on the blocking pool, not on the
+        // runtime threads that serve every other connection.
+        let (served, req, plan) = tokio::task::spawn_blocking(move || {
+            let plan = served.plan(&req);
+            (served, req, plan)
+        })
+        .await
+        .map_err(|e| BackendError::Internal(format!("preparing the request failed: {e}")))?;
+        let Plan { prompt, max_tokens, choices, constraint } = plan?;
         let prompt_tokens = prompt.len() as u64;
-        let choices = req.output.choices.max(1);
-        if choices as usize > served.engine.capacity() {
-            return Err(BackendError::invalid(
-                "n",
-                format!("this server runs at most {} sequences of `{}` at once", served.engine.capacity(), req.model),
-            ));
-        }
-        let constraint = served.grammars.compile(&req.sampling.format, tools)?;
+        let tools = req.output.tools.as_ref();
         let calls = tools.filter(|t| t.choice != ToolChoice::None);
         let banned: Vec<Token> = match (tools, served.call_token) {
             (Some(t), Some(token)) if t.choice == ToolChoice::None => vec![token],
@@ -271,17 +298,22 @@ impl Backend for EmbeddedBackend {
 
     async fn tokenize(&self, req: TokenizeInput) -> Result<Tokenized, BackendError> {
         let served = self.get(&req.model)?;
-        let tokens = served.tokenize(&req.prompt, req.add_special, req.add_generation_prompt, None)?;
-        let vocab = served.model.vocab();
-        let token_strs = tokens
-            .iter()
-            .map(|&t| String::from_utf8_lossy(&vocab.token_to_piece(LlamaToken(t), true, None)).into_owned())
-            .collect();
-        Ok(Tokenized {
-            tokens: tokens.into_iter().map(i64::from).collect(),
-            token_strs,
-            max_context: served.max_context as u64,
+        // As in `prepare`: a long prompt's tokens are counted on the blocking pool.
+        tokio::task::spawn_blocking(move || {
+            let tokens = served.tokenize(&req.prompt, req.add_special, req.add_generation_prompt, None)?;
+            let vocab = served.model.vocab();
+            let token_strs = tokens
+                .iter()
+                .map(|&t| String::from_utf8_lossy(&vocab.token_to_piece(LlamaToken(t), true, None)).into_owned())
+                .collect();
+            Ok(Tokenized {
+                tokens: tokens.into_iter().map(i64::from).collect(),
+                token_strs,
+                max_context: served.max_context as u64,
+            })
         })
+        .await
+        .map_err(|e| BackendError::Internal(format!("tokenizing failed: {e}")))?
     }
 
     async fn detokenize(&self, model: &str, tokens: &[i64]) -> Result<String, BackendError> {
