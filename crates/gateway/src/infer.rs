@@ -92,7 +92,10 @@ impl Gateway {
         while let Some(event) = generation.recv().await {
             match event {
                 GenerationEvent::Output { choice: 0, output: Output::Text { text: t, .. } } => text.push_str(&t),
-                GenerationEvent::Finished { .. } => return Ok(text),
+                GenerationEvent::Finished { .. } => {
+                    generation.seal().await;
+                    return Ok(text);
+                }
                 GenerationEvent::Failed(e) => {
                     generation.waive();
                     return Err(GatewayError::Internal(e));

@@ -5,7 +5,7 @@
 //! - [`meter`]: the price check, the hold for the worst-case cost, and [`Metered`], the
 //!   generation that settles itself exactly once however it ends.
 //! - [`settler`]: the background task that turns engine receipts into usage records and
-//!   charges, in batches, off the request path.
+//!   charges, in batches; a finished request's last bytes wait for its batch.
 //! - `wallet`: the money this process holds for each user's requests (leases).
 
 mod error;

@@ -11,7 +11,7 @@ use tm_control::Control;
 use tm_money::Nanos;
 use tm_store::rate_limits::LimitOverride;
 use tm_store::Store;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -356,7 +356,7 @@ impl Metered {
         running.fetch_add(1, Ordering::AcqRel);
         Metered {
             events,
-            pending: Some(Pending { bill, receipt, waived: false }),
+            pending: Some(Pending { bill, receipt, waived: false, written: None }),
             settle: gateway.inner.settle.clone(),
             stop: gateway.inner.stop.clone(),
             stopped: false,
@@ -370,6 +370,22 @@ impl Metered {
     pub fn waive(&mut self) {
         if let Some(pending) = self.pending.as_mut() {
             pending.waived = true;
+        }
+    }
+
+    /// Settles the request now and waits until its bill is written: called once it has
+    /// `Finished`, before the response's last bytes (the `[DONE]`, the JSON body). So a
+    /// response the client received whole is billed even if the process is killed right
+    /// after; a kill can only lose the bill of a response that was not complete.
+    pub async fn seal(&mut self) {
+        let Some(mut pending) = self.pending.take() else { return };
+        let (written, was_written) = oneshot::channel();
+        pending.written = Some(written);
+        match self.settle.send(pending) {
+            Ok(()) => {
+                let _ = was_written.await;
+            }
+            Err(lost) => warn!(request_id = %lost.0.bill.request_id, "settler gone; request left unsettled"),
         }
     }
 

@@ -1,7 +1,8 @@
-//! Settlement off the request path. Each finished (or abandoned) request sends its bill
-//! and engine receipt here; receipts that have arrived are priced and written in one
-//! transaction per batch, so the database sees one commit per batch, not per request and
-//! never per token.
+//! Settlement. Each finished (or abandoned) request sends its bill and engine receipt
+//! here; receipts that have arrived are priced and written in one transaction per batch, so
+//! the database sees one commit per batch, not per request and never per token. A finished
+//! request's response waits for its batch to be written (`Metered::seal`), so batches form
+//! as group commits: what ends while one is written goes into the next.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,6 +54,17 @@ pub(crate) struct Pending {
     /// The client received nothing (a non-streamed request that failed): recorded, not
     /// charged.
     pub waived: bool,
+    /// Told once the bill is written (or given up on): the response's last bytes wait for
+    /// it (see `Metered::seal`).
+    pub written: Option<oneshot::Sender<()>>,
+}
+
+/// A request whose receipt has come: ready to be written.
+struct Ready {
+    bill: Bill,
+    receipt: Receipt,
+    waived: bool,
+    written: Option<oneshot::Sender<()>>,
 }
 
 /// The settlement task: run it with [`Settler::run`].
@@ -106,9 +118,11 @@ impl Settler {
                     break;
                 }
             }
-            // Gather what ends within a short window, so a busy server writes in batches
-            // (settlement is off the request path: nobody waits for it).
-            if !ready.is_empty() && !draining {
+            // Gather what ends within a short window, so a busy server writes in batches;
+            // not when a response waits for its bill (it is written at once, and what ends
+            // meanwhile goes into the next batch: group commit).
+            let awaited = ready.iter().any(|r: &Ready| r.written.is_some());
+            if !ready.is_empty() && !draining && !awaited {
                 let window = tokio::time::sleep(GATHER);
                 tokio::pin!(window);
                 while ready.len() < MAX_BATCH {
@@ -139,9 +153,9 @@ impl Settler {
         debug!("settler done");
     }
 
-    async fn settle(&self, batch: Vec<(Bill, Receipt, bool)>) {
+    async fn settle(&self, batch: Vec<Ready>) {
         let finished_at = self.control.now_ms();
-        let rows: Vec<UsageRow> = batch.iter().map(|(t, r, waived)| usage_row(t, r, *waived, finished_at)).collect();
+        let rows: Vec<UsageRow> = batch.iter().map(|r| usage_row(&r.bill, &r.receipt, r.waived, finished_at)).collect();
         for r in &rows {
             // The per-request log line; `model` and `user` let deployment owners read it back.
             info!(
@@ -158,9 +172,9 @@ impl Settler {
             );
         }
         let now = Instant::now();
-        for (bill, receipt, _) in &batch {
-            let used = receipt.usage.prompt_tokens + receipt.usage.completion_tokens;
-            self.limiter.give_back(&bill.token_scopes, bill.reserved_tokens.saturating_sub(used), now);
+        for r in &batch {
+            let used = r.receipt.usage.prompt_tokens + r.receipt.usage.completion_tokens;
+            self.limiter.give_back(&r.bill.token_scopes, r.bill.reserved_tokens.saturating_sub(used), now);
         }
         let mut backoff = Duration::from_millis(50);
         let mut outcomes = vec![Settled::Duplicate; rows.len()];
@@ -179,20 +193,23 @@ impl Settler {
             }
         }
         // What was not charged goes back to the user's lease.
-        for ((bill, _, _), outcome) in batch.iter().zip(outcomes) {
+        for (r, outcome) in batch.into_iter().zip(outcomes) {
             let charged = match outcome {
                 Settled::Charged { charged_nanos } => Nanos(charged_nanos),
                 Settled::Duplicate => Nanos::ZERO,
             };
-            self.wallets.finish(&bill.user_id, bill.hold, charged).await;
+            self.wallets.finish(&r.bill.user_id, r.bill.hold, charged).await;
+            if let Some(written) = r.written {
+                let _ = written.send(());
+            }
         }
     }
 }
 
 /// Waits for the engine's receipt; an engine that vanished without one counts nothing.
-async fn receipt_of(p: Pending) -> (Bill, Receipt, bool) {
+async fn receipt_of(p: Pending) -> Ready {
     let receipt = p.receipt.await.unwrap_or_default();
-    (p.bill, receipt, p.waived)
+    Ready { bill: p.bill, receipt, waived: p.waived, written: p.written }
 }
 
 fn usage_row(t: &Bill, r: &Receipt, waived: bool, finished_at: i64) -> UsageRow {

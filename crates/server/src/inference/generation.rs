@@ -82,6 +82,8 @@ pub async fn collect(mut generation: Metered) -> Result<Collected, ApiError> {
                 if choices.is_empty() {
                     choices.push(Choice::default());
                 }
+                // Billed before the client gets the body.
+                generation.seal().await;
                 return Ok(Collected { choices, usage });
             }
             GenerationEvent::Failed(e) => {
@@ -95,12 +97,16 @@ pub async fn collect(mut generation: Metered) -> Result<Collected, ApiError> {
     Err(ApiError::Internal("the engine dropped the request".into()))
 }
 
-/// The generation's events as a stream; ends after `Finished` or `Failed`. Dropping the
-/// stream (client gone) drops the generation, which cancels it and settles what it used.
+/// The generation's events as a stream; ends after `Finished` or `Failed`. `Finished` comes
+/// once the request is billed (it makes the stream's last bytes). Dropping the stream
+/// (client gone) drops the generation, which cancels it and settles what it used.
 pub fn events(mut generation: Metered) -> impl Stream<Item = GenerationEvent> {
     async_stream::stream! {
         while let Some(event) = generation.recv().await {
             let last = matches!(event, GenerationEvent::Finished { .. } | GenerationEvent::Failed(_));
+            if matches!(event, GenerationEvent::Finished { .. }) {
+                generation.seal().await;
+            }
             yield event;
             if last { break; }
         }

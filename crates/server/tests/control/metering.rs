@@ -622,3 +622,35 @@ async fn unpaid_work_is_refused_before_it_is_done() {
     assert_eq!(over.status(), 429);
     assert!(over.headers().contains_key("retry-after"));
 }
+
+/// A response the client received whole is already billed: its usage record is in the
+/// database when the last byte arrives (the JSON body, the stream's `[DONE]`), so
+/// a process killed right after cannot lose the bill (`scripts/sigkill-billing` kills one
+/// under load). Before, the bill was written after the response, off the request path,
+/// after a 5 ms gathering window.
+#[tokio::test]
+async fn a_whole_response_is_billed_before_its_last_byte() {
+    for db in tm_testkit::all().await {
+        let engine = Arc::new(FakeEngine::new(Duration::ZERO, 8));
+        let s = start_with(&db, Engine::Given(engine), Options::default());
+        let url = s.inference.clone().unwrap();
+        let control = domain(&db).await;
+        let (_, keys) = funded_user(&control, "whole@example.com", 1_000_000_000, 1).await;
+        let chat = |stream: bool| {
+            json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+                   "stream": stream})
+        };
+        for round in 0..5 {
+            let (status, id, r) = chat_as(&url, &keys[0], &chat(false)).await;
+            let _: Value = r.json().await.unwrap();
+            let billed = control.store().usage().by_request(&id).await.unwrap();
+            assert_eq!((status, billed.is_some()), (200, true), "{}: round {round}, non-streamed", db.kind);
+
+            let (status, id, r) = chat_as(&url, &keys[0], &chat(true)).await;
+            let data = crate::common::sse_data(r).await;
+            assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+            let billed = control.store().usage().by_request(&id).await.unwrap();
+            assert_eq!((status, billed.is_some()), (200, true), "{}: round {round}, streamed", db.kind);
+        }
+    }
+}
