@@ -9,7 +9,8 @@ use tm_backend::{validate, GenerateRequest, GenerationEvent, Output, OutputForma
 use tm_control::keys::KeyHolder;
 use tm_control::Principal;
 
-use crate::meter::{Gateway, Metered, Scopes};
+use crate::meter::{Gateway, Scopes};
+use crate::metered::Metered;
 use crate::GatewayError;
 
 /// Who a generation is for: the key holder (billed), their limit buckets, and the

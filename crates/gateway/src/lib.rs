@@ -2,8 +2,10 @@
 //!
 //! - [`infer`]: validate, prepare, admit and launch: the one path every surface takes.
 //! - [`limiter`]: requests and tokens per minute, per API key and per user.
-//! - [`meter`]: the price check, the hold for the worst-case cost, and [`Metered`], the
-//!   generation that settles itself exactly once however it ends.
+//! - [`meter`]: the price check, the per-user concurrency cap and the hold for the
+//!   worst-case cost.
+//! - `metered`: [`Metered`], the generation that settles itself exactly once however it
+//!   ends.
 //! - [`settler`]: the background task that turns engine receipts into usage records and
 //!   charges, in batches; a finished request's last bytes wait for its batch.
 //! - `wallet`: the money this process holds for each user's requests (leases).
@@ -12,11 +14,13 @@ mod error;
 pub mod infer;
 pub mod limiter;
 mod meter;
+mod metered;
 mod settler;
 mod wallet;
 
 pub use error::GatewayError;
 pub use infer::{Ask, Caller, Overrides};
 pub use limiter::{Limits, RateLimiter, RateStatus};
-pub use meter::{Gateway, LimitSettings, Metered, Scopes};
+pub use meter::{Gateway, LimitSettings, Scopes};
+pub use metered::Metered;
 pub use settler::Settler;

@@ -5,17 +5,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tm_backend::{Backend, Generation, GenerationEvent, Prepared};
+use tm_backend::{Backend, Prepared};
 use tm_control::keys::KeyHolder;
 use tm_control::Control;
 use tm_money::Nanos;
 use tm_store::rate_limits::LimitOverride;
 use tm_store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
+use crate::metered::{Metered, UserSlot};
 use crate::settler::{Bill, Pending, Settler};
 use crate::wallet::Wallets;
 use crate::GatewayError;
@@ -231,7 +231,8 @@ impl Gateway {
             reserved_tokens: tokens,
             token_scopes: scopes.tokens.to_vec(),
         };
-        Ok(Metered::new(generation, bill, self, user_slot))
+        let inner = &self.inner;
+        Ok(Metered::new(generation, bill, inner.settle.clone(), inner.stop.clone(), inner.running.clone(), user_slot))
     }
 
     /// One of the user's running-generation slots, or a refusal when all are taken.
@@ -315,105 +316,5 @@ fn refused(r: Refusal, what: &'static str, amount: u64) -> GatewayError {
             GatewayError::RateLimited { what, scope: scope.kind, limit: scope.limit, retry_after }
         }
         Refusal::TooLarge { scope } => GatewayError::TooLarge { tokens: amount, limit: scope.limit, scope: scope.kind },
-    }
-}
-
-/// A generation's place among its user's running ones, given back when dropped.
-struct UserSlot {
-    user_id: String,
-    running: Arc<Mutex<HashMap<String, u32>>>,
-}
-
-impl Drop for UserSlot {
-    fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = running.get_mut(&self.user_id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                running.remove(&self.user_id);
-            }
-        }
-    }
-}
-
-/// A running generation that settles itself: when it is dropped (read to the end, failed,
-/// or abandoned by a client that left), its receipt goes to the settler, which records
-/// the usage and charges it exactly once.
-pub struct Metered {
-    events: mpsc::UnboundedReceiver<GenerationEvent>,
-    pending: Option<Pending>,
-    settle: mpsc::UnboundedSender<Pending>,
-    stop: CancellationToken,
-    stopped: bool,
-    running: Arc<AtomicUsize>,
-    _user_slot: UserSlot,
-}
-
-impl Metered {
-    fn new(generation: Generation, bill: Bill, gateway: &Gateway, user_slot: UserSlot) -> Metered {
-        let Generation { events, receipt, .. } = generation;
-        let running = gateway.inner.running.clone();
-        running.fetch_add(1, Ordering::AcqRel);
-        Metered {
-            events,
-            pending: Some(Pending { bill, receipt, waived: false, written: None }),
-            settle: gateway.inner.settle.clone(),
-            stop: gateway.inner.stop.clone(),
-            stopped: false,
-            running,
-            _user_slot: user_slot,
-        }
-    }
-
-    /// The client will receive nothing of this generation (it failed before a non-streamed
-    /// answer was complete): the usage is recorded, the request is not charged.
-    pub fn waive(&mut self) {
-        if let Some(pending) = self.pending.as_mut() {
-            pending.waived = true;
-        }
-    }
-
-    /// Settles the request now and waits until its bill is written: called once it has
-    /// `Finished`, before the response's last bytes (the `[DONE]`, the JSON body). So a
-    /// response the client received whole is billed even if the process is killed right
-    /// after; a kill can only lose the bill of a response that was not complete.
-    pub async fn seal(&mut self) {
-        let Some(mut pending) = self.pending.take() else { return };
-        let (written, was_written) = oneshot::channel();
-        pending.written = Some(written);
-        match self.settle.send(pending) {
-            Ok(()) => {
-                let _ = was_written.await;
-            }
-            Err(lost) => warn!(request_id = %lost.0.bill.request_id, "settler gone; request left unsettled"),
-        }
-    }
-
-    /// The next event; after [`Gateway::stop_generations`], a last `Failed` instead.
-    pub async fn recv(&mut self) -> Option<GenerationEvent> {
-        if self.stopped {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            event = self.events.recv() => event,
-            () = self.stop.cancelled() => {
-                self.stopped = true;
-                Some(GenerationEvent::Failed("the server is shutting down".into()))
-            }
-        }
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        self.running.fetch_sub(1, Ordering::AcqRel);
-        if let Some(pending) = self.pending.take() {
-            if let Err(lost) = self.settle.send(pending) {
-                // Only when the settler is gone (shutdown past its deadline): the hold stays
-                // and is voided at the next start, so the request is not charged.
-                warn!(request_id = %lost.0.bill.request_id, "settler gone; request left unsettled");
-            }
-        }
     }
 }
