@@ -18,6 +18,17 @@ pub enum PromptInput {
     Text(String),
 }
 
+impl PromptInput {
+    /// The prompt's size in bytes as sent (a chat's messages as their JSON): what bounds
+    /// its tokens before a tokenizer has read it.
+    pub fn byte_len(&self) -> u64 {
+        match self {
+            PromptInput::Text(t) => t.len() as u64,
+            PromptInput::Chat(messages) => messages.iter().map(|m| m.to_string().len() as u64).sum(),
+        }
+    }
+}
+
 /// Sampling settings after validation. Defaults are llama.cpp's own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {

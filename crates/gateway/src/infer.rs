@@ -59,8 +59,7 @@ impl Gateway {
             request_id: caller.request_id.clone(),
             output: OutputOptions { choices: valid.choices, ..output },
         };
-        self.refuse_unaffordable(&caller.holder.principal.user_id, &request.model, prompt_bytes(&request.prompt))
-            .await?;
+        self.refuse_unaffordable(&caller.holder.principal.user_id, &request.model, request.prompt.byte_len()).await?;
         let prepared = self.backend().prepare(request).await?;
         self.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await
     }
@@ -117,12 +116,4 @@ pub const ONE_SHOT_MAX_TOKENS: u32 = 256;
 /// The seed of a request that sets none.
 fn random_seed() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
-}
-
-/// The prompt's size in bytes, as sent (messages as their JSON).
-pub fn prompt_bytes(prompt: &PromptInput) -> u64 {
-    match prompt {
-        PromptInput::Text(t) => t.len() as u64,
-        PromptInput::Chat(messages) => messages.iter().map(|m| m.to_string().len() as u64).sum(),
-    }
 }

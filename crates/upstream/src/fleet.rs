@@ -90,10 +90,9 @@ impl FleetModel {
     /// token per byte, plus what the chat template adds. Holds are sized on it.
     pub fn prompt_bound(prompt: &PromptInput) -> u64 {
         match prompt {
-            PromptInput::Text(t) => t.len() as u64 + TEMPLATE_TOKENS,
+            PromptInput::Text(_) => prompt.byte_len() + TEMPLATE_TOKENS,
             PromptInput::Chat(messages) => {
-                let bytes: u64 = messages.iter().map(|m| m.to_string().len() as u64).sum();
-                bytes + TEMPLATE_TOKENS_PER_MESSAGE * messages.len() as u64 + TEMPLATE_TOKENS
+                prompt.byte_len() + TEMPLATE_TOKENS_PER_MESSAGE * messages.len() as u64 + TEMPLATE_TOKENS
             }
         }
     }

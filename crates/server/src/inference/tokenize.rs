@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use tm_api::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
 use tm_backend::{validate, PromptInput, TokenizeInput};
-use tm_gateway::infer::prompt_bytes;
 use tm_gateway::{Gateway, Scopes};
 
 use super::completions::single_prompt;
@@ -26,7 +25,7 @@ pub async fn tokenize(
         (None, Some(m)) => PromptInput::Chat(validate::chat_messages(m)?),
         _ => return Err(ApiError::bad_request(Some("prompt".into()), "send exactly one of `prompt` and `messages`")),
     };
-    let least = Gateway::least_tokens(prompt_bytes(&prompt));
+    let least = Gateway::least_tokens(prompt.byte_len());
     state.gateway.take_tokens(&scopes, least)?;
     let out = state
         .backend
