@@ -22,7 +22,7 @@ pub const TYPES: [&str; 6] = [
 const MAX_SUBJECT_CHARS: usize = 200;
 /// Open tickets one user may have, and messages one ticket may hold.
 pub const MAX_OPEN_TICKETS_PER_USER: i64 = 50;
-pub const MAX_MESSAGES_PER_TICKET: usize = 500;
+pub const MAX_MESSAGES_PER_TICKET: i64 = 500;
 const MAX_MESSAGE_CHARS: usize = 20_000;
 /// The fields of a reserved-deployment request, as the clients send them.
 pub const RESERVED_DEPLOYMENT_FIELDS: [&str; 10] = [
@@ -195,8 +195,7 @@ impl Support<'_> {
     pub async fn reply(&self, caller: &Principal, id: &str, content: &str) -> Result<Ticket, ControlError> {
         let row = self.visible_ticket(caller, id).await?;
         let message = self.message(caller, &row.id, content).await?;
-        if self.control.store.tickets().messages(std::slice::from_ref(&row.id)).await?.len() >= MAX_MESSAGES_PER_TICKET
-        {
+        if self.control.store.tickets().message_count(&row.id).await? >= MAX_MESSAGES_PER_TICKET {
             return Err(ControlError::FailedPrecondition(format!(
                 "ticket {id} has {MAX_MESSAGES_PER_TICKET} messages, the most one ticket may hold; open a new one"
             )));

@@ -107,6 +107,14 @@ impl Tickets<'_> {
     }
 
     /// The conversations of `ticket_ids`, each in order.
+    /// How many messages a ticket holds (counted, not read: they may be long).
+    pub async fn message_count(&self, ticket_id: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM ticket_messages WHERE ticket_id = $1")
+            .bind(ticket_id)
+            .fetch_one(self.0)
+            .await?)
+    }
+
     pub async fn messages(&self, ticket_ids: &[String]) -> Result<Vec<MessageRow>, StoreError> {
         let mut out = Vec::new();
         // One query per ticket keeps the SQL literal; pages are small (at most 100).
