@@ -67,9 +67,16 @@ impl UpstreamBackend {
 /// `max_tokens` for a request that sent none: the context left after its prompt, counted by
 /// an engine's tokenizer (one small call; `prompt_bound`, the most it can be, when no engine
 /// can count it). An engine refuses a `max_tokens` that does not fit beside the prompt, so
-/// the count must be the engine's own.
-async fn completion_room(model: &FleetModel, prompt: &PromptInput, prompt_bound: u64) -> Result<u64, BackendError> {
-    let counted = model.tokens.count_prompt(prompt).await;
+/// the count must be the engine's own. The engines' `/tokenize` does not see the tools a
+/// chat declares, which its template writes into the prompt: `tools_bound` (their JSON's
+/// bytes, at least their tokens; part of `prompt_bound` too) is kept free for them.
+async fn completion_room(
+    model: &FleetModel,
+    prompt: &PromptInput,
+    prompt_bound: u64,
+    tools_bound: u64,
+) -> Result<u64, BackendError> {
+    let counted = model.tokens.count_prompt(prompt).await.map(|n| n + tools_bound);
     let prompt_tokens = counted.unwrap_or(prompt_bound);
     match model.max_context.checked_sub(prompt_tokens).filter(|&room| room > 0) {
         Some(room) => Ok(room),
@@ -128,11 +135,14 @@ impl Backend for UpstreamBackend {
                 "`echo` with `logprobs` is not available for models served by upstream engines",
             ));
         }
-        // The prompt's exact size is the engine's to say; the hold covers the most it can be.
-        let prompt_bound = FleetModel::prompt_bound(&request.prompt);
+        // The prompt's exact size is the engine's to say; the hold covers the most it can be,
+        // with the tools a chat declares (its template writes them into the prompt).
+        let tools = request.output.tools.as_ref();
+        let tools_bound = tools.map_or(0, |t| serde_json::Value::from(t.openai_json()).to_string().len() as u64);
+        let prompt_bound = FleetModel::prompt_bound(&request.prompt) + tools_bound;
         let max_tokens = match request.max_tokens {
             Some(n) => u64::from(n),
-            None => completion_room(&model, &request.prompt, prompt_bound).await?,
+            None => completion_room(&model, &request.prompt, prompt_bound, tools_bound).await?,
         };
         // Always explicit upstream, and the one the hold is computed from: without it an
         // engine generates to the end of its own context, which may be longer than the one

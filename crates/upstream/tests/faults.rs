@@ -402,6 +402,24 @@ async fn max_tokens_is_always_explicit_upstream() {
     assert_eq!(o.receipt.usage, usage(2, 0, 2));
     assert_eq!(fake.generations()[1].body["max_tokens"], 2, "the client's own");
 
+    // Declared tools take room too: the engine's count of the messages does not see them.
+    let wide = backend(&[&fake.url], "max_context = 1000").await;
+    let tools = tm_backend::Tools {
+        functions: vec![tm_backend::FunctionTool {
+            name: "lookup".into(),
+            description: Some("Looks a word up".into()),
+            parameters: json!({"type": "object", "properties": {"word": {"type": "string"}}}),
+            field: "tools[0].function.parameters".into(),
+        }],
+        choice: tm_backend::ToolChoice::Auto,
+        parallel: true,
+    };
+    let tools_bytes = serde_json::Value::from(tools.openai_json()).to_string().len() as u64;
+    let mut with_tools = chat("one two three four", None);
+    with_tools.output.tools = Some(tools);
+    let prepared = wide.prepare(with_tools).await.unwrap();
+    assert_eq!(prepared.max_completion_tokens, 1000 - 4 - tools_bytes);
+
     let full = "w ".repeat(10);
     match b.prepare(chat(&full, None)).await {
         Err(BackendError::ContextLengthExceeded { max_context: 10, prompt: 10, .. }) => {}
