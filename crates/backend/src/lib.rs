@@ -2,17 +2,20 @@
 //! implements it, `tm-upstream` forwards to fleets of OpenAI-compatible engines (vLLM /
 //! SGLang / llama-server), and [`ByModel`] puts several behind one seam.
 //!
-//! - [`types`]: engine-neutral requests, events and model descriptions.
+//! - `request`: engine-neutral requests (prompt, sampling, output options, tools).
+//! - `types`: engine-neutral events, receipts and model descriptions.
 //! - [`validate`]: wire sampling fields -> [`SamplingParams`], with errors naming the field.
 //! - [`error`]: [`BackendError`], mapped to HTTP in exactly one place by the server.
 
 mod by_model;
 mod error;
+mod request;
 mod types;
 pub mod validate;
 
 pub use by_model::ByModel;
 pub use error::BackendError;
+pub use request::*;
 pub use types::*;
 
 use async_trait::async_trait;
