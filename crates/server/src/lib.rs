@@ -23,4 +23,5 @@ pub mod flags;
 mod inference;
 mod listener;
 pub mod model_logs;
+mod openapi;
 pub mod serve;

@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 use tm_money::UnixMs;
+use utoipa::ToSchema;
 
 use crate::control::{int64, rfc3339};
 
 /// An entry of the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Activity {
     pub activity_id: String,
@@ -22,12 +23,14 @@ pub struct Activity {
     /// A JSON object, as the action recorded it.
     pub metadata: serde_json::Value,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub occurred_at: UnixMs,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub recorded_at: UnixMs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum ActorType {
     #[serde(rename = "ACTOR_TYPE_UNSPECIFIED")]
     Unspecified,
@@ -40,17 +43,18 @@ pub enum ActorType {
 }
 
 /// `GET /v1/activities`: a page of the trail; `total` is an int64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ActivitiesPage {
     pub activities: Vec<Activity>,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub total: i64,
     pub page: i64,
     pub size: i64,
 }
 
 /// `{"activity": …}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ActivityReply {
     pub activity: Activity,
 }

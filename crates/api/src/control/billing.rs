@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 use tm_money::UnixMs;
+use utoipa::ToSchema;
 
 use crate::control::{int64, rfc3339, Money};
 
 /// What a GPU type costs per hour at a cloud provider.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuPrice {
     pub gpu_type: String,
@@ -14,25 +15,27 @@ pub struct GpuPrice {
     pub hourly_rate: Money,
     pub is_active: bool,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: UnixMs,
 }
 
 /// `{"pricing": […]}`: GPU prices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GpuPrices {
     pub pricing: Vec<GpuPrice>,
 }
 
 /// `{"pricing": …}`: one GPU price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GpuPriceReply {
     pub pricing: GpuPrice,
 }
 
 /// A billing address (every field a string, empty when unset).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Address {
     pub name: String,
@@ -47,13 +50,13 @@ pub struct Address {
 }
 
 /// `{"address": …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AddressReply {
     pub address: Address,
 }
 
 /// `GET /v1/billing/balance`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Balance {
     pub balance: Money,
@@ -62,7 +65,7 @@ pub struct Balance {
 }
 
 /// A page of billing transactions; an empty `nextPageToken` ends the list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Transactions {
     pub transactions: Vec<Transaction>,
@@ -70,11 +73,12 @@ pub struct Transactions {
 }
 
 /// A top-up, or one month's charges.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Transaction {
     pub transaction_id: String,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
     pub amount: Money,
     pub description: String,
@@ -86,13 +90,13 @@ pub struct Transaction {
     pub details: Option<ChargeDetails>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum TransactionStatus {
     #[serde(rename = "TRANSACTION_STATUS_SUCCEEDED")]
     Succeeded,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum TransactionType {
     #[serde(rename = "TRANSACTION_TYPE_TOP_UP")]
     TopUp,
@@ -101,9 +105,10 @@ pub enum TransactionType {
 }
 
 /// A charge's `details`: snake case inside, as the official `tm cost` reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChargeDetails {
     /// By model id, in the order the month's usage listed them.
+    #[schema(value_type = std::collections::BTreeMap<String, ModelCharge>)]
     pub models: ModelCharges,
 }
 
@@ -111,7 +116,7 @@ pub struct ChargeDetails {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModelCharges(pub Vec<(String, ModelCharge)>);
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ModelCharge {
     pub name: String,
     pub event_count: i64,
@@ -154,7 +159,7 @@ impl<'de> Deserialize<'de> for ModelCharges {
 }
 
 /// Spend over the last 24 hours, 7 and 30 days.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Spending {
     #[serde(rename = "spend24h")]
     pub spend_24h: Money,
@@ -165,45 +170,51 @@ pub struct Spending {
 }
 
 /// `GET /v1/billing/spending/history`: spend per day, with what the KV cache saved.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SpendingHistory {
     pub buckets: Vec<SpendingBucket>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpendingBucket {
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub bucket_start: UnixMs,
     pub amount: Money,
     pub cost_saving: Money,
 }
 
 /// `GET /v1/billing/serverless-usage/history`: tokens per bucket and model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UsageHistory {
     pub rows: Vec<UsageRow>,
 }
 
 /// Token counts are uint64: strings, as grpc-gateway writes them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRow {
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub bucket_start: UnixMs,
     pub model_id: String,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub input_tokens: i64,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub output_tokens: i64,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub cached_tokens: i64,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub request_count: i64,
 }
 
 /// A serverless model's prices per million tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerlessPrice {
     pub id: String,
@@ -216,30 +227,30 @@ pub struct ServerlessPrice {
 }
 
 /// `{"pricing": […]}`: serverless prices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServerlessPrices {
     pub pricing: Vec<ServerlessPrice>,
 }
 
 /// `{"pricing": …}`: one serverless price.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServerlessPriceReply {
     pub pricing: ServerlessPrice,
 }
 
 /// `{"balance": …}` (an admin's top-up answers with the new balance).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BalanceReply {
     pub balance: Money,
 }
 
 /// `POST /v1/admin/billing/balances`: each user's balance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserBalances {
     pub balances: Vec<UserBalance>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserBalance {
     pub user_id: String,
@@ -247,13 +258,13 @@ pub struct UserBalance {
 }
 
 /// `POST /v1/admin/billing/spending/summary`: each user's spending.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserSpendings {
     pub summaries: Vec<UserSpending>,
 }
 
 /// A user's spending: the `Spending` fields, then `userId`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserSpending {
     #[serde(flatten)]

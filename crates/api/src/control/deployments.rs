@@ -2,12 +2,13 @@
 
 use serde::{Deserialize, Serialize};
 use tm_money::UnixMs;
+use utoipa::ToSchema;
 
 use crate::control::{int64, rfc3339};
 
 /// A deployment: a user's named handle on a model this installation serves (what the
 /// Control Plane calls a "model").
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
     pub model_id: String,
@@ -19,8 +20,10 @@ pub struct Deployment {
     pub status: ModelStatus,
     pub events: Vec<serde_json::Value>,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: UnixMs,
     /// JSON objects, as the owner gave them.
     pub model_spec: serde_json::Value,
@@ -30,7 +33,7 @@ pub struct Deployment {
     pub replicas: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum ModelStatus {
     /// Served and healthy.
     #[serde(rename = "MODEL_STATUS_UP")]
@@ -42,36 +45,37 @@ pub enum ModelStatus {
 }
 
 /// `{"models": […]}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Deployments {
     pub models: Vec<Deployment>,
 }
 
 /// `GET /v1/admin/models`: a page; `total` is an int64.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentsPage {
     pub models: Vec<Deployment>,
     pub page: i64,
     pub size: i64,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub total: i64,
 }
 
 /// `{"model": …}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentReply {
     pub model: Deployment,
 }
 
 /// `POST /v1/models:validate`: whether the name is free.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Validity {
     pub is_valid: bool,
 }
 
 /// `POST /v1/models/check`: memory the deployment's model needs, in GiB.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemoryCheck {
     pub required_gpu_memory_gib: f64,
@@ -79,13 +83,13 @@ pub struct MemoryCheck {
 }
 
 /// `POST /v1/models/{id}:chat`: the answer's text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChatReply {
     pub response: String,
 }
 
 /// A product (a GPU offering).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Product {
     pub id: String,
@@ -97,25 +101,27 @@ pub struct Product {
     /// A JSON object.
     pub spec: serde_json::Value,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: UnixMs,
     #[serde(with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: UnixMs,
 }
 
 /// `{"products": […]}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Products {
     pub products: Vec<Product>,
 }
 
 /// `{"product": …}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ProductReply {
     pub product: Product,
 }
 
 /// `{"deleted": true}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Deleted {
     pub deleted: bool,
 }

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use tm_money::Nanos;
+use utoipa::ToSchema;
 
 pub mod accounts;
 pub mod activity;
@@ -29,11 +30,12 @@ pub use observability::*;
 pub use support::*;
 
 /// `google.type.Money` in USD: `units` (a string: int64) and `nanos` share one sign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Money {
     pub currency_code: String,
     #[serde(with = "int64")]
+    #[schema(value_type = String, format = Int64)]
     pub units: i64,
     pub nanos: i64,
 }
@@ -45,6 +47,16 @@ impl From<Nanos> for Money {
     }
 }
 
+/// grpc-gateway's error body (`google.rpc.Status`): the gRPC code, a message naming the
+/// field at fault, and `details` (always empty here). Every Control Plane error has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RpcStatus {
+    /// The gRPC status code (3 invalid argument, 5 not found, 16 unauthenticated, ...).
+    pub code: i32,
+    pub message: String,
+    pub details: Vec<serde_json::Value>,
+}
+
 /// An enum by its proto name, or `fallback` for a name this version does not know.
 pub fn enum_named<T: serde::de::DeserializeOwned>(name: &str, fallback: T) -> T {
     T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name)).unwrap_or(fallback)
@@ -52,12 +64,12 @@ pub fn enum_named<T: serde::de::DeserializeOwned>(name: &str, fallback: T) -> T 
 
 /// `{"empty": {}}`: what the routes that return nothing answer (an empty object would make
 /// the SDK raise).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Empty {
     pub empty: EmptyObject,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EmptyObject {}
 
 /// Times as RFC 3339 strings.

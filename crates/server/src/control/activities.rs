@@ -7,10 +7,22 @@ use tm_control::activity::{ActorKind, Query};
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
+use super::query::{ForUser, Page, TimeRange};
 use super::ControlState;
 
 const MAX_PAGE_SIZE: i64 = 500;
 
+#[utoipa::path(get, path = "/v1/activities", tag = "activities",
+    params(
+        ForUser,
+        Page,
+        TimeRange,
+        ("action" = Option<String>, Query),
+        ("resourceType" = Option<String>, Query),
+        ("resourceId" = Option<String>, Query),
+    ),
+    responses((status = 200, body = ActivitiesPage)),
+)]
 pub async fn list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -28,6 +40,10 @@ pub async fn list(
     Ok(Json(ActivitiesPage { activities: rows.iter().map(activity).collect(), total, page, size }))
 }
 
+#[utoipa::path(get, path = "/v1/activities/{activity_id}", tag = "activities",
+    params(("activity_id" = String, Path)),
+    responses((status = 200, body = ActivityReply)),
+)]
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

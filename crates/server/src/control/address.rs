@@ -5,11 +5,17 @@ use axum::Json;
 use serde::Deserialize;
 use tm_api::control::{AddressReply, Empty};
 use tm_control::billing::address::Address;
+use utoipa::ToSchema;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::ForUser;
 use super::ControlState;
 
+#[utoipa::path(get, path = "/v1/billing/address", tag = "billing",
+    params(ForUser),
+    responses((status = 200, body = AddressReply)),
+)]
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -31,14 +37,14 @@ pub async fn get(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Update {
     user_id: Option<String>,
     address: Option<Fields>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Fields {
     name: Option<String>,
@@ -52,6 +58,10 @@ pub struct Fields {
     phone: Option<String>,
 }
 
+#[utoipa::path(put, path = "/v1/billing/address", tag = "billing",
+    request_body = Update,
+    responses((status = 200, body = Empty)),
+)]
 pub async fn put(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

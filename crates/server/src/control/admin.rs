@@ -5,13 +5,19 @@ use axum::Json;
 use serde::Deserialize;
 use tm_api::control::{UserReply, UsersPage};
 use tm_control::Role;
+use utoipa::ToSchema;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::Page;
 use super::{wire, ControlState};
 
 const MAX_PAGE_SIZE: i64 = 500;
 
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
+    params(Page),
+    responses((status = 200, body = UsersPage)),
+)]
 pub async fn list_users(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -22,13 +28,17 @@ pub async fn list_users(
     Ok(Json(UsersPage { users: users.iter().map(wire::user).collect(), page, size, total }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeRole {
     target_user_id: String,
     target_user_role: String,
 }
 
+#[utoipa::path(post, path = "/v1/admin/users/change_role", tag = "admin",
+    request_body = ChangeRole,
+    responses((status = 200, body = UserReply)),
+)]
 pub async fn change_role(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

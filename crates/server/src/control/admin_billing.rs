@@ -10,15 +10,21 @@ use tm_api::control::{
     BalanceReply, Empty, ServerlessPriceReply, ServerlessPrices, UserBalance, UserBalances, UserSpending, UserSpendings,
 };
 use tm_control::billing::pricing::PricePatch;
+use utoipa::ToSchema;
 
 use super::billing::{price, pricing_list, spending};
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::ActiveOnly;
 use super::wire::{money, parse_money};
 use super::ControlState;
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+#[utoipa::path(get, path = "/v1/admin/billing/serverless-pricing", tag = "admin",
+    params(("model" = Option<String>, Query), ActiveOnly),
+    responses((status = 200, body = ServerlessPrices)),
+)]
 pub async fn list_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -28,6 +34,13 @@ pub async fn list_pricing(
     pricing_list(&state, &params).await
 }
 
+#[utoipa::path(post, path = "/v1/admin/billing/serverless-pricing", tag = "admin",
+    request_body(
+        content = Object,
+        description = "`{\"pricing\": {...}}` or the price itself: `id`, `model`, `name` (strings), `inputTokenPrice`, `outputTokenPrice`, `cachedTokenPrice` (Money or decimal strings, per 1M tokens), `isActive`.",
+    ),
+    responses((status = 200, body = ServerlessPriceReply)),
+)]
 pub async fn create_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -37,6 +50,13 @@ pub async fn create_pricing(
     Ok(Json(ServerlessPriceReply { pricing: price(&row) }))
 }
 
+#[utoipa::path(put, path = "/v1/admin/billing/serverless-pricing", tag = "admin",
+    request_body(
+        content = Object,
+        description = "`{\"pricing\": {...}}` or the price itself: `id`, `model`, `name` (strings), `inputTokenPrice`, `outputTokenPrice`, `cachedTokenPrice` (Money or decimal strings, per 1M tokens), `isActive`.",
+    ),
+    responses((status = 200, body = ServerlessPriceReply)),
+)]
 pub async fn update_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -46,6 +66,10 @@ pub async fn update_pricing(
     Ok(Json(ServerlessPriceReply { pricing: price(&row) }))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/billing/serverless-pricing", tag = "admin",
+    params(("id" = String, Query)),
+    responses((status = 200, body = Empty)),
+)]
 pub async fn delete_pricing(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -85,13 +109,17 @@ fn price_patch(body: &Value) -> Result<PricePatch, CpError> {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Targets {
     #[serde(default)]
     target_user_ids: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/v1/admin/billing/balances", tag = "admin",
+    request_body = Targets,
+    responses((status = 200, body = UserBalances)),
+)]
 pub async fn balances(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -103,7 +131,7 @@ pub async fn balances(
     Ok(Json(UserBalances { balances }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AddBalance {
     #[serde(default)]
@@ -115,6 +143,11 @@ pub struct AddBalance {
 }
 
 /// Money-moving: an `Idempotency-Key` header makes retries safe (Stripe's rules).
+#[utoipa::path(post, path = "/v1/admin/billing/balances:add", tag = "admin",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key adds once.")),
+    request_body = AddBalance,
+    responses((status = 200, body = BalanceReply)),
+)]
 pub async fn add_balance(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -140,6 +173,10 @@ pub async fn add_balance(
     Ok(Json(BalanceReply { balance: money(balance) }))
 }
 
+#[utoipa::path(post, path = "/v1/admin/billing/spending/summary", tag = "admin",
+    request_body = Targets,
+    responses((status = 200, body = UserSpendings)),
+)]
 pub async fn spending_summaries(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

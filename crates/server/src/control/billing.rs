@@ -14,12 +14,17 @@ use tm_money::{Nanos, UnixMs};
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
+use super::query::{ActiveOnly, ForUser, TimeRange};
 use super::wire::{money, parse_timestamp};
 use super::ControlState;
 
 const DEFAULT_PAGE_SIZE: i64 = 50;
 const MAX_PAGE_SIZE: i64 = 500;
 
+#[utoipa::path(get, path = "/v1/billing/balance", tag = "billing",
+    params(ForUser),
+    responses((status = 200, body = Balance)),
+)]
 pub async fn balance(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -30,6 +35,10 @@ pub async fn balance(
 }
 
 /// Token-paged: `pageToken` is the offset the previous page ended at.
+#[utoipa::path(get, path = "/v1/billing/transactions", tag = "billing",
+    params(ForUser, ("pageSize" = Option<i64>, Query, minimum = 1), ("pageToken" = Option<String>, Query)),
+    responses((status = 200, body = Transactions)),
+)]
 pub async fn transactions(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -83,6 +92,10 @@ fn transaction(t: &tm_control::billing::Transaction) -> Transaction {
     }
 }
 
+#[utoipa::path(get, path = "/v1/billing/spending/summary", tag = "billing",
+    params(ForUser),
+    responses((status = 200, body = Spending)),
+)]
 pub async fn spending_summary(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -96,6 +109,10 @@ pub fn spending(s: &tm_control::billing::Spending) -> Spending {
     Spending { spend_24h: money(s.last_24h), spend_7d: money(s.last_7d), spend_30d: money(s.last_30d) }
 }
 
+#[utoipa::path(get, path = "/v1/billing/spending/history", tag = "billing",
+    params(ForUser),
+    responses((status = 200, body = SpendingHistory)),
+)]
 pub async fn spending_history(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -113,6 +130,14 @@ pub async fn spending_history(
     Ok(Json(SpendingHistory { buckets }))
 }
 
+#[utoipa::path(get, path = "/v1/billing/serverless-usage/history", tag = "billing",
+    params(
+        ForUser,
+        TimeRange,
+        ("bucket" = Option<String>, Query, description = "`USAGE_BUCKET_DAY` (default), `USAGE_BUCKET_WEEK` or `USAGE_BUCKET_MONTH`"),
+    ),
+    responses((status = 200, body = UsageHistory)),
+)]
 pub async fn usage_history(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -141,6 +166,10 @@ pub async fn usage_history(
     Ok(Json(UsageHistory { rows }))
 }
 
+#[utoipa::path(get, path = "/v1/billing/serverless-pricing", tag = "billing",
+    params(("model" = Option<String>, Query), ActiveOnly),
+    responses((status = 200, body = ServerlessPrices)),
+)]
 pub async fn pricing(
     State(state): State<ControlState>,
     _: SignedIn,

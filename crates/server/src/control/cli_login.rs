@@ -6,9 +6,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tm_api::control::{CliLoginPending, CliLoginStarted, CliTokens, Empty, OAuthError};
+use tm_api::control::{CliLoginError, CliLoginPending, CliLoginStarted, CliTokens, Empty, OAuthError};
 use tm_control::login::{Exchange, Tokens};
 use tm_control::ControlError;
+use utoipa::ToSchema;
 
 use super::error::CpError;
 use super::extract::{Body, Client};
@@ -17,6 +18,9 @@ use super::ControlState;
 /// Seconds between the CLI's polls.
 const POLL_INTERVAL_SECS: u64 = 2;
 
+#[utoipa::path(post, path = "/auth/cli/start", tag = "auth", security(()),
+    responses((status = 200, body = CliLoginStarted)),
+)]
 pub async fn start(
     State(state): State<ControlState>,
     Client(address): Client,
@@ -42,12 +46,21 @@ pub async fn start(
     Ok(Json(body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ExchangeBody {
     #[serde(default)]
     cli_code: String,
 }
 
+#[utoipa::path(post, path = "/auth/cli/exchange", tag = "auth", security(()),
+    request_body = ExchangeBody,
+    responses(
+        (status = 200, description = "Approved: the tokens.", body = CliTokens),
+        (status = 202, description = "Not answered yet: poll again after `interval`.", body = CliLoginPending),
+        (status = 400, body = CliLoginError),
+        (status = 401, body = CliLoginError),
+    ),
+)]
 pub async fn exchange(
     State(state): State<ControlState>,
     Client(address): Client,
@@ -67,12 +80,20 @@ pub async fn exchange(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshBody {
     #[serde(default)]
     refresh_token: String,
 }
 
+#[utoipa::path(post, path = "/auth/cli/refresh", tag = "auth", security(()),
+    request_body = RefreshBody,
+    responses(
+        (status = 200, body = CliTokens),
+        (status = 400, body = CliLoginError),
+        (status = 401, body = CliLoginError),
+    ),
+)]
 pub async fn refresh(State(state): State<ControlState>, Body(body): Body<RefreshBody>) -> Result<Response, CpError> {
     if body.refresh_token.trim().is_empty() {
         return Ok(oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required"));
@@ -88,6 +109,10 @@ pub async fn refresh(State(state): State<ControlState>, Body(body): Body<Refresh
 
 /// `POST /auth/cli/logout` (ours; `tm auth logout` calls it): ends the refresh token's
 /// session. Always `{"empty": {}}`: a token that is unknown or spent has nothing left to end.
+#[utoipa::path(post, path = "/auth/cli/logout", tag = "auth", security(()),
+    request_body = RefreshBody,
+    responses((status = 200, body = Empty)),
+)]
 pub async fn logout(State(state): State<ControlState>, Body(body): Body<RefreshBody>) -> Result<Response, CpError> {
     state.control.logins().logout(&body.refresh_token).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(Empty::default())).into_response())

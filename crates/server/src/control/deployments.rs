@@ -13,15 +13,21 @@ use tm_api::control::{
 use tm_control::deployments::NewDeployment;
 use tm_control::ControlError;
 use tm_gateway::GatewayError;
+use utoipa::ToSchema;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::{ForUser, Page};
 use super::ControlState;
 
 const GIB: f64 = (1u64 << 30) as f64;
 const MAX_ADMIN_PAGE: i64 = 500;
 const MAX_CHAT_CHARS: usize = 100_000;
 
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    params(ForUser),
+    responses((status = 200, body = Deployments)),
+)]
 pub async fn list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -31,6 +37,10 @@ pub async fn list(
     Ok(Json(Deployments { models: models(&state, &rows) }))
 }
 
+#[utoipa::path(get, path = "/v1/admin/models", tag = "admin",
+    params(ForUser, Page),
+    responses((status = 200, body = DeploymentsPage)),
+)]
 pub async fn admin_list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -42,6 +52,10 @@ pub async fn admin_list(
     Ok(Json(DeploymentsPage { models: models(&state, &rows), page, size, total }))
 }
 
+#[utoipa::path(get, path = "/v1/models/{model_id}", tag = "models",
+    params(("model_id" = String, Path)),
+    responses((status = 200, body = DeploymentReply)),
+)]
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -51,6 +65,10 @@ pub async fn get(
     Ok(Json(DeploymentReply { model: model(&row, &served(&state)) }))
 }
 
+#[utoipa::path(delete, path = "/v1/models/{model_id}", tag = "models",
+    params(("model_id" = String, Path)),
+    responses((status = 200, body = Empty)),
+)]
 pub async fn delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -60,6 +78,10 @@ pub async fn delete(
     Ok(Json(Empty::default()))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/models/{model_id}", tag = "admin",
+    params(("model_id" = String, Path)),
+    responses((status = 200, body = Empty)),
+)]
 pub async fn admin_delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -69,7 +91,7 @@ pub async fn admin_delete(
     delete(State(state), SignedIn(me), Path(id)).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deploy {
     user_id: Option<String>,
@@ -83,6 +105,10 @@ pub struct Deploy {
     gpu_type: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/models", tag = "models",
+    request_body = Deploy,
+    responses((status = 200, body = DeploymentReply)),
+)]
 pub async fn deploy(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -103,7 +129,7 @@ pub async fn deploy(
     Ok(Json(DeploymentReply { model: model(&row, &served) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Validate {
     user_id: Option<String>,
@@ -111,6 +137,10 @@ pub struct Validate {
     model_name: String,
 }
 
+#[utoipa::path(post, path = "/v1/models:validate", tag = "models",
+    request_body = Validate,
+    responses((status = 200, body = Validity)),
+)]
 pub async fn validate(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -120,7 +150,7 @@ pub async fn validate(
     Ok(Json(Validity { is_valid: free }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchByInfra {
     user_id: Option<String>,
@@ -128,6 +158,10 @@ pub struct SearchByInfra {
 }
 
 /// The caller's deployments whose `infra` has every field the query gives, equal.
+#[utoipa::path(post, path = "/v1/models:search-by-infra", tag = "models",
+    request_body = SearchByInfra,
+    responses((status = 200, body = Deployments)),
+)]
 pub async fn search_by_infra(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -139,7 +173,7 @@ pub async fn search_by_infra(
     Ok(Json(Deployments { models: models(&state, &matching) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Check {
     #[serde(default)]
@@ -148,6 +182,10 @@ pub struct Check {
 
 /// What serving the deployment's model takes: weights plus a full context of KV cache, and
 /// the KV cache alone (what an offloading cache such as LMCache holds), in GiB.
+#[utoipa::path(post, path = "/v1/models/check", tag = "models",
+    request_body = Check,
+    responses((status = 200, body = MemoryCheck)),
+)]
 pub async fn check(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -172,12 +210,19 @@ pub async fn check(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ChatBody {
     body: Option<String>,
 }
 
 /// `POST /v1/models/{id}:chat`: the id and the custom verb share the last segment.
+#[utoipa::path(post, path = "/v1/models/{model_id}", tag = "models",
+    params(("model_id" = String, Path, description = "The deployment id followed by the verb: `{id}:chat`")),
+    request_body = ChatBody,
+    responses(
+        (status = 200, description = "The model's answer to one message (`POST /v1/models/{id}:chat`), billed like an inference request.", body = ChatReply),
+    ),
+)]
 pub async fn post_verb(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

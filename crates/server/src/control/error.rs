@@ -5,7 +5,7 @@ use axum::http::header::RETRY_AFTER;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use tm_api::control::RpcStatus;
 use tm_control::ControlError;
 
 #[derive(Debug)]
@@ -38,11 +38,11 @@ impl IntoResponse for CpError {
             ControlError::Internal(detail) => {
                 // The detail is for the log, not the client (no internals in 5xx bodies).
                 tracing::error!(error = %detail, "control plane request failed");
-                let body = json!({"code": 13, "message": "internal error", "details": []});
+                let body = RpcStatus { code: 13, message: "internal error".into(), details: Vec::new() };
                 return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
             }
         };
-        let body = Json(json!({"code": code, "message": self.0.to_string(), "details": []}));
+        let body = Json(RpcStatus { code, message: self.0.to_string(), details: Vec::new() });
         match &self.0 {
             ControlError::ResourceExhausted { retry_after_secs, .. }
             | ControlError::Unavailable { retry_after_secs, .. } => {

@@ -8,9 +8,18 @@ use tm_control::billing::gpu::GpuPricePatch;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::ActiveOnly;
 use super::wire::parse_money;
 use super::ControlState;
 
+#[utoipa::path(get, path = "/v1/billing/gpu-pricing", tag = "billing",
+    params(
+        ("gpuType" = Option<String>, Query),
+        ("cloudProvider" = Option<String>, Query),
+        ActiveOnly,
+    ),
+    responses((status = 200, body = GpuPrices)),
+)]
 pub async fn list(
     State(state): State<ControlState>,
     SignedIn(_): SignedIn,
@@ -24,6 +33,13 @@ pub async fn list(
     Ok(Json(GpuPrices { pricing: rows.iter().map(price).collect() }))
 }
 
+#[utoipa::path(post, path = "/v1/admin/billing/gpu-pricing", tag = "admin",
+    request_body(
+        content = Object,
+        description = "`{\"pricing\": {...}}` or the price itself: `gpuType`, `cloudProvider` (required strings), `hourlyRate` (Money or a decimal string), `isActive`.",
+    ),
+    responses((status = 200, body = GpuPriceReply)),
+)]
 pub async fn create(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -34,6 +50,13 @@ pub async fn create(
     Ok(Json(GpuPriceReply { pricing: price(&row) }))
 }
 
+#[utoipa::path(put, path = "/v1/admin/billing/gpu-pricing", tag = "admin",
+    request_body(
+        content = Object,
+        description = "`{\"pricing\": {...}}` or the price itself: `gpuType`, `cloudProvider` (required strings), `hourlyRate` (Money or a decimal string), `isActive`.",
+    ),
+    responses((status = 200, body = GpuPriceReply)),
+)]
 pub async fn update(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -44,6 +67,10 @@ pub async fn update(
     Ok(Json(GpuPriceReply { pricing: price(&row) }))
 }
 
+#[utoipa::path(delete, path = "/v1/admin/billing/gpu-pricing/{gpu_type}/{cloud_provider}", tag = "admin",
+    params(("gpu_type" = String, Path), ("cloud_provider" = String, Path)),
+    responses((status = 200, body = Empty)),
+)]
 pub async fn delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

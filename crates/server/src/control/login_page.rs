@@ -2,6 +2,7 @@
 //! the user code against their terminal, signs in with email and password, and approves, or
 //! denies, one CLI login request.
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,10 +11,21 @@ use serde::Deserialize;
 use tm_control::login::{Link, LoginRequest};
 use tm_control::throttle::Attempt;
 use tm_control::ControlError;
+use utoipa::ToSchema;
 
 use super::extract::{Client, Params};
 use super::ControlState;
 
+#[utoipa::path(get, path = "/auth/cli/login", tag = "auth", security(()),
+    params(("request" = String, Query), ("code" = String, Query)),
+    responses(
+        (status = 200, description = "The form.", content_type = "text/html", body = String),
+        (status = 400, description = "A malformed request or code.", content_type = "text/html", body = String),
+        (status = 404, description = "No such request (or not its code).", content_type = "text/html", body = String),
+        (status = 410, description = "Expired or already answered.", content_type = "text/html", body = String),
+        (status = 429, description = "Too many views from this address.", content_type = "text/html", body = String),
+    )
+)]
 pub async fn show(State(state): State<ControlState>, Client(address): Client, params: Params) -> Response {
     let request = params.str("request").unwrap_or_default();
     let code = params.str("code").unwrap_or_default();
@@ -32,7 +44,7 @@ pub async fn show(State(state): State<ControlState>, Client(address): Client, pa
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct Decision {
     #[serde(default)]
     request: String,
@@ -49,7 +61,26 @@ pub struct Decision {
     action: String,
 }
 
-pub async fn decide(State(state): State<ControlState>, Client(address): Client, Form(d): Form<Decision>) -> Response {
+#[utoipa::path(post, path = "/auth/cli/login", tag = "auth", security(()),
+    request_body(content = Decision, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Approved or denied.", content_type = "text/html", body = String),
+        (status = 400, description = "A missing or malformed form, or the box not ticked.", content_type = "text/html", body = String),
+        (status = 401, description = "Wrong email or password.", content_type = "text/html", body = String),
+        (status = 404, description = "No such request (or not its code).", content_type = "text/html", body = String),
+        (status = 410, description = "Expired or already answered.", content_type = "text/html", body = String),
+        (status = 429, description = "Too many attempts.", content_type = "text/html", body = String),
+    )
+)]
+pub async fn decide(
+    State(state): State<ControlState>,
+    Client(address): Client,
+    form: Result<Form<Decision>, FormRejection>,
+) -> Response {
+    // A page answers, not axum's plain-text rejection: whoever posts here is a browser.
+    let Ok(Form(d)) = form else {
+        return page(StatusCode::BAD_REQUEST, "<p>The sign-in form was not sent. Open the link again.</p>");
+    };
     let link = Link { request_id: &d.request, user_code: &d.code };
     let logins = state.control.logins();
     if d.action == "deny" {

@@ -16,6 +16,7 @@ mod gpu_pricing;
 mod login_page;
 mod observability;
 mod products;
+mod query;
 mod stripe;
 mod support;
 mod users;
@@ -23,11 +24,16 @@ mod wire;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::routing::{delete, get, post, put};
 use axum::Router;
+use tm_api::control::RpcStatus;
 use tm_control::{Control, ControlError};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::openapi;
 
 use error::CpError;
 
@@ -46,67 +52,89 @@ pub struct ControlState {
 
 const BODY_LIMIT: usize = 1024 * 1024;
 
+/// The listener's OpenAPI document: what [`routes`] generates, completed.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tensormesh Control Plane API",
+        description = "Accounts, API keys, billing, support, models and \
+        administration, in grpc-gateway's JSON (lowerCamelCase, int64 as strings, `google.type.Money`). Routes \
+        take an access token from the CLI sign-in (`Authorization: Bearer ...`), except `/auth/cli/*`."
+    ),
+    components(schemas(RpcStatus)),
+    // Every route but `/auth/cli/*`, which say so.
+    security(("bearer" = []))
+)]
+struct ControlApi;
+
+/// The routes, each registered with its OpenAPI operation.
+fn routes() -> (Router<ControlState>, utoipa::openapi::OpenApi) {
+    let (router, doc) = OpenApiRouter::with_openapi(ControlApi::openapi())
+        .routes(routes!(cli_login::start))
+        .routes(routes!(cli_login::exchange))
+        .routes(routes!(cli_login::refresh))
+        .routes(routes!(cli_login::logout))
+        .routes(routes!(login_page::show, login_page::decide))
+        .routes(routes!(users::profile))
+        .routes(routes!(users::accept_tos))
+        .routes(routes!(users::list_keys, users::create_key, users::delete_key))
+        .routes(routes!(users::update))
+        .routes(routes!(billing::balance))
+        .routes(routes!(billing::transactions))
+        .routes(routes!(billing::spending_summary))
+        .routes(routes!(billing::spending_history))
+        .routes(routes!(billing::usage_history))
+        .routes(routes!(billing::pricing))
+        .routes(routes!(gpu_pricing::list))
+        .routes(routes!(address::get, address::put))
+        .routes(routes!(stripe::customers))
+        .routes(routes!(stripe::payment_methods))
+        .routes(routes!(stripe::setup_intents))
+        .routes(routes!(stripe::payment_intents))
+        .routes(routes!(stripe::confirm_payment_intent))
+        .routes(routes!(support::list, support::create))
+        .routes(routes!(support::get, support::close))
+        .routes(routes!(support::add_message))
+        .routes(routes!(support::submit_reserved_deployment))
+        .routes(routes!(activities::list))
+        .routes(routes!(activities::get))
+        .routes(routes!(observability::user_metrics))
+        .routes(routes!(observability::deployment_metrics))
+        .routes(routes!(observability::deployment_logs))
+        .routes(routes!(deployments::list, deployments::deploy))
+        .routes(routes!(deployments::validate))
+        .routes(routes!(deployments::search_by_infra))
+        .routes(routes!(deployments::check))
+        .routes(routes!(deployments::get, deployments::delete, deployments::post_verb))
+        .routes(routes!(deployments::admin_list))
+        .routes(routes!(deployments::admin_delete))
+        .routes(routes!(products::list))
+        .routes(routes!(products::delete))
+        .routes(routes!(
+            admin_billing::list_pricing,
+            admin_billing::create_pricing,
+            admin_billing::update_pricing,
+            admin_billing::delete_pricing
+        ))
+        .routes(routes!(gpu_pricing::create, gpu_pricing::update))
+        .routes(routes!(gpu_pricing::delete))
+        .routes(routes!(admin_billing::balances))
+        .routes(routes!(admin_billing::add_balance))
+        .routes(routes!(admin_billing::spending_summaries))
+        .routes(routes!(admin::list_users))
+        .routes(routes!(admin::change_role))
+        .routes(routes!(products::admin_list, products::upsert))
+        .routes(routes!(support::list_reserved_deployments))
+        .split_for_parts();
+    let mut doc = openapi::finish(doc, "An access token from the CLI sign-in (`tm auth login`).", "RpcStatus");
+    openapi::optional_json_bodies(&mut doc);
+    (router, doc)
+}
+
 pub fn router(state: ControlState) -> Router {
-    Router::new()
-        .route("/auth/cli/start", post(cli_login::start))
-        .route("/auth/cli/exchange", post(cli_login::exchange))
-        .route("/auth/cli/refresh", post(cli_login::refresh))
-        .route("/auth/cli/logout", post(cli_login::logout))
-        .route("/auth/cli/login", get(login_page::show).post(login_page::decide))
-        .route("/auth/profile", get(users::profile))
-        .route("/v1/users/accept-tos", post(users::accept_tos))
-        .route("/v1/users/api-keys", get(users::list_keys).post(users::create_key).delete(users::delete_key))
-        .route("/v1/users/{user_id}", put(users::update))
-        .route("/v1/billing/balance", get(billing::balance))
-        .route("/v1/billing/transactions", get(billing::transactions))
-        .route("/v1/billing/spending/summary", get(billing::spending_summary))
-        .route("/v1/billing/spending/history", get(billing::spending_history))
-        .route("/v1/billing/serverless-usage/history", get(billing::usage_history))
-        .route("/v1/billing/serverless-pricing", get(billing::pricing))
-        .route("/v1/billing/gpu-pricing", get(gpu_pricing::list))
-        .route("/v1/billing/address", get(address::get).put(address::put))
-        .route("/v1/billing/stripe/customers", get(stripe::unavailable))
-        .route(
-            "/v1/billing/stripe/customers/payment-methods",
-            get(stripe::unavailable).post(stripe::unavailable).delete(stripe::unavailable),
-        )
-        .route("/v1/billing/stripe/setup-intents", post(stripe::unavailable))
-        .route("/v1/billing/stripe/payment-intents", post(stripe::unavailable))
-        .route("/v1/billing/stripe/payment-intents/confirm", post(stripe::unavailable))
-        .route("/v1/support/tickets", get(support::list).post(support::create))
-        .route("/v1/support/tickets/{ticket_id}", get(support::get).delete(support::close))
-        .route("/v1/support/tickets/{ticket_id}/messages", post(support::add_message))
-        .route("/v1/support/reserved-deployments", post(support::submit_reserved_deployment))
-        .route("/v1/activities", get(activities::list))
-        .route("/v1/activities/{activity_id}", get(activities::get))
-        .route("/v1/observability/users/metrics", get(observability::user_metrics))
-        .route("/v1/observability/deployments/{deployment_id}/metrics", get(observability::deployment_metrics))
-        .route("/v1/observability/deployments/{deployment_id}/logs", get(observability::deployment_logs))
-        .route("/v1/models", get(deployments::list).post(deployments::deploy))
-        .route("/v1/models:validate", post(deployments::validate))
-        .route("/v1/models:search-by-infra", post(deployments::search_by_infra))
-        .route("/v1/models/check", post(deployments::check))
-        .route("/v1/models/{model_id}", get(deployments::get).delete(deployments::delete).post(deployments::post_verb))
-        .route("/v1/admin/models", get(deployments::admin_list))
-        .route("/v1/admin/models/{model_id}", delete(deployments::admin_delete))
-        .route("/v1/products", get(products::list))
-        .route("/v1/products/{product_id}", delete(products::delete))
-        .route(
-            "/v1/admin/billing/serverless-pricing",
-            get(admin_billing::list_pricing)
-                .post(admin_billing::create_pricing)
-                .put(admin_billing::update_pricing)
-                .delete(admin_billing::delete_pricing),
-        )
-        .route("/v1/admin/billing/gpu-pricing", post(gpu_pricing::create).put(gpu_pricing::update))
-        .route("/v1/admin/billing/gpu-pricing/{gpu_type}/{cloud_provider}", delete(gpu_pricing::delete))
-        .route("/v1/admin/billing/balances", post(admin_billing::balances))
-        .route("/v1/admin/billing/balances:add", post(admin_billing::add_balance))
-        .route("/v1/admin/billing/spending/summary", post(admin_billing::spending_summaries))
-        .route("/v1/admin/users", get(admin::list_users))
-        .route("/v1/admin/users/change_role", post(admin::change_role))
-        .route("/v1/admin/products", get(products::admin_list).post(products::upsert))
-        .route("/v1/admin/support/reserved-deployments", get(support::list_reserved_deployments))
+    let (routes, doc) = routes();
+    routes
+        .route("/openapi.json", openapi::route(&doc))
         .fallback(|uri: Uri| async move { CpError(ControlError::NotFound(format!("no route for {}", uri.path()))) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

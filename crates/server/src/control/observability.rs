@@ -9,9 +9,14 @@ use tm_money::UnixMs;
 
 use super::error::CpError;
 use super::extract::{Params, SignedIn};
+use super::query::{ForUser, TimeRange};
 use super::ControlState;
 use crate::model_logs::{ModelLogs, Query};
 
+#[utoipa::path(get, path = "/v1/observability/users/metrics", tag = "observability",
+    params(ForUser, TimeRange, ("stepSeconds" = Option<i64>, Query, minimum = 1)),
+    responses((status = 200, body = Metrics)),
+)]
 pub async fn user_metrics(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -21,6 +26,10 @@ pub async fn user_metrics(
     Ok(Json(Metrics { metrics: metrics(&series) }))
 }
 
+#[utoipa::path(get, path = "/v1/observability/deployments/{deployment_id}/metrics", tag = "observability",
+    params(("deployment_id" = String, Path), TimeRange, ("stepSeconds" = Option<i64>, Query, minimum = 1)),
+    responses((status = 200, body = Metrics)),
+)]
 pub async fn deployment_metrics(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -33,6 +42,15 @@ pub async fn deployment_metrics(
 
 /// The newest lines first unless `direction` is `LOG_DIRECTION_FORWARD`; `limit` 1-1000
 /// (default 100).
+#[utoipa::path(get, path = "/v1/observability/deployments/{deployment_id}/logs", tag = "observability",
+    params(
+        ("deployment_id" = String, Path),
+        TimeRange,
+        ("direction" = Option<String>, Query, description = "`FORWARD` or `BACKWARD` (newest first)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000),
+    ),
+    responses((status = 200, body = Logs)),
+)]
 pub async fn deployment_logs(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

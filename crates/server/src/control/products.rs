@@ -10,17 +10,30 @@ use super::error::CpError;
 use super::extract::{Body, SignedIn};
 use super::ControlState;
 
+#[utoipa::path(get, path = "/v1/products", tag = "products",
+    responses((status = 200, body = Products)),
+)]
 pub async fn list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Products>, CpError> {
     let rows = state.control.products().list(&me, false).await?;
     Ok(Json(Products { products: rows.iter().map(product).collect() }))
 }
 
+#[utoipa::path(get, path = "/v1/admin/products", tag = "admin",
+    responses((status = 200, body = Products)),
+)]
 pub async fn admin_list(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<Products>, CpError> {
     let rows = state.control.products().list(&me, true).await?;
     Ok(Json(Products { products: rows.iter().map(product).collect() }))
 }
 
 /// `{"product": {...}}`, or the product itself.
+#[utoipa::path(post, path = "/v1/admin/products", tag = "admin",
+    request_body(
+        content = Object,
+        description = "`{\"product\": {...}}` or the product itself: `id`, `name`, `family` (strings), `requiredGpuNum` (a whole number), `isActive`, `spec` (an object).",
+    ),
+    responses((status = 200, body = ProductReply)),
+)]
 pub async fn upsert(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -66,6 +79,10 @@ pub async fn upsert(
     Ok(Json(ProductReply { product: product(&row) }))
 }
 
+#[utoipa::path(delete, path = "/v1/products/{product_id}", tag = "products",
+    params(("product_id" = String, Path)),
+    responses((status = 200, body = Deleted)),
+)]
 pub async fn delete(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

@@ -4,17 +4,26 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
-use tm_api::control::{enum_named, ConversationMessage, Ticket, TicketReply, TicketStatus, TicketType, TicketsPage};
+use serde_json::{Map, Value};
+use tm_api::control::{
+    enum_named, ConversationMessage, ReservedDeploymentRequest, ReservedDeploymentSubmitted, ReservedDeploymentsPage,
+    Ticket, TicketReply, TicketStatus, TicketType, TicketsPage,
+};
 use tm_control::support::Ticket as TicketRecord;
+use utoipa::ToSchema;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::{ForUser, Page};
 use super::wire;
 use super::ControlState;
 
 const MAX_PAGE_SIZE: i64 = 100;
 
+#[utoipa::path(get, path = "/v1/support/tickets", tag = "support",
+    params(ForUser, Page, ("status" = Option<String>, Query)),
+    responses((status = 200, body = TicketsPage)),
+)]
 pub async fn list(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -26,7 +35,7 @@ pub async fn list(
     Ok(Json(TicketsPage { tickets: tickets.iter().map(ticket).collect(), page, size, total }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewTicket {
     #[serde(default)]
@@ -38,6 +47,10 @@ pub struct NewTicket {
     ticket_type: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/support/tickets", tag = "support",
+    request_body = NewTicket,
+    responses((status = 200, body = TicketReply)),
+)]
 pub async fn create(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -49,6 +62,10 @@ pub async fn create(
     Ok(Json(TicketReply { ticket: ticket(&created) }))
 }
 
+#[utoipa::path(get, path = "/v1/support/tickets/{ticket_id}", tag = "support",
+    params(("ticket_id" = String, Path)),
+    responses((status = 200, body = TicketReply)),
+)]
 pub async fn get(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -57,12 +74,17 @@ pub async fn get(
     Ok(Json(TicketReply { ticket: ticket(&state.control.support().get(&me, &id).await?) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct NewMessage {
     #[serde(default)]
     message: Value,
 }
 
+#[utoipa::path(post, path = "/v1/support/tickets/{ticket_id}/messages", tag = "support",
+    params(("ticket_id" = String, Path)),
+    request_body = NewMessage,
+    responses((status = 200, body = TicketReply)),
+)]
 pub async fn add_message(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -73,6 +95,10 @@ pub async fn add_message(
     Ok(Json(TicketReply { ticket: ticket(&state.control.support().reply(&me, &id, &content).await?) }))
 }
 
+#[utoipa::path(delete, path = "/v1/support/tickets/{ticket_id}", tag = "support",
+    params(("ticket_id" = String, Path)),
+    responses((status = 200, body = TicketReply)),
+)]
 pub async fn close(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -81,35 +107,41 @@ pub async fn close(
     Ok(Json(TicketReply { ticket: ticket(&state.control.support().close(&me, &id).await?) }))
 }
 
+#[utoipa::path(post, path = "/v1/support/reserved-deployments", tag = "support",
+    request_body(content = Object, description = "The request's fields, kept as sent."),
+    responses((status = 200, body = ReservedDeploymentSubmitted)),
+)]
 pub async fn submit_reserved_deployment(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     Body(fields): Body<Map<String, Value>>,
-) -> Result<Json<Value>, CpError> {
-    let id = state.control.support().submit_reserved_deployment(&me, &fields).await?;
-    Ok(Json(json!({"requestId": id})))
+) -> Result<Json<ReservedDeploymentSubmitted>, CpError> {
+    let request_id = state.control.support().submit_reserved_deployment(&me, &fields).await?;
+    Ok(Json(ReservedDeploymentSubmitted { request_id }))
 }
 
 /// `GET /v1/admin/support/reserved-deployments` (ours; the official clients have no list).
+#[utoipa::path(get, path = "/v1/admin/support/reserved-deployments", tag = "admin",
+    params(Page),
+    responses((status = 200, body = ReservedDeploymentsPage)),
+)]
 pub async fn list_reserved_deployments(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
     params: Params,
-) -> Result<Json<Value>, CpError> {
+) -> Result<Json<ReservedDeploymentsPage>, CpError> {
     let (page, size) = params.page(20, MAX_PAGE_SIZE)?;
     let (rows, total) = state.control.support().reserved_deployments(&me, page, size).await?;
-    let requests: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let mut out = Map::new();
-            out.insert("requestId".into(), json!(r.id));
-            out.insert("userId".into(), json!(r.user_id));
-            out.extend(r.details.clone());
-            out.insert("createdAt".into(), json!(r.created_at.rfc3339()));
-            Value::Object(out)
+    let requests = rows
+        .into_iter()
+        .map(|r| ReservedDeploymentRequest {
+            request_id: r.id,
+            user_id: r.user_id,
+            details: r.details,
+            created_at: r.created_at,
         })
         .collect();
-    Ok(Json(json!({"requests": requests, "page": page, "size": size, "total": total.to_string()})))
+    Ok(Json(ReservedDeploymentsPage { requests, page, size, total }))
 }
 
 /// A message is a string (ticket create) or a ConversationMessage `{"content": ...}`.

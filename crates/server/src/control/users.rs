@@ -6,16 +6,25 @@ use axum::Json;
 use serde::Deserialize;
 use tm_api::control::{ApiKeyReply, ApiKeys, Empty, UserReply};
 use tm_store::users::ProfileUpdate;
+use utoipa::ToSchema;
 
 use super::error::CpError;
 use super::extract::{Body, Params, SignedIn};
+use super::query::{ForUser, IncludeDeleted};
 use super::{wire, ControlState};
 
+#[utoipa::path(get, path = "/auth/profile", tag = "users",
+    responses((status = 200, body = UserReply)),
+)]
 pub async fn profile(State(state): State<ControlState>, SignedIn(me): SignedIn) -> Result<Json<UserReply>, CpError> {
     let user = state.control.accounts().get(&me.user_id).await?;
     Ok(Json(UserReply { user: wire::user(&user) }))
 }
 
+#[utoipa::path(post, path = "/v1/users/accept-tos", tag = "users",
+    params(ForUser),
+    responses((status = 200, body = UserReply)),
+)]
 pub async fn accept_tos(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -25,7 +34,7 @@ pub async fn accept_tos(
     Ok(Json(UserReply { user: wire::user(&user) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Update {
     first_name: Option<String>,
@@ -34,6 +43,11 @@ pub struct Update {
     company: Option<String>,
 }
 
+#[utoipa::path(put, path = "/v1/users/{user_id}", tag = "users",
+    params(("user_id" = String, Path)),
+    request_body = Update,
+    responses((status = 200, body = Empty)),
+)]
 pub async fn update(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -50,6 +64,10 @@ pub async fn update(
     Ok(Json(Empty::default()))
 }
 
+#[utoipa::path(get, path = "/v1/users/api-keys", tag = "users",
+    params(ForUser, IncludeDeleted),
+    responses((status = 200, body = ApiKeys)),
+)]
 pub async fn list_keys(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -59,7 +77,7 @@ pub async fn list_keys(
     Ok(Json(ApiKeys { api_keys: keys.iter().map(|k| wire::api_key(k, &k.public_id)).collect() }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NewKey {
     user_id: Option<String>,
@@ -70,6 +88,12 @@ pub struct NewKey {
     expires_at: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/users/api-keys", tag = "users",
+    request_body = NewKey,
+    responses(
+        (status = 200, description = "The only answer that shows the whole key, as `apiKey.id`.", body = ApiKeyReply),
+    ),
+)]
 pub async fn create_key(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,
@@ -81,6 +105,10 @@ pub async fn create_key(
     Ok(Json(ApiKeyReply { api_key: wire::api_key(&created.key, &created.token) }))
 }
 
+#[utoipa::path(delete, path = "/v1/users/api-keys", tag = "users",
+    params(ForUser, ("apiKey" = String, Query, description = "The key's public id.")),
+    responses((status = 200, body = Empty)),
+)]
 pub async fn delete_key(
     State(state): State<ControlState>,
     SignedIn(me): SignedIn,

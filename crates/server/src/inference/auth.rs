@@ -13,9 +13,15 @@ use tm_gateway::{Caller, Scopes};
 use super::error::ApiError;
 use crate::bearer::bearer;
 
-/// Routes anyone may call without a key (docs/contracts.md §W2).
-const PUBLIC_ROUTES: &[(Method, &str)] =
-    &[(Method::GET, "/v1/models"), (Method::GET, "/health"), (Method::GET, "/version"), (Method::GET, "/metrics")];
+/// Routes anyone may call without a key (docs/contracts.md §W2); the OpenAPI document
+/// marks the same ones public (a test holds the two together).
+pub(super) const PUBLIC_ROUTES: &[(Method, &str)] = &[
+    (Method::GET, "/v1/models"),
+    (Method::GET, "/health"),
+    (Method::GET, "/version"),
+    (Method::GET, "/metrics"),
+    (Method::GET, "/openapi.json"),
+];
 
 pub async fn require_key(State(control): State<Control>, mut req: Request, next: Next) -> Result<Response, ApiError> {
     let public = PUBLIC_ROUTES.iter().any(|(m, p)| req.method() == m && req.uri().path() == *p);

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tm_api::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
-    ChatDelta, FunctionCall, FunctionCallDelta, SamplingRequest, ToolCall, ToolCallDelta,
+    ChatDelta, FunctionCall, FunctionCallDelta, SamplingRequest, ToolCall, ToolCallDelta, WithSampling,
 };
 use tm_backend::validate::{self, ToolsShape};
 use tm_backend::{Output, OutputOptions, PromptInput};
@@ -18,6 +18,12 @@ use super::json::JsonBody;
 use super::logprobs;
 use super::{new_id, unix_now, AppState};
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "inference",
+    request_body = WithSampling<ChatCompletionRequest>,
+    responses((status = 200, description = "The completion, or with `stream: true` its chunks as server-sent events \
+        (`data: {ChatCompletionChunk}` lines, then `data: [DONE]`).",
+        content((ChatCompletion = "application/json"), (String = "text/event-stream"))))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

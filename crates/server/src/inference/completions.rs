@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tm_api::{Completion, CompletionChoice, CompletionRequest, Prompt, SamplingRequest};
+use tm_api::{Completion, CompletionChoice, CompletionRequest, Prompt, SamplingRequest, WithSampling};
 use tm_backend::{validate, Output, OutputOptions, PromptInput};
 use tm_gateway::{Ask, Overrides};
 
@@ -14,6 +14,12 @@ use super::json::JsonBody;
 use super::logprobs;
 use super::{new_id, unix_now, AppState};
 
+#[utoipa::path(post, path = "/v1/completions", tag = "inference",
+    request_body = WithSampling<CompletionRequest>,
+    responses((status = 200, description = "The completion, or with `stream: true` its chunks as server-sent events \
+        (`data: {Completion}` lines, then `data: [DONE]`).",
+        content((Completion = "application/json"), (String = "text/event-stream"))))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -5,14 +5,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
-use tm_api::{ModelCard, ModelList, Version};
+use tm_api::{ErrorBody, Health, ModelCard, ModelList, Version};
 
 use super::error::ApiError;
 use super::AppState;
 use crate::bearer::bearer;
 
 /// The served models that have an active price (the others are refused).
+#[utoipa::path(get, path = "/v1/models", tag = "meta", security(()), responses((status = 200, body = ModelList)))]
 pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
     let mut priced = Vec::new();
     for m in state.backend.models() {
@@ -35,18 +35,28 @@ pub async fn models(State(state): State<AppState>) -> Json<ModelList> {
 
 /// `status` is what clients read; `in_flight` (requests admitted and not finished) helps
 /// operators and tests see load without a metrics scrape.
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/health", tag = "meta", security(()), responses(
+    (status = 200, description = "Every engine is up.", body = Health),
+    (status = 503, description = "An engine is down.", body = Health),
+))]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let healthy = state.backend.healthy();
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({"status": if healthy { "ok" } else { "unavailable" }, "in_flight": state.backend.in_flight()});
+    let body =
+        Health { status: if healthy { "ok" } else { "unavailable" }, in_flight: state.backend.in_flight() as u64 };
     (status, Json(body))
 }
 
+#[utoipa::path(get, path = "/version", tag = "meta", security(()), responses((status = 200, body = Version)))]
 pub async fn version() -> Json<Version> {
     Json(Version { version: env!("CARGO_PKG_VERSION") })
 }
 
 /// The engines' metrics in the Prometheus (OpenMetrics) text format.
+#[utoipa::path(get, path = "/metrics", tag = "meta", security((), ("bearer" = [])), responses(
+    (status = 200, description = "OpenMetrics text.", content_type = "application/openmetrics-text", body = String),
+    (status = 401, description = "`--metrics-token` is set and was not presented.", body = ErrorBody),
+))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     if let Some(token) = &state.metrics_token {
         let presented = bearer(&headers).unwrap_or_default();

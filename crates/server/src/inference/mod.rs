@@ -17,14 +17,20 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{middleware, Extension, Router};
 use prometheus_client::registry::Registry;
+use tm_api::{ChatCompletionChunk, ErrorBody};
 use tm_backend::Backend;
 use tm_control::Control;
 use tm_gateway::Gateway;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::openapi;
 
 use error::ApiError;
 use json::BodyLimit;
@@ -52,18 +58,40 @@ pub struct RouterConfig {
     pub with_metrics: bool,
 }
 
+/// The listener's OpenAPI document: what [`routes`] generates, completed.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tensormesh Inference API",
+        description = "OpenAI-compatible inference. POSTs take an API key \
+        (`Authorization: Bearer tm_sk_...`); the GETs are public."
+    ),
+    components(schemas(ErrorBody, ChatCompletionChunk)),
+    // The POSTs; the public GETs say so.
+    security(("bearer" = []))
+)]
+struct InferenceApi;
+
+/// The routes, each registered with its OpenAPI operation.
+fn routes(with_metrics: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let routes = OpenApiRouter::with_openapi(InferenceApi::openapi())
+        .routes(routes!(chat::create))
+        .routes(routes!(completions::create))
+        .routes(routes!(responses::create))
+        .routes(routes!(tokenize::tokenize))
+        .routes(routes!(tokenize::detokenize))
+        .routes(routes!(meta::models))
+        .routes(routes!(meta::health))
+        .routes(routes!(meta::version));
+    let routes = if with_metrics { routes.routes(routes!(meta::metrics)) } else { routes };
+    let (router, doc) = routes.split_for_parts();
+    (router, openapi::finish(doc, "An API key (`tm_sk_...`), for the POST routes.", "ErrorBody"))
+}
+
 pub fn router(state: AppState, config: RouterConfig) -> Router {
-    let routes = Router::new()
-        .route("/v1/chat/completions", post(chat::create))
-        .route("/v1/completions", post(completions::create))
-        .route("/v1/responses", post(responses::create))
-        .route("/tokenize", post(tokenize::tokenize))
-        .route("/detokenize", post(tokenize::detokenize))
-        .route("/v1/models", get(meta::models))
-        .route("/health", get(meta::health))
-        .route("/version", get(meta::version));
-    let routes = if config.with_metrics { routes.route("/metrics", get(meta::metrics)) } else { routes };
+    let (routes, doc) = routes(config.with_metrics);
     routes
+        .route("/openapi.json", openapi::route(&doc))
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // Layers run bottom-up: the request id is set first so every response (errors,
@@ -115,4 +143,42 @@ pub fn request_id(headers: &axum::http::HeaderMap) -> String {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    /// Public means: `{}` (anonymous) among the operation's security alternatives, or the
+    /// document's when the operation has none of its own.
+    fn public_operations(doc: &Value) -> Vec<(String, String)> {
+        let mut public = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let anonymous = match op.get("security").or_else(|| doc.get("security")).and_then(Value::as_array) {
+                    None => true,
+                    Some(alternatives) => alternatives.iter().any(|a| a.as_object().is_some_and(|a| a.is_empty())),
+                };
+                if anonymous {
+                    public.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        public
+    }
+
+    #[test]
+    fn the_document_marks_public_exactly_the_routes_the_key_check_lets_through() {
+        let doc = serde_json::to_value(super::routes(true).1).unwrap_or_default();
+        let mut documented = public_operations(&doc);
+        // The document itself is served beside the generated routes.
+        documented.push(("GET".into(), "/openapi.json".into()));
+        documented.sort();
+        let mut allowed: Vec<(String, String)> =
+            super::auth::PUBLIC_ROUTES.iter().map(|(m, p)| (m.to_string(), (*p).to_owned())).collect();
+        allowed.sort();
+        assert_eq!(documented, allowed);
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["paths"]["/v1/chat/completions"]["post"]["responses"]["default"].is_object());
+    }
 }

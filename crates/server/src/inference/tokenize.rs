@@ -14,6 +14,8 @@ use super::AppState;
 /// Counted against the caller's tokens-per-minute limits like a generation's prompt: the
 /// fewest tokens the text can be before the tokenizer runs (over the limit: 429, no work),
 /// the rest after.
+#[utoipa::path(post, path = "/tokenize", tag = "inference",
+    request_body = TokenizeRequest, responses((status = 200, body = TokenizeResponse)))]
 pub async fn tokenize(
     State(state): State<AppState>,
     Extension(scopes): Extension<Scopes>,
@@ -45,6 +47,8 @@ pub async fn tokenize(
     }))
 }
 
+#[utoipa::path(post, path = "/detokenize", tag = "inference",
+    request_body = DetokenizeRequest, responses((status = 200, body = DetokenizeResponse)))]
 pub async fn detokenize(State(state): State<AppState>, body: JsonBody) -> Result<Json<DetokenizeResponse>, ApiError> {
     let req: DetokenizeRequest = body.parse()?;
     let prompt = state.backend.detokenize(&req.model, &req.tokens).await?;

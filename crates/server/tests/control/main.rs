@@ -15,6 +15,7 @@ mod keys;
 mod login;
 mod metering;
 mod observability;
+mod openapi;
 mod secrets;
 mod support;
 mod upstream;

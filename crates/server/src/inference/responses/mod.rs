@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tm_api::{ResponsesRequest, ResponsesTextFormat, SamplingRequest};
+use tm_api::{ResponseObject, ResponsesRequest, ResponsesTextFormat, SamplingRequest, WithSampling};
 use tm_backend::validate::{self, ToolsShape};
 use tm_backend::{GenerationEvent, Output, OutputFormat, OutputOptions, PromptInput, ToolChoice, Tools};
 use tm_gateway::{Ask, Overrides};
@@ -21,6 +21,12 @@ use super::json::JsonBody;
 use super::{new_id, unix_now, AppState};
 use output::{Item, Shell, Writer};
 
+#[utoipa::path(post, path = "/v1/responses", tag = "inference",
+    request_body = WithSampling<ResponsesRequest>,
+    responses((status = 200, description = "The response object, or with `stream: true` the events that build it, as \
+        server-sent events (`event: response.created` ... `event: response.completed`).",
+        content((ResponseObject = "application/json"), (String = "text/event-stream"))))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -7,6 +7,10 @@
 
 use axum::response::sse::Event;
 use serde_json::{json, Value};
+use tm_api::{
+    IncompleteDetails, OutputItem, OutputText, OutputTokensDetails, PromptTokensDetails, ResponseError, ResponseObject,
+    ResponseTextOptions, ResponseUsage,
+};
 use tm_backend::{FinishReason, TokenUsage};
 
 use crate::inference::new_id;
@@ -45,62 +49,62 @@ impl Item {
         }
     }
 
-    fn json(&self, status: &str) -> Value {
+    /// The item on the wire, with `status` (`in_progress`, `completed` or `incomplete`).
+    fn wire(&self, status: &'static str) -> OutputItem {
         match self {
             Item::Message { id, text } => {
-                let content = if status == "in_progress" {
-                    json!([])
-                } else {
-                    json!([{"type": "output_text", "text": text, "annotations": []}])
-                };
-                json!({"id": id, "type": "message", "role": "assistant", "status": status, "content": content})
+                let content = if status == "in_progress" { Vec::new() } else { vec![OutputText::new(text.clone())] };
+                OutputItem::Message { id: id.clone(), role: "assistant", status, content }
             }
-            Item::Call { id, call_id, name, arguments } => json!({
-                "id": id, "type": "function_call", "status": status, "call_id": call_id, "name": name,
-                "arguments": arguments,
-            }),
+            Item::Call { id, call_id, name, arguments } => OutputItem::FunctionCall {
+                id: id.clone(),
+                status,
+                call_id: call_id.clone(),
+                name: name.clone(),
+                arguments: arguments.clone(),
+            },
         }
     }
 }
 
 impl Shell {
     /// The response object; `done` is None while it is in progress.
-    pub fn response(&self, items: &[Item], done: Option<(FinishReason, TokenUsage)>) -> Value {
-        let (status, usage, incomplete) = match done {
-            None => ("in_progress", Value::Null, Value::Null),
+    pub fn response(&self, items: &[Item], done: Option<(FinishReason, TokenUsage)>) -> ResponseObject {
+        let (status, usage, incomplete_details) = match done {
+            None => ("in_progress", None, None),
             Some((reason, u)) => {
-                let status = if reason == FinishReason::Length { "incomplete" } else { "completed" };
-                let incomplete =
-                    if status == "incomplete" { json!({"reason": "max_output_tokens"}) } else { Value::Null };
-                let usage = json!({
-                    "input_tokens": u.prompt_tokens,
-                    "input_tokens_details": {"cached_tokens": u.cached_tokens},
-                    "output_tokens": u.completion_tokens,
-                    "output_tokens_details": {"reasoning_tokens": 0},
-                    "total_tokens": u.prompt_tokens + u.completion_tokens,
-                });
-                (status, usage, incomplete)
+                let usage = ResponseUsage {
+                    input_tokens: u.prompt_tokens,
+                    input_tokens_details: PromptTokensDetails { cached_tokens: u.cached_tokens },
+                    output_tokens: u.completion_tokens,
+                    output_tokens_details: OutputTokensDetails { reasoning_tokens: 0 },
+                    total_tokens: u.prompt_tokens + u.completion_tokens,
+                };
+                if reason == FinishReason::Length {
+                    ("incomplete", Some(usage), Some(IncompleteDetails { reason: "max_output_tokens" }))
+                } else {
+                    ("completed", Some(usage), None)
+                }
             }
         };
-        let item_status = if status == "in_progress" { "in_progress" } else { status };
-        json!({
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created_at,
-            "model": self.model,
-            "status": status,
-            "output": items.iter().map(|i| i.json(item_status)).collect::<Vec<_>>(),
-            "usage": usage,
-            "error": null,
-            "incomplete_details": incomplete,
-            "instructions": self.instructions,
-            "max_output_tokens": self.max_output_tokens,
-            "metadata": {},
-            "parallel_tool_calls": self.parallel_tool_calls,
-            "tool_choice": self.tool_choice,
-            "tools": self.tools,
-            "text": {"format": self.text_format},
-        })
+        ResponseObject {
+            id: self.id.clone(),
+            object: "response",
+            created_at: self.created_at,
+            model: self.model.clone(),
+            status,
+            output: items.iter().map(|i| i.wire(status)).collect(),
+            usage,
+            error: None,
+            incomplete_details,
+            instructions: self.instructions.clone(),
+            max_output_tokens: self.max_output_tokens,
+            metadata: serde_json::Map::new(),
+            parallel_tool_calls: self.parallel_tool_calls,
+            tool_choice: self.tool_choice.clone(),
+            tools: self.tools.clone(),
+            text: ResponseTextOptions { format: self.text_format.clone() },
+        }
     }
 }
 
@@ -144,7 +148,7 @@ impl Writer {
 
     fn add(&mut self, item: Item) -> (usize, Event) {
         let at = self.items.len();
-        let added = json!({"output_index": at, "item": item.json("in_progress")});
+        let added = json!({"output_index": at, "item": item.wire("in_progress")});
         self.items.push(item);
         self.open.push(at);
         (at, self.event("response.output_item.added", added))
@@ -201,7 +205,7 @@ impl Writer {
                     json!({"item_id": self.items[at].id(), "output_index": at, "arguments": arguments, "name": name});
                 out.push(self.event("response.function_call_arguments.done", done));
             }
-            let item = self.items[at].json(status);
+            let item = self.items[at].wire(status);
             out.push(self.event("response.output_item.done", json!({"output_index": at, "item": item})));
         }
         out
@@ -214,7 +218,7 @@ impl Writer {
         let text = text.clone();
         let id = self.items[at].id().to_owned();
         let status = if self.reason == Some(FinishReason::Length) { "incomplete" } else { "completed" };
-        let item = self.items[at].json(status);
+        let item = self.items[at].wire(status);
         vec![
             self.event(
                 "response.output_text.done",
@@ -240,8 +244,8 @@ impl Writer {
 
     pub fn failed(&mut self, error: &str) -> Vec<Event> {
         let mut failed = self.shell.response(&self.items, None);
-        failed["status"] = "failed".into();
-        failed["error"] = json!({"code": "server_error", "message": error});
+        failed.status = "failed";
+        failed.error = Some(ResponseError { code: "server_error", message: error.to_owned() });
         vec![self.event("response.failed", json!({"response": failed}))]
     }
 }
