@@ -42,17 +42,20 @@ def check(name):
     return wrap
 
 
-def start_server(binary, model, models_dir):
+def start_server(binary, model, models_dir, ctx_size=1024, extra_args=(), log_name=None):
+    """Starts `tensormesh serve` on free ports with a fresh data dir and the admin's key;
+    `log_name`: keep its log in that file of the data dir."""
     data_dir = tempfile.mkdtemp(prefix="tm-compat-data-")
     args = [binary, "serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0",
             "--data-dir", data_dir, "--model", model,
-            "--ctx-size", "1024", "--parallel", "2"]
+            "--ctx-size", str(ctx_size), "--parallel", "2", *extra_args]
     if models_dir:
         args += ["--models-dir", models_dir]
     env = dict(os.environ, TENSORMESH_ADMIN_API_KEY=KEY, TENSORMESH_ADMIN_EMAIL=ADMIN_EMAIL,
                TENSORMESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
     env.pop("TENSORMESH_DATABASE_URL", None)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    log = open(os.path.join(data_dir, log_name), "w") if log_name else subprocess.DEVNULL
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     addresses = {}
     for line in proc.stdout:
         for name in ("inference", "control"):

@@ -18,11 +18,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from check_clients import ADMIN_EMAIL, ADMIN_PASSWORD, KEY  # noqa: E402
+from check_clients import KEY, start_server  # noqa: E402
 from cli_parity import login_tokens  # noqa: E402
 
 # What "break the schema" means here: every check that compares an answer with the
@@ -39,27 +38,6 @@ CHECKS = ",".join([
     "missing_required_header",
     "unsupported_method",
 ])
-
-
-def start_server(binary, model):
-    data_dir = tempfile.mkdtemp(prefix="tm-fuzz-data-")
-    args = [binary, "serve", "--inference-addr", "127.0.0.1:0", "--control-addr", "127.0.0.1:0",
-            "--data-dir", data_dir, "--model", model, "--ctx-size", "128", "--parallel", "2",
-            "--control-requests-per-minute", "0", "--key-rpm", "0", "--key-tpm", "0", "--user-rpm", "0",
-            "--user-tpm", "0", "--user-concurrency", "0"]
-    env = dict(os.environ, TENSORMESH_ADMIN_API_KEY=KEY, TENSORMESH_ADMIN_EMAIL=ADMIN_EMAIL,
-               TENSORMESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    env.pop("TENSORMESH_DATABASE_URL", None)
-    log = open(os.path.join(data_dir, "server.log"), "w")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    addresses = {}
-    for line in proc.stdout:
-        for name in ("inference", "control"):
-            if line.startswith(f"{name}: "):
-                addresses[name] = line.split(" ", 1)[1].strip()
-        if len(addresses) == 2:
-            return proc, addresses["inference"], addresses["control"], data_dir
-    raise SystemExit(f"server exited with {proc.wait()} before printing its addresses")
 
 
 def fuzz(name, base, token, model, max_examples, report_dir):
@@ -100,7 +78,10 @@ def main():
     binary = sys.argv[1]
     model = sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("--") else "gemma-3-270m"
     max_examples = int(sys.argv[sys.argv.index("--max-examples") + 1]) if "--max-examples" in sys.argv else 20
-    proc, base, control, data_dir = start_server(binary, model)
+    limits_off = ["--control-requests-per-minute", "0", "--key-rpm", "0", "--key-tpm", "0", "--user-rpm", "0",
+                  "--user-tpm", "0", "--user-concurrency", "0"]
+    proc, base, control, data_dir = start_server(binary, model, None, ctx_size=128, extra_args=limits_off,
+                                                 log_name="server.log")
     results = {}
     try:
         token = login_tokens(control)["access_token"]
