@@ -4,6 +4,12 @@
 //! the blocks before it; the index maps a block chain's hash to the endpoint that last
 //! served it. It is approximate on purpose: an engine may have evicted a prefix the index
 //! still points to, which costs one cache miss, never a wrong answer.
+//!
+//! A prefix this process has not seen goes to its *rendezvous* endpoint (highest random
+//! weight over the endpoint URLs and the prompt's first block), not to whichever endpoint
+//! this process found least loaded: several gateway replicas behind one load balancer then
+//! send a new conversation's requests to the same engine without sharing any state, so the
+//! fleet computes each prefix once however many replicas there are.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -34,6 +40,21 @@ pub fn block_hashes(prompt: &[u8], block_bytes: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Weighted rendezvous (highest random weight) score of an endpoint for a prefix:
+/// `weight / -ln(u)` with `u` uniform in (0, 1) from a hash of both, so that each endpoint
+/// wins a `weight / sum(weights)` share of prefixes, and removing an endpoint moves only
+/// its own. `DefaultHasher::new()` is the same in every process of one build, so replicas
+/// agree (replicas of different builds may disagree until they run the same one: cache
+/// misses, not errors).
+fn rendezvous_score(prefix: u64, endpoint: &str, weight: u32) -> f64 {
+    let mut h = DefaultHasher::new();
+    prefix.hash(&mut h);
+    endpoint.hash(&mut h);
+    // 53 random bits, never 0: u in (0, 1).
+    let u = ((h.finish() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    f64::from(weight) / -u.ln()
+}
+
 /// Block chain hash -> endpoint index. Two generations approximate LRU at no per-lookup
 /// cost: inserts go to `current`; when it is full it becomes `previous`, and what
 /// `previous` held is forgotten unless it was used again meanwhile.
@@ -41,8 +62,6 @@ pub fn block_hashes(prompt: &[u8], block_bytes: usize) -> Vec<u64> {
 struct PrefixIndex {
     current: HashMap<u64, usize>,
     previous: HashMap<u64, usize>,
-    /// Blocks recorded per endpoint: a rough size of what its cache holds.
-    recorded: Vec<u64>,
 }
 
 impl PrefixIndex {
@@ -59,10 +78,6 @@ impl PrefixIndex {
     }
 
     fn record(&mut self, hashes: &[u64], endpoint: usize) {
-        if self.recorded.len() <= endpoint {
-            self.recorded.resize(endpoint + 1, 0);
-        }
-        self.recorded[endpoint] += hashes.len() as u64;
         for &h in hashes {
             if self.current.len() >= INDEX_CAPACITY / 2 {
                 self.previous = std::mem::take(&mut self.current);
@@ -138,14 +153,23 @@ impl Router {
             .filter(|&i| matched[i] > 0 && self.endpoints[i].available(now))
             .filter(|&i| self.endpoints[i].load() <= least_load * IMBALANCE_FACTOR + IMBALANCE_SLACK)
             .max_by_key(|&i| (matched[i], std::cmp::Reverse(by_load.iter().position(|&j| j == i))));
-        // A new prefix goes to the least loaded endpoint, and among equally loaded ones to
-        // the one holding the least, so that prefixes spread over the caches.
+        // A new prefix goes to its rendezvous endpoint among those not too busy: the same
+        // one from every replica, and spread over the endpoints by the hash.
         followed.or_else(|| {
+            let first_block = *hashes.first()?;
             by_load
                 .iter()
                 .copied()
-                .filter(|&i| self.endpoints[i].available(now) && self.endpoints[i].load() <= least_load)
-                .min_by_key(|&i| index.recorded.get(i).copied().unwrap_or(0))
+                .filter(|&i| self.endpoints[i].available(now))
+                .filter(|&i| self.endpoints[i].load() <= least_load * IMBALANCE_FACTOR + IMBALANCE_SLACK)
+                .max_by(|&a, &b| {
+                    let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
+                    rendezvous_score(first_block, &ea.base, ea.weight).total_cmp(&rendezvous_score(
+                        first_block,
+                        &eb.base,
+                        eb.weight,
+                    ))
+                })
         })
     }
 
@@ -214,9 +238,60 @@ mod tests {
         let _busy = router.endpoints()[home].acquire();
         let second = block_hashes(format!("{system}Another question entirely").as_bytes(), 64);
         assert_eq!(router.order(&second, now)[0], home);
-        // A new prefix goes to the least loaded endpoint, not home.
+        // A new prefix goes to its own rendezvous endpoint, which another router (another
+        // replica, with another history) picks too.
         let other = block_hashes("Something else altogether. ".repeat(40).as_bytes(), 64);
-        assert_ne!(router.order(&other, now)[0], home);
+        let replica = Router::new(Routing::Prefix, endpoints(&[1, 1, 1]));
+        assert_eq!(router.order(&other, now)[0], replica.order(&other, now)[0]);
+    }
+
+    /// An engine's prefix cache, for the simulation below: the block chains it computed.
+    #[derive(Default)]
+    struct Cache(std::collections::HashSet<u64>);
+
+    impl Cache {
+        /// Serves a prompt: the leading blocks it already holds are hits; it keeps them all.
+        fn serve(&mut self, hashes: &[u64]) -> usize {
+            let hits = hashes.iter().take_while(|h| self.0.contains(h)).count();
+            self.0.extend(hashes.iter().copied());
+            hits
+        }
+    }
+
+    /// The fraction of prompt blocks served from an engine's cache when `replicas` gateways
+    /// share 4 endpoints, each request going to the next replica (a round-robin load
+    /// balancer): 40 conversations (a 2 KB document each), 10 questions each, interleaved.
+    /// Also returns the requests each endpoint served.
+    fn fleet_hit_rate(replicas: usize) -> (f64, Vec<usize>) {
+        let routers: Vec<Router> = (0..replicas).map(|_| Router::new(Routing::Prefix, endpoints(&[1; 4]))).collect();
+        let mut caches: Vec<Cache> = (0..4).map(|_| Cache::default()).collect();
+        let now = Instant::now();
+        let (mut hits, mut blocks, mut served) = (0, 0, vec![0; 4]);
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for n in 0..400 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let conversation = rng % 40;
+            let document = format!("Document {conversation}: ").repeat(120);
+            let hashes = block_hashes(format!("{document}Question {n}?").as_bytes(), 256);
+            let router = &routers[n % replicas];
+            let endpoint = router.order(&hashes, now)[0];
+            router.served(&hashes, endpoint);
+            hits += caches[endpoint].serve(&hashes);
+            served[endpoint] += 1;
+            blocks += hashes.len();
+        }
+        (hits as f64 / blocks as f64, served)
+    }
+
+    #[test]
+    fn three_replicas_keep_the_cache_hit_rate_of_one() {
+        let ((one, _), (three, served)) = (fleet_hit_rate(1), fleet_hit_rate(3));
+        assert!(one > 0.8, "one replica: {one:.3}");
+        assert!(one - three <= 0.05, "one replica {one:.3}, three {three:.3}");
+        // And the conversations still spread over the fleet.
+        assert!(served.iter().all(|&n| (40..=200).contains(&n)), "requests per endpoint: {served:?}");
     }
 
     #[test]
