@@ -209,6 +209,14 @@ pub struct Health {
     pub in_flight: u64,
 }
 
+/// `GET /ready`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` (HTTP 200), or why not (HTTP 503): `draining`, `database unreachable`,
+    /// `engine unavailable`.
+    pub status: &'static str,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Version {
     pub version: &'static str,

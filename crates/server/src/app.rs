@@ -57,6 +57,8 @@ pub struct App {
     control_addr: SocketAddr,
     control_router: Router,
     drain: Duration,
+    /// `--drain-delay`: not ready, still serving, before the drain.
+    drain_delay: Duration,
     connections: Connections,
 }
 
@@ -109,6 +111,7 @@ impl App {
             control_addr,
             control_router,
             drain,
+            drain_delay: config.drain_delay,
             connections,
         })
     }
@@ -148,12 +151,24 @@ impl App {
     /// running end (each settles for what it used); every settlement is written; the engines
     /// save their cached prefixes; the database closes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let App { control, serving, control_listener, control_router, drain, connections, .. } = self;
+        let App { control, serving, control_listener, control_router, drain, drain_delay, connections, .. } = self;
         let stop = CancellationToken::new();
+        let draining = serving.as_ref().map(|s| s.state.draining.clone());
         let signal = {
             let stop = stop.clone();
             async move {
                 shutdown.await;
+                // Not ready first, still serving: load balancers stop sending, then the drain.
+                if let Some(draining) = draining {
+                    draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if !drain_delay.is_zero() {
+                        tracing::info!(
+                            seconds = drain_delay.as_secs(),
+                            "shutting down: /ready says 503, still serving"
+                        );
+                        tokio::time::sleep(drain_delay).await;
+                    }
+                }
                 stop.cancel();
             }
         };

@@ -33,6 +33,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long in-flight requests may run on after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// How long `GET /ready` answers 503 after SIGTERM/SIGINT, while everything is still
+    /// served, before the listeners stop accepting: the time a load balancer needs to see
+    /// it and send no more.
+    pub drain_delay: Duration,
     /// Timeouts and the connection cap of each listener.
     pub connections: Connections,
     /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`.

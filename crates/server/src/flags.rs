@@ -101,6 +101,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
 
+    /// Seconds after SIGTERM/SIGINT during which `GET /ready` says 503 while requests are
+    /// still accepted, before the drain: set it above the load balancer's health-check
+    /// interval when replicas sit behind one.
+    #[arg(long, env = "TENSORMESH_DRAIN_DELAY", default_value_t = 0)]
+    pub drain_delay: u64,
+
     /// Seconds a client has to send a request's headers, and to start the next request on
     /// a kept-alive connection; then the connection is closed.
     #[arg(long, env = "TENSORMESH_HEADER_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
@@ -185,6 +191,7 @@ impl ServeArgs {
             control_requests_per_minute: self.control_requests_per_minute,
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            drain_delay: Duration::from_secs(self.drain_delay),
             metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
             connections: Connections {
                 header_timeout: Duration::from_secs(self.header_timeout),

@@ -194,6 +194,7 @@ pub(crate) async fn inference_app_with_metrics(
         started: inference::unix_now(),
         metrics: Arc::new(metrics),
         metrics_token: config.metrics_token.as_deref().map(Arc::from),
+        draining: Arc::default(),
     };
     let router_config = RouterConfig { body_limit: config.max_body_bytes, with_metrics: config.metrics_addr.is_none() };
     let router = inference::router(state.clone(), router_config);

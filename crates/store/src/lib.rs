@@ -146,6 +146,12 @@ impl Store {
         products::Products(&self.pool)
     }
 
+    /// One round trip to the database (readiness checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Waits for connections to finish and closes the pool (SQLite checkpoints its WAL).
     pub async fn close(&self) {
         self.ledger_writer.close().await;

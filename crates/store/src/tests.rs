@@ -195,3 +195,14 @@ async fn a_cli_login_is_decided_once_and_consumed_once() {
         store.close().await;
     }
 }
+
+/// `ping` (what `GET /ready` asks) answers while the database does, and fails once the
+/// connections are gone.
+#[tokio::test]
+async fn ping_answers_until_the_database_is_gone() {
+    for (kind, store) in stores().await {
+        store.ping().await.unwrap_or_else(|e| panic!("{kind}: {e}"));
+        store.close().await;
+        assert!(store.ping().await.is_err(), "{kind}: a closed pool still answered");
+    }
+}

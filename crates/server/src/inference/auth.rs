@@ -18,6 +18,7 @@ use crate::bearer::bearer;
 pub(super) const PUBLIC_ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/models"),
     (Method::GET, "/health"),
+    (Method::GET, "/ready"),
     (Method::GET, "/version"),
     (Method::GET, "/metrics"),
     (Method::GET, "/openapi.json"),

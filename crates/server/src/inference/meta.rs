@@ -5,7 +5,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use tm_api::{ErrorBody, Health, ModelCard, ModelList, Version};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tm_api::{ErrorBody, Health, ModelCard, ModelList, Readiness, Version};
 
 use super::error::ApiError;
 use super::AppState;
@@ -46,6 +49,31 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         Health { status: if healthy { "ok" } else { "unavailable" }, in_flight: state.backend.in_flight() as u64 };
     (status, Json(body))
 }
+
+/// Readiness, for load balancers: 503 while shutting down (from SIGTERM, for
+/// `--drain-delay`, while requests are still served), while the database does not answer
+/// within a second, or while an engine is down; else 200. `/health` says only the last.
+#[utoipa::path(get, path = "/ready", tag = "meta", security(()), responses(
+    (status = 200, description = "Send requests here.", body = Readiness),
+    (status = 503, description = "Send none: `draining`, `database unreachable` or `engine unavailable`.", body = Readiness),
+))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let ping = tokio::time::timeout(READY_DATABASE_TIMEOUT, state.control.store().ping());
+    let status = if state.draining.load(Ordering::Relaxed) {
+        "draining"
+    } else if !matches!(ping.await, Ok(Ok(()))) {
+        "database unreachable"
+    } else if !state.backend.healthy() {
+        "engine unavailable"
+    } else {
+        "ready"
+    };
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(Readiness { status }))
+}
+
+/// How long `/ready` waits for the database.
+const READY_DATABASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[utoipa::path(get, path = "/version", tag = "meta", security(()), responses((status = 200, body = Version)))]
 pub async fn version() -> Json<Version> {

@@ -13,6 +13,7 @@ mod rate_limit;
 mod responses;
 mod tokenize;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Registry>,
     /// What `GET /metrics` requires, when set.
     pub metrics_token: Option<Arc<str>>,
+    /// Set once shutdown began: `GET /ready` answers 503 from then on.
+    pub draining: Arc<AtomicBool>,
 }
 
 pub struct RouterConfig {
@@ -82,6 +85,7 @@ fn routes(with_metrics: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tokenize::detokenize))
         .routes(routes!(meta::models))
         .routes(routes!(meta::health))
+        .routes(routes!(meta::ready))
         .routes(routes!(meta::version));
     let routes = if with_metrics { routes.routes(routes!(meta::metrics)) } else { routes };
     let (router, doc) = routes.split_for_parts();

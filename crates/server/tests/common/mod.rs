@@ -147,6 +147,7 @@ pub fn config(o: &Options) -> Config {
         control_requests_per_minute: o.control_requests_per_minute,
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: Duration::from_secs(5),
+        drain_delay: Duration::ZERO,
         connections: o.connections,
         metrics_token: o.metrics_token.map(str::to_owned),
         metrics_addr: o.metrics_listener.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),

@@ -205,3 +205,38 @@ async fn generated_secrets_go_to_a_private_file_not_to_stdout() {
     child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `--drain-delay` (issue 20 item 7): after SIGTERM, `GET /ready` answers 503 `draining`
+/// while requests are still accepted and served, so that a load balancer stops sending
+/// before the listeners close; then the process drains and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_makes_ready_say_draining_while_still_serving() {
+    use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
+    let fake = FakeUpstream::start(10_000).await;
+    let data_dir = std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let fleet = data_dir.join("fleet.toml");
+    let text = format!(
+        "[[model]]\nname = \"fleet\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n[[model.endpoint]]\nurl = \"{}\"\n",
+        fake.url
+    );
+    std::fs::write(&fleet, text).unwrap();
+    let (mut child, _lines, base) = spawn_serve(
+        &data_dir,
+        &[OsStr::new("--drain-delay"), OsStr::new("3"), OsStr::new("--upstreams"), fleet.as_os_str()],
+    );
+    let ready = || async {
+        let r = crate::common::client().get(format!("{base}/ready")).send().await.unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()["status"].clone())
+    };
+    assert_eq!(ready().await, (200, json!("ready")));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ready().await, (503, json!("draining")));
+    let body = json!({"model": "fleet", "messages": [{"role": "user", "content": "a b c"}], "max_tokens": 3});
+    let answer = post(&base, "/v1/chat/completions", body).await;
+    assert_eq!(answer.status(), 200, "still serving while draining");
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
