@@ -9,12 +9,15 @@
 //! - [`settler`]: the background task that turns engine receipts into usage records and
 //!   charges, in batches; a finished request's last bytes wait for its batch.
 //! - `wallet`: the money this process holds for each user's requests (leases).
+//! - [`replica`]: this process among the replicas on one database: registration,
+//!   heartbeat, and the sweep that voids a dead replica's holds.
 
 mod error;
 pub mod infer;
 pub mod limiter;
 mod meter;
 mod metered;
+pub mod replica;
 mod settler;
 mod wallet;
 
@@ -23,4 +26,5 @@ pub use infer::{Ask, Caller, Overrides};
 pub use limiter::{Limits, RateLimiter, RateStatus};
 pub use meter::{Gateway, LimitSettings, Scopes};
 pub use metered::Metered;
+pub use replica::Replica;
 pub use settler::Settler;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
 use crate::metered::{Metered, UserSlot};
+use crate::replica::Replica;
 use crate::settler::{Bill, Pending, Settler};
 use crate::wallet::Wallets;
 use crate::GatewayError;
@@ -77,10 +78,17 @@ pub struct Scopes {
 impl Gateway {
     /// The gateway and its settler, which the caller runs (and awaits at shutdown: it
     /// ends once every gateway clone is gone and every pending settlement is written).
-    pub fn new(control: Control, store: Store, backend: Arc<dyn Backend>, limits: LimitSettings) -> (Gateway, Settler) {
+    /// `replica`: this process among the replicas on its database (see [`Replica::join`]).
+    pub fn new(
+        control: Control,
+        store: Store,
+        backend: Arc<dyn Backend>,
+        limits: LimitSettings,
+        replica: Replica,
+    ) -> (Gateway, Settler) {
         let (settle, rx) = mpsc::unbounded_channel();
         let limiter = Arc::new(RateLimiter::default());
-        let wallets = Arc::new(Wallets::default());
+        let wallets = Arc::new(Wallets::new(Arc::new(replica)));
         let settler = Settler::new(control.clone(), store.clone(), limiter.clone(), wallets.clone(), rx);
         let inner = Inner {
             control,
@@ -194,9 +202,9 @@ impl Gateway {
         let started_at = control.now_ms();
         let store = &self.inner.store;
         let wallets = &self.inner.wallets;
-        match wallets.take(store, user_id, hold).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let held_under = match wallets.take(store, user_id, hold).await {
+            Ok(Some(replica_id)) => replica_id,
+            Ok(None) => {
                 give_back();
                 // What the account has free plus what this process holds for the user unused.
                 let in_account = store.ledger().account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
@@ -210,13 +218,13 @@ impl Gateway {
                 give_back();
                 return Err(GatewayError::Internal(format!("cannot hold the request's cost: {e}")));
             }
-        }
+        };
         let model = prepared.model.clone();
         let generation = match prepared.launch().await {
             Ok(g) => g,
             Err(e) => {
                 give_back();
-                wallets.finish(user_id, hold, Nanos::ZERO).await;
+                wallets.finish(user_id, &held_under, hold, Nanos::ZERO).await;
                 return Err(e.into());
             }
         };
@@ -227,6 +235,7 @@ impl Gateway {
             model,
             price,
             hold,
+            held_under,
             started_at,
             reserved_tokens: tokens,
             token_scopes: scopes.tokens.to_vec(),

@@ -113,7 +113,7 @@ impl Drop for Metered {
         if let Some(pending) = self.pending.take() {
             if let Err(lost) = self.settle.send(pending) {
                 // Only when the settler is gone (shutdown past its deadline): the hold stays
-                // and is voided at the next start, so the request is not charged.
+                // is voided when the replica retires, so the request is not charged.
                 warn!(request_id = %lost.0.bill.request_id, "settler gone; request left unsettled");
             }
         }

@@ -42,6 +42,8 @@ pub(crate) struct Bill {
     pub price: Price,
     /// Promised to the request from its user's lease: its worst-case cost.
     pub hold: Nanos,
+    /// The replica id the hold is under.
+    pub held_under: Arc<str>,
     pub started_at: i64,
     /// Tokens taken from the per-minute limits at admission; the unused part is returned.
     pub reserved_tokens: u64,
@@ -89,9 +91,22 @@ impl Settler {
 
     /// Settles until every gateway is gone, or `shutdown` resolves, and then whatever is
     /// pending (receipts still missing `DRAIN` after shutdown are given up: what was held
-    /// for them is voided at the next start, unbilled); gives idle leases back as it goes,
-    /// and all of them at the end.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// for them is voided, unbilled); gives idle leases back as it goes, and all of them at
+    /// the end, when the replica retires. Beats for the replica meanwhile.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (store, wallets) = (self.store.clone(), self.wallets.clone());
+        let done = tokio_util::sync::CancellationToken::new();
+        let beating = wallets.replica().keep_alive(&store, done.clone().cancelled_owned());
+        let settling = async {
+            self.settle_all(shutdown).await;
+            done.cancel();
+        };
+        tokio::join!(beating, settling);
+        wallets.replica().retire(&store).await;
+        debug!("settler done");
+    }
+
+    async fn settle_all(mut self, shutdown: impl Future<Output = ()>) {
         let mut waiting = FuturesUnordered::new();
         let mut open = true;
         let mut shutdown = std::pin::pin!(shutdown);
@@ -150,7 +165,6 @@ impl Settler {
             }
         }
         self.wallets.release_idle(&self.store, Duration::ZERO).await;
-        debug!("settler done");
     }
 
     async fn settle(&self, batch: Vec<Ready>) {
@@ -176,20 +190,17 @@ impl Settler {
             let used = r.receipt.usage.prompt_tokens + r.receipt.usage.completion_tokens;
             self.limiter.give_back(&r.bill.token_scopes, r.bill.reserved_tokens.saturating_sub(used), now);
         }
-        let mut backoff = Duration::from_millis(50);
+        // One settlement per replica id the requests were held under (one, unless this
+        // replica was swept and renewed while they ran).
         let mut outcomes = vec![Settled::Duplicate; rows.len()];
-        for attempt in 1..=MAX_ATTEMPTS {
-            match self.store.ledger().settle(&rows, &[]).await {
-                Ok(settled) => {
-                    outcomes = settled;
-                    break;
-                }
-                Err(e) if attempt < MAX_ATTEMPTS => {
-                    warn!(error = %e, attempt, requests = rows.len(), "settlement failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => error!(error = %e, requests = rows.len(), "settlement failed; these requests go unbilled"),
+        let mut holders: Vec<&Arc<str>> = batch.iter().map(|r| &r.bill.held_under).collect();
+        holders.sort();
+        holders.dedup();
+        for holder in holders {
+            let picked: Vec<usize> = (0..batch.len()).filter(|&i| &batch[i].bill.held_under == holder).collect();
+            let group: Vec<UsageRow> = picked.iter().map(|&i| rows[i].clone()).collect();
+            for (i, outcome) in picked.into_iter().zip(self.write(holder, &group).await) {
+                outcomes[i] = outcome;
             }
         }
         // What was not charged goes back to the user's lease.
@@ -198,11 +209,28 @@ impl Settler {
                 Settled::Charged { charged_nanos } => Nanos(charged_nanos),
                 Settled::Duplicate => Nanos::ZERO,
             };
-            self.wallets.finish(&r.bill.user_id, r.bill.hold, charged).await;
+            self.wallets.finish(&r.bill.user_id, &r.bill.held_under, r.bill.hold, charged).await;
             if let Some(written) = r.written {
                 let _ = written.send(());
             }
         }
+    }
+
+    /// Writes one settlement, retrying with backoff; all `Duplicate` when given up.
+    async fn write(&self, holder: &str, rows: &[UsageRow]) -> Vec<Settled> {
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=MAX_ATTEMPTS {
+            match self.store.ledger().settle(holder, rows, &[]).await {
+                Ok(settled) => return settled,
+                Err(e) if attempt < MAX_ATTEMPTS => {
+                    warn!(error = %e, attempt, requests = rows.len(), "settlement failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => error!(error = %e, requests = rows.len(), "settlement failed; these requests go unbilled"),
+            }
+        }
+        vec![Settled::Duplicate; rows.len()]
     }
 }
 

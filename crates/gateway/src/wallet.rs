@@ -6,7 +6,9 @@
 //! The lease is money held in the account, so the database's invariant (balance - held >=
 //! 0) covers it and no other process can spend it; a request is refused exactly when the
 //! account's available balance plus this lease's free part cannot cover it. Leases idle
-//! for a while are given back; a killed process's leases are voided at the next start.
+//! for a while are given back; a killed process's leases are voided by the next sweep (see
+//! `replica`). The money is held under this replica's id; a lease whose id is no longer
+//! the replica's (it was swept and goes on under a new one) holds nothing any more.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,55 +17,81 @@ use std::time::{Duration, Instant};
 use tm_money::Nanos;
 use tm_store::{Store, StoreError};
 
+use crate::replica::Replica;
+
 /// A lease grows by this many times the request that ran it short, so that the next
 /// requests find money in memory.
 const HEADROOM: i64 = 32;
 
 #[derive(Debug)]
 struct Lease {
+    /// The replica id the money is held under.
+    holder: Arc<str>,
     /// Held in the database, promised to no request.
     free: Nanos,
     in_flight: usize,
     last_used: Instant,
 }
 
-#[derive(Default)]
 pub(crate) struct Wallets {
+    replica: Arc<Replica>,
     leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Lease>>>>,
 }
 
 impl Wallets {
+    pub fn new(replica: Arc<Replica>) -> Wallets {
+        Wallets { replica, leases: Mutex::default() }
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
     fn lease(&self, user_id: &str) -> Arc<tokio::sync::Mutex<Lease>> {
         let mut leases = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
         let lease = leases.entry(user_id.to_owned()).or_insert_with(|| {
-            Arc::new(tokio::sync::Mutex::new(Lease { free: Nanos::ZERO, in_flight: 0, last_used: Instant::now() }))
+            Arc::new(tokio::sync::Mutex::new(Lease {
+                holder: self.replica.id(),
+                free: Nanos::ZERO,
+                in_flight: 0,
+                last_used: Instant::now(),
+            }))
         });
         lease.clone()
     }
 
-    /// Promises `amount` of the user's money to a request. False when the account cannot
-    /// cover it.
-    pub async fn take(&self, store: &Store, user_id: &str, amount: Nanos) -> Result<bool, StoreError> {
+    /// Promises `amount` of the user's money to a request: `Some(holder)`, the replica id
+    /// it is held under, or None when the account cannot cover it.
+    pub async fn take(&self, store: &Store, user_id: &str, amount: Nanos) -> Result<Option<Arc<str>>, StoreError> {
         let lease = self.lease(user_id);
         // Held across the database call: concurrent requests of one user wait for one
         // top-up instead of each making their own.
         let mut lease = lease.lock().await;
-        if lease.free < amount {
-            let need = amount - lease.free;
+        let holder = self.replica.id();
+        if lease.holder != holder {
+            // Held under an id that was swept: that money is no longer held.
+            lease.holder = holder.clone();
+            lease.free = Nanos::ZERO;
+        }
+        // While beats do not reach the database this replica may be swept any moment:
+        // only money held now is safe to promise.
+        let usable = if self.replica.fresh() { lease.free } else { Nanos::ZERO };
+        if usable < amount {
+            let need = amount - usable;
             let ledger = store.ledger();
             let grow = Nanos(need.0.saturating_add(amount.0.saturating_mul(HEADROOM)));
-            if ledger.hold(user_id, grow.get()).await? {
+            if ledger.hold(&holder, user_id, grow.get()).await? {
                 lease.free += grow;
-            } else if ledger.hold(user_id, need.get()).await? {
+            } else if ledger.hold(&holder, user_id, need.get()).await? {
                 lease.free += need;
             } else {
-                return Ok(false);
+                return Ok(None);
             }
         }
         lease.free -= amount;
         lease.in_flight += 1;
         lease.last_used = Instant::now();
-        Ok(true)
+        Ok(Some(holder))
     }
 
     /// Held for the user and promised to no request.
@@ -71,12 +99,15 @@ impl Wallets {
         self.lease(user_id).lock().await.free
     }
 
-    /// A request ended: of the `amount` it was promised, `charged` left the account with
-    /// its settlement; the rest goes back to the lease.
-    pub async fn finish(&self, user_id: &str, amount: Nanos, charged: Nanos) {
+    /// A request ended: of the `amount` it was promised (held under `holder`), `charged`
+    /// left the account with its settlement; the rest goes back to the lease, unless the
+    /// lease is held under another id now.
+    pub async fn finish(&self, user_id: &str, holder: &str, amount: Nanos, charged: Nanos) {
         let lease = self.lease(user_id);
         let mut lease = lease.lock().await;
-        lease.free += amount - charged.clamp(Nanos::ZERO, amount);
+        if &*lease.holder == holder {
+            lease.free += amount - charged.clamp(Nanos::ZERO, amount);
+        }
         lease.in_flight = lease.in_flight.saturating_sub(1);
         lease.last_used = Instant::now();
     }
@@ -97,8 +128,8 @@ impl Wallets {
                 continue;
             }
             if l.free > Nanos::ZERO {
-                if let Err(e) = store.ledger().release(&user_id, l.free.get()).await {
-                    tracing::warn!(error = %e, "cannot give a lease back; it is voided at restart");
+                if let Err(e) = store.ledger().release(&l.holder, &user_id, l.free.get()).await {
+                    tracing::warn!(error = %e, "cannot give a lease back; it is voided when this replica retires");
                     continue;
                 }
                 l.free = Nanos::ZERO;

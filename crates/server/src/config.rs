@@ -37,6 +37,9 @@ pub struct Config {
     /// served, before the listeners stop accepting: the time a load balancer needs to see
     /// it and send no more.
     pub drain_delay: Duration,
+    /// A replica whose last heartbeat is older than this is taken for dead by the others:
+    /// its holds are voided (see `tm_gateway::replica`).
+    pub heartbeat_timeout: Duration,
     /// Timeouts and the connection cap of each listener.
     pub connections: Connections,
     /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`.

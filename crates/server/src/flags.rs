@@ -107,6 +107,12 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_DRAIN_DELAY", default_value_t = 0)]
     pub drain_delay: u64,
 
+    /// Seconds without a heartbeat after which the other replicas on the database take this
+    /// one for dead and void the money it held for running requests. Beats go every fifth
+    /// of it.
+    #[arg(long, env = "TENSORMESH_HEARTBEAT_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_timeout: u64,
+
     /// Seconds a client has to send a request's headers, and to start the next request on
     /// a kept-alive connection; then the connection is closed.
     #[arg(long, env = "TENSORMESH_HEADER_TIMEOUT", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
@@ -192,6 +198,7 @@ impl ServeArgs {
             max_body_bytes: self.max_body_bytes,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             drain_delay: Duration::from_secs(self.drain_delay),
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout),
             metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
             connections: Connections {
                 header_timeout: Duration::from_secs(self.header_timeout),

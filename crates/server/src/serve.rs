@@ -12,12 +12,12 @@ use tm_backend::{Backend, ByModel};
 use tm_control::accounts::{Bootstrap, Bootstrapped};
 use tm_control::clock::Clock;
 use tm_control::{Control, Settings};
-use tm_gateway::{Gateway, Settler};
+use tm_gateway::{Gateway, Replica, Settler};
 use tm_llama::{EmbeddedBackend, ModelConfig};
 use tm_money::{Nanos, Price};
 use tm_store::Store;
 use tm_upstream::{FleetConfig, UpstreamBackend};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::{Config, FirstAdmin, Serving};
 use crate::control::{self, ControlState};
@@ -95,13 +95,28 @@ pub(crate) fn save_generated_secrets(data_dir: &Path, made: &Bootstrapped) -> Re
     Ok(Some(path))
 }
 
-/// Readies billing for the models about to be served: voids the holds a previous process
-/// left (their requests died with it, unbilled) and prices models that have no price.
+/// Where a replica keeps the id it registered under, so that the next process on the same
+/// data dir voids what the previous one held at once (it is dead: this one runs there now)
+/// instead of after the heartbeat timeout.
+const REPLICA_ID_FILE: &str = "replica-id";
+
+/// Joins the replicas on the database: voids the holds the previous process on this data
+/// dir left (its requests died with it, unbilled) and those of replicas that stopped
+/// beating, and registers this one.
+pub(crate) async fn join_replicas(config: &Config, control: &Control) -> Result<Replica> {
+    let file = config.data_dir.join(REPLICA_ID_FILE);
+    let previous = std::fs::read_to_string(&file).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let replica = Replica::join(control.store(), previous.as_deref(), config.heartbeat_timeout)
+        .await
+        .context("cannot register this replica in the database")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .and_then(|()| std::fs::write(&file, replica.id().as_bytes()))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(replica)
+}
+
+/// Prices the models about to be served that have no price yet.
 pub(crate) async fn prepare_billing(control: &Control, price: Price, models: &[String]) -> Result<()> {
-    let voided = control.store().ledger().void_all_holds().await.context("cannot void stale holds")?;
-    if voided > 0 {
-        warn!(holds_voided_on_recovery = voided, "voided holds of requests the previous process left unsettled");
-    }
     for model in control.pricing().seed(models, price).await? {
         info!(%model, input = %price.input, output = %price.output, cached = %price.cached,
               "priced (USD per 1M tokens)");
@@ -185,8 +200,9 @@ pub(crate) async fn inference_app_with_metrics(
 ) -> Result<Inference> {
     let models: Vec<String> = backend.models().into_iter().map(|m| m.id).collect();
     prepare_billing(&control, config.billing.default_price, &models).await?;
+    let replica = join_replicas(config, &control).await?;
     let limits = config.billing.limits;
-    let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits);
+    let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits, replica);
     let state = AppState {
         backend,
         gateway,

@@ -6,9 +6,13 @@
 //! money in one transaction; the usage record's primary key (the request id) makes a
 //! second settlement of the same request a no-op. Unused held money is *released*. How
 //! much a gateway holds per request is its business (it holds in leases, see
-//! `tm-gateway`); held money left by a dead process is voided at the next start. Every
-//! transaction opens with a write, so SQLite takes its write lock up front and never fails
-//! a read-to-write upgrade.
+//! `tm-gateway`).
+//!
+//! Held money belongs to the serving process that held it (`holds`, per instance and user;
+//! `accounts.held_nanos` is their sum), so that the holds of a dead replica are voided
+//! without touching those of the living (see [`crate::instances`]). Every transaction
+//! opens with a write, so SQLite takes its write lock up front and never fails a
+//! read-to-write upgrade.
 
 use std::collections::{HashMap, HashSet};
 
@@ -177,46 +181,78 @@ impl Ledger<'_> {
         .await?)
     }
 
-    /// Holds `amount_nanos` of the user's available balance. Returns false, changing
-    /// nothing, when the available balance does not cover it. One statement, so concurrent
-    /// holds cannot overdraw.
-    pub async fn hold(&self, user_id: &str, amount_nanos: i64) -> Result<bool, StoreError> {
+    /// Holds `amount_nanos` of the user's available balance for `instance`. Returns false,
+    /// changing nothing, when the available balance does not cover it. The account's
+    /// conditional update decides, so concurrent holds (from any process) cannot overdraw.
+    pub async fn hold(&self, instance: &str, user_id: &str, amount_nanos: i64) -> Result<bool, StoreError> {
         if amount_nanos <= 0 {
             return Ok(amount_nanos == 0);
         }
+        // Locks in one order everywhere, the replica's hold before the account, so that
+        // concurrent holds and settlements on PostgreSQL never deadlock.
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO holds (instance_id, user_id, held_nanos) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id, user_id) DO UPDATE SET held_nanos = holds.held_nanos + excluded.held_nanos",
+        )
+        .bind(instance)
+        .bind(user_id)
+        .bind(amount_nanos)
+        .execute(&mut *tx)
+        .await?;
         let held = sqlx::query(
             "UPDATE accounts SET held_nanos = held_nanos + $2 WHERE user_id = $1 AND balance_nanos - held_nanos >= $2",
         )
         .bind(user_id)
         .bind(amount_nanos)
-        .execute(self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(held.rows_affected() == 1)
+        if held.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
-    /// Gives back held money that no request will use.
-    pub async fn release(&self, user_id: &str, amount_nanos: i64) -> Result<(), StoreError> {
+    /// Gives back money `instance` held and no request will use. Nothing happens when its
+    /// holds were voided meanwhile (it was taken for dead).
+    pub async fn release(&self, instance: &str, user_id: &str, amount_nanos: i64) -> Result<(), StoreError> {
         if amount_nanos > 0 {
-            sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
-                .bind(user_id)
-                .bind(amount_nanos)
-                .execute(self.writer)
-                .await?;
+            let mut tx = self.writer.begin().await?;
+            if take_from_hold(&mut tx, instance, user_id, amount_nanos).await? {
+                sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
+                    .bind(user_id)
+                    .bind(amount_nanos)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
         }
         Ok(())
     }
 
     /// Settles finished requests in one transaction: records each one's usage and charges
-    /// its cost from held money (the caller held at least that much); a request recorded
-    /// before is left alone. `releases` gives back unused held money in the same
-    /// transaction. Set-based: a few statements whatever the batch size.
-    pub async fn settle(&self, usage: &[UsageRow], releases: &[(String, i64)]) -> Result<Vec<Settled>, StoreError> {
+    /// its cost from the money `instance` held (it held at least that much); a request
+    /// recorded before is left alone. `releases` gives back unused held money in the same
+    /// transaction. A few statements per user, whatever the batch size.
+    ///
+    /// When `instance`'s hold is gone (it was taken for dead while these requests ran, and
+    /// a sweeper voided it), the usage is still recorded and charged from the available
+    /// balance; what the balance cannot cover is written off as an `uncollected` credit, so
+    /// that a balance stays its credits minus its usage.
+    pub async fn settle(
+        &self,
+        instance: &str,
+        usage: &[UsageRow],
+        releases: &[(String, i64)],
+    ) -> Result<Vec<Settled>, StoreError> {
         let mut out = vec![Settled::Duplicate; usage.len()];
         if usage.is_empty() && releases.is_empty() {
             return Ok(out);
         }
-        // Per user: (charged, released).
-        let mut per_user: HashMap<&str, (i64, i64)> = HashMap::new();
+        // Per user: (charged, released, the first request charged).
+        let mut per_user: HashMap<&str, (i64, i64, Option<&str>)> = HashMap::new();
         let mut tx = self.writer.begin().await?;
         if !usage.is_empty() {
             let sql = format!(
@@ -247,7 +283,9 @@ impl Ledger<'_> {
                 // `remove`: a request named twice in one batch is charged once.
                 if inserted.remove(&u.request_id) {
                     let charged = u.cost_nanos.max(0);
-                    per_user.entry(&u.user_id).or_default().0 += charged;
+                    let user = per_user.entry(&u.user_id).or_default();
+                    user.0 += charged;
+                    user.2.get_or_insert(&u.request_id);
                     out[i] = Settled::Charged { charged_nanos: charged };
                 }
             }
@@ -255,8 +293,15 @@ impl Ledger<'_> {
         for (user_id, amount) in releases {
             per_user.entry(user_id).or_default().1 += amount.max(&0);
         }
-        for (user_id, (charged, released)) in per_user {
-            if charged != 0 || released != 0 {
+        let at = usage.iter().map(|u| u.finished_at).max().unwrap_or(0);
+        // In one order (see `hold`).
+        let mut per_user: Vec<_> = per_user.into_iter().collect();
+        per_user.sort_unstable_by_key(|(user_id, _)| *user_id);
+        for (user_id, (charged, released, first)) in per_user {
+            if charged == 0 && released == 0 {
+                continue;
+            }
+            if take_from_hold(&mut tx, instance, user_id, charged + released).await? {
                 sqlx::query(
                     "UPDATE accounts SET balance_nanos = balance_nanos - $2, held_nanos = held_nanos - $3 \
                      WHERE user_id = $1",
@@ -266,20 +311,24 @@ impl Ledger<'_> {
                 .bind(charged + released)
                 .execute(&mut *tx)
                 .await?;
+            } else {
+                let entry_id = format!("uncollected-{}", first.unwrap_or_default());
+                charge_without_hold(&mut tx, instance, user_id, charged, &entry_id, at).await?;
             }
         }
         tx.commit().await?;
         Ok(out)
     }
 
-    /// Voids all held money (at start-up: its requests died with the previous process,
-    /// unbilled). Returns how many accounts had some.
-    pub async fn void_all_holds(&self) -> Result<u64, StoreError> {
-        let voided = sqlx::query("UPDATE accounts SET held_nanos = 0 WHERE held_nanos <> 0")
-            .execute(self.writer)
-            .await?
-            .rows_affected();
-        Ok(voided)
+    /// What `instance` holds for the user.
+    pub async fn held_by(&self, instance: &str, user_id: &str) -> Result<i64, StoreError> {
+        let held: Option<i64> =
+            sqlx::query_scalar("SELECT held_nanos FROM holds WHERE instance_id = $1 AND user_id = $2")
+                .bind(instance)
+                .bind(user_id)
+                .fetch_optional(self.reader)
+                .await?;
+        Ok(held.unwrap_or(0))
     }
 
     /// Money held over all accounts (zero once a server is idle).
@@ -288,6 +337,82 @@ impl Ledger<'_> {
             sqlx::query_scalar("SELECT CAST(SUM(held_nanos) AS BIGINT) FROM accounts").fetch_one(self.reader).await?;
         Ok(sum.unwrap_or(0))
     }
+}
+
+type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
+
+/// Takes `amount` from what `instance` holds for the user; false (nothing changed) when it
+/// holds less: its holds were voided.
+async fn take_from_hold(tx: &mut Tx<'_>, instance: &str, user_id: &str, amount: i64) -> Result<bool, StoreError> {
+    let taken = sqlx::query(
+        "UPDATE holds SET held_nanos = held_nanos - $3 WHERE instance_id = $1 AND user_id = $2 AND held_nanos >= $3",
+    )
+    .bind(instance)
+    .bind(user_id)
+    .bind(amount)
+    .execute(&mut **tx)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
+/// Charges `charged` to a user whose hold by `instance` is (partly) gone: what is left of
+/// the hold is released, the charge comes from the available balance, and what that cannot
+/// cover is credited back as `uncollected` (entry `entry_id`), logged for the operator.
+async fn charge_without_hold(
+    tx: &mut Tx<'_>,
+    instance: &str,
+    user_id: &str,
+    charged: i64,
+    entry_id: &str,
+    at: i64,
+) -> Result<(), StoreError> {
+    let left: Option<i64> =
+        sqlx::query_scalar("DELETE FROM holds WHERE instance_id = $1 AND user_id = $2 RETURNING held_nanos")
+            .bind(instance)
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    // A write first: it locks the row (PostgreSQL) before it is read.
+    sqlx::query("UPDATE accounts SET held_nanos = held_nanos - $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(left.unwrap_or(0))
+        .execute(&mut **tx)
+        .await?;
+    // No account: never credited, nothing to charge from.
+    let (balance, held): (i64, i64) =
+        sqlx::query_as("SELECT balance_nanos, held_nanos FROM accounts WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .unwrap_or_default();
+    let shortfall = (charged - (balance - held).max(0)).max(0);
+    let balance_after = balance - charged + shortfall;
+    sqlx::query("UPDATE accounts SET balance_nanos = $2 WHERE user_id = $1")
+        .bind(user_id)
+        .bind(balance_after)
+        .execute(&mut **tx)
+        .await?;
+    if shortfall > 0 {
+        tracing::error!(
+            user = %user_id,
+            instance = %instance,
+            shortfall_nanos = shortfall,
+            "usage settled after its hold was voided exceeds the balance: written off as uncollected"
+        );
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, user_id, amount_nanos, kind, description, fingerprint, \
+             balance_after_nanos, created_at) VALUES ($1, $2, $3, 'uncollected', $4, '', $5, $6)",
+        )
+        .bind(entry_id)
+        .bind(user_id)
+        .bind(shortfall)
+        .bind("Usage not covered by the balance: its held money was voided while the requests ran")
+        .bind(balance_after)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// `$first, $first+1, ...` (`n` of them): numbered placeholders for a statement whose

@@ -11,6 +11,8 @@
 //! - [`pricing`]: serverless prices per model.
 //! - [`gpu_pricing`]: hourly GPU prices per cloud.
 //! - [`ledger`]: prepaid accounts, credits, holds and exactly-once settlement.
+//! - [`instances`]: the serving processes on this database, their heartbeats, and the
+//!   sweep that voids a dead one's holds.
 //! - [`usage`]: usage records read back for billing views.
 //! - [`rate_limits`]: per-user rate-limit overrides.
 //! - [`tickets`]: support tickets, their conversations, reserved-deployment requests.
@@ -27,6 +29,7 @@ pub mod api_keys;
 pub mod cli_logins;
 pub mod deployments;
 pub mod gpu_pricing;
+pub mod instances;
 pub mod ledger;
 pub mod pricing;
 pub mod products;
@@ -120,6 +123,10 @@ impl Store {
 
     pub fn ledger(&self) -> ledger::Ledger<'_> {
         ledger::Ledger { reader: &self.pool, writer: &self.ledger_writer }
+    }
+
+    pub fn instances(&self) -> instances::Instances<'_> {
+        instances::Instances { writer: &self.ledger_writer }
     }
 
     pub fn usage(&self) -> usage::Usage<'_> {

@@ -52,6 +52,8 @@ pub struct Options {
     pub control_requests_per_minute: u32,
     /// Serve `GET /metrics` on a listener of its own (`--metrics-addr`, a free port).
     pub metrics_listener: bool,
+    /// `--heartbeat-timeout`.
+    pub heartbeat_timeout: Duration,
     /// What `GET /metrics` requires (None: public, as by default).
     pub metrics_token: Option<&'static str>,
     /// The spill tier's directory is left None here: the test server's data dir is used.
@@ -76,6 +78,7 @@ impl Default for Options {
             user_concurrency: 0,
             control_requests_per_minute: 600,
             metrics_listener: false,
+            heartbeat_timeout: Duration::from_secs(10),
             metrics_token: None,
             grammar_engine: "llguidance",
             speculative: "ngram",
@@ -148,6 +151,7 @@ pub fn config(o: &Options) -> Config {
         max_body_bytes: o.max_body_bytes,
         shutdown_timeout: Duration::from_secs(5),
         drain_delay: Duration::ZERO,
+        heartbeat_timeout: o.heartbeat_timeout,
         connections: o.connections,
         metrics_token: o.metrics_token.map(str::to_owned),
         metrics_addr: o.metrics_listener.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),

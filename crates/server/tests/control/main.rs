@@ -16,6 +16,7 @@ mod login;
 mod metering;
 mod observability;
 mod openapi;
+mod replicas;
 mod secrets;
 mod support;
 mod upstream;

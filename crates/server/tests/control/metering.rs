@@ -46,7 +46,7 @@ pub(crate) async fn funded_user(control: &Control, email: &str, credit: i64, key
 
 /// Sets a model's price through the admin route (which also clears the server's price
 /// cache).
-async fn set_price(control_url: &str, model: &str, price: Price) {
+pub(crate) async fn set_price(control_url: &str, model: &str, price: Price) {
     let admin = admin_login(control_url).await;
     let (_, list) = call(control_url, &admin.access, Method::GET, "/v1/admin/billing/serverless-pricing", None).await;
     let id = list["pricing"].as_array().unwrap().iter().find(|p| p["model"] == model).unwrap()["id"].clone();
@@ -87,7 +87,7 @@ impl Rng {
     }
 }
 
-struct Plan {
+pub(crate) struct Plan {
     user: usize,
     key: String,
     body: Value,
@@ -97,19 +97,19 @@ struct Plan {
 }
 
 #[derive(Debug)]
-struct Outcome {
-    user: usize,
-    request_id: String,
-    status: u16,
-    retry_after: bool,
-    stream: bool,
-    disconnected: bool,
+pub(crate) struct Outcome {
+    pub(crate) user: usize,
+    pub(crate) request_id: String,
+    pub(crate) status: u16,
+    pub(crate) retry_after: bool,
+    pub(crate) stream: bool,
+    pub(crate) disconnected: bool,
     /// Content pieces the client received.
-    delivered: i64,
-    usage: Option<Value>,
+    pub(crate) delivered: i64,
+    pub(crate) usage: Option<Value>,
 }
 
-async fn run(url: &str, plan: Plan) -> Outcome {
+pub(crate) async fn run(url: &str, plan: Plan) -> Outcome {
     let response = client()
         .post(format!("{url}/v1/chat/completions"))
         .bearer_auth(&plan.key)
@@ -167,6 +167,36 @@ async fn run(url: &str, plan: Plan) -> Outcome {
     out
 }
 
+/// `count` chat requests from `users` (round robin, one of their two keys at random): 70 %
+/// streamed, 30 % of those dropped mid-stream, 5 % malformed, 10 % repeating a prompt
+/// prefix, `max_tokens` 8-128. Deterministic.
+pub(crate) fn mixed_plans(users: &[(String, Vec<String>)], count: usize) -> Vec<Plan> {
+    let mut rng = Rng(0x5eed_0000_0000_0001);
+    let shared = "You are a careful assistant who answers in one word only please";
+    (0..count)
+        .map(|i| {
+            let user = i % users.len();
+            let key = users[user].1[rng.below(2) as usize].clone();
+            let stream = rng.chance(70);
+            let drop_after = (stream && rng.chance(30)).then(|| 1 + rng.below(20) as usize);
+            let max_tokens = 8 + rng.below(121);
+            let prompt = if rng.chance(10) {
+                format!("{shared} q{i}")
+            } else {
+                format!("question {i} about {} things", rng.below(1000))
+            };
+            let body = if rng.chance(5) {
+                json!({"model": FAKE_MODEL, "messages": "not a list"})
+            } else {
+                json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": prompt}],
+                       "max_tokens": max_tokens, "stream": stream,
+                       "stream_options": {"include_usage": true}})
+            };
+            Plan { user, key, body, stream, drop_after }
+        })
+        .collect()
+}
+
 /// L4: 300 chat requests at concurrency 16 from three users with small balances; 70 %
 /// streamed, 30 % of those dropped mid-stream, 5 % malformed, 10 % repeating a prompt
 /// prefix. Afterwards the money reconciles to the nano-dollar.
@@ -186,30 +216,7 @@ async fn concurrent_streams_with_disconnects_reconcile_exactly() {
             users.push(funded_user(&control, &format!("u{u}@{}.io", db.kind), CREDIT, 2).await);
         }
 
-        let mut rng = Rng(0x5eed_0000_0000_0001);
-        let shared = "You are a careful assistant who answers in one word only please";
-        let plans: Vec<Plan> = (0..300)
-            .map(|i| {
-                let user = i % 3;
-                let key = users[user].1[rng.below(2) as usize].clone();
-                let stream = rng.chance(70);
-                let drop_after = (stream && rng.chance(30)).then(|| 1 + rng.below(20) as usize);
-                let max_tokens = 8 + rng.below(121);
-                let prompt = if rng.chance(10) {
-                    format!("{shared} q{i}")
-                } else {
-                    format!("question {i} about {} things", rng.below(1000))
-                };
-                let body = if rng.chance(5) {
-                    json!({"model": FAKE_MODEL, "messages": "not a list"})
-                } else {
-                    json!({"model": FAKE_MODEL, "messages": [{"role": "user", "content": prompt}],
-                           "max_tokens": max_tokens, "stream": stream,
-                           "stream_options": {"include_usage": true}})
-                };
-                Plan { user, key, body, stream, drop_after }
-            })
-            .collect();
+        let plans = mixed_plans(&users, 300);
 
         // I3 sampled while the load runs: no available balance ever below zero.
         let running = Arc::new(AtomicBool::new(true));
@@ -269,7 +276,7 @@ async fn concurrent_streams_with_disconnects_reconcile_exactly() {
 /// their `usage` said, dropped streams at least what they received (and at most 50 tokens
 /// more: generation stops at the next step). `one_token_per_event`: the stand-in engine
 /// sends a content event per token. Returns whether any request was served from the cache.
-async fn reconcile(
+pub(crate) async fn reconcile(
     kind: &str,
     control: &Control,
     users: &[(String, Vec<String>)],

@@ -240,3 +240,59 @@ async fn sigterm_makes_ready_say_draining_while_still_serving() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Issue 20: two replicas of the real binary on one PostgreSQL database. One is killed
+/// with SIGKILL while it streams: the other goes on serving, and voids what the dead one
+/// held (the stream's worst-case cost) within the heartbeat timeout.
+#[tokio::test]
+async fn sigkill_of_a_replica_releases_its_holds_within_the_heartbeat_timeout() {
+    let Some(db) = tm_testkit::postgres().await else { return };
+    let models = models_dir();
+    let dir = |name: &str| std::env::temp_dir().join(format!("tm-replica-{name}-{}", uuid::Uuid::new_v4()));
+    let args: [&OsStr; 12] = [
+        "--model".as_ref(),
+        MODEL.as_ref(),
+        "--ctx-size".as_ref(),
+        "256".as_ref(),
+        "--models-dir".as_ref(),
+        models.as_os_str(),
+        "--database-url".as_ref(),
+        db.url.as_ref(),
+        "--heartbeat-timeout".as_ref(),
+        "2".as_ref(),
+        "--key-rpm".as_ref(),
+        "0".as_ref(),
+    ];
+    // One after the other: the first creates the admin on the empty database.
+    // Their stdout kept open: a closed pipe would end them at the next banner line.
+    let (mut doomed, _doomed_out, doomed_base) = spawn_serve(&dir("doomed"), &args);
+    let (mut survivor, _survivor_out, survivor_base) = spawn_serve(&dir("survivor"), &args);
+    let store = tm_store::Store::open(&db.url).await.unwrap();
+
+    let body = json!({"model": MODEL, "prompt": "Once", "max_tokens": 200, "stream": true, "ignore_eos": true});
+    let mut stream = post(&doomed_base, "/v1/completions", body.clone()).await;
+    assert_eq!(stream.status(), 200);
+    assert!(stream.chunk().await.unwrap().is_some(), "the stream should have started");
+    let held = store.ledger().total_held().await.unwrap();
+    assert!(held > 0, "the running stream's cost should be held");
+    doomed.kill().unwrap();
+    let killed = std::time::Instant::now();
+    let _ = doomed.wait();
+
+    let served =
+        post(&survivor_base, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4})).await;
+    assert_eq!(served.status(), 200, "the surviving replica serves on");
+    let released = loop {
+        if store.ledger().total_held().await.unwrap() == 0 {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(8), "the dead replica's holds were not voided");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Expected: the 2 s timeout plus up to one sweep period (0.4 s); the bound above is
+    // loose, so that a slow machine does not fail it.
+    eprintln!("held {held} nano-USD for the killed stream; all released {released:?} after the SIGKILL");
+    survivor.kill().unwrap();
+    let _ = survivor.wait();
+    store.close().await;
+}
