@@ -161,7 +161,7 @@ pub fn config(o: &Options) -> Config {
 /// Starts a server (SQLite in a temp data dir) on its own thread and runtime, so that it
 /// outlives any one test's runtime. Returns its inference base URL.
 pub fn start(options: Options) -> String {
-    launch(None, Engine::Real, options).inference.unwrap()
+    launch(None, Engine::Real, options).detach().inference.unwrap()
 }
 
 /// One server shared by the tests of a binary that need no special settings.
@@ -219,13 +219,25 @@ pub async fn wait_idle(base: &str) {
 }
 
 /// A running Control Plane (and, when asked, the inference API beside it) on one test
-/// database, with a clock the test moves.
+/// database, with a clock the test moves. Dropped, it shuts down as on SIGTERM (so that a
+/// test process does not keep every earlier test's database connections open), unless
+/// detached.
 pub struct Servers {
     pub control: String,
     pub inference: Option<String>,
     /// `GET /metrics`'s own listener, when the options asked for one.
     pub metrics: Option<String>,
     pub clock: Arc<tm_control::clock::ManualClock>,
+    /// Dropped (with the servers), it tells them to shut down.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Servers {
+    /// Keeps the servers running until the test process ends, wherever this value goes.
+    pub fn detach(mut self) -> Servers {
+        std::mem::forget(self.stop.take());
+        self
+    }
 }
 
 /// Starts the Control Plane on `db` (`with_inference`: also the inference API with the
@@ -254,19 +266,24 @@ fn launch(database_url: Option<String>, engine: Engine, options: Options) -> Ser
         Engine::Given(backend) => Engines::Given(backend),
     };
     let thread_clock = clock.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // The process as `tensormesh serve` builds it, on its own thread and runtime so that it
-    // outlives any one test's runtime; it runs until the test process ends.
+    // outlives any one test's runtime; it runs until its `Servers` is dropped.
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async move {
             let app = App::build(&config, thread_clock, engines).await.unwrap();
             tx.send((app.control_addr(), app.inference_addr(), app.metrics_addr())).unwrap();
-            app.run(std::future::pending()).await.unwrap();
+            app.run(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
         });
     });
     let (control, inference, metrics) = rx.recv_timeout(Duration::from_secs(120)).expect("servers did not start");
     let url = |a: SocketAddr| format!("http://{a}");
-    Servers { control: url(control), inference: inference.map(url), metrics: metrics.map(url), clock }
+    Servers { control: url(control), inference: inference.map(url), metrics: metrics.map(url), clock, stop: Some(stop) }
 }
 
 /// Everything the test process logs, at every level, once a test asked for it with

@@ -16,7 +16,7 @@ const LIMITS: Connections =
 
 fn start() -> String {
     let db = tm_testkit::sqlite();
-    let servers = start_with(&db, Engine::None, Options { connections: LIMITS, ..Options::default() });
+    let servers = start_with(&db, Engine::None, Options { connections: LIMITS, ..Options::default() }).detach();
     servers.control.trim_start_matches("http://").to_owned()
 }
 

@@ -18,7 +18,7 @@ async fn front_of(node: &str) -> String {
     let config = FleetConfig::parse(&text, "test").unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let backend = Arc::new(UpstreamBackend::connect(config, &mut registry).await.unwrap());
-    start_with(&tm_testkit::sqlite(), Engine::Given(backend), Options::default()).inference.unwrap()
+    start_with(&tm_testkit::sqlite(), Engine::Given(backend), Options::default()).detach().inference.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
