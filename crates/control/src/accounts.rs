@@ -5,6 +5,7 @@ use tm_store::rate_limits::LimitOverride;
 use tm_store::users::{ProfileUpdate, UserRow};
 
 use crate::activity::{action, resource, Actor, Event};
+use crate::changes::Change;
 use crate::{secret, Control, ControlError, Principal, Role};
 
 const MAX_FIELD_CHARS: usize = 200;
@@ -281,6 +282,8 @@ impl Accounts<'_> {
         if target.role != user.role {
             // Tokens were issued for the old role: the user signs in again.
             self.control.store.sessions().revoke_user(&user.id, self.control.now()).await?;
+            // Cached key checks carry the role.
+            self.control.publish(Change::Keys).await;
             let mut event = user_event(&user.id, action::ROLE_CHANGED, format!("Role changed to {}", user.role));
             event.metadata = serde_json::json!({"from": target.role.as_str(), "to": user.role.as_str()});
             self.control.record(actor, event).await;
@@ -332,8 +335,9 @@ impl Accounts<'_> {
     }
 
     /// Operator command: a disabled user's sign-ins, access tokens and API keys are refused
-    /// (their sessions end now; API keys cached by another server process sharing the
-    /// database are refused within `key_cache_ttl`); enabling lets them sign in again.
+    /// (their sessions end now; every process on a PostgreSQL database forgets its cached
+    /// key checks as the change notice arrives, on SQLite within `key_cache_ttl`); enabling
+    /// lets them sign in again.
     pub async fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<User, ControlError> {
         let now = self.control.now();
         let at = disabled.then_some(now);
@@ -343,7 +347,7 @@ impl Accounts<'_> {
         if disabled {
             self.control.store.sessions().revoke_user(user_id, now).await?;
         }
-        self.control.forget_keys();
+        self.control.publish(Change::Keys).await;
         let (action, description) = if disabled {
             (action::USER_DISABLED, "Account disabled; sessions ended, API keys refused")
         } else {

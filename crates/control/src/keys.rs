@@ -2,12 +2,14 @@
 //! every inference request through a small cache that deletions invalidate at once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use tm_money::UnixMs;
 use tm_store::api_keys::ApiKeyRow;
 
 use crate::activity::{action, resource, Actor, Event};
+use crate::changes::Change;
 use crate::secret::{self, Kind};
 use crate::{millis, Control, ControlError, Principal, Role};
 
@@ -68,27 +70,46 @@ struct Cached {
 
 /// Recent key checks by public id.
 #[derive(Debug, Default)]
-pub(crate) struct KeyCache(Mutex<HashMap<String, Cached>>);
+pub(crate) struct KeyCache {
+    entries: Mutex<HashMap<String, Cached>>,
+    /// Counts forgets: a check read from the database before one is not cached after it
+    /// (it may be the key being deleted).
+    forgets: AtomicU64,
+}
 
 impl KeyCache {
     fn get(&self, public_id: &str) -> Option<Cached> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(public_id).cloned()
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).get(public_id).cloned()
     }
 
-    fn put(&self, public_id: String, entry: Cached) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    /// How many forgets so far; give it to [`KeyCache::put`].
+    fn epoch(&self) -> u64 {
+        self.forgets.load(Ordering::Acquire)
+    }
+
+    /// Caches a check read from the database when `epoch` was current, unless a forget
+    /// came since.
+    fn put(&self, public_id: String, entry: Cached, epoch: u64) {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.forgets.load(Ordering::Acquire) != epoch {
+            return;
+        }
         if map.len() >= MAX_CACHED {
             map.clear();
         }
         map.insert(public_id, entry);
     }
 
-    fn forget(&self, public_id: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(public_id);
+    pub(crate) fn forget(&self, public_id: &str) {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        self.forgets.fetch_add(1, Ordering::AcqRel);
+        map.remove(public_id);
     }
 
     pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        self.forgets.fetch_add(1, Ordering::AcqRel);
+        map.clear();
     }
 }
 
@@ -207,9 +228,10 @@ impl Keys<'_> {
         } else {
             secret::parse_api_key(key).public_id
         };
-        self.control.key_cache.forget(&public_id);
         let live = self.control.store.api_keys().by_public_id(&public_id).await?.filter(|k| k.deleted_at.is_none());
         if self.control.store.api_keys().delete(&owner, &public_id, self.control.now()).await? {
+            // After the delete: a check that read the key before it is not cached after.
+            self.control.publish(Change::Key(public_id.clone())).await;
             if let Some(k) = live {
                 let event =
                     key_event(&owner, &public_id, action::API_KEY_REVOKED, format!("Revoked API key \"{}\"", k.name));
@@ -229,6 +251,7 @@ impl Keys<'_> {
         let cached = match self.control.key_cache.get(&presented.public_id) {
             Some(c) if now - c.fetched_at < millis(self.control.settings.key_cache_ttl) => c,
             _ => {
+                let epoch = self.control.key_cache.epoch();
                 let Some(row) = self.control.store.api_keys().by_public_id(&presented.public_id).await? else {
                     return Err(ControlError::Unauthenticated);
                 };
@@ -247,7 +270,7 @@ impl Keys<'_> {
                     expires_at: row.expires_at,
                     fetched_at: now,
                 };
-                self.control.key_cache.put(presented.public_id.clone(), entry.clone());
+                self.control.key_cache.put(presented.public_id.clone(), entry.clone(), epoch);
                 entry
             }
         };

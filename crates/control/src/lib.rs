@@ -13,6 +13,8 @@
 //! - [`observability`]: a user's request metrics, from the usage records.
 //! - [`secret`], [`password`]: how secrets are made, stored and checked.
 //! - [`role`]: roles and the one place that decides whose data a request may touch.
+//! - `changes`: what one replica changes that the others cache, sent as change notices
+//!   ([`Control::apply_notice`]).
 //!
 //! [`Control`] holds the store, the clock and the caches; each aggregate is a small view over
 //! it, reached by its noun (`control.keys().delete(…)`, `control.billing().balance(…)`), so
@@ -23,6 +25,7 @@ mod error;
 pub mod accounts;
 pub mod activity;
 pub mod billing;
+mod changes;
 pub mod clock;
 pub mod deployments;
 pub mod keys;
@@ -53,9 +56,10 @@ pub struct Settings {
     pub session_max_age: Duration,
     /// How long a `tm auth login` request waits for approval.
     pub login_ttl: Duration,
-    /// How long an API key check (and a model's active price) is reused before the store is asked again. Deletions
-    /// through this process take effect at once; this bounds how long another server
-    /// process sharing the database may still accept a deleted key.
+    /// How long an API key check (and a model's active price) is reused before the store is
+    /// asked again. Deletions take effect at once in this process, and in the others on a
+    /// PostgreSQL database as their change notice arrives; this bounds how long another
+    /// process may still accept a deleted key when notices do not arrive (SQLite).
     pub key_cache_ttl: Duration,
     /// Signed-in Control Plane requests per user per minute (0: no limit): one user's
     /// script cannot keep the database busy for everyone.
@@ -165,11 +169,6 @@ impl Control {
 
     fn now(&self) -> i64 {
         self.clock.now_ms()
-    }
-
-    /// Drops every cached API key check (a user was disabled: their keys are refused now).
-    fn forget_keys(&self) {
-        self.key_cache.clear();
     }
 
     /// The control plane's clock (Unix ms), which billing records use too.

@@ -106,6 +106,12 @@ impl Gateway {
         (Gateway { inner: Arc::new(inner) }, settler)
     }
 
+    /// Another replica is short of a user's money (a notice on `Channel::Leases`): gives
+    /// back what this one's lease holds for the user unused.
+    pub async fn answer_lease_request(&self, notice: &str) {
+        self.inner.wallets.give_back_for(&self.inner.store, notice).await;
+    }
+
     pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.inner.backend
     }

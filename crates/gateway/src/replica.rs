@@ -2,6 +2,9 @@
 //! id at start and beats every fifth of the timeout; the money it holds is held under that
 //! id (see `tm_store::instances`). Each beat also sweeps: the holds of replicas whose beat
 //! is older than the timeout are voided, since their requests died with them, unbilled.
+//! A replica sweeps only once its own beats have reached the database for a whole timeout:
+//! after an outage of the database (or of this replica's link to it) the others get the
+//! time to beat again before anyone takes them for dead.
 //!
 //! A replica that learns it was swept (a beat finds its row gone: the database was out of
 //! reach for longer than the timeout) carries on under a new id; what its leases held under
@@ -22,17 +25,20 @@ pub struct Replica {
     id: Mutex<Arc<str>>,
     /// When a beat last reached the database.
     last_beat: Mutex<Instant>,
+    /// Since when every beat reached the database (None after one that did not).
+    reaching_since: Mutex<Option<Instant>>,
     timeout: Duration,
 }
 
 impl Replica {
-    /// Registers a new replica, retires `previous` (the process that ran before on this
-    /// replica's data dir: dead, since this one runs there now) and sweeps the replicas
-    /// whose beat expired.
+    /// Registers a new replica and retires `previous` (the process that ran before on this
+    /// replica's data dir: dead, since this one runs there now). Other dead replicas are
+    /// swept by the beats, from a timeout after the start.
     pub async fn join(store: &Store, previous: Option<&str>, timeout: Duration) -> Result<Replica, StoreError> {
         let replica = Replica {
             id: Mutex::new(new_id()),
             last_beat: Mutex::new(Instant::now()),
+            reaching_since: Mutex::new(None),
             timeout: timeout.max(Duration::from_millis(100)),
         };
         let id = replica.id();
@@ -43,7 +49,7 @@ impl Replica {
                 warn!(replica = %previous, voided_nanos = voided, "voided the holds the previous process left unsettled");
             }
         }
-        replica.sweep(store).await?;
+        *replica.reaching_since.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         info!(replica = %id, heartbeat_timeout_ms = replica.timeout.as_millis() as u64, "registered");
         Ok(replica)
     }
@@ -70,10 +76,24 @@ impl Replica {
                 _ = every.tick() => {}
             }
             // Bounded: a beat stuck on a dead connection must not outlive the timeout.
-            match tokio::time::timeout(self.timeout / 2, self.beat(store)).await {
+            let beat = tokio::time::timeout(self.timeout / 2, self.beat(store)).await;
+            let reached = {
+                let mut since = self.reaching_since.lock().unwrap_or_else(PoisonError::into_inner);
+                match &beat {
+                    Ok(Ok(())) => *since.get_or_insert_with(Instant::now),
+                    Ok(Err(_)) | Err(_) => {
+                        *since = None;
+                        Instant::now()
+                    }
+                }
+            };
+            match beat {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => warn!(error = %e, "heartbeat failed"),
                 Err(_) => warn!("heartbeat timed out"),
+            }
+            if reached.elapsed() < self.timeout {
+                continue;
             }
             if let Ok(Err(e)) = tokio::time::timeout(self.timeout / 2, self.sweep(store)).await {
                 warn!(error = %e, "sweeping dead replicas failed");

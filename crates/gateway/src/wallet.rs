@@ -5,7 +5,8 @@
 //!
 //! The lease is money held in the account, so the database's invariant (balance - held >=
 //! 0) covers it and no other process can spend it; a request is refused exactly when the
-//! account's available balance plus this lease's free part cannot cover it. Leases idle
+//! account's available balance plus this lease's free part cannot cover it, and the other
+//! replicas, asked, did not give back enough of what their leases hold unused. Leases idle
 //! for a while are given back; a killed process's leases are voided by the next sweep (see
 //! `replica`). The money is held under this replica's id; a lease whose id is no longer
 //! the replica's (it was swept and goes on under a new one) holds nothing any more.
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tm_money::Nanos;
+use tm_store::notices::Channel;
 use tm_store::{Store, StoreError};
 
 use crate::replica::Replica;
@@ -22,6 +24,9 @@ use crate::replica::Replica;
 /// A lease grows by this many times the request that ran it short, so that the next
 /// requests find money in memory.
 const HEADROOM: i64 = 32;
+/// After asking the other replicas for a user's unused leases, the hold is tried again after
+/// each of these pauses (0.6 s in all) before the request is refused.
+const RECLAIM_WAITS_MS: [u64; 5] = [20, 40, 80, 160, 320];
 
 #[derive(Debug)]
 struct Lease {
@@ -82,7 +87,7 @@ impl Wallets {
             let grow = Nanos(need.0.saturating_add(amount.0.saturating_mul(HEADROOM)));
             if ledger.hold(&holder, user_id, grow.get()).await? {
                 lease.free += grow;
-            } else if ledger.hold(&holder, user_id, need.get()).await? {
+            } else if ledger.hold(&holder, user_id, need.get()).await? || self.reclaim(store, user_id, need).await? {
                 lease.free += need;
             } else {
                 return Ok(None);
@@ -92,6 +97,44 @@ impl Wallets {
         lease.in_flight += 1;
         lease.last_used = Instant::now();
         Ok(Some(holder))
+    }
+
+    /// Holds `need` for the user after asking the other replicas to give back what their
+    /// leases hold for the user unused (a user with money is not refused here because a
+    /// replica they used a moment ago still holds it). False when, after the others had
+    /// time to answer, the money is still not there: then it is really spent or promised.
+    async fn reclaim(&self, store: &Store, user_id: &str, need: Nanos) -> Result<bool, StoreError> {
+        let holder = self.replica.id();
+        let account = store.ledger().account(user_id).await?;
+        let elsewhere = account.held_nanos - store.ledger().held_by(&holder, user_id).await?;
+        if elsewhere <= 0 || account.available_nanos() + elsewhere < need.get() {
+            return Ok(false);
+        }
+        store.notify(Channel::Leases, &format!("{holder} {user_id}")).await?;
+        for wait_ms in RECLAIM_WAITS_MS {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            if store.ledger().hold(&holder, user_id, need.get()).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Another replica asks for `user_id`'s money (`notice`: its id and the user's): gives
+    /// back what this replica's lease holds for the user unused.
+    pub async fn give_back_for(&self, store: &Store, notice: &str) {
+        let Some((asker, user_id)) = notice.split_once(' ') else { return };
+        let Some(lease) = self.leases.lock().unwrap_or_else(PoisonError::into_inner).get(user_id).cloned() else {
+            return;
+        };
+        let mut lease = lease.lock().await;
+        if *asker == *lease.holder || lease.free == Nanos::ZERO {
+            return;
+        }
+        match store.ledger().release(&lease.holder, user_id, lease.free.get()).await {
+            Ok(()) => lease.free = Nanos::ZERO,
+            Err(e) => tracing::warn!(error = %e, "cannot give a lease back to another replica"),
+        }
     }
 
     /// Held for the user and promised to no request.

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Connections};
 use crate::inference::{self, AppState};
-use crate::listener;
 use crate::serve::{self, Inference};
+use crate::{listener, notices};
 
 /// What serves inference in an [`App`].
 pub enum Engines {
@@ -153,6 +153,8 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let App { control, serving, control_listener, control_router, drain, drain_delay, connections, .. } = self;
         let stop = CancellationToken::new();
+        let gateway = serving.as_ref().map(|s| s.state.gateway.clone());
+
         let draining = serving.as_ref().map(|s| s.state.draining.clone());
         let signal = {
             let stop = stop.clone();
@@ -172,44 +174,58 @@ impl App {
                 stop.cancel();
             }
         };
-        let result = match serving {
-            Some(Serving { listener, router, settler, state, metrics, .. }) => {
-                let servers_done = CancellationToken::new();
-                let metrics_server = async {
-                    match metrics {
-                        Some((listener, _)) => {
-                            let router = inference::metrics_router(state.clone());
-                            listener::run(listener, router, stop.clone().cancelled_owned(), drain, connections).await
+        let serve = async {
+            match serving {
+                Some(Serving { listener, router, settler, state, metrics, .. }) => {
+                    let servers_done = CancellationToken::new();
+                    let metrics_server = async {
+                        match metrics {
+                            Some((listener, _)) => {
+                                let router = inference::metrics_router(state.clone());
+                                listener::run(listener, router, stop.clone().cancelled_owned(), drain, connections)
+                                    .await
+                            }
+                            None => Ok(()),
                         }
-                        None => Ok(()),
-                    }
-                };
-                let servers = async {
-                    let result = tokio::try_join!(
-                        listener::run(listener, router, signal, drain, connections),
-                        listener::run(
-                            control_listener,
-                            control_router,
-                            stop.clone().cancelled_owned(),
-                            drain,
-                            connections
-                        ),
-                        metrics_server,
-                    );
-                    // Streams still open past the drain end now, and settle while the
-                    // settler runs.
-                    state.gateway.stop_generations(Duration::from_secs(5)).await;
-                    servers_done.cancel();
-                    result.map(|_| ())
-                };
-                // Requests that ended during the drain are settled before the database
-                // closes.
-                let (result, ()) = tokio::join!(servers, settler.run(servers_done.clone().cancelled_owned()));
-                state.backend.shutdown().await;
-                result
+                    };
+                    let servers = async {
+                        let result = tokio::try_join!(
+                            listener::run(listener, router, signal, drain, connections),
+                            listener::run(
+                                control_listener,
+                                control_router,
+                                stop.clone().cancelled_owned(),
+                                drain,
+                                connections
+                            ),
+                            metrics_server,
+                        );
+                        // Streams still open past the drain end now, and settle while the
+                        // settler runs.
+                        state.gateway.stop_generations(Duration::from_secs(5)).await;
+                        servers_done.cancel();
+                        result.map(|_| ())
+                    };
+                    // Requests that ended during the drain are settled before the database
+                    // closes.
+                    let (result, ()) = tokio::join!(servers, settler.run(servers_done.clone().cancelled_owned()));
+                    state.backend.shutdown().await;
+                    result
+                }
+                None => listener::run(control_listener, control_router, signal, drain, connections).await,
             }
-            None => listener::run(control_listener, control_router, signal, drain, connections).await,
         };
+        // Beside the listeners, for as long as they run: what the other replicas change (keys
+        // deleted, users disabled, prices) leaves this one's caches as it happens, and they
+        // get this one's unused leases when they ask.
+        let changes_done = CancellationToken::new();
+        let serve = async {
+            let result = serve.await;
+            changes_done.cancel();
+            result
+        };
+        let following = notices::follow(&control, gateway.as_ref(), changes_done.clone().cancelled_owned());
+        let (result, ()) = tokio::join!(serve, following);
         control.store().close().await;
         result
     }

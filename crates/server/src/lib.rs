@@ -11,6 +11,8 @@
 //! - [`control`]: the Control Plane router (login, users, API keys, admin) and its
 //!   grpc-gateway error mapping.
 //! - [`bearer`]: the bearer token of a request, for both listeners.
+//! - `notices`: what the other replicas on the database tell this one (changes, lease
+//!   requests).
 //! - [`serve`]: the parts an app is built from, and the drain of a listener.
 //! - [`model_logs`]: the in-memory log lines per served model (deployment logs).
 
@@ -23,5 +25,6 @@ pub mod flags;
 mod inference;
 mod listener;
 pub mod model_logs;
+mod notices;
 mod openapi;
 pub mod serve;

@@ -20,8 +20,12 @@
 //! - [`addresses`]: billing addresses.
 //! - [`products`]: the product catalogue.
 //! - [`deployments`]: users' named handles on served models.
+//!
+//! [`notices`]: [`Store::notify`] and [`Store::notices`] carry notices between the
+//! processes on one PostgreSQL database.
 
 mod error;
+pub mod notices;
 
 pub mod activities;
 pub mod addresses;
@@ -47,12 +51,22 @@ pub use error::StoreError;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A connection pool to the one database of a deployment. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     /// Where money moves. For SQLite a single connection: writers queue here, in order,
     /// instead of sleeping in SQLite's busy handler. For PostgreSQL the main pool.
     ledger_writer: AnyPool,
+    /// The database's URL when it is PostgreSQL: change notices listen on a connection of
+    /// their own (see [`notices`]).
+    postgres_url: Option<String>,
+}
+
+/// Without the URL, which may hold a password.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("postgres", &self.postgres_url.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -69,7 +83,8 @@ impl Store {
         let pool = Self::pool(8, sqlite).connect(&url).await?;
         MIGRATOR.run(&pool).await?;
         let ledger_writer = if sqlite { Self::pool(1, sqlite).connect(&url).await? } else { pool.clone() };
-        Ok(Store { pool, ledger_writer })
+        let postgres_url = (!sqlite).then_some(url);
+        Ok(Store { pool, ledger_writer, postgres_url })
     }
 
     fn pool(max_connections: u32, sqlite: bool) -> AnyPoolOptions {

@@ -9,6 +9,7 @@ use tm_store::pricing::PriceRow;
 
 use super::MAX_NAME_CHARS;
 use crate::activity::{action, resource, Actor, Event};
+use crate::changes::Change;
 use crate::{millis, Control, ControlError, Principal};
 
 /// A model's current price and display name.
@@ -66,9 +67,16 @@ struct PriceInput {
     is_active: bool,
 }
 
-/// Active prices by model, briefly reused; any pricing change through this process clears it.
+/// Active prices by model, briefly reused; any pricing change clears it (in every process
+/// on a PostgreSQL database, see `changes`).
 #[derive(Debug, Default)]
 pub(crate) struct PriceCache(Mutex<HashMap<String, (Option<ActivePrice>, i64)>>);
+
+impl PriceCache {
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
 
 /// Serverless prices per model.
 #[derive(Clone, Copy)]
@@ -128,7 +136,7 @@ impl Pricing<'_> {
             tm_store::StoreError::Conflict(_) => ControlError::AlreadyExists(format!("pricing {} exists", row.id)),
             other => other.into(),
         })?;
-        self.forget_prices();
+        self.control.publish(Change::Prices).await;
         self.control.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_CREATED, "Created")).await;
         Ok(row.into())
     }
@@ -154,7 +162,7 @@ impl Pricing<'_> {
         };
         let row = pricing_row(id, &input, old.created_at, self.control.now())?;
         self.control.store.pricing().update(&row).await?;
-        self.forget_prices();
+        self.control.publish(Change::Prices).await;
         self.control.record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_UPDATED, "Updated")).await;
         Ok(row.into())
     }
@@ -167,7 +175,7 @@ impl Pricing<'_> {
         }
         if let Some(row) = self.control.store.pricing().get(id).await? {
             self.control.store.pricing().delete(id).await?;
-            self.forget_prices();
+            self.control.publish(Change::Prices).await;
             self.control
                 .record(Actor::User(caller), pricing_event(caller, &row, action::PRICING_DELETED, "Deleted"))
                 .await;
@@ -190,12 +198,8 @@ impl Pricing<'_> {
                 seeded.push(model.clone());
             }
         }
-        self.forget_prices();
+        self.control.publish(Change::Prices).await;
         Ok(seeded)
-    }
-
-    fn forget_prices(&self) {
-        self.control.price_cache.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
 

@@ -293,26 +293,46 @@ async fn balances_prices_and_admin_routes() {
     }
 }
 
-/// Money a killed server left held is voided when the next one starts (its requests died
-/// with it, unbilled), so the balance is available again; a replica still beating keeps
-/// what it holds.
+/// Money a killed server left held is voided (its requests died with it, unbilled), so the
+/// balance is available again: by the next process, a heartbeat timeout after it started
+/// (then any replica that might be alive had the time to beat); a replica still beating
+/// keeps what it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn holds_left_by_a_dead_process_are_voided_at_start() {
+async fn holds_left_by_a_dead_process_are_voided_a_timeout_after_start() {
     for db in tm_testkit::all().await {
         let dave_id = create_user(&db, "dave@example.com", "dave-password").await;
         let store = tm_store::Store::open(&db.url).await.unwrap();
         let control =
             tm_control::Control::new(store.clone(), Arc::new(tm_control::clock::SystemClock), Default::default());
         control.billing().grant(&dave_id, 1_000, "test").await.unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        store.instances().register("expired", now - 3_600_000).await.unwrap();
-        store.instances().register("alive", now).await.unwrap();
+        let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        store.instances().register("expired", now() - 3_600_000).await.unwrap();
+        store.instances().register("alive", now()).await.unwrap();
         assert!(store.ledger().hold("unregistered", &dave_id, 500).await.unwrap());
         assert!(store.ledger().hold("expired", &dave_id, 300).await.unwrap());
         assert!(store.ledger().hold("alive", &dave_id, 150).await.unwrap());
         assert_eq!(store.ledger().account(&dave_id).await.unwrap().available_nanos(), 50);
 
-        let _s = start_with(&db, Engine::Given(Arc::new(FakeEngine::new(Duration::ZERO, 4))), Options::default());
+        let options = Options { heartbeat_timeout: Duration::from_secs(1), ..Options::default() };
+        let _s = start_with(&db, Engine::Given(Arc::new(FakeEngine::new(Duration::ZERO, 4))), options);
+        let started = std::time::Instant::now();
+        let alive = async {
+            loop {
+                store.instances().beat("alive", now()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let voided = async {
+            while store.ledger().account(&dave_id).await.unwrap().held_nanos != 150 {
+                assert!(started.elapsed() < Duration::from_secs(10), "{}: the dead holds stay", db.kind);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::select! {
+            () = alive => unreachable!(),
+            () = voided => {}
+        }
+        eprintln!("{}: dead holds voided {:?} after the start", db.kind, started.elapsed());
         let account = store.ledger().account(&dave_id).await.unwrap();
         assert_eq!((account.balance_nanos, account.held_nanos), (1_000, 150), "{}", db.kind);
         assert_eq!(store.ledger().held_by("alive", &dave_id).await.unwrap(), 150, "{}", db.kind);
