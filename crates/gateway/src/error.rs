@@ -30,6 +30,11 @@ pub enum GatewayError {
     )]
     InsufficientBalance { needed: String, available: String },
 
+    /// The rate limits are shared (Redis), cannot be checked now, and the policy for that
+    /// is to refuse.
+    #[error("Rate limits cannot be checked right now (their store does not answer); retry in a moment")]
+    LimitsUnavailable,
+
     #[error("internal error: {0}")]
     Internal(String),
 }

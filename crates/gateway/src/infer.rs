@@ -77,7 +77,7 @@ impl Gateway {
         let key_id = format!("control-plane:{}", principal.user_id);
         let holder = KeyHolder { principal, key_id };
         let scopes = self.scopes(&holder).await?;
-        self.check_request(&scopes)?;
+        self.check_request(&scopes).await?;
         let caller = Caller { holder, scopes, request_id: uuid::Uuid::new_v4().to_string() };
         let messages = vec![serde_json::json!({"role": "user", "content": message})];
         let ask = Ask {

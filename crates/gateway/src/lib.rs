@@ -1,7 +1,8 @@
 //! What every inference request goes through between authentication and the engine:
 //!
 //! - [`infer`]: validate, prepare, admit and launch: the one path every surface takes.
-//! - [`limiter`]: requests and tokens per minute, per API key and per user.
+//! - [`limiter`]: requests and tokens per minute, per API key and per user;
+//!   [`limits`]: kept in this process or in Redis, shared by the replicas.
 //! - [`meter`]: the price check, the per-user concurrency cap and the hold for the
 //!   worst-case cost.
 //! - `metered`: [`Metered`], the generation that settles itself exactly once however it
@@ -15,6 +16,7 @@
 mod error;
 pub mod infer;
 pub mod limiter;
+pub mod limits;
 mod meter;
 mod metered;
 pub mod replica;
@@ -24,6 +26,7 @@ mod wallet;
 pub use error::GatewayError;
 pub use infer::{Ask, Caller, Overrides};
 pub use limiter::{Limits, RateLimiter, RateStatus};
+pub use limits::{Outage, SharedLimits};
 pub use meter::{Gateway, LimitSettings, Scopes};
 pub use metered::Metered;
 pub use replica::Replica;

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
+use crate::limits::{Denied, Limiter, SharedLimits};
 use crate::metered::{Metered, UserSlot};
 use crate::replica::Replica;
 use crate::settler::{Bill, Pending, Settler};
@@ -53,7 +54,7 @@ struct Inner {
     backend: Arc<dyn Backend>,
     /// The ledger: holds for leases, balances for a refusal's message.
     store: Store,
-    limiter: Arc<RateLimiter>,
+    limiter: Arc<Limiter>,
     wallets: Arc<Wallets>,
     limits: LimitSettings,
     overrides: Mutex<HashMap<String, (LimitOverride, Instant)>>,
@@ -78,16 +79,21 @@ pub struct Scopes {
 impl Gateway {
     /// The gateway and its settler, which the caller runs (and awaits at shutdown: it
     /// ends once every gateway clone is gone and every pending settlement is written).
-    /// `replica`: this process among the replicas on its database (see [`Replica::join`]).
+    /// `replica`: this process among the replicas on its database (see [`Replica::join`]);
+    /// `shared`: the limits in Redis, shared by the replicas (None: kept in this process).
     pub fn new(
         control: Control,
         store: Store,
         backend: Arc<dyn Backend>,
         limits: LimitSettings,
         replica: Replica,
+        shared: Option<SharedLimits>,
     ) -> (Gateway, Settler) {
         let (settle, rx) = mpsc::unbounded_channel();
-        let limiter = Arc::new(RateLimiter::default());
+        let limiter = Arc::new(match shared {
+            Some(shared) => Limiter::Shared(shared),
+            None => Limiter::Local(RateLimiter::default()),
+        });
         let wallets = Arc::new(Wallets::new(Arc::new(replica)));
         let settler = Settler::new(control.clone(), store.clone(), limiter.clone(), wallets.clone(), rx);
         let inner = Inner {
@@ -128,8 +134,8 @@ impl Gateway {
     }
 
     /// Takes `tokens` from the caller's tokens-per-minute limits (what `/tokenize` counted).
-    pub fn take_tokens(&self, scopes: &Scopes, tokens: u64) -> Result<(), GatewayError> {
-        self.inner.limiter.take(&scopes.tokens, tokens, Instant::now()).map_err(|r| refused(r, "tokens", tokens))
+    pub async fn take_tokens(&self, scopes: &Scopes, tokens: u64) -> Result<(), GatewayError> {
+        self.inner.limiter.take(&scopes.tokens, tokens).await.map_err(|r| refused(r, "tokens", tokens))
     }
 
     /// The fewest tokens a prompt of `bytes` bytes can be.
@@ -166,17 +172,13 @@ impl Gateway {
     }
 
     /// Counts one request against the caller's requests-per-minute limits.
-    pub fn check_request(&self, scopes: &Scopes) -> Result<(), GatewayError> {
-        self.inner.limiter.take(&scopes.requests, 1, Instant::now()).map_err(|r| refused(r, "requests", 1))
+    pub async fn check_request(&self, scopes: &Scopes) -> Result<(), GatewayError> {
+        self.inner.limiter.take(&scopes.requests, 1).await.map_err(|r| refused(r, "requests", 1))
     }
 
     /// The caller's headroom, for the `x-ratelimit-*` headers.
-    pub fn rate_status(&self, scopes: &Scopes) -> RateStatus {
-        let now = Instant::now();
-        RateStatus {
-            requests: self.inner.limiter.headroom(&scopes.requests, now),
-            tokens: self.inner.limiter.headroom(&scopes.tokens, now),
-        }
+    pub async fn rate_status(&self, scopes: &Scopes) -> RateStatus {
+        self.inner.limiter.status(&scopes.requests, &scopes.tokens).await
     }
 
     /// Admits a prepared generation: checks its model is priced, takes its tokens from the
@@ -200,8 +202,8 @@ impl Gateway {
             .price;
         let user_slot = self.user_slot(&holder.principal.user_id)?;
         let tokens = prepared.prompt_tokens + prepared.max_completion_tokens;
-        self.inner.limiter.take(&scopes.tokens, tokens, Instant::now()).map_err(|r| refused(r, "tokens", tokens))?;
-        let give_back = || self.inner.limiter.give_back(&scopes.tokens, tokens, Instant::now());
+        self.inner.limiter.take(&scopes.tokens, tokens).await.map_err(|r| refused(r, "tokens", tokens))?;
+        let give_back = || self.inner.limiter.give_back(&scopes.tokens, tokens);
 
         let user_id = &holder.principal.user_id;
         let hold = price.worst_case(prepared.prompt_tokens, prepared.max_completion_tokens);
@@ -211,7 +213,7 @@ impl Gateway {
         let held_under = match wallets.take(store, user_id, hold).await {
             Ok(Some(replica_id)) => replica_id,
             Ok(None) => {
-                give_back();
+                give_back().await;
                 // What the account has free plus what this process holds for the user unused.
                 let in_account = store.ledger().account(user_id).await.map(|a| a.available_nanos()).unwrap_or(0);
                 let available = Nanos(in_account) + wallets.free(user_id).await;
@@ -221,7 +223,7 @@ impl Gateway {
                 });
             }
             Err(e) => {
-                give_back();
+                give_back().await;
                 return Err(GatewayError::Internal(format!("cannot hold the request's cost: {e}")));
             }
         };
@@ -229,7 +231,7 @@ impl Gateway {
         let generation = match prepared.launch().await {
             Ok(g) => g,
             Err(e) => {
-                give_back();
+                give_back().await;
                 wallets.finish(user_id, &held_under, hold, Nanos::ZERO).await;
                 return Err(e.into());
             }
@@ -325,11 +327,14 @@ fn clamp_limit(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn refused(r: Refusal, what: &'static str, amount: u64) -> GatewayError {
-    match r {
-        Refusal::Wait { scope, retry_after } => {
+fn refused(denied: Denied, what: &'static str, amount: u64) -> GatewayError {
+    match denied {
+        Denied::Refused(Refusal::Wait { scope, retry_after }) => {
             GatewayError::RateLimited { what, scope: scope.kind, limit: scope.limit, retry_after }
         }
-        Refusal::TooLarge { scope } => GatewayError::TooLarge { tokens: amount, limit: scope.limit, scope: scope.kind },
+        Denied::Refused(Refusal::TooLarge { scope }) => {
+            GatewayError::TooLarge { tokens: amount, limit: scope.limit, scope: scope.kind }
+        }
+        Denied::Unavailable => GatewayError::LimitsUnavailable,
     }
 }

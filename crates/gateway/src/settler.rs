@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -18,7 +18,8 @@ use tm_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::limiter::{RateLimiter, Scope};
+use crate::limiter::Scope;
+use crate::limits::Limiter;
 use crate::wallet::Wallets;
 
 const MAX_BATCH: usize = 256;
@@ -73,7 +74,7 @@ struct Ready {
 pub struct Settler {
     control: Control,
     store: Store,
-    limiter: Arc<RateLimiter>,
+    limiter: Arc<Limiter>,
     wallets: Arc<Wallets>,
     rx: mpsc::UnboundedReceiver<Pending>,
 }
@@ -82,7 +83,7 @@ impl Settler {
     pub(crate) fn new(
         control: Control,
         store: Store,
-        limiter: Arc<RateLimiter>,
+        limiter: Arc<Limiter>,
         wallets: Arc<Wallets>,
         rx: mpsc::UnboundedReceiver<Pending>,
     ) -> Settler {
@@ -185,10 +186,9 @@ impl Settler {
                 "request finished"
             );
         }
-        let now = Instant::now();
         for r in &batch {
             let used = r.receipt.usage.prompt_tokens + r.receipt.usage.completion_tokens;
-            self.limiter.give_back(&r.bill.token_scopes, r.bill.reserved_tokens.saturating_sub(used), now);
+            self.limiter.give_back(&r.bill.token_scopes, r.bill.reserved_tokens.saturating_sub(used)).await;
         }
         // One settlement per replica id the requests were held under (one, unless this
         // replica was swept and renewed while they ran).

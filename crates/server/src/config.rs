@@ -37,6 +37,8 @@ pub struct Config {
     /// served, before the listeners stop accepting: the time a load balancer needs to see
     /// it and send no more.
     pub drain_delay: Duration,
+    /// Rate limits shared by the replicas in Redis (None: each process keeps its own).
+    pub redis_limits: Option<RedisLimits>,
     /// A replica whose last heartbeat is older than this is taken for dead by the others:
     /// its holds are voided (see `tm_gateway::replica`).
     pub heartbeat_timeout: Duration,
@@ -44,6 +46,16 @@ pub struct Config {
     pub connections: Connections,
     /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`.
     pub metrics_token: Option<String>,
+}
+
+/// The rate limits kept in Redis.
+#[derive(Debug, Clone)]
+pub struct RedisLimits {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// How long a check may wait for Redis.
+    pub timeout: Duration,
+    pub outage: tm_gateway::Outage,
 }
 
 /// What a client may take from a listener: a connection that sends nothing useful is

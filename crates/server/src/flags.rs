@@ -11,7 +11,7 @@ use tm_gateway::{LimitSettings, Limits};
 use tm_llama::SpillConfig;
 use tm_money::{Nanos, Price};
 
-use crate::config::{Billing, Cache, Config, Connections, FirstAdmin, Serving};
+use crate::config::{Billing, Cache, Config, Connections, FirstAdmin, RedisLimits, Serving};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -107,6 +107,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TENSORMESH_DRAIN_DELAY", default_value_t = 0)]
     pub drain_delay: u64,
 
+    /// `redis://HOST:PORT/DB`: keep the requests- and tokens-per-minute limits in this Redis,
+    /// shared by every replica (default: each process keeps its own).
+    #[arg(long, env = "TENSORMESH_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// While Redis does not answer: `allow` serves requests, each replica enforcing the
+    /// limits on its own (fail open); `refuse` answers 503 with Retry-After (fail closed).
+    #[arg(long, env = "TENSORMESH_REDIS_OUTAGE", value_enum, default_value_t = RedisOutageArg::Allow)]
+    pub redis_outage: RedisOutageArg,
+
+    /// Milliseconds a rate-limit check waits for Redis before the outage policy applies.
+    #[arg(long, env = "TENSORMESH_REDIS_TIMEOUT_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
+
     /// Seconds without a heartbeat after which the other replicas on the database take this
     /// one for dead and void the money it held for running requests. Beats go every fifth
     /// of it.
@@ -199,6 +213,11 @@ impl ServeArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             drain_delay: Duration::from_secs(self.drain_delay),
             heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout),
+            redis_limits: self.redis_url.clone().filter(|u| !u.is_empty()).map(|url| RedisLimits {
+                url,
+                timeout: Duration::from_millis(self.redis_timeout_ms),
+                outage: self.redis_outage.into(),
+            }),
             metrics_token: self.metrics_token.clone().filter(|t| !t.is_empty()),
             connections: Connections {
                 header_timeout: Duration::from_secs(self.header_timeout),
@@ -224,9 +243,24 @@ pub enum SpeculativeArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisOutageArg {
+    Allow,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GrammarEngineArg {
     Llguidance,
     Gbnf,
+}
+
+impl From<RedisOutageArg> for tm_gateway::Outage {
+    fn from(a: RedisOutageArg) -> Self {
+        match a {
+            RedisOutageArg::Allow => tm_gateway::Outage::Allow,
+            RedisOutageArg::Refuse => tm_gateway::Outage::Refuse,
+        }
+    }
 }
 
 impl From<GrammarEngineArg> for tm_llama::GrammarEngine {

@@ -12,7 +12,7 @@ use tm_backend::{Backend, ByModel};
 use tm_control::accounts::{Bootstrap, Bootstrapped};
 use tm_control::clock::Clock;
 use tm_control::{Control, Settings};
-use tm_gateway::{Gateway, Replica, Settler};
+use tm_gateway::{Gateway, Replica, Settler, SharedLimits};
 use tm_llama::{EmbeddedBackend, ModelConfig};
 use tm_money::{Nanos, Price};
 use tm_store::Store;
@@ -201,8 +201,13 @@ pub(crate) async fn inference_app_with_metrics(
     let models: Vec<String> = backend.models().into_iter().map(|m| m.id).collect();
     prepare_billing(&control, config.billing.default_price, &models).await?;
     let replica = join_replicas(config, &control).await?;
+    let shared = match &config.redis_limits {
+        Some(r) => Some(SharedLimits::connect(&r.url, r.timeout, r.outage).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let limits = config.billing.limits;
-    let (gateway, settler) = Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits, replica);
+    let (gateway, settler) =
+        Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits, replica, shared);
     let state = AppState {
         backend,
         gateway,

@@ -5,7 +5,8 @@
 //! local one, `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
 //! When no PostgreSQL answers, the Postgres half is skipped with a note on stderr, unless
-//! `TENSORMESH_REQUIRE_POSTGRES=1` (set by `scripts/test`, which makes sure one runs).
+//! `TENSORMESH_REQUIRE_POSTGRES=1` (set by `scripts/test`, which makes sure one runs); the
+//! same for Redis ([`redis`], `TENSORMESH_REQUIRE_REDIS=1`).
 
 #![allow(clippy::expect_used)]
 
@@ -69,4 +70,26 @@ pub async fn all() -> Vec<TestDb> {
     let mut dbs = vec![sqlite()];
     dbs.extend(postgres().await);
     dbs
+}
+
+/// The Redis at `TENSORMESH_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`), or `None`
+/// when it does not answer (and none is required: `TENSORMESH_REQUIRE_REDIS=1`, set by
+/// `scripts/test`).
+pub fn redis() -> Option<String> {
+    let url = std::env::var("TENSORMESH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let addr = url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
+    let answers = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok());
+    match answers {
+        true => Some(url),
+        false if std::env::var("TENSORMESH_REQUIRE_REDIS").is_ok_and(|v| v == "1") => {
+            panic!("Redis at {url} is required but does not answer")
+        }
+        false => {
+            eprintln!("note: skipping Redis (no server at {url})");
+            None
+        }
+    }
 }

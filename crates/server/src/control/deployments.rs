@@ -263,6 +263,7 @@ fn chat_error(e: GatewayError) -> CpError {
             ControlError::Unavailable { message, retry_after_secs }
         }
         GatewayError::Backend(B::Unavailable) => ControlError::Unavailable { message, retry_after_secs: 5 },
+        GatewayError::LimitsUnavailable => ControlError::Unavailable { message, retry_after_secs: 1 },
         GatewayError::NotPriced(_) | GatewayError::Backend(B::ModelNotFound(_)) => ControlError::NotFound(message),
         GatewayError::TooLarge { .. }
         | GatewayError::InsufficientBalance { .. }

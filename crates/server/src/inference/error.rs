@@ -121,6 +121,9 @@ impl ApiError {
             ApiError::Gateway(G::TooManyAtOnce { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "requests", None, Some("too_many_concurrent_requests"), msg, Some(1))
             }
+            ApiError::Gateway(G::LimitsUnavailable) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error", None, Some("rate_limits_unavailable"), msg, Some(1))
+            }
             ApiError::Gateway(G::TooLarge { .. }) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",

@@ -22,14 +22,14 @@ pub async fn limit(State(state): State<AppState>, mut req: Request, next: Next) 
         Ok(s) => s,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let mut response = match state.gateway.check_request(&scopes) {
+    let mut response = match state.gateway.check_request(&scopes).await {
         Ok(()) => {
             req.extensions_mut().insert(scopes.clone());
             next.run(req).await
         }
         Err(e) => ApiError::from(e).into_response(),
     };
-    let status = state.gateway.rate_status(&scopes);
+    let status = state.gateway.rate_status(&scopes).await;
     let headers = response.headers_mut();
     if let Some(h) = status.requests {
         set(headers, "requests", h);

@@ -28,7 +28,7 @@ pub async fn tokenize(
         _ => return Err(ApiError::bad_request(Some("prompt".into()), "send exactly one of `prompt` and `messages`")),
     };
     let least = Gateway::least_tokens(prompt.byte_len());
-    state.gateway.take_tokens(&scopes, least)?;
+    state.gateway.take_tokens(&scopes, least).await?;
     let out = state
         .backend
         .tokenize(TokenizeInput {
@@ -38,7 +38,7 @@ pub async fn tokenize(
             add_generation_prompt: req.add_generation_prompt.unwrap_or(true),
         })
         .await?;
-    state.gateway.take_tokens(&scopes, (out.tokens.len() as u64).saturating_sub(least))?;
+    state.gateway.take_tokens(&scopes, (out.tokens.len() as u64).saturating_sub(least)).await?;
     Ok(Json(TokenizeResponse {
         count: out.tokens.len() as u64,
         tokens: out.tokens,

@@ -54,6 +54,8 @@ pub struct Options {
     pub metrics_listener: bool,
     /// `--heartbeat-timeout`.
     pub heartbeat_timeout: Duration,
+    /// `--redis-url` and its settings.
+    pub redis_limits: Option<tm_server::config::RedisLimits>,
     /// What `GET /metrics` requires (None: public, as by default).
     pub metrics_token: Option<&'static str>,
     /// The spill tier's directory is left None here: the test server's data dir is used.
@@ -79,6 +81,7 @@ impl Default for Options {
             control_requests_per_minute: 600,
             metrics_listener: false,
             heartbeat_timeout: Duration::from_secs(10),
+            redis_limits: None,
             metrics_token: None,
             grammar_engine: "llguidance",
             speculative: "ngram",
@@ -152,6 +155,7 @@ pub fn config(o: &Options) -> Config {
         shutdown_timeout: Duration::from_secs(5),
         drain_delay: Duration::ZERO,
         heartbeat_timeout: o.heartbeat_timeout,
+        redis_limits: o.redis_limits.clone(),
         connections: o.connections,
         metrics_token: o.metrics_token.map(str::to_owned),
         metrics_addr: o.metrics_listener.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),

@@ -156,3 +156,36 @@ async fn a_lease_on_one_replica_does_not_starve_another() {
     let charged: i64 = control.store().usage().records(&user_id).await.unwrap().iter().map(|r| r.cost_nanos).sum();
     assert_eq!(400_000 - account.balance_nanos, charged);
 }
+
+/// Rate limits kept in Redis hold across replicas: a user limited to 10 requests per
+/// minute gets 10 of 20 requests spread over two replicas (each process alone would have
+/// let 10 through, 20 in all); the refusals are 429 with `Retry-After`, and unbilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_per_user_limit_holds_across_replicas() {
+    let Some(db) = tm_testkit::postgres().await else { return };
+    let Some(url) = tm_testkit::redis() else { return };
+    let redis =
+        tm_server::config::RedisLimits { url, timeout: Duration::from_millis(250), outage: tm_gateway::Outage::Refuse };
+    let start = || {
+        let options = Options { redis_limits: Some(redis.clone()), ..Options::default() };
+        start_with(&db, Engine::Given(Arc::new(FakeEngine::new(Duration::ZERO, 64))), options)
+    };
+    let (first, second) = (start(), start());
+    let control = domain(&db).await;
+    let (user_id, keys) = funded_user(&control, "limited@replicas.io", 1_000_000_000, 2).await;
+    control.accounts().set_limits(&user_id, Some(10), None).await.unwrap();
+    let urls = [first.inference.clone().unwrap(), second.inference.clone().unwrap()];
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let (status, _, response) = chat_as(&urls[i % 2], &keys[i / 2 % 2], &hello()).await;
+        if status == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        statuses.push(status);
+    }
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(served, 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10, "{statuses:?}");
+    wait_until_settled(&control).await;
+    assert_eq!(control.store().usage().records(&user_id).await.unwrap().len(), served);
+}
