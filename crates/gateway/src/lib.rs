@@ -9,12 +9,15 @@
 //!   ends.
 //! - [`settler`]: the background task that turns engine receipts into usage records and
 //!   charges, in batches; a finished request's last bytes wait for its batch.
+//! - [`journal`]: where settlements the database does not take wait, on disk, until it
+//!   does (replayed at the next start when the process dies first).
 //! - `wallet`: the money this process holds for each user's requests (leases).
 //! - [`replica`]: this process among the replicas on one database: registration,
 //!   heartbeat, and the sweep that voids a dead replica's holds.
 
 mod error;
 pub mod infer;
+pub mod journal;
 pub mod limiter;
 pub mod limits;
 mod meter;

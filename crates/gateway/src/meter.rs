@@ -1,6 +1,7 @@
 //! Admission and metering of one inference request.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use tm_store::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::journal::Journal;
 use crate::limiter::{Limits, RateLimiter, RateStatus, Refusal, Scope};
 use crate::limits::{Denied, Limiter, SharedLimits};
 use crate::metered::{Metered, UserSlot};
@@ -80,7 +82,8 @@ impl Gateway {
     /// The gateway and its settler, which the caller runs (and awaits at shutdown: it
     /// ends once every gateway clone is gone and every pending settlement is written).
     /// `replica`: this process among the replicas on its database (see [`Replica::join`]);
-    /// `shared`: the limits in Redis, shared by the replicas (None: kept in this process).
+    /// `shared`: the limits in Redis, shared by the replicas (None: kept in this process);
+    /// `data_dir`: where the settlement journal goes (see `journal`).
     pub fn new(
         control: Control,
         store: Store,
@@ -88,6 +91,7 @@ impl Gateway {
         limits: LimitSettings,
         replica: Replica,
         shared: Option<SharedLimits>,
+        data_dir: &Path,
     ) -> (Gateway, Settler) {
         let (settle, rx) = mpsc::unbounded_channel();
         let limiter = Arc::new(match shared {
@@ -95,7 +99,8 @@ impl Gateway {
             None => Limiter::Local(RateLimiter::default()),
         });
         let wallets = Arc::new(Wallets::new(Arc::new(replica)));
-        let settler = Settler::new(control.clone(), store.clone(), limiter.clone(), wallets.clone(), rx);
+        let journal = Journal::new(data_dir);
+        let settler = Settler::new(control.clone(), store.clone(), limiter.clone(), wallets.clone(), rx, journal);
         let inner = Inner {
             control,
             backend,

@@ -3,7 +3,13 @@
 //! the database sees one commit per batch, not per request and never per token. A finished
 //! request's response waits for its batch to be written (`Metered::seal`), so batches form
 //! as group commits: what ends while one is written goes into the next.
+//!
+//! A batch the database does not take (after a few quick tries) goes to the settlement
+//! journal (`journal`) before its responses are released, and is retried with backoff
+//! until it is written, however long the database is away; what was held for its requests
+//! stays held meanwhile.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +24,7 @@ use tm_store::Store;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::journal::{self, Journal};
 use crate::limiter::Scope;
 use crate::limits::Limiter;
 use crate::wallet::Wallets;
@@ -29,9 +36,15 @@ const LEASE_IDLE: Duration = Duration::from_secs(1);
 const GATHER: Duration = Duration::from_millis(5);
 /// How long, after shutdown, receipts of cancelled generations are waited for.
 const DRAIN: Duration = Duration::from_secs(10);
-/// A failed batch is retried this many times (with backoff) before it is given up: its
-/// requests then go unbilled (logged) and what was held for them goes back to the leases.
-const MAX_ATTEMPTS: u32 = 8;
+/// A batch is tried this many times in a row (a deadlock, a dropped connection) before it
+/// goes to the journal.
+const QUICK_ATTEMPTS: u32 = 2;
+/// One write may take this long; then it counts as failed (it may still have committed: a
+/// retry then finds its requests recorded).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Journaled settlements are retried after this pause, doubling up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the settler needs to bill a request (its price, hold and who pays).
 #[derive(Debug, Clone)]
@@ -70,6 +83,14 @@ struct Ready {
     written: Option<oneshot::Sender<()>>,
 }
 
+/// A request whose usage the database has not taken yet (it is in the journal).
+struct Owed {
+    user_id: String,
+    held_under: Arc<str>,
+    hold: Nanos,
+    row: UsageRow,
+}
+
 /// The settlement task: run it with [`Settler::run`].
 pub struct Settler {
     control: Control,
@@ -77,6 +98,11 @@ pub struct Settler {
     limiter: Arc<Limiter>,
     wallets: Arc<Wallets>,
     rx: mpsc::UnboundedReceiver<Pending>,
+    journal: Journal,
+    /// What the journal holds, in memory.
+    owed: Vec<Owed>,
+    /// The pause before the next retry of `owed`.
+    retry_after: Duration,
 }
 
 impl Settler {
@@ -86,8 +112,9 @@ impl Settler {
         limiter: Arc<Limiter>,
         wallets: Arc<Wallets>,
         rx: mpsc::UnboundedReceiver<Pending>,
+        journal: Journal,
     ) -> Settler {
-        Settler { control, store, limiter, wallets, rx }
+        Settler { control, store, limiter, wallets, rx, journal, owed: Vec::new(), retry_after: RETRY_FIRST }
     }
 
     /// Settles until every gateway is gone, or `shutdown` resolves, and then whatever is
@@ -99,25 +126,39 @@ impl Settler {
         let done = tokio_util::sync::CancellationToken::new();
         let beating = wallets.replica().keep_alive(&store, done.clone().cancelled_owned());
         let settling = async {
-            self.settle_all(shutdown).await;
+            let all_written = self.settle_all(shutdown).await;
             done.cancel();
+            all_written
         };
-        tokio::join!(beating, settling);
-        wallets.replica().retire(&store).await;
+        let ((), all_written) = tokio::join!(beating, settling);
+        if all_written {
+            wallets.replica().retire(&store).await;
+        } else {
+            // Its holds stay, for the journal's requests: the next start on this data dir
+            // charges them from there, then retires this replica.
+            warn!("settlements left in the journal: they are written at the next start on this data dir");
+        }
         debug!("settler done");
     }
 
-    async fn settle_all(mut self, shutdown: impl Future<Output = ()>) {
+    /// Settles until shutdown; true when nothing is left owed.
+    async fn settle_all(mut self, shutdown: impl Future<Output = ()>) -> bool {
         let mut waiting = FuturesUnordered::new();
         let mut open = true;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut deadline = std::pin::pin!(futures::future::Fuse::terminated());
         let mut draining = false;
         let mut sweep = tokio::time::interval(LEASE_IDLE);
+        let retry = tokio::time::sleep(RETRY_FIRST);
+        tokio::pin!(retry);
         while open || !waiting.is_empty() {
             let mut ready = Vec::new();
             tokio::select! {
                 _ = sweep.tick() => self.wallets.release_idle(&self.store, LEASE_IDLE).await,
+                () = &mut retry, if !self.owed.is_empty() => {
+                    self.retry_owed().await;
+                    retry.as_mut().reset(tokio::time::Instant::now() + self.retry_after);
+                }
                 next = self.rx.recv(), if open => match next {
                     Some(p) => waiting.push(receipt_of(p)),
                     None => open = false,
@@ -162,13 +203,21 @@ impl Settler {
                 }
             }
             if !ready.is_empty() {
+                let owed_before = self.owed.len();
                 self.settle(ready).await;
+                if owed_before == 0 && !self.owed.is_empty() {
+                    retry.as_mut().reset(tokio::time::Instant::now() + self.retry_after);
+                }
             }
         }
+        if !self.owed.is_empty() {
+            self.retry_owed().await;
+        }
         self.wallets.release_idle(&self.store, Duration::ZERO).await;
+        self.owed.is_empty()
     }
 
-    async fn settle(&self, batch: Vec<Ready>) {
+    async fn settle(&mut self, batch: Vec<Ready>) {
         let finished_at = self.control.now_ms();
         let rows: Vec<UsageRow> = batch.iter().map(|r| usage_row(&r.bill, &r.receipt, r.waived, finished_at)).collect();
         for r in &rows {
@@ -192,45 +241,108 @@ impl Settler {
         }
         // One settlement per replica id the requests were held under (one, unless this
         // replica was swept and renewed while they ran).
-        let mut outcomes = vec![Settled::Duplicate; rows.len()];
+        let mut outcomes: Vec<Option<Settled>> = vec![None; rows.len()];
         let mut holders: Vec<&Arc<str>> = batch.iter().map(|r| &r.bill.held_under).collect();
         holders.sort();
         holders.dedup();
         for holder in holders {
             let picked: Vec<usize> = (0..batch.len()).filter(|&i| &batch[i].bill.held_under == holder).collect();
             let group: Vec<UsageRow> = picked.iter().map(|&i| rows[i].clone()).collect();
-            for (i, outcome) in picked.into_iter().zip(self.write(holder, &group).await) {
-                outcomes[i] = outcome;
+            if let Some(settled) = self.write(holder, &group, QUICK_ATTEMPTS).await {
+                for (i, outcome) in picked.into_iter().zip(settled) {
+                    outcomes[i] = Some(outcome);
+                }
             }
         }
-        // What was not charged goes back to the user's lease.
-        for (r, outcome) in batch.into_iter().zip(outcomes) {
-            let charged = match outcome {
-                Settled::Charged { charged_nanos } => Nanos(charged_nanos),
-                Settled::Duplicate => Nanos::ZERO,
-            };
-            self.wallets.finish(&r.bill.user_id, &r.bill.held_under, r.bill.hold, charged).await;
-            if let Some(written) = r.written {
-                let _ = written.send(());
+        let mut owed = Vec::new();
+        let mut written = Vec::new();
+        for ((r, outcome), row) in batch.into_iter().zip(outcomes).zip(rows) {
+            match outcome {
+                Some(outcome) => {
+                    self.wallets.finish(&r.bill.user_id, &r.bill.held_under, r.bill.hold, charged(outcome)).await
+                }
+                // Still held: it is charged from there once written.
+                None => {
+                    owed.push(Owed { user_id: r.bill.user_id, held_under: r.bill.held_under, hold: r.bill.hold, row })
+                }
             }
+            written.extend(r.written);
+        }
+        if !owed.is_empty() {
+            let entries = owed.iter().map(|o| journal::Entry::new(&o.held_under, &o.row)).collect();
+            match self.journal.append(entries).await {
+                Ok(()) => warn!(requests = owed.len(), "the database does not take settlements; journaled, retrying"),
+                Err(e) => error!(error = %e, requests = owed.len(),
+                                 "the database does not take settlements and the journal cannot be written; retrying"),
+            }
+            self.owed.extend(owed);
+        }
+        // Written, or journaled: the responses may end.
+        for w in written {
+            let _ = w.send(());
         }
     }
 
-    /// Writes one settlement, retrying with backoff; all `Duplicate` when given up.
-    async fn write(&self, holder: &str, rows: &[UsageRow]) -> Vec<Settled> {
+    /// Writes one settlement, trying up to `attempts` times in a row; None when every try
+    /// failed.
+    async fn write(&self, holder: &str, rows: &[UsageRow], attempts: u32) -> Option<Vec<Settled>> {
         let mut backoff = Duration::from_millis(50);
-        for attempt in 1..=MAX_ATTEMPTS {
-            match self.store.ledger().settle(holder, rows, &[]).await {
-                Ok(settled) => return settled,
-                Err(e) if attempt < MAX_ATTEMPTS => {
-                    warn!(error = %e, attempt, requests = rows.len(), "settlement failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => error!(error = %e, requests = rows.len(), "settlement failed; these requests go unbilled"),
+        for attempt in 1..=attempts {
+            let error = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.store.ledger().settle(holder, rows, &[])).await
+            {
+                Ok(Ok(settled)) => return Some(settled),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {ATTEMPT_TIMEOUT:?}"),
+            };
+            warn!(error, attempt, requests = rows.len(), "settlement failed");
+            if attempt < attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
             }
         }
-        vec![Settled::Duplicate; rows.len()]
+        None
+    }
+
+    /// Tries the journaled settlements again; the journal keeps what is still owed.
+    async fn retry_owed(&mut self) {
+        let mut by_holder: BTreeMap<Arc<str>, Vec<Owed>> = BTreeMap::new();
+        for o in std::mem::take(&mut self.owed) {
+            by_holder.entry(o.held_under.clone()).or_default().push(o);
+        }
+        let mut written = 0;
+        for (holder, mut group) in by_holder {
+            while !group.is_empty() {
+                let chunk: Vec<Owed> = group.drain(..group.len().min(MAX_BATCH)).collect();
+                let rows: Vec<UsageRow> = chunk.iter().map(|o| o.row.clone()).collect();
+                match self.write(&holder, &rows, 1).await {
+                    Some(settled) => {
+                        for (o, outcome) in chunk.iter().zip(settled) {
+                            self.wallets.finish(&o.user_id, &o.held_under, o.hold, charged(outcome)).await;
+                        }
+                        written += chunk.len();
+                    }
+                    None => self.owed.extend(chunk),
+                }
+            }
+        }
+        if written > 0 {
+            info!(requests = written, still_owed = self.owed.len(), "journaled settlements written");
+            let entries = self.owed.iter().map(|o| journal::Entry::new(&o.held_under, &o.row)).collect();
+            if let Err(e) = self.journal.rewrite(entries).await {
+                // What it still names is written again at the next start: a no-op.
+                warn!(error = %e, "cannot rewrite the settlement journal");
+            }
+        }
+        self.retry_after = if self.owed.is_empty() { RETRY_FIRST } else { (self.retry_after * 2).min(RETRY_MAX) };
+    }
+}
+
+/// What left the hold for a settled request.
+fn charged(outcome: Settled) -> Nanos {
+    match outcome {
+        Settled::Charged { charged_nanos } => Nanos(charged_nanos),
+        // Recorded by an earlier try that did commit: from the same hold.
+        Settled::Duplicate { recorded_cost_nanos } => Nanos(recorded_cost_nanos),
     }
 }
 

@@ -12,9 +12,10 @@ use tm_store::notices::Channel;
 use tracing::warn;
 
 /// Follows until `stop` resolves. A lost connection is made again; notices may have been
-/// missed meanwhile, so the caches they keep fresh are emptied.
+/// missed meanwhile, so the caches they keep fresh are emptied once it is.
 pub(crate) async fn follow(control: &Control, gateway: Option<&Gateway>, stop: impl Future<Output = ()>) {
     let mut stop = std::pin::pin!(stop);
+    let mut reconnecting = false;
     loop {
         let mut notices = tokio::select! {
             () = &mut stop => return,
@@ -30,8 +31,11 @@ pub(crate) async fn follow(control: &Control, gateway: Option<&Gateway>, stop: i
                 }
             },
         };
-        // Whatever changed before the listener was up.
-        control.forget_cached();
+        if reconnecting {
+            // Whatever changed while no listener was up.
+            control.forget_cached();
+        }
+        reconnecting = true;
         loop {
             let next = tokio::select! {
                 () = &mut stop => return,
@@ -46,7 +50,10 @@ pub(crate) async fn follow(control: &Control, gateway: Option<&Gateway>, stop: i
                         }
                     }
                 },
-                Ok(None) => control.forget_cached(),
+                // The connection dropped: listen anew, and forget what may have changed
+                // meanwhile once listening again (not now: while the database is away, the
+                // caches are what keeps requests served).
+                Ok(None) => break,
                 Err(e) => {
                     warn!(error = %e, "lost the other replicas' notices; listening again");
                     break;

@@ -100,10 +100,14 @@ pub(crate) fn save_generated_secrets(data_dir: &Path, made: &Bootstrapped) -> Re
 /// instead of after the heartbeat timeout.
 const REPLICA_ID_FILE: &str = "replica-id";
 
-/// Joins the replicas on the database: voids the holds the previous process on this data
-/// dir left (its requests died with it, unbilled) and those of replicas that stopped
-/// beating, and registers this one.
+/// Joins the replicas on the database: settles what the previous process on this data dir
+/// left in its settlement journal, voids what it still held (those requests died with it,
+/// unbilled), and registers this one.
 pub(crate) async fn join_replicas(config: &Config, control: &Control) -> Result<Replica> {
+    let replayed = tm_gateway::journal::replay(control.store(), &config.data_dir).await?;
+    if replayed > 0 {
+        info!(requests = replayed, "settled what the previous process left in its settlement journal");
+    }
     let file = config.data_dir.join(REPLICA_ID_FILE);
     let previous = std::fs::read_to_string(&file).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let replica = Replica::join(control.store(), previous.as_deref(), config.heartbeat_timeout)
@@ -206,8 +210,15 @@ pub(crate) async fn inference_app_with_metrics(
         None => None,
     };
     let limits = config.billing.limits;
-    let (gateway, settler) =
-        Gateway::new(control.clone(), control.store().clone(), backend.clone(), limits, replica, shared);
+    let (gateway, settler) = Gateway::new(
+        control.clone(),
+        control.store().clone(),
+        backend.clone(),
+        limits,
+        replica,
+        shared,
+        &config.data_dir,
+    );
     let state = AppState {
         backend,
         gateway,

@@ -95,8 +95,10 @@ pub struct UsageRow {
 pub enum Settled {
     /// Recorded and charged.
     Charged { charged_nanos: i64 },
-    /// The request was recorded (and charged) before: nothing changed.
-    Duplicate,
+    /// The request was recorded (and charged what it says) before: nothing changed. A
+    /// settlement retried after an attempt whose outcome was unknown (it did commit) ends
+    /// here, and learns what left the hold then.
+    Duplicate { recorded_cost_nanos: i64 },
 }
 
 /// Ledger operations. Writes go through `writer` (for SQLite a one-connection pool, so
@@ -247,7 +249,7 @@ impl Ledger<'_> {
         usage: &[UsageRow],
         releases: &[(String, i64)],
     ) -> Result<Vec<Settled>, StoreError> {
-        let mut out = vec![Settled::Duplicate; usage.len()];
+        let mut out = vec![Settled::Duplicate { recorded_cost_nanos: 0 }; usage.len()];
         if usage.is_empty() && releases.is_empty() {
             return Ok(out);
         }
@@ -279,6 +281,7 @@ impl Ledger<'_> {
                     .bind(&u.usage_source);
             }
             let mut inserted: HashSet<String> = insert.fetch_all(&mut *tx).await?.into_iter().collect();
+            let mut duplicates = Vec::new();
             for (i, u) in usage.iter().enumerate() {
                 // `remove`: a request named twice in one batch is charged once.
                 if inserted.remove(&u.request_id) {
@@ -287,6 +290,23 @@ impl Ledger<'_> {
                     user.0 += charged;
                     user.2.get_or_insert(&u.request_id);
                     out[i] = Settled::Charged { charged_nanos: charged };
+                } else {
+                    duplicates.push(i);
+                }
+            }
+            if !duplicates.is_empty() {
+                let sql = format!(
+                    "SELECT request_id, cost_nanos FROM usage_records WHERE request_id IN ({})",
+                    placeholders(duplicates.len(), 1)
+                );
+                let mut select = sqlx::query_as::<_, (String, i64)>(&sql);
+                for &i in &duplicates {
+                    select = select.bind(&usage[i].request_id);
+                }
+                let recorded: HashMap<String, i64> = select.fetch_all(&mut *tx).await?.into_iter().collect();
+                for i in duplicates {
+                    let recorded_cost_nanos = recorded.get(&usage[i].request_id).copied().unwrap_or(0);
+                    out[i] = Settled::Duplicate { recorded_cost_nanos };
                 }
             }
         }

@@ -126,8 +126,8 @@ struct Model {
     /// Idempotency key -> (fingerprint, balance after).
     keys: HashMap<u8, (u8, i64)>,
     charges: HashMap<usize, i64>,
-    /// Request ids settled so far, with their user.
-    settled: Vec<(String, usize)>,
+    /// Request ids settled so far, with their user and cost.
+    settled: Vec<(String, usize, i64)>,
 }
 
 impl Model {
@@ -212,15 +212,15 @@ async fn run_case(store: &Store, ops: &[Op]) -> Result<(), TestCaseError> {
                 let mut per_user: HashMap<usize, (i64, i64)> = HashMap::new();
                 for (user, repeat, cost) in items {
                     match model.settled.get(cost as usize % model.settled.len().max(1)).cloned().filter(|_| repeat) {
-                        Some((id, owner)) => {
+                        Some((id, owner, recorded_cost_nanos)) => {
                             rows.push(usage(&id, &users[owner], 1));
-                            want.push(Settled::Duplicate);
+                            want.push(Settled::Duplicate { recorded_cost_nanos });
                         }
                         None => {
                             let cost = if stale { cost } else { cost.min(left[&user]) };
                             *left.entry(user).or_default() -= cost;
                             let id = format!("{tag}-r{}", model.settled.len());
-                            model.settled.push((id.clone(), user));
+                            model.settled.push((id.clone(), user, cost));
                             rows.push(usage(&id, &users[user], cost));
                             want.push(Settled::Charged { charged_nanos: cost });
                             per_user.entry(user).or_default().0 += cost;
@@ -366,6 +366,9 @@ async fn duplicate_settlement_is_a_no_op() {
             1,
             "{kind}"
         );
+        // The others learn what the one that got there first charged.
+        let duplicate = vec![Settled::Duplicate { recorded_cost_nanos: 1_234 }];
+        assert_eq!(outcomes.iter().filter(|o| **o == duplicate).count(), 7, "{kind}");
         assert_eq!(store.usage().records(&user_id).await.unwrap().len(), 1, "{kind}");
         assert_eq!(
             store.ledger().account(&user_id).await.unwrap(),

@@ -50,6 +50,9 @@ pub use error::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// How long a statement waits for a pooled connection (the database may be away).
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A connection pool to the one database of a deployment. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -88,7 +91,10 @@ impl Store {
     }
 
     fn pool(max_connections: u32, sqlite: bool) -> AnyPoolOptions {
-        AnyPoolOptions::new().max_connections(max_connections).after_connect(move |conn, _| {
+        // A database that does not answer fails a request within seconds instead of holding
+        // it for sqlx's default 30 s.
+        let options = AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(ACQUIRE_TIMEOUT);
+        options.after_connect(move |conn, _| {
             Box::pin(async move {
                 if sqlite {
                     // WAL: readers never block the writer; the mode is kept in the file.

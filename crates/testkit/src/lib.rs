@@ -1,6 +1,7 @@
 //! Test furniture: [`fake_engine::FakeEngine`], a stand-in backend for gateway tests and
 //! benchmarks; [`fake_upstream::FakeUpstream`], a fault-injectable OpenAI-compatible engine
-//! on loopback for upstream tests; and fresh databases: a SQLite file in a temp dir, and a
+//! on loopback for upstream tests; [`proxy::Proxy`], a TCP proxy a test cuts and restores
+//! (a database outage); and fresh databases: a SQLite file in a temp dir, and a
 //! new database on the PostgreSQL server at `TENSORMESH_TEST_POSTGRES_URL` (default the
 //! local one, `postgres://postgres@127.0.0.1:5432/postgres`).
 //!
@@ -12,6 +13,7 @@
 
 pub mod fake_engine;
 pub mod fake_upstream;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -11,6 +11,7 @@ mod billing;
 mod catalog;
 mod connections;
 mod deployments;
+mod durability;
 mod keys;
 mod login;
 mod metering;

@@ -296,3 +296,63 @@ async fn sigkill_of_a_replica_releases_its_holds_within_the_heartbeat_timeout() 
     let _ = survivor.wait();
     store.close().await;
 }
+
+/// Issue 20 item 2: a server whose database is away serves requests paid from money it
+/// already leased, and their bills go to its settlement journal before the responses end.
+/// Killed with SIGKILL while the database is still away, it loses none of them: the next
+/// start on the same data dir, the database back, writes them first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bills_journaled_while_the_database_is_away_survive_sigkill() {
+    let Some(db) = tm_testkit::postgres().await else { return };
+    let proxy = tm_testkit::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxied = db.url.replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let models = models_dir();
+    let data_dir = std::env::temp_dir().join(format!("tm-journal-{}", uuid::Uuid::new_v4()));
+    let args: [&OsStr; 8] = [
+        "--model".as_ref(),
+        MODEL.as_ref(),
+        "--ctx-size".as_ref(),
+        "256".as_ref(),
+        "--models-dir".as_ref(),
+        models.as_os_str(),
+        "--database-url".as_ref(),
+        proxied.as_ref(),
+    ];
+    let (mut server, _out, base) = spawn_serve(&data_dir, &args);
+    let ask = json!({"model": MODEL, "prompt": "Hello", "max_tokens": 4});
+    // Money leased while the database is there.
+    assert_eq!(post(&base, "/v1/completions", ask.clone()).await.status(), 200);
+
+    proxy.cut();
+    let answers = futures::future::join_all((0..4).map(|_| post(&base, "/v1/completions", ask.clone()))).await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        assert_eq!(answer.status(), 200, "served from the lease");
+        ids.push(answer.headers()["x-request-id"].to_str().unwrap().to_owned());
+        answer.text().await.unwrap();
+    }
+    let journal = data_dir.join(tm_gateway::journal::JOURNAL_FILE);
+    let journaled = std::fs::read_to_string(&journal).unwrap_or_default();
+    assert!(ids.iter().all(|id| journaled.contains(id.as_str())), "every answered request is journaled: {journaled}");
+    server.kill().unwrap();
+    let _ = server.wait();
+
+    proxy.restore();
+    let store = tm_store::Store::open(&db.url).await.unwrap();
+    let admin = store.users().by_email("admin@localhost").await.unwrap().unwrap().id;
+    let recorded = |ids: Vec<String>| {
+        let store = store.clone();
+        let admin = admin.clone();
+        async move {
+            let rows = store.usage().records(&admin).await.unwrap();
+            ids.iter().filter(|id| rows.iter().any(|r| &r.request_id == *id)).count()
+        }
+    };
+    assert_eq!(recorded(ids.clone()).await, 0, "nothing was written while the database was away");
+    let (mut restarted, _out, _) = spawn_serve(&data_dir, &args);
+    assert_eq!(recorded(ids.clone()).await, 4, "the restart wrote the journal first");
+    assert!(!journal.exists(), "and removed it");
+    restarted.kill().unwrap();
+    let _ = restarted.wait();
+    store.close().await;
+}
