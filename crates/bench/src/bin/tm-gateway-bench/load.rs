@@ -21,19 +21,23 @@ async fn one(http: &reqwest::Client, url: &str, model: &str) -> Result<bool> {
     Ok(ok)
 }
 
-/// Requests per second with `concurrency` clients each sending back to back.
+/// Requests per second with `concurrency` clients each sending back to back, spread over
+/// `urls` in turn (replicas behind a round-robin balancer).
 pub async fn closed_loop(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     model: &str,
     concurrency: usize,
     requests: usize,
 ) -> Result<f64> {
     let started = Instant::now();
-    let results: Vec<Result<bool>> =
-        futures::stream::iter(0..requests).map(|_| one(http, url, model)).buffer_unordered(concurrency).collect().await;
+    let results: Vec<Result<bool>> = futures::stream::iter(0..requests)
+        .map(|i| one(http, &urls[i % urls.len()], model))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
     let failed = results.iter().filter(|r| !matches!(r, Ok(true))).count();
-    anyhow::ensure!(failed == 0, "{failed} of {requests} requests to {url} failed");
+    anyhow::ensure!(failed == 0, "{failed} of {requests} requests to {urls:?} failed");
     Ok(requests as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -55,8 +59,14 @@ impl Latency {
 }
 
 /// Latencies (ms) of `rate` requests per second for `seconds`, each measured from when it
-/// was due.
-pub async fn open_loop(http: &reqwest::Client, url: &str, model: &str, rate: u64, seconds: u64) -> Result<Latency> {
+/// was due, spread over `urls` in turn.
+pub async fn open_loop(
+    http: &reqwest::Client,
+    urls: &[String],
+    model: &str,
+    rate: u64,
+    seconds: u64,
+) -> Result<Latency> {
     let total = rate * seconds;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
@@ -68,6 +78,7 @@ pub async fn open_loop(http: &reqwest::Client, url: &str, model: &str, rate: u64
         let due = start + period * sent as u32;
         tokio::select! {
             () = tokio::time::sleep_until(due.into()), if sent < total => {
+                let url = &urls[sent as usize % urls.len()];
                 sent += 1;
                 in_flight.push(async move { (due, one(http, url, model).await) });
             }

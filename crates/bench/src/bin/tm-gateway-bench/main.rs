@@ -12,6 +12,7 @@
 
 mod litellm;
 mod load;
+mod replicas;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,10 +72,21 @@ struct Args {
     /// With --litellm: its proxy's worker processes.
     #[arg(long, default_value_t = 2)]
     litellm_workers: u32,
+    /// Replicas on one PostgreSQL database (needs --database-url): measures 1, 2, … up to
+    /// this many behind a round-robin balancer, with the rate limits on (very high, so that
+    /// they are checked, never hit) and in Redis with --redis-url. Replaces the default run.
+    #[arg(long, default_value_t = 0)]
+    replicas: usize,
+    /// `redis://HOST:PORT/DB` for --replicas.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.replicas > 0 {
+        return replicas::run(&args);
+    }
     let servers =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
     let data_dir = std::env::temp_dir().join(format!("tm-gateway-bench-{}", uuid::Uuid::new_v4().simple()));
@@ -124,17 +136,17 @@ fn main() -> Result<()> {
         }
         // Warm every path (connections, caches) before measuring.
         for (_, url) in &targets {
-            closed_loop(&http, url, model, 8, 500).await?;
+            closed_loop(&http, std::slice::from_ref(url), model, 8, 500).await?;
         }
         let mut rps = Vec::new();
         for (_, url) in &targets {
-            rps.push(closed_loop(&http, url, model, args.concurrency, args.requests).await?);
+            rps.push(closed_loop(&http, std::slice::from_ref(url), model, args.concurrency, args.requests).await?);
         }
         // Alternated and averaged, so that no side always runs on a warmer machine.
         let mut runs: Vec<Vec<Latency>> = targets.iter().map(|_| Vec::new()).collect();
         for _ in 0..2 {
             for (i, (_, url)) in targets.iter().enumerate() {
-                runs[i].push(open_loop(&http, url, model, args.rate, args.seconds).await?);
+                runs[i].push(open_loop(&http, std::slice::from_ref(url), model, args.rate, args.seconds).await?);
             }
         }
         let latency: Vec<Latency> = runs.iter().map(|r| Latency::mean(r)).collect();
@@ -185,7 +197,7 @@ fn main() -> Result<()> {
             let mut runs: Vec<Vec<Latency>> = targets.iter().map(|_| Vec::new()).collect();
             for _ in 0..2 {
                 for (i, (_, url)) in targets.iter().enumerate() {
-                    runs[i].push(open_loop(&http, url, model, args.low_rate, args.seconds).await?);
+                    runs[i].push(open_loop(&http, std::slice::from_ref(url), model, args.low_rate, args.seconds).await?);
                 }
             }
             let l: Vec<Latency> = runs.iter().map(|r| Latency::mean(r)).collect();
@@ -230,6 +242,24 @@ async fn start(
     backend: Arc<dyn Backend>,
     direct: Option<String>,
 ) -> Result<Started> {
+    // Limits off: this measures their bookkeeping, not refusals.
+    let app = build_app(args, data_dir, backend.clone(), "0").await?;
+    let gateway_url = format!("http://{}", app.inference_addr().context("no inference listener")?);
+    let control = app.control().clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        let _ = app.run(std::future::pending()).await;
+    });
+    let direct_url = match direct {
+        Some(url) => url,
+        None => serve_direct(&mut tasks, backend).await?,
+    };
+    Ok((gateway_url, direct_url, control, tasks))
+}
+
+/// The process `tensormesh serve` runs, with `backend` and every per-minute limit at
+/// `limit` (0: off).
+async fn build_app(args: &Args, data_dir: &std::path::Path, backend: Arc<dyn Backend>, limit: &str) -> Result<App> {
     #[derive(Parser)]
     struct Wrap {
         #[command(flatten)]
@@ -250,36 +280,29 @@ async fn start(
         "--control-addr".into(),
         "127.0.0.1:0".into(),
     ];
-    // Limits off: this measures their bookkeeping, not refusals.
-    for flag in ["--key-rpm", "--key-tpm", "--user-rpm", "--user-tpm", "--user-concurrency"] {
-        argv.extend([flag.to_owned(), "0".to_owned()]);
+    for flag in ["--key-rpm", "--key-tpm", "--user-rpm", "--user-tpm"] {
+        argv.extend([flag.to_owned(), limit.to_owned()]);
     }
+    argv.extend(["--user-concurrency".to_owned(), "0".to_owned()]);
     if let Some(url) = &args.database_url {
         argv.extend(["--database-url".into(), url.clone()]);
     }
-    let serve = Wrap::try_parse_from(argv)?.serve;
-    // The process `tensormesh serve` runs, with the stand-in backend.
-    let config = serve.config()?;
-    let app = App::build(&config, Arc::new(tm_control::clock::SystemClock), Engines::Given(backend.clone())).await?;
-    let gateway_url = format!("http://{}", app.inference_addr().context("no inference listener")?);
-    let control = app.control().clone();
-    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(url) = &args.redis_url {
+        argv.extend(["--redis-url".into(), url.clone()]);
+    }
+    let config = Wrap::try_parse_from(argv)?.serve.config()?;
+    App::build(&config, Arc::new(tm_control::clock::SystemClock), Engines::Given(backend)).await
+}
+
+/// `backend` behind a bare handler (no auth, limits or billing), as a task of `tasks`.
+async fn serve_direct(tasks: &mut tokio::task::JoinSet<()>, backend: Arc<dyn Backend>) -> Result<String> {
+    let direct = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", direct.local_addr()?);
+    let direct_app = Router::new().route("/v1/chat/completions", post(direct_chat)).with_state(backend);
     tasks.spawn(async move {
-        let _ = app.run(std::future::pending()).await;
+        let _ = axum::serve(direct, direct_app).await;
     });
-    let direct_url = match direct {
-        Some(url) => url,
-        None => {
-            let direct = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let url = format!("http://{}", direct.local_addr()?);
-            let direct_app = Router::new().route("/v1/chat/completions", post(direct_chat)).with_state(backend);
-            tasks.spawn(async move {
-                let _ = axum::serve(direct, direct_app).await;
-            });
-            url
-        }
-    };
-    Ok((gateway_url, direct_url, control, tasks))
+    Ok(url)
 }
 
 /// The same backend behind a bare handler: parse, generate, answer. No auth, limits or
