@@ -328,6 +328,31 @@ pub(crate) async fn reconcile(
     cached_seen
 }
 
+/// 40 chats for the real engine from `users` (round robin, their first key): 60 % streamed,
+/// 40 % of those dropped after 1-4 pieces, 5 % malformed, a quarter with a shared system
+/// prompt, `max_tokens` 8-32 with `ignore_eos`. Deterministic.
+pub(crate) fn real_plans(users: &[(String, Vec<String>)]) -> Vec<Plan> {
+    let mut rng = Rng(0x5eed_0000_0000_0002);
+    let shared = "You are a helpful assistant for a small bakery in Lyon. Answer briefly.";
+    (0..40)
+        .map(|i| {
+            let user = i % users.len();
+            let stream = rng.chance(60);
+            let drop_after = (stream && rng.chance(40)).then(|| 1 + rng.below(4) as usize);
+            let max_tokens = 8 + rng.below(25);
+            let system = if rng.chance(25) { shared.to_owned() } else { format!("Request {i}.") };
+            let body = if rng.chance(5) {
+                json!({"model": crate::common::MODEL, "messages": 7})
+            } else {
+                json!({"model": crate::common::MODEL, "max_tokens": max_tokens, "stream": stream,
+                       "stream_options": {"include_usage": true}, "ignore_eos": true,
+                       "messages": [{"role": "system", "content": system}, {"role": "user", "content": format!("Item {i}?")}]})
+            };
+            Plan { user, key: users[user].1[0].clone(), body, stream, drop_after }
+        })
+        .collect()
+}
+
 /// L4's slower variant through the real engine (gemma 270M, SQLite): llama.cpp itself must
 /// stop a generation whose client left and report what it computed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -343,25 +368,7 @@ async fn real_engine_streams_with_disconnects_reconcile_exactly() {
     for u in 0..2 {
         users.push(funded_user(&control, &format!("real{u}@example.com"), CREDIT, 1).await);
     }
-    let mut rng = Rng(0x5eed_0000_0000_0002);
-    let shared = "You are a helpful assistant for a small bakery in Lyon. Answer briefly.";
-    let plans: Vec<Plan> = (0..40)
-        .map(|i| {
-            let user = i % 2;
-            let stream = rng.chance(60);
-            let drop_after = (stream && rng.chance(40)).then(|| 1 + rng.below(4) as usize);
-            let max_tokens = 8 + rng.below(25);
-            let system = if rng.chance(25) { shared.to_owned() } else { format!("Request {i}.") };
-            let body = if rng.chance(5) {
-                json!({"model": crate::common::MODEL, "messages": 7})
-            } else {
-                json!({"model": crate::common::MODEL, "max_tokens": max_tokens, "stream": stream,
-                       "stream_options": {"include_usage": true}, "ignore_eos": true,
-                       "messages": [{"role": "system", "content": system}, {"role": "user", "content": format!("Item {i}?")}]})
-            };
-            Plan { user, key: users[user].1[0].clone(), body, stream, drop_after }
-        })
-        .collect();
+    let plans = real_plans(&users);
     let outcomes: Vec<Outcome> = futures::stream::iter(plans).map(|p| run(&url, p)).buffer_unordered(4).collect().await;
     wait_until_settled(&control).await;
     let statuses: Vec<u16> = outcomes.iter().map(|o| o.status).collect();

@@ -12,7 +12,9 @@ use tm_testkit::fake_engine::{FakeEngine, FAKE_MODEL};
 
 use crate::call;
 use crate::common::{chat_as, start_with, Engine, Options, Servers};
-use crate::metering::{domain, funded_user, mixed_plans, reconcile, run, set_price, wait_until_settled, Outcome};
+use crate::metering::{
+    domain, funded_user, mixed_plans, real_plans, reconcile, run, set_price, wait_until_settled, Outcome,
+};
 
 fn replica(db: &tm_testkit::TestDb) -> Servers {
     start_with(db, Engine::Given(Arc::new(FakeEngine::new(Duration::from_millis(2), 64))), Options::default())
@@ -188,4 +190,43 @@ async fn a_per_user_limit_holds_across_replicas() {
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10, "{statuses:?}");
     wait_until_settled(&control).await;
     assert_eq!(control.store().usage().records(&user_id).await.unwrap().len(), served);
+}
+
+/// The same with the real engine (gemma 270M) in two replicas on one PostgreSQL database:
+/// 40 chats spread over them, streams cut by their clients, balances run out; llama.cpp
+/// stops each cut generation and the money reconciles to the nano-dollar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_real_engine_replicas_reconcile_exactly() {
+    let Some(db) = tm_testkit::postgres().await else { return };
+    let first = start_with(&db, Engine::Real, Options::default());
+    let price = Price { input: Nanos(1_234_567), output: Nanos(4_567_891), cached: Nanos(345_678) };
+    set_price(&first.control, crate::common::MODEL, price).await;
+    let second = start_with(&db, Engine::Real, Options::default());
+    let control = domain(&db).await;
+    const CREDIT: i64 = 1_500;
+    let mut users = Vec::new();
+    for u in 0..2 {
+        users.push(funded_user(&control, &format!("gemma{u}@replicas.io"), CREDIT, 1).await);
+    }
+    let urls = [first.inference.clone().unwrap(), second.inference.clone().unwrap()];
+    let outcomes: Vec<Outcome> = futures::stream::iter(real_plans(&users).into_iter().enumerate())
+        .map(|(i, p)| {
+            let url = urls[i % 2].clone();
+            async move { run(&url, p).await }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    wait_until_settled(&control).await;
+    let count = |s: u16| outcomes.iter().filter(|o| o.status == s).count();
+    let dropped = outcomes.iter().filter(|o| o.disconnected).count();
+    eprintln!(
+        "2 gemma replicas: 200 x{}, 400 x{}, 402 x{}, {dropped} streams dropped",
+        count(200),
+        count(400),
+        count(402)
+    );
+    assert!(outcomes.iter().all(|o| [200, 400, 402].contains(&o.status)), "{outcomes:?}");
+    assert!(count(200) > 0 && count(402) > 0, "the load should serve and exhaust the balances");
+    reconcile("2 gemma replicas on postgres", &control, &users, CREDIT, price, &outcomes, false).await;
 }
