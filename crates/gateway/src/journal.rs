@@ -21,57 +21,13 @@ pub const JOURNAL_FILE: &str = "settlements.jsonl";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub held_under: String,
-    pub request_id: String,
-    pub user_id: String,
-    pub api_key_id: String,
-    pub model: String,
-    pub prompt_tokens: i64,
-    pub cached_tokens: i64,
-    pub completion_tokens: i64,
-    pub cost_nanos: i64,
-    pub cache_saving_nanos: i64,
-    pub status: String,
-    pub started_at: i64,
-    pub finished_at: i64,
-    pub usage_source: String,
+    #[serde(flatten)]
+    pub usage: UsageRow,
 }
 
 impl Entry {
-    pub fn new(held_under: &str, u: &UsageRow) -> Entry {
-        Entry {
-            held_under: held_under.to_owned(),
-            request_id: u.request_id.clone(),
-            user_id: u.user_id.clone(),
-            api_key_id: u.api_key_id.clone(),
-            model: u.model.clone(),
-            prompt_tokens: u.prompt_tokens,
-            cached_tokens: u.cached_tokens,
-            completion_tokens: u.completion_tokens,
-            cost_nanos: u.cost_nanos,
-            cache_saving_nanos: u.cache_saving_nanos,
-            status: u.status.clone(),
-            started_at: u.started_at,
-            finished_at: u.finished_at,
-            usage_source: u.usage_source.clone(),
-        }
-    }
-
-    pub fn usage(&self) -> UsageRow {
-        UsageRow {
-            request_id: self.request_id.clone(),
-            user_id: self.user_id.clone(),
-            api_key_id: self.api_key_id.clone(),
-            model: self.model.clone(),
-            prompt_tokens: self.prompt_tokens,
-            cached_tokens: self.cached_tokens,
-            completion_tokens: self.completion_tokens,
-            cost_nanos: self.cost_nanos,
-            cache_saving_nanos: self.cache_saving_nanos,
-            status: self.status.clone(),
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            usage_source: self.usage_source.clone(),
-        }
+    pub fn new(held_under: &str, usage: &UsageRow) -> Entry {
+        Entry { held_under: held_under.to_owned(), usage: usage.clone() }
     }
 }
 
@@ -148,7 +104,7 @@ pub async fn replay(store: &Store, data_dir: &Path) -> Result<usize, ReplayError
     holders.sort_unstable();
     holders.dedup();
     for holder in holders {
-        let rows: Vec<UsageRow> = entries.iter().filter(|e| e.held_under == holder).map(Entry::usage).collect();
+        let rows: Vec<UsageRow> = entries.iter().filter(|e| e.held_under == holder).map(|e| e.usage.clone()).collect();
         for chunk in rows.chunks(256) {
             store.ledger().settle(holder, chunk, &[]).await.map_err(ReplayError::Store)?;
         }
@@ -219,7 +175,7 @@ mod tests {
         journal.append(vec![entry("r1"), entry("r2")]).await.unwrap();
         journal.append(vec![entry("r3")]).await.unwrap();
         assert_eq!(read(&path).unwrap(), vec![entry("r1"), entry("r2"), entry("r3")]);
-        assert_eq!(read(&path).unwrap()[0].usage(), entry("r1").usage(), "round trip");
+        assert_eq!(read(&path).unwrap()[0].usage, entry("r1").usage, "round trip");
 
         journal.rewrite(vec![entry("r2")]).await.unwrap();
         let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();

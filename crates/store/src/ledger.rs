@@ -72,8 +72,9 @@ pub struct EntryRow {
     pub created_at: i64,
 }
 
-/// What a finished request used and costs; becomes its usage record.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// What a finished request used and costs; becomes its usage record. Serializable: a
+/// gateway keeps the ones the database could not take yet in a local journal.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct UsageRow {
     pub request_id: String,
     pub user_id: String,

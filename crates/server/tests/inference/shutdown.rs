@@ -1,6 +1,6 @@
 //! The real binary: flags, the startup banner, and SIGTERM draining in-flight streams.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Lines};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -241,6 +241,24 @@ async fn sigterm_makes_ready_say_draining_while_still_serving() {
     assert!(status.success(), "{status}");
 }
 
+/// A server process that is killed when the test ends, however it ends (a failed assertion
+/// must not leave replicas running).
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `serve` flags for gemma (a 256-token context) on the database at `url`.
+fn gemma_on(models: &Path, url: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["--model", MODEL, "--ctx-size", "256", "--models-dir"].map(OsString::from).into();
+    args.extend([models.as_os_str().to_owned(), "--database-url".into(), url.into()]);
+    args
+}
+
 /// Issue 20: two replicas of the real binary on one PostgreSQL database. One is killed
 /// with SIGKILL while it streams: the other goes on serving, and voids what the dead one
 /// held (the stream's worst-case cost) within the heartbeat timeout.
@@ -249,24 +267,14 @@ async fn sigkill_of_a_replica_releases_its_holds_within_the_heartbeat_timeout() 
     let Some(db) = tm_testkit::postgres().await else { return };
     let models = models_dir();
     let dir = |name: &str| std::env::temp_dir().join(format!("tm-replica-{name}-{}", uuid::Uuid::new_v4()));
-    let args: [&OsStr; 12] = [
-        "--model".as_ref(),
-        MODEL.as_ref(),
-        "--ctx-size".as_ref(),
-        "256".as_ref(),
-        "--models-dir".as_ref(),
-        models.as_os_str(),
-        "--database-url".as_ref(),
-        db.url.as_ref(),
-        "--heartbeat-timeout".as_ref(),
-        "2".as_ref(),
-        "--key-rpm".as_ref(),
-        "0".as_ref(),
-    ];
+    let mut args = gemma_on(&models, &db.url);
+    args.extend(["--heartbeat-timeout", "2", "--key-rpm", "0"].map(OsString::from));
     // One after the other: the first creates the admin on the empty database.
     // Their stdout kept open: a closed pipe would end them at the next banner line.
-    let (mut doomed, _doomed_out, doomed_base) = spawn_serve(&dir("doomed"), &args);
-    let (mut survivor, _survivor_out, survivor_base) = spawn_serve(&dir("survivor"), &args);
+    let (doomed, _doomed_out, doomed_base) = spawn_serve(&dir("doomed"), &args);
+    let mut doomed = Reaped(doomed);
+    let (survivor, _survivor_out, survivor_base) = spawn_serve(&dir("survivor"), &args);
+    let _survivor = Reaped(survivor);
     let store = tm_store::Store::open(&db.url).await.unwrap();
 
     let body = json!({"model": MODEL, "prompt": "Once", "max_tokens": 200, "stream": true, "ignore_eos": true});
@@ -275,9 +283,9 @@ async fn sigkill_of_a_replica_releases_its_holds_within_the_heartbeat_timeout() 
     assert!(stream.chunk().await.unwrap().is_some(), "the stream should have started");
     let held = store.ledger().total_held().await.unwrap();
     assert!(held > 0, "the running stream's cost should be held");
-    doomed.kill().unwrap();
+    doomed.0.kill().unwrap();
     let killed = std::time::Instant::now();
-    let _ = doomed.wait();
+    let _ = doomed.0.wait();
 
     let served =
         post(&survivor_base, "/v1/completions", json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4})).await;
@@ -292,8 +300,6 @@ async fn sigkill_of_a_replica_releases_its_holds_within_the_heartbeat_timeout() 
     // Expected: the 2 s timeout plus up to one sweep period (0.4 s); the bound above is
     // loose, so that a slow machine does not fail it.
     eprintln!("held {held} nano-USD for the killed stream; all released {released:?} after the SIGKILL");
-    survivor.kill().unwrap();
-    let _ = survivor.wait();
     store.close().await;
 }
 
@@ -308,17 +314,9 @@ async fn bills_journaled_while_the_database_is_away_survive_sigkill() {
     let proxied = db.url.replace("127.0.0.1:5432", &proxy.addr().to_string());
     let models = models_dir();
     let data_dir = std::env::temp_dir().join(format!("tm-journal-{}", uuid::Uuid::new_v4()));
-    let args: [&OsStr; 8] = [
-        "--model".as_ref(),
-        MODEL.as_ref(),
-        "--ctx-size".as_ref(),
-        "256".as_ref(),
-        "--models-dir".as_ref(),
-        models.as_os_str(),
-        "--database-url".as_ref(),
-        proxied.as_ref(),
-    ];
-    let (mut server, _out, base) = spawn_serve(&data_dir, &args);
+    let args = gemma_on(&models, &proxied);
+    let (server, _out, base) = spawn_serve(&data_dir, &args);
+    let mut server = Reaped(server);
     let ask = json!({"model": MODEL, "prompt": "Hello", "max_tokens": 4});
     // Money leased while the database is there.
     assert_eq!(post(&base, "/v1/completions", ask.clone()).await.status(), 200);
@@ -334,8 +332,8 @@ async fn bills_journaled_while_the_database_is_away_survive_sigkill() {
     let journal = data_dir.join(tm_gateway::journal::JOURNAL_FILE);
     let journaled = std::fs::read_to_string(&journal).unwrap_or_default();
     assert!(ids.iter().all(|id| journaled.contains(id.as_str())), "every answered request is journaled: {journaled}");
-    server.kill().unwrap();
-    let _ = server.wait();
+    server.0.kill().unwrap();
+    let _ = server.0.wait();
 
     proxy.restore();
     let store = tm_store::Store::open(&db.url).await.unwrap();
@@ -349,10 +347,9 @@ async fn bills_journaled_while_the_database_is_away_survive_sigkill() {
         }
     };
     assert_eq!(recorded(ids.clone()).await, 0, "nothing was written while the database was away");
-    let (mut restarted, _out, _) = spawn_serve(&data_dir, &args);
+    let (restarted, _out, _) = spawn_serve(&data_dir, &args);
+    let _restarted = Reaped(restarted);
     assert_eq!(recorded(ids.clone()).await, 4, "the restart wrote the journal first");
     assert!(!journal.exists(), "and removed it");
-    restarted.kill().unwrap();
-    let _ = restarted.wait();
     store.close().await;
 }
