@@ -235,10 +235,15 @@ impl Settler {
                 "request finished"
             );
         }
-        for r in &batch {
-            let used = r.receipt.usage.prompt_tokens + r.receipt.usage.completion_tokens;
-            self.limiter.give_back(&r.bill.token_scopes, r.bill.reserved_tokens.saturating_sub(used)).await;
-        }
+        // Unused tokens go back to the per-minute limits once the responses are released
+        // (with the limits in Redis, each is a round trip).
+        let unused: Vec<(Vec<Scope>, u64)> = batch
+            .iter()
+            .map(|r| {
+                let used = r.receipt.usage.prompt_tokens + r.receipt.usage.completion_tokens;
+                (r.bill.token_scopes.clone(), r.bill.reserved_tokens.saturating_sub(used))
+            })
+            .collect();
         // One settlement per replica id the requests were held under (one, unless this
         // replica was swept and renewed while they ran).
         let mut outcomes: Vec<Option<Settled>> = vec![None; rows.len()];
@@ -280,6 +285,9 @@ impl Settler {
         // Written, or journaled: the responses may end.
         for w in written {
             let _ = w.send(());
+        }
+        for (scopes, tokens) in unused {
+            self.limiter.give_back(&scopes, tokens).await;
         }
     }
 
