@@ -108,17 +108,10 @@ fn missing_model_names_the_pull_command() {
 /// exits 0 with no money held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_drain_deadline_bills_upstream_streams_and_exits_zero() {
-    use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
+    use tm_testkit::fake_upstream::FakeUpstream;
     let fake = FakeUpstream::start(10_000).await;
     fake.set_word_delay(Duration::from_millis(10));
-    let data_dir = std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let fleet = data_dir.join("fleet.toml");
-    let text = format!(
-        "[[model]]\nname = \"fleet\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n[[model.endpoint]]\nurl = \"{}\"\n",
-        fake.url
-    );
-    std::fs::write(&fleet, text).unwrap();
+    let (data_dir, fleet) = fleet_of(&fake.url);
     let (mut child, _lines, base) = spawn_serve(
         &data_dir,
         &[OsStr::new("--shutdown-timeout"), OsStr::new("1"), OsStr::new("--upstreams"), fleet.as_os_str()],
@@ -211,16 +204,9 @@ async fn generated_secrets_go_to_a_private_file_not_to_stdout() {
 /// before the listeners close; then the process drains and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_makes_ready_say_draining_while_still_serving() {
-    use tm_testkit::fake_upstream::{FakeUpstream, FAKE_UPSTREAM_MODEL};
+    use tm_testkit::fake_upstream::FakeUpstream;
     let fake = FakeUpstream::start(10_000).await;
-    let data_dir = std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    let fleet = data_dir.join("fleet.toml");
-    let text = format!(
-        "[[model]]\nname = \"fleet\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n[[model.endpoint]]\nurl = \"{}\"\n",
-        fake.url
-    );
-    std::fs::write(&fleet, text).unwrap();
+    let (data_dir, fleet) = fleet_of(&fake.url);
     let (mut child, _lines, base) = spawn_serve(
         &data_dir,
         &[OsStr::new("--drain-delay"), OsStr::new("3"), OsStr::new("--upstreams"), fleet.as_os_str()],
@@ -239,6 +225,19 @@ async fn sigterm_makes_ready_say_draining_while_still_serving() {
     assert_eq!(answer.status(), 200, "still serving while draining");
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A fresh data dir holding a fleet file that serves model `fleet` from the engine at `url`.
+fn fleet_of(url: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use tm_testkit::fake_upstream::FAKE_UPSTREAM_MODEL;
+    let data_dir = std::env::temp_dir().join(format!("tm-shutdown-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let fleet = data_dir.join("fleet.toml");
+    let text = format!(
+        "[[model]]\nname = \"fleet\"\nupstream_model = \"{FAKE_UPSTREAM_MODEL}\"\n[[model.endpoint]]\nurl = \"{url}\"\n"
+    );
+    std::fs::write(&fleet, text).unwrap();
+    (data_dir, fleet)
 }
 
 /// A server process that is killed when the test ends, however it ends (a failed assertion
