@@ -94,7 +94,21 @@ pub struct Accounts<'c> {
 }
 
 impl Accounts<'_> {
+    /// Operator command (`tensormesh user create`).
     pub async fn create(&self, new: NewUser) -> Result<User, ControlError> {
+        self.create_by(Actor::Operator, new).await
+    }
+
+    /// An admin creates an account (the console); only a super admin creates a super admin.
+    pub async fn create_as(&self, caller: &Principal, new: NewUser) -> Result<User, ControlError> {
+        caller.require_admin()?;
+        if new.role == Role::SuperAdmin && caller.role != Role::SuperAdmin {
+            return Err(ControlError::PermissionDenied("only a super admin can create a super admin".into()));
+        }
+        self.create_by(Actor::User(caller), new).await
+    }
+
+    async fn create_by(&self, actor: Actor<'_>, new: NewUser) -> Result<User, ControlError> {
         let email = normalize_email(&new.email)?;
         let now = self.control.now();
         let user = UserRow {
@@ -118,7 +132,7 @@ impl Accounts<'_> {
             other => other?,
         }
         let description = format!("Account created for {} ({})", user.email, user.role);
-        self.control.record(Actor::Operator, user_event(&user.id, action::USER_CREATED, description)).await;
+        self.control.record(actor, user_event(&user.id, action::USER_CREATED, description)).await;
         Ok(user.into())
     }
 
@@ -305,6 +319,28 @@ impl Accounts<'_> {
         requests_per_minute: Option<u32>,
         tokens_per_minute: Option<u32>,
     ) -> Result<(), ControlError> {
+        self.apply_limits(Actor::Operator, user_id, requests_per_minute, tokens_per_minute).await
+    }
+
+    /// [`Accounts::set_limits`] by an admin (the console).
+    pub async fn set_limits_as(
+        &self,
+        caller: &Principal,
+        user_id: &str,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+    ) -> Result<(), ControlError> {
+        caller.require_admin()?;
+        self.apply_limits(Actor::User(caller), user_id, requests_per_minute, tokens_per_minute).await
+    }
+
+    async fn apply_limits(
+        &self,
+        actor: Actor<'_>,
+        user_id: &str,
+        requests_per_minute: Option<u32>,
+        tokens_per_minute: Option<u32>,
+    ) -> Result<(), ControlError> {
         let user = self.get(user_id).await?;
         let limits = LimitOverride {
             requests_per_minute: requests_per_minute.map(i64::from),
@@ -316,7 +352,7 @@ impl Accounts<'_> {
             "requestsPerMinute": requests_per_minute,
             "tokensPerMinute": tokens_per_minute,
         });
-        self.control.record(Actor::Operator, event).await;
+        self.control.record(actor, event).await;
         Ok(())
     }
 
@@ -339,6 +375,29 @@ impl Accounts<'_> {
     /// key checks as the change notice arrives, on SQLite within `key_cache_ttl`); enabling
     /// lets them sign in again.
     pub async fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<User, ControlError> {
+        self.apply_disabled(Actor::Operator, user_id, disabled).await
+    }
+
+    /// [`Accounts::set_disabled`] by an admin (the console): not their own account, and an
+    /// admin's only by a super admin.
+    pub async fn set_disabled_as(
+        &self,
+        caller: &Principal,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<User, ControlError> {
+        caller.require_admin()?;
+        let target = self.get(user_id.trim()).await?;
+        if target.id == caller.user_id {
+            return Err(ControlError::invalid("userId", "is your own account"));
+        }
+        if target.role.is_admin() && caller.role != Role::SuperAdmin {
+            return Err(ControlError::PermissionDenied("only a super admin can disable an admin".into()));
+        }
+        self.apply_disabled(Actor::User(caller), &target.id, disabled).await
+    }
+
+    async fn apply_disabled(&self, actor: Actor<'_>, user_id: &str, disabled: bool) -> Result<User, ControlError> {
         let now = self.control.now();
         let at = disabled.then_some(now);
         if !self.control.store.users().set_disabled(user_id, at, now).await? {
@@ -353,7 +412,7 @@ impl Accounts<'_> {
         } else {
             (action::USER_ENABLED, "Account enabled")
         };
-        self.control.record(Actor::Operator, user_event(user_id, action, description.into())).await;
+        self.control.record(actor, user_event(user_id, action, description.into())).await;
         self.get(user_id).await
     }
 }

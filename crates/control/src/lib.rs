@@ -56,6 +56,8 @@ pub struct Settings {
     pub session_max_age: Duration,
     /// How long a `tm auth login` request waits for approval.
     pub login_ttl: Duration,
+    /// How long a web console sign-in lasts (it is not refreshed: sign in again after).
+    pub console_session_ttl: Duration,
     /// How long an API key check (and a model's active price) is reused before the store is
     /// asked again. Deletions take effect at once in this process, and in the others on a
     /// PostgreSQL database as their change notice arrives; this bounds how long another
@@ -73,6 +75,7 @@ impl Default for Settings {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             session_max_age: Duration::from_secs(90 * 24 * 3600),
             login_ttl: Duration::from_secs(600),
+            console_session_ttl: Duration::from_secs(12 * 3600),
             key_cache_ttl: Duration::from_secs(5),
             requests_per_minute: 600,
         }

@@ -65,6 +65,16 @@ pub struct Tokens {
     pub expires_in_secs: i64,
 }
 
+/// A web console sign-in: `token` goes into the session cookie (an access token of its
+/// own session, so it is checked, limited and revoked like the CLI's).
+#[derive(Debug)]
+pub struct ConsoleSession {
+    pub user: User,
+    pub token: String,
+    /// Unix ms.
+    pub expires_at: i64,
+}
+
 /// What polling with a login code finds.
 #[derive(Debug)]
 pub enum Exchange {
@@ -165,6 +175,85 @@ impl Logins<'_> {
         } else {
             Err(not_pending())
         }
+    }
+
+    /// Approves a CLI login as a person already signed in to the console: they checked the
+    /// code on the page and clicked once; no password again.
+    pub async fn approve_as(&self, link: Link<'_>, caller: &Principal) -> Result<(), ControlError> {
+        let now = self.control.now();
+        if !self.pending(link).await?
+            || !self.control.store.cli_logins().decide(link.request_id, Some(&caller.user_id), now).await?
+        {
+            return Err(not_pending());
+        }
+        let event = Event {
+            owner: caller.user_id.clone(),
+            action: action::LOGIN,
+            resource_type: resource::USER,
+            resource_id: caller.user_id.clone(),
+            description: "Signed in to the CLI (approved in the console)".into(),
+            metadata: serde_json::json!({"method": "cli_browser_login"}),
+        };
+        self.control.record(Actor::User(caller), event).await;
+        Ok(())
+    }
+
+    /// Signs in to the web console with email and password, under the same attempt limits
+    /// as the CLI's sign-in page (see [`throttle`]).
+    pub async fn sign_in(&self, attempt: Attempt<'_>, password: &str) -> Result<ConsoleSession, ControlError> {
+        let throttle = &self.control.throttle;
+        throttle.check(&attempt, self.control.now())?;
+        let user = match self.control.accounts().check_password(attempt.email, password).await {
+            Ok(user) => user,
+            Err(e) => {
+                if matches!(e, ControlError::Unauthenticated) {
+                    throttle.failed(&attempt, self.control.now());
+                }
+                return Err(e);
+            }
+        };
+        throttle.succeeded(&attempt);
+        let now = self.control.now();
+        let (mut session, tokens) = self.new_session(user.id.clone(), now);
+        let expires_at = now + millis(self.control.settings.console_session_ttl);
+        // Not refreshable: the refresh token is never handed out, and ends with the session.
+        session.tokens.access_expires_at = expires_at;
+        session.tokens.refresh_expires_at = expires_at;
+        self.control.store.sessions().insert(&session).await?;
+        let me = user.principal();
+        let event = Event {
+            owner: user.id.clone(),
+            action: action::LOGIN,
+            resource_type: resource::USER,
+            resource_id: user.id.clone(),
+            description: "Signed in to the web console".into(),
+            metadata: serde_json::json!({"method": "console"}),
+        };
+        self.control.record(Actor::User(&me), event).await;
+        Ok(ConsoleSession { user, token: tokens.access_token, expires_at })
+    }
+
+    /// Ends the console session of `token` server-side: the cookie is worth nothing after,
+    /// even if a copy of it survives. An unknown or ended session succeeds too.
+    pub async fn sign_out(&self, token: &str) -> Result<(), ControlError> {
+        let Some(presented) = secret::parse(Kind::Access, token.trim()) else { return Ok(()) };
+        let sessions = self.control.store.sessions();
+        let Some(session) = sessions.by_access_id(&presented.public_id).await? else { return Ok(()) };
+        if !secret::digests_match(&session.tokens.access_digest, &presented.digest) || session.revoked_at.is_some() {
+            return Ok(());
+        }
+        sessions.revoke(&session.id, self.control.now()).await?;
+        let event = Event {
+            owner: session.user_id.clone(),
+            action: action::LOGOUT,
+            resource_type: resource::USER,
+            resource_id: session.user_id.clone(),
+            description: "Signed out of the web console".into(),
+            metadata: serde_json::json!({}),
+        };
+        let me = Principal { user_id: session.user_id.clone(), role: Role::User };
+        self.control.record(Actor::User(&me), event).await;
+        Ok(())
     }
 
     /// Needs the whole link, like the page: a stranger cannot cancel someone's sign-in.

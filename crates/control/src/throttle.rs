@@ -15,6 +15,11 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::ControlError;
 
+/// The client's address, in every request's extensions (the peer of the connection: behind
+/// a proxy, the proxy's), put there by the listener for the limits here.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
 /// Failures an account may have in a window before it is locked.
 pub const ACCOUNT_FREE_FAILURES: u32 = 5;
 /// Failures an address may have in a window before it is locked (several people may sign

@@ -38,3 +38,37 @@ pub enum GatewayError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl GatewayError {
+    /// The same outcome in the Control Plane's terms, for the surfaces that start
+    /// generations as a signed-in user (`models/{id}:chat`, the console's playground).
+    pub fn into_control(self) -> tm_control::ControlError {
+        use tm_control::ControlError;
+        use BackendError as B;
+        let message = self.to_string();
+        match self {
+            GatewayError::RateLimited { retry_after, .. } => ControlError::ResourceExhausted {
+                message,
+                // Whole seconds, rounded up: retrying at the indicated time succeeds.
+                retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
+            },
+            GatewayError::TooManyAtOnce { .. } => ControlError::ResourceExhausted { message, retry_after_secs: 1 },
+            GatewayError::Backend(B::Overloaded { retry_after_secs, .. }) => {
+                ControlError::Unavailable { message, retry_after_secs }
+            }
+            GatewayError::Backend(B::Unavailable) => ControlError::Unavailable { message, retry_after_secs: 5 },
+            GatewayError::LimitsUnavailable => ControlError::Unavailable { message, retry_after_secs: 1 },
+            GatewayError::NotPriced(_) | GatewayError::Backend(B::ModelNotFound(_)) => ControlError::NotFound(message),
+            GatewayError::TooLarge { .. }
+            | GatewayError::InsufficientBalance { .. }
+            | GatewayError::Backend(B::InvalidInput { .. } | B::ContextLengthExceeded { .. }) => {
+                ControlError::FailedPrecondition(message)
+            }
+            GatewayError::Backend(B::UpstreamFailed(_) | B::UpstreamTimeout(_)) => ControlError::Internal(message),
+            GatewayError::Internal(_) | GatewayError::Backend(B::Internal(_)) => {
+                tracing::error!(error = %message, "a signed-in chat failed");
+                ControlError::Internal("internal server error".into())
+            }
+        }
+    }
+}

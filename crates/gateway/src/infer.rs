@@ -64,30 +64,42 @@ impl Gateway {
         self.admit(&caller.holder, &caller.scopes, &caller.request_id, prepared).await
     }
 
-    /// One user message to `model` through the metered path, as a signed-in user (the
-    /// Control Plane's `models/{id}:chat`): the same limits, hold and usage record as an
-    /// API request, under the pseudo key `control-plane:<user id>`. The answer's text, at
-    /// most [`ONE_SHOT_MAX_TOKENS`] tokens.
+    /// A chat as a signed-in user rather than an API key (the Control Plane's
+    /// `models/{id}:chat`, the console's playground): the same limits, hold and usage
+    /// record as an API request, under the pseudo key `control-plane:<user id>`.
+    /// `messages`: OpenAI chat messages; at most `max_tokens` are generated.
+    pub async fn signed_in_chat(
+        &self,
+        principal: Principal,
+        model: String,
+        messages: Vec<serde_json::Value>,
+        max_tokens: u32,
+    ) -> Result<Metered, GatewayError> {
+        let key_id = format!("control-plane:{}", principal.user_id);
+        let holder = KeyHolder { principal, key_id };
+        let scopes = self.scopes(&holder).await?;
+        self.check_request(&scopes).await?;
+        let caller = Caller { holder, scopes, request_id: uuid::Uuid::new_v4().to_string() };
+        let ask = Ask {
+            model,
+            prompt: PromptInput::Chat(messages),
+            sampling: SamplingRequest::default(),
+            overrides: Overrides { max_tokens: Some(max_tokens), ..Overrides::default() },
+            output: OutputOptions::default(),
+        };
+        self.start(&caller, ask).await
+    }
+
+    /// One user message to `model` as a signed-in user ([`Gateway::signed_in_chat`]): the
+    /// answer's text, at most [`ONE_SHOT_MAX_TOKENS`] tokens.
     pub async fn one_shot_chat(
         &self,
         principal: Principal,
         model: String,
         message: String,
     ) -> Result<String, GatewayError> {
-        let key_id = format!("control-plane:{}", principal.user_id);
-        let holder = KeyHolder { principal, key_id };
-        let scopes = self.scopes(&holder).await?;
-        self.check_request(&scopes).await?;
-        let caller = Caller { holder, scopes, request_id: uuid::Uuid::new_v4().to_string() };
         let messages = vec![serde_json::json!({"role": "user", "content": message})];
-        let ask = Ask {
-            model,
-            prompt: PromptInput::Chat(messages),
-            sampling: SamplingRequest::default(),
-            overrides: Overrides { max_tokens: Some(ONE_SHOT_MAX_TOKENS), ..Overrides::default() },
-            output: OutputOptions::default(),
-        };
-        let mut generation = self.start(&caller, ask).await?;
+        let mut generation = self.signed_in_chat(principal, model, messages, ONE_SHOT_MAX_TOKENS).await?;
         let mut text = String::new();
         while let Some(event) = generation.recv().await {
             match event {

@@ -36,6 +36,12 @@ impl Price {
         )
     }
 
+    /// What `tokens` prompt tokens cost at the full input price: what `tm cost` and the
+    /// console call the cache's saving, for cached tokens.
+    pub fn input_cost(&self, tokens: u64) -> Nanos {
+        round_to_nanos(i128::from(tokens) * i128::from(self.input.0))
+    }
+
     /// What the cached tokens would have cost more at the full input price.
     pub fn cache_saving(&self, cached: u64) -> Nanos {
         round_to_nanos(i128::from(cached) * i128::from(self.input.0.saturating_sub(self.cached.0).max(0)))

@@ -4,7 +4,6 @@
 //! of connections; request bodies that must arrive in time; and the drain on shutdown.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::Connections;
-
-/// The client's address, in every request's extensions (the peer of the connection: behind
-/// a proxy, the proxy's).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub IpAddr);
+use tm_control::throttle::ClientAddr;
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting and gives
 /// in-flight requests (streams included) up to `drain` to finish.

@@ -39,23 +39,55 @@ pub struct StepTotals {
     pub latency_ms: i64,
 }
 
+/// Which requests a view counts: all when a field is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub model: Option<String>,
+    /// The key's public id (or a pseudo key such as `control-plane:<user id>`).
+    pub api_key_id: Option<String>,
+}
+
 pub struct Usage<'a>(pub(crate) &'a AnyPool);
 
 impl Usage<'_> {
     /// Per (day, model) totals of the user's requests finished in `[from, to)` (Unix ms),
     /// oldest day first.
     pub async fn day_totals(&self, user_id: &str, from: i64, to: i64) -> Result<Vec<DayTotals>, StoreError> {
+        self.day_totals_of(user_id, from, to, &UsageFilter::default()).await
+    }
+
+    /// [`Usage::day_totals`] of the requests `filter` keeps.
+    pub async fn day_totals_of(
+        &self,
+        user_id: &str,
+        from: i64,
+        to: i64,
+        filter: &UsageFilter,
+    ) -> Result<Vec<DayTotals>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT finished_at / 86400000 AS day, model, COUNT(*) AS requests, \
              CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos, \
              CAST(SUM(cache_saving_nanos) AS BIGINT) AS cache_saving_nanos, MIN(finished_at) AS first_at \
              FROM usage_records WHERE user_id = $1 AND finished_at >= $2 AND finished_at < $3 \
+             AND ($4 IS NULL OR model = $4) AND ($5 IS NULL OR api_key_id = $5) \
              GROUP BY finished_at / 86400000, model ORDER BY day, model",
         )
         .bind(user_id)
         .bind(from)
         .bind(to)
+        .bind(filter.model.as_deref())
+        .bind(filter.api_key_id.as_deref())
+        .fetch_all(self.0)
+        .await?)
+    }
+
+    /// When each of the user's API keys (and pseudo keys) last finished a request (Unix ms).
+    pub async fn last_used_by_key(&self, user_id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT api_key_id, MAX(finished_at) FROM usage_records WHERE user_id = $1 GROUP BY api_key_id",
+        )
+        .bind(user_id)
         .fetch_all(self.0)
         .await?)
     }

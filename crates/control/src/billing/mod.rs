@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod gpu;
+pub mod overview;
 pub mod pricing;
 pub mod views;
 

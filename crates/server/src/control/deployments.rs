@@ -250,32 +250,7 @@ pub async fn post_verb(
 /// is a failed precondition, and an internal failure says no more than that (the detail
 /// goes to the log).
 fn chat_error(e: GatewayError) -> CpError {
-    use tm_backend::BackendError as B;
-    let message = e.to_string();
-    CpError(match e {
-        GatewayError::RateLimited { retry_after, .. } => ControlError::ResourceExhausted {
-            message,
-            // Whole seconds, rounded up: retrying at the indicated time succeeds.
-            retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
-        },
-        GatewayError::TooManyAtOnce { .. } => ControlError::ResourceExhausted { message, retry_after_secs: 1 },
-        GatewayError::Backend(B::Overloaded { retry_after_secs, .. }) => {
-            ControlError::Unavailable { message, retry_after_secs }
-        }
-        GatewayError::Backend(B::Unavailable) => ControlError::Unavailable { message, retry_after_secs: 5 },
-        GatewayError::LimitsUnavailable => ControlError::Unavailable { message, retry_after_secs: 1 },
-        GatewayError::NotPriced(_) | GatewayError::Backend(B::ModelNotFound(_)) => ControlError::NotFound(message),
-        GatewayError::TooLarge { .. }
-        | GatewayError::InsufficientBalance { .. }
-        | GatewayError::Backend(B::InvalidInput { .. } | B::ContextLengthExceeded { .. }) => {
-            ControlError::FailedPrecondition(message)
-        }
-        GatewayError::Backend(B::UpstreamFailed(_) | B::UpstreamTimeout(_)) => ControlError::Internal(message),
-        GatewayError::Internal(_) | GatewayError::Backend(B::Internal(_)) => {
-            tracing::error!(error = %message, "one-shot chat failed");
-            ControlError::Internal("internal server error".into())
-        }
-    })
+    CpError(e.into_control())
 }
 
 fn serving(state: &ControlState) -> Result<&crate::inference::AppState, CpError> {

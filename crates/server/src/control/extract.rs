@@ -14,7 +14,7 @@ use tm_control::{ControlError, Principal};
 use super::error::CpError;
 use super::ControlState;
 use crate::bearer::bearer;
-use crate::listener::ClientAddr;
+use tm_control::throttle::ClientAddr;
 
 /// The signed-in caller behind the `Authorization: Bearer <access token>` header.
 pub struct SignedIn(pub Principal);

@@ -1,10 +1,12 @@
 //! The sign-in page behind `auth_url`: a plain HTML form (no script) where a person checks
 //! the user code against their terminal, signs in with email and password, and approves, or
-//! denies, one CLI login request.
+//! denies, one CLI login request. Someone already signed in to the web console approves
+//! with one click after checking the code (the console's session and CSRF token instead of
+//! the password).
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -15,6 +17,7 @@ use utoipa::ToSchema;
 
 use super::extract::{Client, Params};
 use super::ControlState;
+use tm_console::session::Session;
 
 #[utoipa::path(get, path = "/auth/cli/login", tag = "auth", security(()),
     params(("request" = String, Query), ("code" = String, Query)),
@@ -26,12 +29,20 @@ use super::ControlState;
         (status = 429, description = "Too many views from this address.", content_type = "text/html", body = String),
     )
 )]
-pub async fn show(State(state): State<ControlState>, Client(address): Client, params: Params) -> Response {
+pub async fn show(
+    State(state): State<ControlState>,
+    Client(address): Client,
+    headers: HeaderMap,
+    params: Params,
+) -> Response {
     let request = params.str("request").unwrap_or_default();
     let code = params.str("code").unwrap_or_default();
     let link = Link { request_id: request, user_code: code };
     match state.control.logins().find(link, address).await {
-        Ok(Some(found)) if found.pending => page(StatusCode::OK, &form(request, &found, None)),
+        Ok(Some(found)) if found.pending => match console_user(&state, &headers).await {
+            Some(signed_in) => page(StatusCode::OK, &one_click(request, &found, &signed_in)),
+            None => page(StatusCode::OK, &form(request, &found, None)),
+        },
         Ok(Some(_)) => page(
             StatusCode::GONE,
             "<p>This sign-in request has expired or was already answered. Run <code>tm auth login</code> again.</p>",
@@ -59,6 +70,9 @@ pub struct Decision {
     confirm: String,
     #[serde(default)]
     action: String,
+    /// The console session's CSRF token, for the one-click approval.
+    #[serde(default)]
+    csrf: String,
 }
 
 #[utoipa::path(post, path = "/auth/cli/login", tag = "auth", security(()),
@@ -75,6 +89,7 @@ pub struct Decision {
 pub async fn decide(
     State(state): State<ControlState>,
     Client(address): Client,
+    headers: HeaderMap,
     form: Result<Form<Decision>, FormRejection>,
 ) -> Response {
     // A page answers, not axum's plain-text rejection: whoever posts here is a browser.
@@ -88,6 +103,9 @@ pub async fn decide(
             Ok(()) => page(StatusCode::OK, "<p>Sign-in denied. The CLI will report it; you can close this tab.</p>"),
             Err(e) => failure(&e),
         };
+    }
+    if d.action == "approve_signed_in" {
+        return approve_signed_in(&state, link, &headers, &d.csrf).await;
     }
     if d.confirm != "yes" {
         let error = "Check that your terminal shows this code, and tick the box.";
@@ -107,6 +125,65 @@ pub async fn decide(
         }
         Err(e) => failure(&e),
     }
+}
+
+/// Who is signed in to the console in this browser, if anyone.
+async fn console_user(state: &ControlState, headers: &HeaderMap) -> Option<Session> {
+    Session::of(&state.control, headers).await.ok().flatten()
+}
+
+/// The one-click approval: the console's session stands for the password, its CSRF token
+/// for the proof that this page (not another site) sent the click.
+async fn approve_signed_in(state: &ControlState, link: Link<'_>, headers: &HeaderMap, csrf: &str) -> Response {
+    let Some(user) = console_user(state, headers).await else {
+        return page(StatusCode::UNAUTHORIZED, "<p>Your console session ended. Open the link again and sign in.</p>");
+    };
+    if !user.csrf_matches(csrf) {
+        return page(
+            StatusCode::FORBIDDEN,
+            "<p>This approval was not sent by this page (CSRF check). Open the link again.</p>",
+        );
+    }
+    match state.control.logins().approve_as(link, &user.principal).await {
+        Ok(()) => page(
+            StatusCode::OK,
+            &format!(
+                "<p>Signed in as <b>{}</b>. Return to your terminal; you can close this tab.</p>",
+                escape(&user.user.email)
+            ),
+        ),
+        Err(e) => failure(&e),
+    }
+}
+
+fn one_click(request: &str, found: &LoginRequest, user: &Session) -> String {
+    let from = found
+        .started_from
+        .as_deref()
+        .map(|a| format!(" It was started from the address <code>{}</code>.", escape(a)))
+        .unwrap_or_default();
+    let hidden = format!(
+        r#"<input type="hidden" name="request" value="{}"><input type="hidden" name="code" value="{}">"#,
+        escape(request),
+        escape(&found.user_code)
+    );
+    format!(
+        r#"<p>The <code>tm</code> CLI asks to sign in to this Tensormesh server as <b>{email}</b> (signed in to the console) with this code:</p>
+<p class="code">{code}</p>
+<p>Approve only if <b>you</b> just ran <code>tm auth login</code> and your terminal shows this same code.{from}
+If someone sent you this link, deny it: approving gives them your account.</p>
+<form method="post" action="/auth/cli/login">
+{hidden}<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit" name="action" value="approve_signed_in">My terminal shows {code}: approve</button>
+</form>
+<form method="post" action="/auth/cli/login">
+{hidden}
+<button type="submit" name="action" value="deny" class="deny">Deny</button>
+</form>"#,
+        email = escape(&user.user.email),
+        code = escape(&found.user_code),
+        csrf = escape(&user.csrf),
+    )
 }
 
 /// The form again, with what went wrong.
@@ -151,9 +228,21 @@ If someone sent you this link, deny it: approving gives them your account.</p>
 <form method="post" action="/auth/cli/login">
 {hidden}
 <button type="submit" name="action" value="deny" class="deny">Deny</button>
-</form>"#,
+</form>
+<p><a href="{console}">Or sign in to the web console, then approve with one click.</a></p>"#,
         code = escape(&found.user_code),
+        console = escape(&console_sign_in(request, &found.user_code)),
     )
+}
+
+/// The console's sign-in, coming back to this page after.
+fn console_sign_in(request: &str, code: &str) -> String {
+    let back = format!(
+        "/auth/cli/login?request={}&code={}",
+        tm_console::session::url_query_value(request),
+        tm_console::session::url_query_value(code)
+    );
+    tm_console::session::sign_in_link(&back)
 }
 
 fn failure(e: &ControlError) -> Response {

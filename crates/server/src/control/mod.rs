@@ -133,10 +133,16 @@ fn routes() -> (Router<ControlState>, utoipa::openapi::OpenApi) {
 
 pub fn router(state: ControlState) -> Router {
     let (routes, doc) = routes();
+    let serving =
+        state.serving.as_ref().map(|s| tm_console::Serving { gateway: s.gateway.clone(), backend: s.backend.clone() });
+    // Behind a TLS proxy (an https public URL) the console's cookies are `Secure`.
+    let secure = state.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let console = tm_console::router(tm_console::Console::new(state.control.clone(), serving, secure));
     routes
         .route("/openapi.json", openapi::route(&doc))
         .fallback(|uri: Uri| async move { CpError(ControlError::NotFound(format!("no route for {}", uri.path()))) })
         .with_state(state)
+        .merge(console)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(CpError(ControlError::Internal("handler panicked".into())))

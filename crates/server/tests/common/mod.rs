@@ -66,6 +66,8 @@ pub struct Options {
     pub speculative: &'static str,
     /// Timeouts and the connection cap (the production defaults unless a test changes them).
     pub connections: Connections,
+    /// `--public-control-url` (an `https://` one makes the console's cookies `Secure`).
+    pub public_control_url: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             grammar_engine: "llguidance",
             speculative: "ngram",
             connections: Connections::default(),
+            public_control_url: None,
             cache: Cache {
                 kv_cache_tokens: None,
                 prefix_cache: true,
@@ -117,7 +120,7 @@ pub fn config(o: &Options) -> Config {
     Config {
         inference_addr: "127.0.0.1:0".parse().unwrap(),
         control_addr: "127.0.0.1:0".parse().unwrap(),
-        public_control_url: None,
+        public_control_url: o.public_control_url.map(str::to_owned),
         database_url: format!("sqlite://{}", data_dir.join("tensormesh.db").display()),
         first_admin: FirstAdmin {
             email: ADMIN_EMAIL.into(),

@@ -10,6 +10,7 @@ mod admin;
 mod billing;
 mod catalog;
 mod connections;
+mod console;
 mod deployments;
 mod durability;
 mod keys;
