@@ -3,8 +3,8 @@ creates a user and tops them up; the user signs in, reads the balance, creates a
 and uses it on the Inference API (OpenAI SDK), sees the day's usage in the charts, exports
 the transactions as CSV and parses them, opens a ticket, chats in the playground (streamed)
 and signs out; the admin answers the ticket; the user reads the answer and closes it.
-Along the way: every input has a label, the pages fit a phone-width window, the keyboard
-reaches the navigation, and each page is saved as a screenshot at 1,400 px and at 390 px
+Along the way: every input has a label, text has at least 4.5:1 contrast, the pages fit a
+phone-width window, the keyboard reaches the navigation, and each page is saved as a screenshot at 1,400 px and at 390 px
 (under target/console-screenshots/). Prints the overview's page weight.
 
 Usage: python check_console.py PATH/TO/tensormesh [MODEL]
@@ -90,6 +90,26 @@ class Console:
             ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))"
             ".map(e => e.name || e.id)")
 
+    def low_contrast(self):
+        """Text whose contrast with its background is under WCAG AA's 4.5:1 (computed styles)."""
+        return self.d.execute_script("""
+            const rgb = s => (s.match(/[\\d.]+/g) || []).map(Number);
+            const lum = ([r, g, b]) => [r, g, b].map(v => { v /= 255;
+                return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+              .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+            const background = e => { for (; e; e = e.parentElement) {
+                const c = rgb(getComputedStyle(e).backgroundColor);
+                if (c.length === 3 || c[3] > 0) return c.slice(0, 3); } return [255, 255, 255]; };
+            const bad = [];
+            for (const e of document.querySelectorAll('body *')) {
+              if (!e.offsetParent || ![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+              if (e.closest('svg')) continue;
+              const [a, b] = [lum(rgb(getComputedStyle(e).color).slice(0, 3)), lum(background(e))];
+              const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+              if (ratio < 4.5) bad.push(e.tagName + ' "' + e.textContent.trim().slice(0, 30) + '" ' + ratio.toFixed(2));
+            }
+            return bad.slice(0, 5);""")
+
     def shoot(self, name):
         """Screenshots at desktop and phone width (the whole page), and the phone-width fit."""
         os.makedirs(SHOTS, exist_ok=True)
@@ -108,6 +128,8 @@ class Console:
         assert overflow is not None and overflow <= 1, f"{name}: {overflow}px wider than a phone's window"
         missing = self.unlabelled_inputs()
         assert not missing, f"{name}: inputs without a label: {missing}"
+        faint = self.low_contrast()
+        assert not faint, f"{name}: text under 4.5:1 contrast: {faint}"
 
 
 def main():

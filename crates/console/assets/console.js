@@ -61,6 +61,10 @@ if (playground) {
         headers: { "x-csrf-token": form.get("csrf") },
         credentials: "same-origin",
       });
+      if (response.redirected) {
+        // Redirected to the sign-in page: the session ended.
+        throw new Error("your session ended; reload the page and sign in again");
+      }
       if (!response.ok) {
         const page = new DOMParser().parseFromString(await response.text(), "text/html");
         const why = page.querySelector("[role=alert]");

@@ -317,3 +317,105 @@ async fn what_one_user_may_pile_up_is_capped() {
         control.support().open(&cap, None, "room again", "help", None).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_consoles_overview_and_usage_views_add_up() {
+    use tm_money::{Nanos, Price};
+    use tm_store::ledger::UsageRow;
+    use tm_store::usage::{UsageFilter, DAY_MS};
+
+    for (kind, control, _clock) in controls().await {
+        let me = user(&control, "viewer@example.com", Role::User).await;
+        let other = user(&control, "other@example.com", Role::User).await;
+        control.billing().grant(&me.user_id, 1_000_000_000, "credit").await.unwrap();
+        // $1 per million input tokens: a cached token saved 1,000 nano-dollars at that price.
+        let price = Price { input: Nanos(1_000_000_000), output: Nanos(2_000_000_000), cached: Nanos(100_000_000) };
+        control.pricing().seed(&["m1".to_owned(), "m2".to_owned()], price).await.unwrap();
+        let now = control.now_ms();
+        let midnight = now / DAY_MS * DAY_MS;
+        let row = |id: &str, user: &str, key: &str, model: &str, at: i64, cached: i64, cost: i64| UsageRow {
+            request_id: id.into(),
+            user_id: user.into(),
+            api_key_id: key.into(),
+            model: model.into(),
+            prompt_tokens: 1_000,
+            cached_tokens: cached,
+            completion_tokens: 10,
+            cost_nanos: cost,
+            cache_saving_nanos: 0,
+            status: "completed".into(),
+            started_at: at - 10,
+            finished_at: at,
+            usage_source: "engine".into(),
+        };
+        let rows = [
+            row("today-a", &me.user_id, "key-a", "m1", now, 400, 100),
+            row("today-cp", &me.user_id, "control-plane:x", "m2", now, 0, 20),
+            row("yesterday", &me.user_id, "key-a", "m1", midnight - 1, 100, 3),
+            row("ten-days", &me.user_id, "key-b", "m1", now - 10 * DAY_MS, 0, 5_000),
+            row("forty-days", &me.user_id, "key-a", "m1", now - 40 * DAY_MS, 900, 70_000),
+            row("someone-else", &other.user_id, "key-o", "m1", now, 999, 1),
+        ];
+        control.store.ledger().settle("test", &rows, &[]).await.unwrap();
+
+        let o = control.billing().overview(&me).await.unwrap();
+        assert_eq!(o.spent_today_nanos, 120, "{kind}: since midnight");
+        assert_eq!(o.spent_7d_nanos, 123, "{kind}");
+        assert_eq!(o.spent_30d_nanos, 5_123, "{kind}");
+        assert_eq!(o.cached_tokens_30d, 500, "{kind}: the 40-day-old and the other user's are out");
+        assert_eq!(o.cache_saved_30d_nanos, 500 * 1_000, "{kind}: cached tokens at the full input price");
+        assert_eq!(o.account.balance_nanos, 1_000_000_000 - 75_123, "{kind}");
+        assert_eq!(o.daily.iter().map(|d| d.amount_nanos).sum::<i64>(), 5_123, "{kind}: 30 days of bars");
+
+        let key_a = UsageFilter { api_key_id: Some("key-a".into()), ..UsageFilter::default() };
+        let m2 = UsageFilter { model: Some("m2".into()), ..UsageFilter::default() };
+        for (filter, expected) in [(UsageFilter::default(), 3), (key_a, 2), (m2, 1)] {
+            let days = control.billing().daily_usage(&me, now - 7 * DAY_MS, now + 1, &filter).await.unwrap();
+            assert_eq!(days.iter().map(|d| d.requests).sum::<i64>(), expected, "{kind}: {filter:?}");
+        }
+        let usage = control.billing();
+        let too_long = usage.daily_usage(&me, 0, now, &UsageFilter::default()).await;
+        assert!(matches!(too_long, Err(ControlError::InvalidArgument { field: "from", .. })), "{kind}");
+        let last = usage.keys_last_used(&me).await.unwrap();
+        assert_eq!(last.get("key-a"), Some(&now), "{kind}");
+        assert_eq!(last.get("key-o"), None, "{kind}: another user's key");
+    }
+}
+
+#[tokio::test]
+async fn console_admin_actions_keep_the_role_rules() {
+    for (kind, control, _clock) in controls().await {
+        let admin = user(&control, "admin@example.com", Role::Admin).await;
+        let other_admin = user(&control, "admin2@example.com", Role::Admin).await;
+        let plain = user(&control, "plain@example.com", Role::User).await;
+        let new = |email: &str, role| NewUser {
+            email: email.into(),
+            password: "correct horse".into(),
+            role,
+            first_name: String::new(),
+            last_name: String::new(),
+        };
+        let accounts = control.accounts();
+        fn denied<T>(r: Result<T, ControlError>) -> bool {
+            matches!(r, Err(ControlError::PermissionDenied(_)))
+        }
+        assert!(denied(accounts.create_as(&plain, new("a@example.com", Role::User)).await), "{kind}");
+        assert!(denied(accounts.create_as(&admin, new("b@example.com", Role::SuperAdmin)).await), "{kind}");
+        assert!(accounts.create_as(&admin, new("c@example.com", Role::User)).await.is_ok(), "{kind}");
+        assert!(denied(accounts.set_disabled_as(&admin, &other_admin.user_id, true).await), "{kind}");
+        assert!(denied(accounts.set_disabled_as(&plain, &admin.user_id, true).await), "{kind}");
+        let own = accounts.set_disabled_as(&admin, &admin.user_id, true).await;
+        assert!(matches!(own, Err(ControlError::InvalidArgument { .. })), "{kind}: disabling oneself");
+        assert!(accounts.set_disabled_as(&admin, &plain.user_id, true).await.unwrap().disabled_at.is_some());
+        assert!(denied(accounts.set_limits_as(&plain, &plain.user_id, Some(1), None).await), "{kind}");
+        accounts.set_limits_as(&admin, &plain.user_id, Some(5), Some(0)).await.unwrap();
+        // Recorded as the admin, not as the operator.
+        let (trail, _) = control
+            .activities()
+            .list(&admin, Some(&plain.user_id), crate::activity::Query::default(), 1, 10)
+            .await
+            .unwrap();
+        let changed = trail.iter().find(|a| a.action == crate::activity::action::LIMITS_CHANGED).unwrap();
+        assert_eq!(changed.actor_id, admin.user_id, "{kind}");
+    }
+}
