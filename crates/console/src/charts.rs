@@ -2,7 +2,9 @@
 //! SVG is inline in the page (no script, nothing fetched), scales with its container, and
 //! carries a label for screen readers; each chart's numbers are also in a table on its page.
 
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord};
+use plotters::coord::types::{RangedCoordf64, RangedCoordusize};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (760, 300);
@@ -35,17 +37,23 @@ pub fn percent_line(label: &str, x_labels: &[String], values: &[Option<f64>], y_
 
 type Drawn = Result<(), String>;
 
-fn draw_bars(svg: &mut String, x_labels: &[String], series: &[Series<'_>], y_desc: &str) -> Drawn {
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<SegmentedCoord<RangedCoordusize>, RangedCoordf64>>;
+
+/// The frame both kinds share: a slot per label, a value axis from 0 to `y_top`, the mesh.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    x_labels: &[String],
+    y_top: f64,
+    y_desc: &str,
+    y_format: &dyn Fn(&f64) -> String,
+) -> Result<Chart<'a, 'b>, String> {
     let n = x_labels.len().max(1);
-    let top =
-        (0..n).map(|i| series.iter().map(|s| s.values.get(i).copied().unwrap_or(0.0)).sum::<f64>()).fold(0.0, f64::max);
-    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(text)?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .margin(12)
         .x_label_area_size(34)
         .y_label_area_size(72)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..nice_top(top))
+        .build_cartesian_2d((0..n).into_segmented(), 0.0..y_top)
         .map_err(text)?;
     chart
         .configure_mesh()
@@ -57,10 +65,19 @@ fn draw_bars(svg: &mut String, x_labels: &[String], series: &[Series<'_>], y_des
             SegmentValue::Last => String::new(),
         })
         .y_desc(y_desc)
-        .y_label_formatter(&|v| short(*v))
+        .y_label_formatter(y_format)
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(text)?;
+    Ok(chart)
+}
+
+fn draw_bars(svg: &mut String, x_labels: &[String], series: &[Series<'_>], y_desc: &str) -> Drawn {
+    let n = x_labels.len().max(1);
+    let top =
+        (0..n).map(|i| series.iter().map(|s| s.values.get(i).copied().unwrap_or(0.0)).sum::<f64>()).fold(0.0, f64::max);
+    let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
+    let mut chart = frame(&root, x_labels, nice_top(top), y_desc, &|v| short(*v))?;
     let mut base = vec![0.0; n];
     for s in series {
         let color = s.color;
@@ -95,29 +112,8 @@ fn draw_bars(svg: &mut String, x_labels: &[String], series: &[Series<'_>], y_des
 }
 
 fn draw_line(svg: &mut String, x_labels: &[String], values: &[Option<f64>], y_desc: &str) -> Drawn {
-    let n = x_labels.len().max(1);
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(text)?;
-    let mut chart = ChartBuilder::on(&root)
-        .margin(12)
-        .x_label_area_size(34)
-        .y_label_area_size(72)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..100.0)
-        .map_err(text)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .light_line_style(WHITE)
-        .x_labels(n.min(10))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => x_labels.get(*i).cloned().unwrap_or_default(),
-            SegmentValue::Last => String::new(),
-        })
-        .y_desc(y_desc)
-        .y_label_formatter(&|v| format!("{v:.0} %"))
-        .label_style(("sans-serif", 15))
-        .draw()
-        .map_err(text)?;
+    let mut chart = frame(&root, x_labels, 100.0, y_desc, &|v| format!("{v:.0} %"))?;
     let points: Vec<(SegmentValue<usize>, f64)> =
         values.iter().enumerate().filter_map(|(i, v)| v.map(|v| (SegmentValue::CenterOf(i), v))).collect();
     chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2))).map_err(text)?;

@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "admin_prices.html",
     "admin_tickets.html",
     "admin_activities.html",
+    "pages.html",
 );
 
 pub struct Views {

@@ -150,27 +150,11 @@ impl Logins<'_> {
         if !self.pending(link).await? {
             return Err(not_pending());
         }
-        let user = match self.control.accounts().check_password(attempt.email, password).await {
-            Ok(user) => user,
-            Err(e) => {
-                if matches!(e, ControlError::Unauthenticated) {
-                    throttle.failed(&attempt, self.control.now());
-                }
-                return Err(e);
-            }
-        };
-        throttle.succeeded(&attempt);
+        let user = self.password(attempt, password).await?;
         if self.control.store.cli_logins().decide(link.request_id, Some(&user.id), self.control.now()).await? {
-            let me = user.principal();
-            let event = Event {
-                owner: user.id.clone(),
-                action: action::LOGIN,
-                resource_type: resource::USER,
-                resource_id: user.id.clone(),
-                description: "Signed in to the CLI (browser login)".into(),
-                metadata: serde_json::json!({"method": "cli_browser_login"}),
-            };
-            self.control.record(Actor::User(&me), event).await;
+            let event =
+                session_event(&user.id, action::LOGIN, "Signed in to the CLI (browser login)", "cli_browser_login");
+            self.control.record(Actor::User(&user.principal()), event).await;
             Ok(user)
         } else {
             Err(not_pending())
@@ -186,14 +170,8 @@ impl Logins<'_> {
         {
             return Err(not_pending());
         }
-        let event = Event {
-            owner: caller.user_id.clone(),
-            action: action::LOGIN,
-            resource_type: resource::USER,
-            resource_id: caller.user_id.clone(),
-            description: "Signed in to the CLI (approved in the console)".into(),
-            metadata: serde_json::json!({"method": "cli_browser_login"}),
-        };
+        let description = "Signed in to the CLI (approved in the console)";
+        let event = session_event(&caller.user_id, action::LOGIN, description, "cli_browser_login");
         self.control.record(Actor::User(caller), event).await;
         Ok(())
     }
@@ -201,18 +179,8 @@ impl Logins<'_> {
     /// Signs in to the web console with email and password, under the same attempt limits
     /// as the CLI's sign-in page (see [`throttle`]).
     pub async fn sign_in(&self, attempt: Attempt<'_>, password: &str) -> Result<ConsoleSession, ControlError> {
-        let throttle = &self.control.throttle;
-        throttle.check(&attempt, self.control.now())?;
-        let user = match self.control.accounts().check_password(attempt.email, password).await {
-            Ok(user) => user,
-            Err(e) => {
-                if matches!(e, ControlError::Unauthenticated) {
-                    throttle.failed(&attempt, self.control.now());
-                }
-                return Err(e);
-            }
-        };
-        throttle.succeeded(&attempt);
+        self.control.throttle.check(&attempt, self.control.now())?;
+        let user = self.password(attempt, password).await?;
         let now = self.control.now();
         let (mut session, tokens) = self.new_session(user.id.clone(), now);
         let expires_at = now + millis(self.control.settings.console_session_ttl);
@@ -220,16 +188,8 @@ impl Logins<'_> {
         session.tokens.access_expires_at = expires_at;
         session.tokens.refresh_expires_at = expires_at;
         self.control.store.sessions().insert(&session).await?;
-        let me = user.principal();
-        let event = Event {
-            owner: user.id.clone(),
-            action: action::LOGIN,
-            resource_type: resource::USER,
-            resource_id: user.id.clone(),
-            description: "Signed in to the web console".into(),
-            metadata: serde_json::json!({"method": "console"}),
-        };
-        self.control.record(Actor::User(&me), event).await;
+        let event = session_event(&user.id, action::LOGIN, "Signed in to the web console", "console");
+        self.control.record(Actor::User(&user.principal()), event).await;
         Ok(ConsoleSession { user, token: tokens.access_token, expires_at })
     }
 
@@ -243,14 +203,7 @@ impl Logins<'_> {
             return Ok(());
         }
         sessions.revoke(&session.id, self.control.now()).await?;
-        let event = Event {
-            owner: session.user_id.clone(),
-            action: action::LOGOUT,
-            resource_type: resource::USER,
-            resource_id: session.user_id.clone(),
-            description: "Signed out of the web console".into(),
-            metadata: serde_json::json!({}),
-        };
+        let event = session_event(&session.user_id, action::LOGOUT, "Signed out of the web console", "console");
         let me = Principal { user_id: session.user_id.clone(), role: Role::User };
         self.control.record(Actor::User(&me), event).await;
         Ok(())
@@ -344,14 +297,7 @@ impl Logins<'_> {
         sessions.revoke(&session.id, self.control.now()).await?;
         if let Some(user) = self.control.store.users().by_id(&session.user_id).await? {
             let me = User::from(user).principal();
-            let event = Event {
-                owner: me.user_id.clone(),
-                action: action::LOGOUT,
-                resource_type: resource::USER,
-                resource_id: me.user_id.clone(),
-                description: "Signed out of the CLI".into(),
-                metadata: serde_json::json!({}),
-            };
+            let event = session_event(&me.user_id, action::LOGOUT, "Signed out of the CLI", "cli_browser_login");
             self.control.record(Actor::User(&me), event).await;
         }
         Ok(())
@@ -383,6 +329,24 @@ impl Logins<'_> {
         Ok(Principal { role: Role::parse(&user.role).unwrap_or(Role::User), user_id: user.id })
     }
 
+    /// Checks a password under the attempt limits (the caller checked the lock first): a
+    /// failure counts against the account and the address, a success clears the account's.
+    async fn password(&self, attempt: Attempt<'_>, password: &str) -> Result<User, ControlError> {
+        let throttle = &self.control.throttle;
+        match self.control.accounts().check_password(attempt.email, password).await {
+            Ok(user) => {
+                throttle.succeeded(&attempt);
+                Ok(user)
+            }
+            Err(e) => {
+                if matches!(e, ControlError::Unauthenticated) {
+                    throttle.failed(&attempt, self.control.now());
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// A session row (not yet stored) and the tokens it stands for.
     fn new_session(&self, user_id: String, now: i64) -> (SessionRow, Tokens) {
         let access = secret::issue(Kind::Access);
@@ -412,4 +376,17 @@ impl Logins<'_> {
 
 fn not_pending() -> ControlError {
     ControlError::invalid("request", "this sign-in request has expired or was already answered")
+}
+
+/// A sign-in or sign-out, for the user's trail; `method`: which door (`cli_browser_login`,
+/// `console`).
+fn session_event(user_id: &str, action: &'static str, description: &str, method: &str) -> Event {
+    Event {
+        owner: user_id.to_owned(),
+        action,
+        resource_type: resource::USER,
+        resource_id: user_id.to_owned(),
+        description: description.into(),
+        metadata: serde_json::json!({"method": method}),
+    }
 }

@@ -157,16 +157,7 @@ async fn approve_signed_in(state: &ControlState, link: Link<'_>, headers: &Heade
 }
 
 fn one_click(request: &str, found: &LoginRequest, user: &Session) -> String {
-    let from = found
-        .started_from
-        .as_deref()
-        .map(|a| format!(" It was started from the address <code>{}</code>.", escape(a)))
-        .unwrap_or_default();
-    let hidden = format!(
-        r#"<input type="hidden" name="request" value="{}"><input type="hidden" name="code" value="{}">"#,
-        escape(request),
-        escape(&found.user_code)
-    );
+    let (from, hidden) = (started_from(found), hidden_fields(request, found));
     format!(
         r#"<p>The <code>tm</code> CLI asks to sign in to this Tensormesh server as <b>{email}</b> (signed in to the console) with this code:</p>
 <p class="code">{code}</p>
@@ -203,16 +194,7 @@ async fn again(
 
 fn form(request: &str, found: &LoginRequest, error: Option<&str>) -> String {
     let error = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(e))).unwrap_or_default();
-    let from = found
-        .started_from
-        .as_deref()
-        .map(|a| format!(" It was started from the address <code>{}</code>.", escape(a)))
-        .unwrap_or_default();
-    let hidden = format!(
-        r#"<input type="hidden" name="request" value="{}"><input type="hidden" name="code" value="{}">"#,
-        escape(request),
-        escape(&found.user_code)
-    );
+    let (from, hidden) = (started_from(found), hidden_fields(request, found));
     format!(
         r#"<p>The <code>tm</code> CLI asks to sign in to this Tensormesh server with this code:</p>
 <p class="code">{code}</p>
@@ -232,6 +214,24 @@ If someone sent you this link, deny it: approving gives them your account.</p>
 <p><a href="{console}">Or sign in to the web console, then approve with one click.</a></p>"#,
         code = escape(&found.user_code),
         console = escape(&console_sign_in(request, &found.user_code)),
+    )
+}
+
+/// " It was started from the address …", when known.
+fn started_from(found: &LoginRequest) -> String {
+    found
+        .started_from
+        .as_deref()
+        .map(|a| format!(" It was started from the address <code>{}</code>.", escape(a)))
+        .unwrap_or_default()
+}
+
+/// What every form of the page carries: the link's two parts.
+fn hidden_fields(request: &str, found: &LoginRequest) -> String {
+    format!(
+        r#"<input type="hidden" name="request" value="{}"><input type="hidden" name="code" value="{}">"#,
+        escape(request),
+        escape(&found.user_code)
     )
 }
 

@@ -27,6 +27,21 @@ fn set_cookies(headers: &HeaderMap) -> Vec<String> {
     headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
 }
 
+/// The sign-in form as a browser gets it: the form's cookie to send back (`name=value`),
+/// the cookie as set (with its flags), and the form's token.
+async fn sign_in_form(http: &Client, base: &str) -> (String, String, String) {
+    let form = http.get(format!("{base}/console/sign-in")).send().await.unwrap();
+    assert_eq!(form.status(), 200);
+    let set = set_cookies(form.headers()).into_iter().find(|c| c.starts_with("tm_console_sign_in=")).unwrap();
+    let cookie = set.split(';').next().unwrap().to_owned();
+    (cookie, set, field(&form.text().await.unwrap(), "form_token"))
+}
+
+/// Posts the sign-in form, sending `form_cookie` back.
+async fn post_sign_in(http: &Client, base: &str, form_cookie: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    http.post(format!("{base}/console/sign-in")).header("cookie", form_cookie).form(fields).send().await.unwrap()
+}
+
 /// A signed-in console: its cookie and its CSRF token.
 struct Console {
     base: String,
@@ -38,19 +53,9 @@ struct Console {
 impl Console {
     async fn sign_in(base: &str, email: &str, password: &str) -> Console {
         let http = browser();
-        let form = http.get(format!("{base}/console/sign-in")).send().await.unwrap();
-        assert_eq!(form.status(), 200);
-        let form_cookie =
-            set_cookies(form.headers()).into_iter().find(|c| c.starts_with("tm_console_sign_in=")).unwrap();
-        let form_cookie = form_cookie.split(';').next().unwrap().to_owned();
-        let token = field(&form.text().await.unwrap(), "form_token");
-        let signed = http
-            .post(format!("{base}/console/sign-in"))
-            .header("cookie", &form_cookie)
-            .form(&[("email", email), ("password", password), ("form_token", &token), ("next", "/")])
-            .send()
-            .await
-            .unwrap();
+        let (form_cookie, _, token) = sign_in_form(&http, base).await;
+        let fields = [("email", email), ("password", password), ("form_token", &token), ("next", "/")];
+        let signed = post_sign_in(&http, base, &form_cookie, &fields).await;
         assert_eq!(signed.status(), StatusCode::SEE_OTHER, "{}", signed.text().await.unwrap());
         let session = set_cookies(signed.headers()).into_iter().find(|c| c.starts_with("tm_console=")).unwrap();
         let cookie = session.split(';').next().unwrap().to_owned();
@@ -100,40 +105,34 @@ async fn sign_in_sets_a_strict_cookie_and_sign_out_ends_the_session() {
         assert_eq!(home.headers()[LOCATION], "/console/sign-in?next=%2F");
 
         // The sign-in form needs the token set with it: a forged post from elsewhere fails.
-        let forged = http
-            .post(format!("{}/console/sign-in", s.control))
-            .form(&[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", "guess")])
-            .send()
-            .await
-            .unwrap();
+        let forged = post_sign_in(
+            &http,
+            &s.control,
+            "",
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", "guess")],
+        )
+        .await;
         assert_eq!(forged.status(), 403, "{}", db.kind);
         assert!(set_cookies(forged.headers()).iter().all(|c| !c.starts_with("tm_console=")));
 
-        let form = http.get(format!("{}/console/sign-in", s.control)).send().await.unwrap();
-        let form_cookie = set_cookies(form.headers())[0].split(';').next().unwrap().to_owned();
-        let token = field(&form.text().await.unwrap(), "form_token");
-        let wrong = http
-            .post(format!("{}/console/sign-in", s.control))
-            .header("cookie", &form_cookie)
-            .form(&[("email", ADMIN_EMAIL), ("password", "not it"), ("form_token", &token)])
-            .send()
-            .await
-            .unwrap();
+        let (form_cookie, _, token) = sign_in_form(&http, &s.control).await;
+        let wrong = post_sign_in(
+            &http,
+            &s.control,
+            &form_cookie,
+            &[("email", ADMIN_EMAIL), ("password", "not it"), ("form_token", &token)],
+        )
+        .await;
         assert_eq!(wrong.status(), 401);
         assert!(wrong.text().await.unwrap().contains("Wrong email or password"));
 
-        let signed = http
-            .post(format!("{}/console/sign-in", s.control))
-            .header("cookie", &form_cookie)
-            .form(&[
-                ("email", ADMIN_EMAIL),
-                ("password", ADMIN_PASSWORD),
-                ("form_token", &token),
-                ("next", "//evil.example"),
-            ])
-            .send()
-            .await
-            .unwrap();
+        let signed = post_sign_in(
+            &http,
+            &s.control,
+            &form_cookie,
+            &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", &token), ("next", "//evil.example")],
+        )
+        .await;
         assert_eq!(signed.status(), StatusCode::SEE_OTHER);
         assert_eq!(signed.headers()[LOCATION], "/", "only local paths are followed after sign-in");
         let cookie = set_cookies(signed.headers()).into_iter().find(|c| c.starts_with("tm_console=")).unwrap();
@@ -174,18 +173,15 @@ async fn cookies_are_secure_behind_tls() {
     let options = Options { public_control_url: Some("https://console.example"), ..Options::default() };
     let s = start_with(&db, Engine::None, options);
     let http = browser();
-    let form = http.get(format!("{}/console/sign-in", s.control)).send().await.unwrap();
-    let form_cookie = set_cookies(form.headers())[0].clone();
-    assert!(form_cookie.contains("; Secure"), "{form_cookie}");
-    let form_cookie = form_cookie.split(';').next().unwrap().to_owned();
-    let token = field(&form.text().await.unwrap(), "form_token");
-    let signed = http
-        .post(format!("{}/console/sign-in", s.control))
-        .header("cookie", &form_cookie)
-        .form(&[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let (form_cookie, as_set, token) = sign_in_form(&http, &s.control).await;
+    assert!(as_set.contains("; Secure"), "{as_set}");
+    let signed = post_sign_in(
+        &http,
+        &s.control,
+        &form_cookie,
+        &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", &token)],
+    )
+    .await;
     let cookie = set_cookies(signed.headers()).into_iter().find(|c| c.starts_with("tm_console=")).unwrap();
     assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
 }
@@ -346,18 +342,16 @@ async fn console_sign_in_has_the_cli_sign_ins_attempt_limits() {
     let db = tm_testkit::sqlite();
     let s = start_servers(&db, false);
     let http = browser();
-    let form = http.get(format!("{}/console/sign-in", s.control)).send().await.unwrap();
-    let form_cookie = set_cookies(form.headers())[0].split(';').next().unwrap().to_owned();
-    let token = field(&form.text().await.unwrap(), "form_token");
+    let (form_cookie, _, token) = sign_in_form(&http, &s.control).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        let r = http
-            .post(format!("{}/console/sign-in", s.control))
-            .header("cookie", &form_cookie)
-            .form(&[("email", ADMIN_EMAIL), ("password", "guess"), ("form_token", &token)])
-            .send()
-            .await
-            .unwrap();
+        let r = post_sign_in(
+            &http,
+            &s.control,
+            &form_cookie,
+            &[("email", ADMIN_EMAIL), ("password", "guess"), ("form_token", &token)],
+        )
+        .await;
         if r.status() == 429 {
             assert!(r.headers().contains_key("retry-after"));
         }
@@ -366,13 +360,13 @@ async fn console_sign_in_has_the_cli_sign_ins_attempt_limits() {
     assert_eq!(&statuses[..5], &[401; 5], "{statuses:?}");
     assert!(statuses[5..].contains(&429), "{statuses:?}");
     // While locked, even the right password is refused before it is checked.
-    let right = http
-        .post(format!("{}/console/sign-in", s.control))
-        .header("cookie", &form_cookie)
-        .form(&[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", &token)])
-        .send()
-        .await
-        .unwrap();
+    let right = post_sign_in(
+        &http,
+        &s.control,
+        &form_cookie,
+        &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("form_token", &token)],
+    )
+    .await;
     assert_eq!(right.status(), 429);
 }
 
@@ -406,27 +400,14 @@ async fn a_console_session_approves_a_cli_login_with_one_click() {
     let mut form: Vec<(String, String)> =
         reqwest::Url::parse(&format!("http://x/?{link}")).unwrap().query_pairs().into_owned().collect();
     form.push(("action".into(), "approve_signed_in".into()));
-    let forged = console
-        .http
-        .post(format!("{}/auth/cli/login", s.control))
-        .header("cookie", &console.cookie)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 403, "approved without the session's CSRF token");
+    let forged: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(console.post_raw("/auth/cli/login", &forged).await.0, 403, "approved without the session's CSRF token");
     assert_eq!(crate::exchange(&s.control, cli_code).await.status(), 202, "still pending");
     form.push(("csrf".into(), console.csrf.clone()));
-    let approved = console
-        .http
-        .post(format!("{}/auth/cli/login", s.control))
-        .header("cookie", &console.cookie)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(approved.status(), 200);
-    assert!(approved.text().await.unwrap().contains(&format!("Signed in as <b>{ADMIN_EMAIL}</b>")));
+    let with_token: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (status, approved) = console.post_raw("/auth/cli/login", &with_token).await;
+    assert_eq!(status, 200);
+    assert!(approved.contains(&format!("Signed in as <b>{ADMIN_EMAIL}</b>")), "{approved}");
     let tokens: serde_json::Value = crate::exchange(&s.control, cli_code).await.json().await.unwrap();
     let (status, me) =
         call(&s.control, tokens["access_token"].as_str().unwrap(), Method::GET, "/auth/profile", None).await;
