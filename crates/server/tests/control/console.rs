@@ -413,3 +413,58 @@ async fn a_console_session_approves_a_cli_login_with_one_click() {
         call(&s.control, tokens["access_token"].as_str().unwrap(), Method::GET, "/auth/profile", None).await;
     assert_eq!((status, me["user"]["userEmail"].as_str()), (200, Some(ADMIN_EMAIL)));
 }
+
+#[tokio::test]
+async fn an_admin_changes_a_users_role_limits_and_access_from_the_console() {
+    let db = tm_testkit::sqlite();
+    let s = start_servers(&db, false);
+    let user_id = create_user(&db, "managed@example.com", "managed-password").await;
+    let admin = Console::sign_in(&s.control, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let user = Console::sign_in(&s.control, "managed@example.com", "managed-password").await;
+    let manage = |form: Vec<(&'static str, &'static str)>| {
+        let admin = &admin;
+        let path = format!("/console/admin/users/{user_id}");
+        async move { admin.post(&path, &form).await }
+    };
+
+    let (status, page) =
+        manage(vec![("action", "limits"), ("requests_per_minute", "7"), ("tokens_per_minute", "")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (status, page) = manage(vec![("action", "limits"), ("requests_per_minute", "lots")]).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("requests_per_minute"), "the error names the field: {page}");
+
+    let (status, _) = manage(vec![("action", "role"), ("role", "USER_ROLE_ADMIN")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, users) = admin.get("/console/admin/users").await;
+    let row = users.split(&format!("id=\"user-{user_id}\"")).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.contains("<td>admin</td>"), "{row}");
+    // A role change ends the user's sessions (they were issued for the old role).
+    assert_eq!(user.get("/").await.0, StatusCode::SEE_OTHER);
+
+    let again = Console::sign_in(&s.control, "managed@example.com", "managed-password").await;
+    assert_eq!(again.get("/console/admin/users").await.0, 200, "now an admin");
+    let (status, _) = manage(vec![("action", "role"), ("role", "USER_ROLE_USER")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the test admin is a super admin");
+
+    let user = Console::sign_in(&s.control, "managed@example.com", "managed-password").await;
+    assert_eq!(manage(vec![("action", "disable")]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(user.get("/").await.0, StatusCode::SEE_OTHER, "a disabled user's console session ends");
+    let http = browser();
+    let (form_cookie, _, token) = sign_in_form(&http, &s.control).await;
+    let fields = [("email", "managed@example.com"), ("password", "managed-password"), ("form_token", token.as_str())];
+    assert_eq!(post_sign_in(&http, &s.control, &form_cookie, &fields).await.status(), 401, "disabled");
+    assert_eq!(manage(vec![("action", "enable")]).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(post_sign_in(&http, &s.control, &form_cookie, &fields).await.status(), StatusCode::SEE_OTHER);
+    // Nobody disables themselves from the console.
+    let (status, page) =
+        admin.post(&format!("/console/admin/users/{}", admin_id(&admin).await), &[("action", "disable")]).await;
+    assert_eq!(status, 400, "{page}");
+}
+
+/// The signed-in admin's own id, from the users page.
+async fn admin_id(admin: &Console) -> String {
+    let (_, users) = admin.get("/console/admin/users").await;
+    let row = users.split(&format!("data-email=\"{ADMIN_EMAIL}\"")).next().unwrap();
+    row.rsplit("id=\"user-").next().unwrap().split('"').next().unwrap().to_owned()
+}
