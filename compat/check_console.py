@@ -2,7 +2,7 @@
 creates a user and tops them up; the user signs in, reads the balance, creates an API key
 and uses it on the Inference API (OpenAI SDK), sees the day's usage in the charts, exports
 the transactions as CSV and parses them, opens a ticket, chats in the playground (streamed)
-and signs out; the admin answers the ticket; the user reads the answer and closes it.
+approves a `tm auth login` with one click, and signs out; the admin answers the ticket; the user reads the answer and closes it.
 Along the way: every input has a label, text has at least 4.5:1 contrast, the pages fit a
 phone-width window, the keyboard reaches the navigation, and each page is saved as a screenshot at 1,400 px and at 390 px
 (under target/console-screenshots/). Prints the overview's page weight.
@@ -12,11 +12,13 @@ Usage: python check_console.py PATH/TO/tensormesh [MODEL]
 
 import csv
 import io
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 
 import openai
 from selenium import webdriver
@@ -290,6 +292,25 @@ def run(c, base, model, downloads, state):
             ".map(r => r.decodedBodySize));")
         print(f"overview page weight: {sum(weight):,} bytes (HTML {weight[0]:,}, CSS and script {sum(weight[1:]):,})")
         c.shoot("overview")
+
+    @check("signed in to the console, the user approves a `tm auth login` with one click")
+    def _():
+        start = urllib.request.Request(c.control + "/auth/cli/start", method="POST")
+        started = json.load(urllib.request.urlopen(start, timeout=10))
+        c.d.get(started["auth_url"])
+        assert c.text("p.code") == started["user_code"]
+        assert not c.d.find_elements(By.NAME, "password"), "signed in: no password asked"
+        c.d.save_screenshot(os.path.join(SHOTS, "cli-approve-desktop.png"))
+        c.d.find_element(By.CSS_SELECTOR, "button[value=approve_signed_in]").click()
+        WebDriverWait(c.d, 15).until(lambda d: "Signed in as" in d.page_source)
+        exchange = urllib.request.Request(c.control + "/auth/cli/exchange", method="POST",
+                                          data=json.dumps({"cli_code": started["cli_code"]}).encode(),
+                                          headers={"content-type": "application/json"})
+        tokens = json.load(urllib.request.urlopen(exchange, timeout=10))
+        profile = urllib.request.Request(c.control + "/auth/profile",
+                                         headers={"authorization": "Bearer " + tokens["access_token"]})
+        assert json.load(urllib.request.urlopen(profile, timeout=10))["user"]["userEmail"] == USER_EMAIL
+        c.go("/")
 
     @check("the user signs out; the console asks to sign in again")
     def _():
