@@ -67,13 +67,15 @@ impl Gateway {
     /// A chat as a signed-in user rather than an API key (the Control Plane's
     /// `models/{id}:chat`, the console's playground): the same limits, hold and usage
     /// record as an API request, under the pseudo key `control-plane:<user id>`.
-    /// `messages`: OpenAI chat messages; at most `max_tokens` are generated.
+    /// `messages`: OpenAI chat messages; at most `max_tokens` are generated; `temperature`:
+    /// the model's default when `None`.
     pub async fn signed_in_chat(
         &self,
         principal: Principal,
         model: String,
         messages: Vec<serde_json::Value>,
         max_tokens: u32,
+        temperature: Option<f64>,
     ) -> Result<Metered, GatewayError> {
         let key_id = format!("control-plane:{}", principal.user_id);
         let holder = KeyHolder { principal, key_id };
@@ -83,7 +85,7 @@ impl Gateway {
         let ask = Ask {
             model,
             prompt: PromptInput::Chat(messages),
-            sampling: SamplingRequest::default(),
+            sampling: SamplingRequest { temperature, ..SamplingRequest::default() },
             overrides: Overrides { max_tokens: Some(max_tokens), ..Overrides::default() },
             output: OutputOptions::default(),
         };
@@ -99,7 +101,7 @@ impl Gateway {
         message: String,
     ) -> Result<String, GatewayError> {
         let messages = vec![serde_json::json!({"role": "user", "content": message})];
-        let mut generation = self.signed_in_chat(principal, model, messages, ONE_SHOT_MAX_TOKENS).await?;
+        let mut generation = self.signed_in_chat(principal, model, messages, ONE_SHOT_MAX_TOKENS, None).await?;
         let mut text = String::new();
         while let Some(event) = generation.recv().await {
             match event {

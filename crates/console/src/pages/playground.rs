@@ -28,6 +28,8 @@ use crate::{Console, Serving};
 const MAX_ANSWER_TOKENS: u32 = 512;
 /// Earlier turns a conversation may carry.
 const MAX_TURNS: usize = 64;
+/// What the temperature field starts at: small models ramble at their default of 1.
+const DEFAULT_TEMPERATURE: f64 = 0.7;
 
 #[derive(Deserialize, Serialize, Clone)]
 struct Turn {
@@ -35,7 +37,7 @@ struct Turn {
     content: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct Say {
     #[serde(default)]
     model: String,
@@ -44,10 +46,13 @@ pub struct Say {
     /// The conversation so far: a JSON array of `{role, content}` (empty: a new one).
     #[serde(default)]
     history: String,
+    /// 0 to 2; empty: the model's default.
+    #[serde(default)]
+    temperature: String,
 }
 
 pub async fn show(State(console): State<Console>, session: Session) -> Result<Response, PageError> {
-    render(&console, &session, "", &[], None)
+    render(&console, &session, &Say { temperature: DEFAULT_TEMPERATURE.to_string(), ..Say::default() }, &[], None)
 }
 
 /// Without script: the whole answer, in the page.
@@ -64,7 +69,7 @@ pub async fn answer(State(console): State<Console>, posted: Posted<Say>) -> Resu
         }
     }
     turns.push(Turn { role: "assistant".into(), content: text });
-    render(&console, &session, &form.model, &turns, failure.as_deref())
+    render(&console, &session, &form, &turns, failure.as_deref())
 }
 
 /// With script: the answer's text as it is generated (`text/plain`, chunked).
@@ -149,23 +154,55 @@ fn conversation<'c>(console: &'c Console, form: &Say) -> Result<(&'c Serving, Ve
 
 async fn start(serving: &Serving, session: &Session, form: &Say, turns: &[Turn]) -> Result<Metered, PageError> {
     let messages: Vec<Value> = turns.iter().map(|t| json!({"role": t.role, "content": t.content})).collect();
+    let temperature = temperature(&form.temperature)?;
+    let model = form.model.trim().to_owned();
     serving
         .gateway
-        .signed_in_chat(session.principal.clone(), form.model.trim().to_owned(), messages, MAX_ANSWER_TOKENS)
+        .signed_in_chat(session.principal.clone(), model, messages, MAX_ANSWER_TOKENS, temperature)
         .await
         .map_err(|e| e.into_control().into())
+}
+
+/// The form's temperature: empty is the model's default; else 0 to 2.
+fn temperature(field: &str) -> Result<Option<f64>, PageError> {
+    match field.trim() {
+        "" => Ok(None),
+        t => t
+            .parse::<f64>()
+            .ok()
+            .filter(|t| (0.0..=2.0).contains(t))
+            .map(Some)
+            .ok_or_else(|| ControlError::invalid("temperature", "must be a number from 0 to 2").into()),
+    }
 }
 
 fn render(
     console: &Console,
     session: &Session,
-    model: &str,
+    form: &Say,
     turns: &[Turn],
     failure: Option<&str>,
 ) -> Result<Response, PageError> {
     let models: Vec<String> =
         console.serving.as_ref().map(|s| s.backend.models().into_iter().map(|m| m.id).collect()).unwrap_or_default();
     let history = serde_json::to_string(turns).unwrap_or_default();
-    let ctx = context! { models, model, turns, history, failure, max_tokens => MAX_ANSWER_TOKENS };
+    let ctx = context! {
+        models, model => form.model.clone(), temperature => form.temperature.clone(), turns, history, failure,
+        max_tokens => MAX_ANSWER_TOKENS,
+    };
     page(console, session, "playground.html", "playground", "Playground", ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temperature_field_is_checked() {
+        assert_eq!(temperature("").ok(), Some(None));
+        assert_eq!(temperature(" 0.7 ").ok(), Some(Some(0.7)));
+        for bad in ["-0.1", "2.5", "hot", "NaN"] {
+            assert!(temperature(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -80,7 +80,11 @@ impl Billing<'_> {
             return Err(ControlError::NotFound(format!("no user {target}")));
         }
         let fingerprint = format!("{target}:{amount_nanos}");
-        let description = format!("Balance added by {}", caller.user_id);
+        // The reason shows in the user's transactions too, not only in the trail.
+        let description = match reason {
+            Some(r) => format!("Balance added by {}: {r}", caller.user_id),
+            None => format!("Balance added by {}", caller.user_id),
+        };
         let (balance, applied) =
             self.credit(&target, amount_nanos, "top_up", description, idempotency_key, fingerprint).await?;
         if applied {

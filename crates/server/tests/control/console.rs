@@ -334,6 +334,7 @@ async fn an_admins_top_up_shows_on_the_users_overview_once() {
         assert!(lines[0].starts_with("date,type,transaction_id,description,model"), "{csv}");
         assert_eq!(lines.len(), 2, "{csv}");
         assert!(lines[1].contains(",top_up,") && lines[1].ends_with(",12.5"), "{csv}");
+        assert!(lines[1].contains(": welcome credit,"), "the reason is in the user's transactions: {csv}");
     }
 }
 
