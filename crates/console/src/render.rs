@@ -81,15 +81,12 @@ pub fn page(
         section,
         title,
     };
-    let html = console.views.render(template, context! { ..shell, ..ctx })?;
-    Ok(html_response(StatusCode::OK, html))
+    let body = console.views.render(template, context! { ..shell, ..ctx })?;
+    Ok(html(StatusCode::OK, body))
 }
 
+/// An HTML response with the console's security headers.
 pub fn html(status: StatusCode, body: String) -> Response {
-    html_response(status, body)
-}
-
-fn html_response(status: StatusCode, body: String) -> Response {
     let headers = [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
         (header::CONTENT_SECURITY_POLICY, CSP),

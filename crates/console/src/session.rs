@@ -25,6 +25,9 @@ use crate::error::PageError;
 use crate::form::Plain;
 use crate::Console;
 
+/// A value encoded for a query string (the CLI-login page builds its own `next`).
+pub use crate::render::url_encode;
+
 /// The session cookie.
 pub const COOKIE: &str = "tm_console";
 /// The sign-in form's anti-forgery cookie.
@@ -94,12 +97,7 @@ impl Session {
 
 /// The sign-in page's address, coming back to `next` after.
 pub fn sign_in_link(next: &str) -> String {
-    format!("/console/sign-in?next={}", crate::render::url_encode(next))
-}
-
-/// `value` encoded for a query string.
-pub fn url_query_value(value: &str) -> String {
-    crate::render::url_encode(value)
+    format!("/console/sign-in?next={}", url_encode(next))
 }
 
 /// The CSRF token of a session token: unguessable without the cookie, the same for the

@@ -239,8 +239,8 @@ fn hidden_fields(request: &str, found: &LoginRequest) -> String {
 fn console_sign_in(request: &str, code: &str) -> String {
     let back = format!(
         "/auth/cli/login?request={}&code={}",
-        tm_console::session::url_query_value(request),
-        tm_console::session::url_query_value(code)
+        tm_console::session::url_encode(request),
+        tm_console::session::url_encode(code)
     );
     tm_console::session::sign_in_link(&back)
 }
