@@ -2,7 +2,7 @@
 //! decode token, or a chunk of its prompt) so that many requests share one forward pass,
 //! and new requests join between steps with the longest cached prefix of their prompt.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
@@ -134,6 +134,8 @@ pub(crate) struct Engine<M: Model> {
     /// What decode steps cost by batch size, and how drafts fare, for their length.
     costs: StepCosts,
     draft_stats: DraftStats,
+    /// Whether a token's text ends a paragraph (has a blank line), as looked up so far.
+    paragraph_ends: HashMap<Token, bool>,
     /// Draft tokens accepted in the current step (for the step's debug line).
     step_accepted: usize,
     /// Whether this step's batch has a logit for every token (no prompt chunk): its time
@@ -172,6 +174,7 @@ pub(crate) fn new<M: Model>(model: M, config: EngineConfig, metrics: EngineMetri
         ngrams,
         costs,
         draft_stats: DraftStats::default(),
+        paragraph_ends: HashMap::new(),
         step_accepted: 0,
         all_logits: false,
     };
@@ -549,6 +552,10 @@ impl<M: Model> Engine<M> {
         let Some(table) = self.ngrams.as_ref() else { return };
         let decoding = self.batch.len();
         let mut room_left = room;
+        let (model, paragraph_ends) = (&self.model, &mut self.paragraph_ends);
+        let mut ends_paragraph = |token: Token| {
+            *paragraph_ends.entry(token).or_insert_with(|| crate::draft::ends_paragraph(&model.token_bytes(token)))
+        };
         for a in &mut self.running {
             let (Some(drafter), Some(_)) = (a.drafter.as_mut(), a.logits_at) else { continue };
             // Every accepted draft token is one more sampled token and one more cell: the
@@ -557,8 +564,10 @@ impl<M: Model> Engine<M> {
                 .min(self.config.ctx_per_slot.saturating_sub(a.len + 1))
                 .min(room_left)
                 .min(crate::draft::MAX_DRAFT);
-            let (own, matched) = drafter.lookup(room);
-            let from_table = if own.len() < room { table.chain(drafter.context(), room) } else { Vec::new() };
+            let (mut own, matched) = drafter.lookup(room);
+            let mut from_table = if own.len() < room { table.chain(drafter.context(), room) } else { Vec::new() };
+            drafter.end_at_paragraph(&mut own, &mut ends_paragraph);
+            drafter.end_at_paragraph(&mut from_table, &mut ends_paragraph);
             (a.drafted, a.draft_source) = if from_table.len() > own.len() {
                 (from_table, drafter.source(From::Table))
             } else {

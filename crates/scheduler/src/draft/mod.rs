@@ -50,6 +50,10 @@ pub struct Drafter {
     /// Changes seen in the copy, applied to drafts; the first whose `old` matches applies.
     edits: Vec<Edit>,
     next_edit: u32,
+    /// Whether the output has ended a paragraph of its own, as far as the context's first
+    /// `scanned` tokens (see [`Drafter::end_at_paragraph`]).
+    output_paragraphs: bool,
+    scanned: usize,
 }
 
 /// A copy in progress: `at` is the context position of the next token to copy; `queue`
@@ -111,6 +115,26 @@ impl Drafter {
             diverged: None,
             edits: Vec::new(),
             next_edit: 0,
+            output_paragraphs: false,
+            scanned: prompt.len(),
+        }
+    }
+
+    /// Cuts `draft` before its first paragraph break (`ends_paragraph`: a token whose text
+    /// has a blank line) while the output has none of its own. An answer of one paragraph,
+    /// a quote, ends where the paragraph it copies ends; a draft that runs on into the next
+    /// paragraph is refused there, and each token past the end costs its share of the step
+    /// (on a CPU, most of what a token of output costs). Once the output has a paragraph
+    /// break (a rewrite's code, an answer of several paragraphs), drafts run on.
+    pub fn end_at_paragraph(&mut self, draft: &mut Vec<Token>, ends_paragraph: &mut impl FnMut(Token) -> bool) {
+        if !self.output_paragraphs {
+            self.output_paragraphs = self.context[self.scanned..].iter().any(|&t| ends_paragraph(t));
+            self.scanned = self.context.len();
+        }
+        if !self.output_paragraphs {
+            if let Some(end) = draft.iter().position(|&t| ends_paragraph(t)) {
+                draft.truncate(end);
+            }
         }
     }
 
@@ -209,6 +233,11 @@ impl Drafter {
     }
 }
 
+/// Whether a token's text ends a paragraph: it has a blank line.
+pub fn ends_paragraph(text: &[u8]) -> bool {
+    text.windows(2).any(|w| w == b"\n\n") || text.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// The earlier position whose tokens, up to it, match the longest suffix of `context`
 /// (at least `MIN_MATCH`), and that length; the latest such position on ties. Drafting
 /// continues after it.
@@ -286,6 +315,7 @@ impl NgramTable {
 
 #[cfg(test)]
 mod tests {
+    use super::ends_paragraph as ends_paragraph_text;
     use super::*;
 
     #[test]
@@ -322,6 +352,27 @@ mod tests {
         d.push(14);
         d.push(1);
         assert_eq!(d.lookup(4).0, vec![15, 16, 17, 1]);
+    }
+
+    #[test]
+    fn a_one_paragraph_answer_drafts_up_to_its_sources_paragraph_end() {
+        // Two paragraphs (0 is the break), an instruction, then an answer quoting the first.
+        let mut ends_paragraph = |t: Token| t == 0;
+        let mut d = Drafter::new(&[1, 2, 3, 4, 5, 0, 6, 7, 8, 0, 90, 91]);
+        d.push(1);
+        d.push(2);
+        let mut draft = d.lookup(10).0;
+        assert_eq!(draft, vec![3, 4, 5, 0, 6, 7, 8, 0, 90, 91]);
+        d.end_at_paragraph(&mut draft, &mut ends_paragraph);
+        assert_eq!(draft, vec![3, 4, 5], "the quote ends with its paragraph");
+        // An answer with a paragraph break of its own drafts on past the source's.
+        for t in [3, 4, 5, 0] {
+            d.push(t);
+        }
+        let mut draft = vec![6, 7, 8, 0, 90];
+        d.end_at_paragraph(&mut draft, &mut ends_paragraph);
+        assert_eq!(draft, vec![6, 7, 8, 0, 90]);
+        assert!(ends_paragraph_text(b".\n\n") && ends_paragraph_text(b"\r\n\r\n") && !ends_paragraph_text(b";\n"));
     }
 
     #[test]

@@ -13,6 +13,12 @@ fn rewrite() -> Value {
     json!({"model": QWEN, "messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 300})
 }
 
+/// An answer of one paragraph, copied from the prompt: its drafts end where the paragraph ends.
+fn quote() -> Value {
+    let ask = "Loans. Members borrow up to eight items at once for three weeks. Each loan can be renewed twice, online or at the desk, unless another member has reserved the item.\n\nLate returns. There are no fines. A member with an item more than four weeks late cannot borrow until it is returned.\n\nQuote, word for word, the paragraph about loans. Output only the quoted text.";
+    json!({"model": QWEN, "messages": [{"role": "user", "content": ask}], "temperature": 0, "max_tokens": 100})
+}
+
 async fn metric(base: &str, name: &str) -> f64 {
     let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
@@ -34,6 +40,10 @@ async fn greedy_output_is_the_same_with_and_without_drafts() {
     assert!(text(&with).contains("impl Cache"), "{}", text(&with));
     // Usage counts what was returned: drafted-but-refused tokens are not in it.
     assert_eq!(with["usage"]["completion_tokens"], without["usage"]["completion_tokens"]);
+    let (_, quoted) = post_json(&plain, "/v1/chat/completions", quote()).await;
+    let (_, quoted_with) = post_json(&drafting, "/v1/chat/completions", quote()).await;
+    assert_eq!(text(&quoted_with), text(&quoted));
+    assert!(text(&quoted).contains("renewed twice"), "{}", text(&quoted));
     let drafted = metric(&drafting, "tensormesh_speculative_drafted_tokens_total").await;
     let accepted = metric(&drafting, "tensormesh_speculative_accepted_tokens_total").await;
     assert!(accepted > 20.0 && accepted <= drafted, "drafted {drafted}, accepted {accepted}");
