@@ -315,7 +315,6 @@ impl NgramTable {
 
 #[cfg(test)]
 mod tests {
-    use super::ends_paragraph as ends_paragraph_text;
     use super::*;
 
     #[test]
@@ -357,22 +356,22 @@ mod tests {
     #[test]
     fn a_one_paragraph_answer_drafts_up_to_its_sources_paragraph_end() {
         // Two paragraphs (0 is the break), an instruction, then an answer quoting the first.
-        let mut ends_paragraph = |t: Token| t == 0;
+        let mut is_break = |t: Token| t == 0;
         let mut d = Drafter::new(&[1, 2, 3, 4, 5, 0, 6, 7, 8, 0, 90, 91]);
         d.push(1);
         d.push(2);
         let mut draft = d.lookup(10).0;
         assert_eq!(draft, vec![3, 4, 5, 0, 6, 7, 8, 0, 90, 91]);
-        d.end_at_paragraph(&mut draft, &mut ends_paragraph);
+        d.end_at_paragraph(&mut draft, &mut is_break);
         assert_eq!(draft, vec![3, 4, 5], "the quote ends with its paragraph");
         // An answer with a paragraph break of its own drafts on past the source's.
         for t in [3, 4, 5, 0] {
             d.push(t);
         }
         let mut draft = vec![6, 7, 8, 0, 90];
-        d.end_at_paragraph(&mut draft, &mut ends_paragraph);
+        d.end_at_paragraph(&mut draft, &mut is_break);
         assert_eq!(draft, vec![6, 7, 8, 0, 90]);
-        assert!(ends_paragraph_text(b".\n\n") && ends_paragraph_text(b"\r\n\r\n") && !ends_paragraph_text(b";\n"));
+        assert!(ends_paragraph(b".\n\n") && ends_paragraph(b"\r\n\r\n") && !ends_paragraph(b";\n"));
     }
 
     #[test]
