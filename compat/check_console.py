@@ -25,10 +25,11 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 sys.path.insert(0, os.path.dirname(__file__))
-from check_clients import ADMIN_EMAIL, ADMIN_PASSWORD, check, report, start_server  # noqa: E402
+from check_clients import ADMIN_EMAIL, ADMIN_PASSWORD, check, report, results, start_server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHOTS = os.path.join(ROOT, "target", "console-screenshots")
@@ -71,7 +72,9 @@ class Console:
         WebDriverWait(self.d, 15).until(lambda d: "/console/sign-in" in d.current_url)
 
     def text(self, css):
-        return self.d.find_element(By.CSS_SELECTOR, css).text
+        found = self.d.find_elements(By.CSS_SELECTOR, css)
+        assert found, f"no {css} on {self.d.current_url} (title {self.d.title!r})"
+        return found[0].text
 
     def fill(self, fields):
         for element_id, value in fields.items():
@@ -83,7 +86,16 @@ class Console:
                 element.send_keys(value)
 
     def submit(self, css):
-        self.d.find_element(By.CSS_SELECTOR, css).click()
+        """Clicks what `css` names and waits for the page it leads to."""
+        self.follow(self.d.find_element(By.CSS_SELECTOR, css))
+
+    def follow(self, element):
+        """Clicks `element` and waits until the next page has loaded. The old page's readyState
+        is "complete" too, so first wait for it to go (its root element goes stale); without
+        that, a lookup right after the click can land between the two pages."""
+        old_page = self.d.find_element(By.TAG_NAME, "html")
+        element.click()
+        WebDriverWait(self.d, 15).until(staleness_of(old_page))
         WebDriverWait(self.d, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def unlabelled_inputs(self):
@@ -137,7 +149,7 @@ class Console:
 def main():
     binary = sys.argv[1]
     model = sys.argv[2] if len(sys.argv) > 2 else "gemma-3-270m"
-    proc, base, control, _ = start_server(binary, model, None)
+    proc, base, control, data_dir = start_server(binary, model, None, log_name="server.log")
     downloads = tempfile.mkdtemp(prefix="tm-console-downloads-")
     driver = browser(downloads)
     c = Console(driver, control)
@@ -149,6 +161,11 @@ def main():
         proc.terminate()
         proc.wait(timeout=30)
     print(f"screenshots: {SHOTS} ({len(os.listdir(SHOTS)) if os.path.isdir(SHOTS) else 0} files)")
+    if any(err for _, err in results):
+        # What the server said about it (its log is otherwise not shown).
+        with open(os.path.join(data_dir, "server.log"), encoding="utf-8", errors="replace") as log:
+            noted = [line for line in log if " WARN " in line or " ERROR " in line]
+        print("server warnings and errors:\n" + "".join(noted[-20:] or ["(none)\n"]), end="")
     report()
 
 
@@ -272,7 +289,7 @@ def run(c, base, model, downloads, state):
     def _():
         c.go("/console/playground")
         c.fill({"pg-message": "Say hello in three words."})
-        c.submit("#playground button[type=submit]")
+        c.d.find_element(By.CSS_SELECTOR, "#playground button[type=submit]").click()
         WebDriverWait(c.d, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#conversation .assistant .pre")
                                       and d.find_element(By.CSS_SELECTOR, "#playground button[type=submit]").is_enabled()
                                       and d.find_element(By.CSS_SELECTOR, "#conversation .assistant .pre").text.strip())
@@ -322,7 +339,7 @@ def run(c, base, model, downloads, state):
     def _():
         c.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD)
         c.go("/console/admin/tickets")
-        c.d.find_element(By.LINK_TEXT, "Invoice address").click()
+        c.follow(c.d.find_element(By.LINK_TEXT, "Invoice address"))
         c.fill({"reply": "Done: the VAT number is on your invoices."})
         c.submit("form[action$='/reply'] button[type=submit]")
         assert "VAT number is on your invoices" in c.text("ol.messages")
