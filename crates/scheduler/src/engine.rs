@@ -7,7 +7,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Instant;
 
 use tm_backend::{FinishReason, GenerationEvent, Output, Receipt, TokenLogprob, TokenUsage, TopLogprob};
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn, Level};
 
 use crate::draft::{DraftPlan, DraftStats, Drafter, From, NgramTable, Outcome, Source, StepCosts};
 use crate::jobs::{Job, Message, SeqRequest};
@@ -573,6 +573,11 @@ impl<M: Model> Engine<M> {
             } else {
                 (own, drafter.source(From::Context(matched)))
             };
+            // Nothing after an end of generation is ever accepted (sampling stops there):
+            // a draft copied past the end of an earlier message ends with it.
+            if let Some(end) = a.drafted.iter().position(|&t| model.is_end_of_generation(t)) {
+                a.drafted.truncate(end + 1);
+            }
             room_left -= a.drafted.len();
         }
         let stats = &self.draft_stats;
@@ -615,18 +620,27 @@ impl<M: Model> Engine<M> {
             index = a.draft_logits_at + k;
         }
         if !drafted.is_empty() {
+            // Draft tokens now in the sequence's KV; the last sampled token is not, even
+            // when it is the draft's (an end of generation ends the loop above).
             let accepted = sampled.len() - 1;
+            // Draft tokens the model agreed with, that one included: what the draft is
+            // judged by.
+            let agreed = accepted + usize::from(drafted.get(accepted) == Some(&sampled[accepted].0));
             self.tree.extend(a.leaf, &drafted[..accepted]);
             a.len += accepted;
             if accepted < drafted.len() {
                 self.model.remove(a.seq, a.len);
             }
-            self.draft_stats.record(a.draft_source, drafted.len(), accepted);
-            if let Some(d) = a.drafter.as_mut() {
-                d.record(drafted.len(), accepted);
+            if agreed < drafted.len() && tracing::enabled!(Level::TRACE) {
+                let context = a.drafter.as_ref().map_or(&[][..], |d| d.context());
+                trace_refused(&self.model, a.seq, context, &drafted, agreed, sampled[accepted].0);
             }
-            self.metrics.drafted(drafted.len(), accepted);
-            self.step_accepted += accepted;
+            self.draft_stats.record(a.draft_source, drafted.len(), agreed);
+            if let Some(d) = a.drafter.as_mut() {
+                d.record(drafted.len(), agreed);
+            }
+            self.metrics.drafted(drafted.len(), agreed);
+            self.step_accepted += agreed;
         }
         let last = sampled.len() - 1;
         for (k, (token, logprob)) in sampled.into_iter().enumerate() {
@@ -826,4 +840,22 @@ fn token_logprob<M: Model>(model: &M, index: usize, token: Token, top: usize) ->
             })
             .collect(),
     }
+}
+
+/// Where a draft was refused, at trace level (profiling drafts): the text before it, the
+/// part the model agreed with, what the draft wanted next and what the model wrote.
+fn trace_refused<M: Model>(model: &M, seq: SeqId, context: &[Token], drafted: &[Token], agreed: usize, wrote: Token) {
+    let text = |tokens: &[Token]| {
+        String::from_utf8_lossy(&tokens.iter().flat_map(|&t| model.token_bytes(t)).collect::<Vec<_>>()).into_owned()
+    };
+    trace!(
+        seq,
+        drafted = drafted.len(),
+        agreed,
+        before = ?text(&context[context.len().saturating_sub(12)..]),
+        kept = ?text(&drafted[..agreed]),
+        wanted = ?text(&drafted[agreed..]),
+        wrote = ?text(&[wrote]),
+        "draft refused"
+    );
 }

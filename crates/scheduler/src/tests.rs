@@ -964,6 +964,20 @@ fn refused_drafts_leave_no_trace() {
 }
 
 #[test]
+fn drafts_end_at_an_end_of_generation() {
+    // The prompt holds an earlier message that ended (0), then more; the answer copies
+    // that message to its end. Its drafts copy up to the 0 and no further: every drafted
+    // token is one the model agrees with, the 0 included (it ends the answer).
+    let h = start(Setup { speculative: true, predict: copying, step_time: SPEC_STEP, ..Setup::default() });
+    let prompt: Vec<Token> = [(1..=5).collect(), vec![0, 20, 21, 22, 23, 24, 25, 1, 2]].concat();
+    let (text, reason, _) = collect(h.handle.submit_one(request(&prompt, 30, &[])).unwrap());
+    assert_eq!((text.as_str(), reason), (reference_with(copying, &prompt, 3).as_str(), FinishReason::Stop));
+    h.settle();
+    let (drafted, accepted) = (h.metrics.drafted_tokens.get(), h.metrics.accepted_tokens.get());
+    assert!(drafted > 0 && accepted == drafted, "drafted {drafted}, accepted {accepted}");
+}
+
+#[test]
 fn stop_strings_max_tokens_and_logprobs_hold_inside_an_accepted_draft() {
     let h = start(Setup { speculative: true, predict: copying, step_time: SPEC_STEP, ..Setup::default() });
     let prompt = cyclic_prompt();
