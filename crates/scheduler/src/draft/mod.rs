@@ -202,11 +202,13 @@ impl Drafter {
             let plausible =
                 skipped < old_end && wrote < new_end && old_end - skipped <= MAX_EDIT && new_end - wrote <= MAX_EDIT;
             if plausible {
-                let (old, new) = (self.context[skipped..old_end].to_vec(), self.context[wrote..new_end].to_vec());
-                if old != new && !self.edits.iter().any(|e| e.old == old) {
-                    self.edits.insert(0, Edit { id: self.next_edit, old, new });
-                    self.next_edit += 1;
-                    self.edits.truncate(MAX_EDITS);
+                let (old, new) = (&self.context[skipped..old_end], &self.context[wrote..new_end]);
+                for (old, new) in changes(old, new) {
+                    if !self.edits.iter().any(|e| e.old == old) {
+                        self.edits.insert(0, Edit { id: self.next_edit, old, new });
+                        self.next_edit += 1;
+                        self.edits.truncate(MAX_EDITS);
+                    }
                 }
             }
         }
@@ -231,6 +233,58 @@ impl Drafter {
             }
         }
     }
+}
+
+/// The changes that make `old` into `new`, each as small as it can be: the spans between
+/// the tokens they share (a longest common subsequence). A short name renamed twice within
+/// a few tokens (`AS o ON o.id` written `AS ord ON ord.id`) is one change, `o` to `ord`,
+/// made again wherever `o` comes next; learned whole, it would apply only where all of
+/// `o ON o` comes again. A span that inserts or deletes keeps the shared token after it
+/// (else before it) as an anchor: a change needs something old to find and something new
+/// to write.
+fn changes(old: &[Token], new: &[Token]) -> Vec<(Vec<Token>, Vec<Token>)> {
+    // lcs[i][j]: the longest common subsequence of old[i..] and new[j..].
+    let mut lcs = vec![vec![0u8; new.len() + 1]; old.len() + 1];
+    for i in (0..old.len()).rev() {
+        for j in (0..new.len()).rev() {
+            lcs[i][j] = if old[i] == new[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    // The shared tokens, as (position in old, position in new), then the spans between.
+    let mut shared = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() && j < new.len() {
+        if old[i] == new[j] {
+            shared.push((i, j));
+            (i, j) = (i + 1, j + 1);
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    let mut out = Vec::new();
+    let (mut from_old, mut from_new) = (0, 0);
+    for k in 0..=shared.len() {
+        let (to_old, to_new) = shared.get(k).copied().unwrap_or((old.len(), new.len()));
+        let (mut a, mut b) = ((from_old, to_old), (from_new, to_new));
+        if a.0 == a.1 && b.0 == b.1 {
+            (from_old, from_new) = (to_old + 1, to_new + 1);
+            continue;
+        }
+        if a.0 == a.1 || b.0 == b.1 {
+            if k < shared.len() {
+                (a.1, b.1) = (a.1 + 1, b.1 + 1);
+            } else if k > 0 {
+                (a.0, b.0) = (a.0 - 1, b.0 - 1);
+            } else {
+                break;
+            }
+        }
+        out.push((old[a.0..a.1].to_vec(), new[b.0..b.1].to_vec()));
+        (from_old, from_new) = (to_old + 1, to_new + 1);
+    }
+    out
 }
 
 /// Whether a token's text ends a paragraph: it has a blank line.
@@ -351,6 +405,33 @@ mod tests {
         d.push(14);
         d.push(1);
         assert_eq!(d.lookup(4).0, vec![15, 16, 17, 1]);
+    }
+
+    #[test]
+    fn a_change_is_learned_as_its_smallest_parts() {
+        // `AS o ON o .id` written `AS ord ON ord .id`: one rename, twice.
+        assert_eq!(changes(&[1, 5, 2], &[7, 5, 8]), vec![(vec![1], vec![7]), (vec![2], vec![8])]);
+        assert_eq!(changes(&[1, 5, 1], &[7, 5, 7]), vec![(vec![1], vec![7]), (vec![1], vec![7])]);
+        // Insertions and deletions keep a shared token beside them.
+        assert_eq!(changes(&[5, 6], &[5, 9, 6]), vec![(vec![6], vec![9, 6])]);
+        assert_eq!(changes(&[5, 9], &[5]), vec![(vec![5, 9], vec![5])]);
+        assert_eq!(changes(&[1, 2], &[3]), vec![(vec![1, 2], vec![3])]);
+        assert!(changes(&[1, 2], &[1, 2]).is_empty());
+    }
+
+    #[test]
+    fn a_short_name_renamed_twice_nearby_is_renamed_in_later_drafts() {
+        // SQL with an alias (1) used three times, the second and third close together.
+        let source = [10, 11, 1, 12, 1, 13, 14, 15, 16, 1, 17, 18];
+        let mut d = Drafter::new(&[&source[..], &[90, 91]].concat());
+        d.push(10);
+        d.push(11);
+        assert_eq!(d.lookup(3).0, vec![1, 12, 1]);
+        // The output writes 2 for 1, twice, before it goes on copying: 13 14 resynchronise.
+        for t in [2, 12, 2, 13, 14] {
+            d.push(t);
+        }
+        assert_eq!(d.lookup(4).0, vec![15, 16, 2, 17], "the alias alone is renamed");
     }
 
     #[test]
