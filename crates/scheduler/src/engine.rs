@@ -588,7 +588,11 @@ impl<M: Model> Engine<M> {
             .collect();
         let lengths = if proposals.is_empty() { vec![] } else { DraftPlan::lengths(&proposals, decoding, &self.costs) };
         for (&i, &length) in drafting.iter().zip(&lengths) {
-            self.running[i].drafted.truncate(length);
+            let a = &mut self.running[i];
+            match (length, a.drafter.as_mut()) {
+                (0, Some(drafter)) => drafter.shadow(a.draft_source, std::mem::take(&mut a.drafted)),
+                _ => a.drafted.truncate(length),
+            }
         }
         for a in &mut self.running {
             a.draft_logits_at = self.batch.len();
@@ -664,8 +668,8 @@ impl<M: Model> Engine<M> {
         self.metrics.token(now - a.last_token, a.generated == 0);
         a.last_token = now;
         a.generated += 1;
-        if let Some(d) = a.drafter.as_mut() {
-            d.push(token);
+        if let Some(shadowed) = a.drafter.as_mut().and_then(|d| d.push(token)) {
+            self.draft_stats.record(shadowed.source, shadowed.drafted, shadowed.agreed);
         }
         if self.model.is_end_of_generation(token) && !a.job.request.ignore_eos {
             flush(a);

@@ -95,9 +95,9 @@ struct FakeModel {
     next: Vec<Token>,
     /// When set, every decode waits for one message (or for the sender to go away).
     gate: Option<std_mpsc::Receiver<()>>,
-    /// What a decode takes: this, plus as much again per 16 tokens (so that the engine's
-    /// measured step costs grow with the batch, as a real model's do).
-    step_time: Duration,
+    /// What a decode of so many tokens takes (so that the engine's measured step costs
+    /// grow with the batch, as a real model's do).
+    step_cost: Box<dyn Fn(usize) -> Duration + Send>,
 }
 
 impl KvCells for FakeModel {
@@ -204,8 +204,9 @@ impl Model for FakeModel {
             }
         }
         assert!(!batch.is_empty() && batch.len() <= self.batch_capacity());
-        if !self.step_time.is_zero() {
-            std::thread::sleep(self.step_time + self.step_time * batch.len() as u32 / 16);
+        let took = (self.step_cost)(batch.len());
+        if !took.is_zero() {
+            std::thread::sleep(took);
         }
         let mut kv = self.kv.lock().unwrap();
         self.next.clear();
@@ -259,7 +260,10 @@ struct Setup {
     gate: Option<std_mpsc::Receiver<()>>,
     speculative: bool,
     predict: fn(&[Token]) -> Token,
+    /// What a decode takes: this, plus as much again per 16 tokens...
     step_time: Duration,
+    /// ...unless this says otherwise: what a decode of so many tokens takes.
+    step_cost: Option<fn(usize) -> Duration>,
 }
 
 impl Default for Setup {
@@ -277,6 +281,7 @@ impl Default for Setup {
             speculative: false,
             predict: next_token,
             step_time: Duration::ZERO,
+            step_cost: None,
         }
     }
 }
@@ -296,8 +301,12 @@ fn start(setup: Setup) -> Harness {
     };
     let metrics = EngineMetrics::default();
     let (k, gate, predict, step_time) = (kv.clone(), setup.gate, setup.predict, setup.step_time);
+    let step_cost: Box<dyn Fn(usize) -> Duration + Send> = match setup.step_cost {
+        Some(cost) => Box::new(cost),
+        None => Box::new(move |tokens| step_time + step_time * tokens as u32 / 16),
+    };
     let handle = SchedulerHandle::spawn("fake", config, metrics.clone(), move || {
-        Ok(FakeModel { kv: k, predict, next: Vec::new(), gate, step_time })
+        Ok(FakeModel { kv: k, predict, next: Vec::new(), gate, step_cost })
     })
     .unwrap();
     Harness { handle, kv, metrics }
@@ -975,6 +984,50 @@ fn drafts_end_at_an_end_of_generation() {
     h.settle();
     let (drafted, accepted) = (h.metrics.drafted_tokens.get(), h.metrics.accepted_tokens.get());
     assert!(drafted > 0 && accepted == drafted, "drafted {drafted}, accepted {accepted}");
+}
+
+/// Whether the first decode step after `prompt` (the step that feeds the token at
+/// position `prompt.len()`) verified a draft, among the steps from `from` on.
+fn first_step_drafts(h: &Harness, prompt: &[Token], from: usize) -> bool {
+    let kv = h.kv.lock().unwrap();
+    let step = kv.batches[from..].iter().find(|b| b.iter().any(|e| e.pos == prompt.len())).expect("a decode step");
+    step.len() > 1
+}
+
+#[test]
+fn drafts_too_dear_to_verify_are_judged_by_the_output_and_verified_once_shown_right() {
+    // Steps cost as on a CPU whose one-token steps are fast: a second token triples the
+    // cost, more add little. A draft after a long match (prior acceptance 0.85) is worth
+    // a step, one after a 3-token match (prior 0.6) is not.
+    let h = start(Setup {
+        speculative: true,
+        predict: copying,
+        step_cost: Some(|tokens| Duration::from_micros(if tokens == 1 { 3_000 } else { 9_000 + 100 * tokens as u64 })),
+        ..Setup::default()
+    });
+    // Warm-ups copying a long run measure what steps cost: the first drafts nothing, the
+    // second has room for a draft of one token, the third for longer ones.
+    let text: Vec<Token> = (1..=20).collect();
+    let warm_up = [text.clone(), text[..18].to_vec()].concat();
+    let (_, _, usage) =
+        collect(h.handle.submit_one(SeqRequest { speculate: false, ..request(&warm_up, 5, &[]) }).unwrap());
+    assert_eq!(usage.completion_tokens, 5);
+    for max_tokens in [3, 20] {
+        assert_eq!(run(&h, &warm_up, max_tokens).0, reference_with(copying, &warm_up, max_tokens as usize));
+    }
+    // Two answers continuing a cycle: each starts after a 3-token match. The first leaves
+    // its early drafts unverified, but its output shows them right; the second drafts at
+    // its first step.
+    let prompts: Vec<Vec<Token>> =
+        [13, 1].iter().map(|&k| [(k..k + 12).collect::<Vec<Token>>(), vec![k, k + 1]].concat()).collect();
+    let mut first_steps = Vec::new();
+    for prompt in &prompts {
+        let from = h.kv.lock().unwrap().batches.len();
+        assert_eq!(run(&h, prompt, 40).0, reference_with(copying, prompt, 40));
+        first_steps.push(first_step_drafts(&h, prompt, from));
+    }
+    h.settle();
+    assert_eq!(first_steps, [false, true], "whether each answer's first decode step drafted");
 }
 
 #[test]

@@ -12,8 +12,13 @@
 //! the batch grows: here a 64-token batch costs less than a 48-token one; [`StepCosts`]).
 //! Each step the engine picks the draft length that maximises expected tokens per second
 //! over its sequences ([`DraftPlan`]); batch sizes never measured are assumed cheap, so
-//! that they get tried once and then priced by what they cost. The measuring and the plan
-//! are in `plan`; here, where drafts come from.
+//! that they get tried once and then priced by what they cost. A draft the plan finds not
+//! worth its step is not lost as evidence: the drafter follows it as a shadow over the
+//! tokens the model writes next, and how it would have fared counts for its source as a
+//! verified draft does. Without that, a source whose drafts look too dear to verify (on a
+//! machine where a batch of two tokens costs twice one) would never be tried, so never
+//! shown to be right. The measuring and the plan are in `plan`; here, where drafts come
+//! from.
 
 use std::collections::VecDeque;
 
@@ -54,6 +59,25 @@ pub struct Drafter {
     /// `scanned` tokens (see [`Drafter::end_at_paragraph`]).
     output_paragraphs: bool,
     scanned: usize,
+    /// A draft not verified, compared with the output as it comes.
+    shadow: Option<Shadow>,
+}
+
+/// A draft left unverified, and how many of its tokens the output has agreed with so far.
+#[derive(Debug)]
+struct Shadow {
+    source: Source,
+    tokens: Vec<Token>,
+    agreed: usize,
+}
+
+/// How a draft fared, verified or shadowed: `agreed` of its `drafted` tokens were the
+/// model's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub source: Source,
+    pub drafted: usize,
+    pub agreed: usize,
 }
 
 /// A copy in progress: `at` is the context position of the next token to copy; `queue`
@@ -117,6 +141,7 @@ impl Drafter {
             next_edit: 0,
             output_paragraphs: false,
             scanned: prompt.len(),
+            shadow: None,
         }
     }
 
@@ -150,9 +175,30 @@ impl Drafter {
         }
     }
 
+    /// Follows `draft`, which was not verified, over the tokens the output has next (unless
+    /// it follows one already: one at a time, so that no token counts twice).
+    pub fn shadow(&mut self, source: Source, draft: Vec<Token>) {
+        if self.shadow.is_none() && !draft.is_empty() {
+            self.shadow = Some(Shadow { source, tokens: draft, agreed: 0 });
+        }
+    }
+
     /// A sampled token, in order: the copy goes on if it is the token copied next, else
-    /// it stops there (and an edit that made the refused token is forgotten).
-    pub fn push(&mut self, token: Token) {
+    /// it stops there (and an edit that made the refused token is forgotten). Returns how
+    /// the shadowed draft fared, once the token decides it.
+    pub fn push(&mut self, token: Token) -> Option<Verdict> {
+        let verdict = self.shadow.as_mut().and_then(|shadow| {
+            let agrees = shadow.tokens[shadow.agreed] == token;
+            shadow.agreed += usize::from(agrees);
+            (!agrees || shadow.agreed == shadow.tokens.len()).then_some(Verdict {
+                source: shadow.source,
+                drafted: shadow.tokens.len(),
+                agreed: shadow.agreed,
+            })
+        });
+        if verdict.is_some() {
+            self.shadow = None;
+        }
         if let Some(mut follow) = self.follow.take() {
             let from_source = follow.queue.is_empty().then_some(follow.at);
             match self.copy_next(&mut follow) {
@@ -169,6 +215,7 @@ impl Drafter {
             }
         }
         self.context.push(token);
+        verdict
     }
 
     pub fn context(&self) -> &[Token] {
@@ -405,6 +452,24 @@ mod tests {
         d.push(14);
         d.push(1);
         assert_eq!(d.lookup(4).0, vec![15, 16, 17, 1]);
+    }
+
+    #[test]
+    fn a_draft_left_unverified_is_judged_by_the_output() {
+        let mut d = Drafter::new(&[1, 2, 3, 4, 5, 6, 7, 1, 2]);
+        let (draft, matched) = d.lookup(4);
+        assert_eq!((draft.as_slice(), matched), (&[3, 4, 5, 6][..], 2));
+        let source = d.source(From::Context(matched));
+        d.shadow(source, draft);
+        d.shadow(source, vec![9]);
+        assert_eq!(d.push(3), None);
+        assert_eq!(d.push(4), None);
+        assert_eq!(d.push(8), Some(Verdict { source, drafted: 4, agreed: 2 }), "one shadow at a time");
+        assert_eq!(d.push(5), None, "judged once");
+        // Agreed whole: judged at its last token.
+        d.shadow(source, vec![6, 7]);
+        assert_eq!(d.push(6), None);
+        assert_eq!(d.push(7), Some(Verdict { source, drafted: 2, agreed: 2 }));
     }
 
     #[test]
