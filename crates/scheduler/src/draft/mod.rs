@@ -71,8 +71,7 @@ struct Shadow {
     agreed: usize,
 }
 
-/// How a draft fared, verified or shadowed: `agreed` of its `drafted` tokens were the
-/// model's.
+/// How a shadowed draft fared: `agreed` of its `drafted` tokens were the model's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
     pub source: Source,

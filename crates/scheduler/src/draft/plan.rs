@@ -157,7 +157,8 @@ impl StepCosts {
 /// tokens): every one, since what a step costs is not smooth in its size. ggml's CPU
 /// matrix kernels for the repacked quantized weights take the batch four tokens at a
 /// time and each token left over as a pass of its own over the weights: with one decoding
-/// token, a draft of 15 (a batch of 16) took 63 ms here, one of 16 (17) took 106 ms.
+/// token, a draft of 15 (a batch of 16) took 89 ms on an AVX-512 machine, one of 16 (17)
+/// took 109 ms (medians).
 const LENGTHS: std::ops::RangeInclusive<usize> = 1..=MAX_DRAFT;
 
 /// The draft lengths of a step: the ones, among none and `LENGTHS`, that give the most
