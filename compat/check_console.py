@@ -186,8 +186,8 @@ def run(c, base, model, downloads, state):
         row.find_element(By.TAG_NAME, "summary").click()
         row.find_element(By.CSS_SELECTOR, "input[name=amount]").send_keys("5")
         row.find_element(By.CSS_SELECTOR, "input[name=reason]").send_keys("welcome credit")
-        row.find_element(By.CSS_SELECTOR, "input[value=top_up]").find_element(By.XPATH, "..").find_element(
-            By.CSS_SELECTOR, "button[type=submit]").click()
+        c.follow(row.find_element(By.CSS_SELECTOR, "input[value=top_up]").find_element(By.XPATH, "..").find_element(
+            By.CSS_SELECTOR, "button[type=submit]"))
         WebDriverWait(c.d, 15).until(
             lambda d: "$5.00" in d.find_element(By.CSS_SELECTOR, f"tr[data-email='{USER_EMAIL}'] [data-balance]").text)
         for page in ("users", "prices", "tickets", "activities"):
